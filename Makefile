@@ -1,0 +1,43 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Everything else follows.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PORT   ?= 5000
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test bench lint format install clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	PORTAL_ENV=development $(BIN)/portal db upgrade
+	PORTAL_ENV=development $(BIN)/portal demo
+	@echo ""
+	@echo "  The portal:          http://127.0.0.1:$(PORT)/"
+	@echo "  The demo's mailbox:  http://127.0.0.1:$(PORT)/dev/mail  (the notices the demo customers got)"
+	@echo ""
+	PORTAL_ENV=development $(BIN)/flask --app wsgi run --host 127.0.0.1 --port $(PORT)
+
+test: install
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python bench/import_bench.py
+	$(BIN)/python bench/outbox_bench.py
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

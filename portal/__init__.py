@@ -1,0 +1,80 @@
+"""The breach portal: create_app() is a short list of register_* steps."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from flask import Flask, request
+from flask_babel import get_locale
+
+from portal import config as portal_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def instance_path() -> str:
+    """Where development secrets and the default SQLite database live."""
+    return os.environ.get("PORTAL_INSTANCE_PATH") or str(ROOT / "instance")
+
+
+def create_app(env: dict[str, str] | None = None, **overrides) -> Flask:
+    """Build the app from PORTAL_* variables (or the given mapping), failing fast when unusable."""
+    app = Flask(
+        __name__,
+        template_folder=str(ROOT / "templates"),
+        static_folder=str(ROOT / "static"),
+        instance_path=instance_path(),
+    )
+    app.config.update(portal_config.load(env, app.instance_path))
+    app.config.update(overrides)
+    register_extensions(app)
+    register_blueprints(app)
+    register_errorhandlers(app)
+    register_cli(app)
+    register_security_headers(app)
+    return app
+
+
+def register_extensions(app: Flask) -> None:
+    from portal.extensions import babel, csrf, db, migrate, vault
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True)
+    csrf.init_app(app)
+    vault.init_app(app)
+
+    def select_locale():
+        return request.accept_languages.best_match(app.config["LANGUAGES"]) or "en"
+
+    babel.init_app(app, locale_selector=select_locale,
+                   default_translation_directories=str(ROOT / "portal" / "translations"))
+    app.jinja_env.globals["get_locale"] = get_locale
+
+
+def register_blueprints(app: Flask) -> None:
+    from portal.web.dev.views import bp as dev_bp
+    from portal.web.public.views import bp as public_bp
+
+    app.register_blueprint(public_bp)
+    app.register_blueprint(dev_bp)
+
+
+def register_errorhandlers(app: Flask) -> None:
+    from portal.web.errors import register
+
+    register(app)
+
+
+def register_cli(app: Flask) -> None:
+    from portal.cli import register
+
+    register(app)
+
+
+def register_security_headers(app: Flask) -> None:
+    from portal.web.security import register
+
+    register(app)
+    logging.getLogger("portal").setLevel(logging.INFO)

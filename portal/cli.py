@@ -1,0 +1,218 @@
+"""The `portal` command: a Flask CLI group; each command parses, calls one service, reports."""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import signal
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import click
+from flask import Flask, current_app
+from flask.cli import FlaskGroup
+
+from portal.config import ConfigError
+
+
+def _actor() -> str:
+    return f"cli:{getpass.getuser()}"
+
+
+def _incident(slug: str):
+    from portal.services.incidents import IncidentError, get_by_slug
+
+    try:
+        return get_by_slug(slug)
+    except IncidentError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+incident_cli = click.Group("incident", help="Create and inspect incidents.")
+customers_cli = click.Group("customers", help="Import who was affected.")
+notices_cli = click.Group("notices", help="Queue breach notices.")
+outbox_cli = click.Group("outbox", help="Deliver and inspect queued messages.")
+audit_cli = click.Group("audit", help="The audit trail.")
+keys_cli = click.Group("keys", help="Data encryption keys.")
+
+
+@incident_cli.command("create")
+@click.option("--slug", required=True, help="Short name used by other commands, e.g. acme-2026.")
+@click.option("--title", required=True)
+@click.option("--discovered", required=True, type=click.DateTime(["%Y-%m-%d"]))
+@click.option("--occurred", type=click.DateTime(["%Y-%m-%d"]))
+@click.option("--contained", type=click.DateTime(["%Y-%m-%d"]))
+@click.option("--what-happened", default="")
+@click.option("--what-we-are-doing", default="")
+@click.option("--contact-phone", default="")
+@click.option("--contact-hours", default="")
+@click.option("--contact-email", default="")
+def incident_create(slug, title, discovered, occurred, contained, **text):
+    """Create an incident."""
+    from portal.services.incidents import IncidentError, create_incident
+
+    def day(value) -> date | None:
+        return value.date() if value else None
+
+    try:
+        incident = create_incident(
+            slug=slug, title=title, discovered_on=day(discovered), occurred_on=day(occurred),
+            contained_on=day(contained), actor=_actor(), **text,
+        )
+    except IncidentError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"Created incident {incident.slug}.")
+
+
+@customers_cli.command("import")
+@click.option("--incident", "slug", required=True)
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def customers_import(slug, file):
+    """Validate FILE.csv, then import it (nothing is written if any row is bad)."""
+    from portal.services.imports import ImportRejected, import_customers
+
+    incident = _incident(slug)
+    try:
+        report = import_customers(incident, file, actor=_actor())
+    except ImportRejected as exc:
+        report = exc.report
+        click.echo(f"Nothing was imported: {report.problem_count} problem(s) in {file.name}.",
+                   err=True)
+        for problem in report.problems:
+            click.echo(f"  {problem}", err=True)
+        if report.problem_count > len(report.problems):
+            click.echo(f"  ... and {report.problem_count - len(report.problems)} more.", err=True)
+        sys.exit(1)
+    click.echo(
+        f"Imported {report.rows} rows: {report.created} new, {report.updated} updated, "
+        f"{report.unchanged} unchanged; {report.exposures_added} exposures added, "
+        f"{report.exposures_updated} updated."
+    )
+
+
+@notices_cli.command("send")
+@click.option("--incident", "slug", required=True)
+def notices_send(slug):
+    """Queue a notice for every affected customer not yet notified (safe to run again)."""
+    from portal.services.notices import queue_notices
+
+    count = queue_notices(_incident(slug), actor=_actor())
+    click.echo(f"Queued {count} notice(s).")
+
+
+def _transport():
+    from portal.mail.smtp import SMTPTransport
+
+    url = current_app.config["SMTP_URL"]
+    if not url:
+        raise click.ClickException(
+            "PORTAL_SMTP_URL is not set: there is nowhere to deliver to. In development, "
+            "read the messages at /dev/mail."
+        )
+    return SMTPTransport(url)
+
+
+@outbox_cli.command("work")
+@click.option("--once", is_flag=True, help="Deliver what is due now, then exit.")
+@click.option("--idle-seconds", default=2.0, show_default=True, help="Pause when nothing is due.")
+def outbox_work(once, idle_seconds):
+    """Deliver queued messages; several workers may run at once on PostgreSQL."""
+    from portal.services import outbox
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    transport = _transport()
+    stopping = []
+
+    def stop(*_args):
+        stopping.append(True)  # finish the batch in hand, then leave
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        if once:
+            result = outbox.drain(transport)
+            click.echo(f"Sent {result.sent}, retrying {result.retried}, failed {result.failed}, "
+                       f"expired {result.expired}.")
+            return
+        while not stopping:
+            result = outbox.deliver_batch(transport)
+            if result.claimed == 0 or result.sent + result.failed + result.expired == 0:
+                time.sleep(idle_seconds)
+    finally:
+        transport.close()
+
+
+@outbox_cli.command("status")
+def outbox_status():
+    """Counts by state and the oldest message due."""
+    from portal.services import outbox
+
+    state = outbox.status()
+    for name, count in state.counts.items():
+        click.echo(f"{name:8} {count}")
+    oldest = state.oldest_due_at.isoformat() if state.oldest_due_at else "none"
+    click.echo(f"due now  {state.due_now}")
+    click.echo(f"oldest queued next attempt: {oldest}")
+
+
+@audit_cli.command("verify")
+def audit_verify():
+    """Walk the audit hash chain and name the first broken link."""
+    from portal.services.audit import verify_chain
+
+    report = verify_chain()
+    if report.broken_at is not None:
+        click.echo(f"Broken at event {report.broken_at}: {report.reason} "
+                   f"({report.checked} events before it are intact).", err=True)
+        sys.exit(1)
+    click.echo(f"The audit chain is intact ({report.checked} events).")
+
+
+@keys_cli.command("rotate")
+def keys_rotate():
+    """Re-encrypt personal data to the newest data key (safe to interrupt and rerun)."""
+    from portal.services.keys import rotate
+
+    counts = rotate(actor=_actor())
+    click.echo("Re-encrypted: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".")
+
+
+@click.command("demo")
+def demo():
+    """Load a demo incident with demo customers and queue their notices."""
+    from portal.services.demo import load_demo
+
+    slug, count = load_demo(actor=_actor())
+    click.echo(f"Demo incident {slug}: {count} customers, notices queued.")
+
+
+COMMANDS = [incident_cli, customers_cli, notices_cli, outbox_cli, audit_cli, keys_cli, demo]
+
+
+def register(app: Flask) -> None:
+    for command in COMMANDS:
+        app.cli.add_command(command)
+
+
+def _create_app():
+    from portal import create_app
+
+    return create_app()
+
+
+cli = FlaskGroup(create_app=_create_app, add_version_option=False,
+                 help="The breach portal's command line.")
+
+
+def main() -> None:
+    """Entry point of the `portal` script: a clear message, not a traceback, on bad config."""
+    try:
+        from portal import config, instance_path
+
+        config.load(instance_path=instance_path())
+    except ConfigError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
+    cli.main(prog_name="portal")

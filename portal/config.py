@@ -1,0 +1,120 @@
+"""Settings read once from PORTAL_* environment variables and validated at start."""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ENVIRONMENTS = ("production", "development", "testing")
+
+
+class ConfigError(RuntimeError):
+    """The environment does not describe a portal that may start."""
+
+
+def _read_or_create(path: Path, make) -> str:
+    """Return the secret kept at path, creating it (owner-only) the first time."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = make()
+    # Owner-only from the first byte: a development key is still a key.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value + "\n")
+    return value
+
+
+def new_data_key() -> str:
+    """A fresh 256-bit data key, base64url encoded as PORTAL_DATA_KEYS expects."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+
+
+def _split(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+def load(env: dict[str, str] | None = None, instance_path: str | Path = "instance") -> dict:
+    """Build the Flask config mapping from the environment; raise ConfigError when unusable."""
+    env = dict(os.environ if env is None else env)
+    instance = Path(instance_path)
+    portal_env = env.get("PORTAL_ENV", "production")
+    if portal_env not in ENVIRONMENTS:
+        raise ConfigError(f"PORTAL_ENV must be one of {', '.join(ENVIRONMENTS)}, not {portal_env!r}")
+    production = portal_env == "production"
+
+    missing = [
+        name
+        for name in ("PORTAL_SECRET_KEY", "PORTAL_BASE_URL", "PORTAL_DATA_KEYS")
+        if production and not env.get(name)
+    ]
+    if missing:
+        raise ConfigError(
+            "The portal will not start in production without "
+            + ", ".join(missing)
+            + " (see the README's configuration table)."
+        )
+
+    secret_key = env.get("PORTAL_SECRET_KEY") or _read_or_create(
+        instance / "secret_key", lambda: secrets.token_urlsafe(48)
+    )
+    # A short signing key is guessable offline from any signed link.
+    if len(secret_key) < 32:
+        raise ConfigError("PORTAL_SECRET_KEY must be at least 32 characters of random data.")
+
+    data_keys = _split(env.get("PORTAL_DATA_KEYS")) or [
+        _read_or_create(instance / "data_keys", new_data_key)
+    ]
+
+    base_url = (env.get("PORTAL_BASE_URL") or "http://127.0.0.1:5000").rstrip("/")
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+        raise ConfigError("PORTAL_BASE_URL must be an origin such as https://help.example.com")
+    if production and parts.scheme != "https":
+        raise ConfigError("PORTAL_BASE_URL must use https in production.")
+
+    smtp_url = env.get("PORTAL_SMTP_URL") or None
+    if smtp_url and urlsplit(smtp_url).scheme not in ("smtp", "smtps", "smtp+starttls"):
+        raise ConfigError("PORTAL_SMTP_URL must start with smtp://, smtps:// or smtp+starttls://")
+
+    database_url = env.get("PORTAL_DATABASE_URL") or f"sqlite:///{instance.resolve() / 'portal.db'}"
+    if database_url.startswith("postgresql://"):
+        # psycopg 3 is the driver we ship; the bare scheme would ask for psycopg2.
+        database_url = "postgresql+psycopg://" + database_url.removeprefix("postgresql://")
+
+    return {
+        "PORTAL_ENV": portal_env,
+        "TESTING": portal_env == "testing",
+        "DEBUG": False,  # never the Werkzeug debugger: it is a remote shell
+        "SECRET_KEY": secret_key,
+        "SECRET_KEY_FALLBACKS": _split(env.get("PORTAL_SECRET_KEY_FALLBACKS")),
+        "BASE_URL": base_url,
+        "PREFERRED_URL_SCHEME": parts.scheme,
+        # Links are built from BASE_URL, and requests for any other host are refused.
+        "TRUSTED_HOSTS": [parts.hostname] if production else None,
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "DATA_KEYS": data_keys,
+        "SMTP_URL": smtp_url,
+        "MAIL_FROM": env.get("PORTAL_MAIL_FROM") or f"notices@{parts.hostname}",
+        "ORGANISATION_NAME": env.get("PORTAL_ORGANISATION_NAME") or "Example Corp",
+        "NOTICE_LINK_TTL": timedelta(days=int(env.get("PORTAL_NOTICE_LINK_DAYS", "90"))),
+        "OUTBOX_BATCH_SIZE": 100,
+        "OUTBOX_MAX_ATTEMPTS": 10,
+        "OUTBOX_RETRY_BASE_TTL": timedelta(seconds=30),
+        "OUTBOX_RETRY_MAX_TTL": timedelta(hours=1),
+        "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
+        "MAX_FORM_MEMORY_SIZE": 64 * 1024,
+        "MAX_FORM_PARTS": 100,
+        "SESSION_COOKIE_SECURE": production,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "WTF_CSRF_TIME_LIMIT": 3600,
+        "BABEL_DEFAULT_LOCALE": "en",
+        "LANGUAGES": ("en", "es"),
+        "DEV_MAIL": portal_env == "development",
+    }

@@ -1,0 +1,112 @@
+"""Encryption of personal data at rest, and keyed blind indexes for looking it up.
+
+Every value is sealed with AES-256-GCM under the newest key in PORTAL_DATA_KEYS. The associated
+data binds a ciphertext to its place (table, column, row), so a value copied into another row or
+column fails to open. Keys live outside the database (environment or a vault), so a database dump
+alone reveals nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+FORMAT_VERSION = b"\x01"
+KEY_ID_SIZE = 4
+NONCE_SIZE = 12
+HEADER_SIZE = 1 + KEY_ID_SIZE + NONCE_SIZE
+
+
+class DecryptionError(Exception):
+    """A sealed value could not be opened: wrong key, wrong place, or tampered."""
+
+
+class _Key:
+    __slots__ = ("aead", "id", "index_key")
+
+    def __init__(self, raw: bytes):
+        self.id = hashlib.sha256(b"portal data key id\x00" + raw).digest()[:KEY_ID_SIZE]
+        self.aead = AESGCM(raw)
+        # A separate key for blind indexes: an index must never help to open a ciphertext.
+        self.index_key = hmac.new(raw, b"portal blind index v1", hashlib.sha256).digest()
+
+
+def decode_key(text: str) -> bytes:
+    """Decode one PORTAL_DATA_KEYS entry (base64url of 32 random bytes)."""
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("a data key is not valid base64url") from exc
+    if len(raw) != 32:
+        raise ValueError("a data key must be 32 bytes (256 bits)")
+    return raw
+
+
+class DataVault:
+    """Seal and open personal values; bound to the app's PORTAL_DATA_KEYS at start."""
+
+    def __init__(self, keys: list[str] | None = None):
+        self._keys: list[_Key] = []
+        self._by_id: dict[bytes, _Key] = {}
+        if keys:
+            self.load_keys(keys)
+
+    def init_app(self, app) -> None:
+        self.load_keys(app.config["DATA_KEYS"])
+        app.extensions["portal_vault"] = self
+
+    def load_keys(self, keys: list[str]) -> None:
+        """Use these keys, newest first: the first seals, all of them open."""
+        if not keys:
+            raise ValueError("at least one data key is required")
+        self._keys = [_Key(decode_key(k)) for k in keys]
+        self._by_id = {k.id: k for k in self._keys}
+
+    @property
+    def newest_id(self) -> bytes:
+        return self._keys[0].id
+
+    def seal(self, value: str, context: str) -> bytes:
+        """Encrypt value for the place named by context (e.g. 'customer.email.<row>')."""
+        key = self._keys[0]
+        nonce = os.urandom(NONCE_SIZE)
+        header = FORMAT_VERSION + key.id + nonce
+        return header + key.aead.encrypt(nonce, value.encode(), context.encode() + key.id)
+
+    def open(self, blob: bytes, context: str) -> str:
+        """Decrypt a value sealed for this same context."""
+        if len(blob) < HEADER_SIZE or blob[:1] != FORMAT_VERSION:
+            raise DecryptionError("not a sealed value")
+        key_id = bytes(blob[1 : 1 + KEY_ID_SIZE])
+        key = self._by_id.get(key_id)
+        if key is None:
+            raise DecryptionError("sealed with a key that is no longer configured")
+        nonce = bytes(blob[1 + KEY_ID_SIZE : HEADER_SIZE])
+        try:
+            plain = key.aead.decrypt(nonce, bytes(blob[HEADER_SIZE:]), context.encode() + key_id)
+        except InvalidTag as exc:
+            raise DecryptionError("sealed value does not belong here or was altered") from exc
+        return plain.decode()
+
+    def is_current(self, blob: bytes) -> bool:
+        """True when blob is sealed with the newest key (nothing to rotate)."""
+        return bytes(blob[1 : 1 + KEY_ID_SIZE]) == self._keys[0].id
+
+    def blind_index(self, value: str, purpose: str) -> bytes:
+        """A keyed digest of an already-normalised value, to find a row without storing the value."""
+        return self._index(self._keys[0], value, purpose)
+
+    def blind_indexes(self, value: str, purpose: str) -> list[bytes]:
+        """The digest under every configured key: lookups keep working during a key rotation."""
+        return [self._index(key, value, purpose) for key in self._keys]
+
+    @staticmethod
+    def _index(key: _Key, value: str, purpose: str) -> bytes:
+        message = purpose.encode() + b"\x00" + value.encode()
+        return hmac.new(key.index_key, message, hashlib.sha256).digest()[:16]

@@ -1,0 +1,1 @@
+"""Message composition (text + HTML) and the transports that carry messages out."""

@@ -1,0 +1,19 @@
+"""Typed SQLAlchemy models, one module per domain."""
+
+from portal.models.audit import AuditEvent
+from portal.models.customer import Customer, Exposure
+from portal.models.data_class import DATA_CLASSES, DataClass
+from portal.models.incident import Incident
+from portal.models.notice import Notice
+from portal.models.outbox import OutboxMessage
+
+__all__ = [
+    "DATA_CLASSES",
+    "AuditEvent",
+    "Customer",
+    "DataClass",
+    "Exposure",
+    "Incident",
+    "Notice",
+    "OutboxMessage",
+]

@@ -1,0 +1,94 @@
+"""Customers and what of theirs was exposed. Personal values are sealed at rest."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, LargeBinary, String, UniqueConstraint, func
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from portal.models.base import Base, UTCDateTime
+
+
+def new_public_id() -> str:
+    """An opaque random id (128 bits): safe to show, impossible to guess."""
+    return secrets.token_hex(16)
+
+
+def _sealed(column: str):
+    """A str property over the sealed column `<column>_sealed`, bound to this row."""
+    attr = f"{column}_sealed"
+
+    def getter(self) -> str | None:
+        from portal.extensions import vault
+
+        blob = getattr(self, attr)
+        return None if blob is None else vault.open(blob, f"customer.{column}.{self.public_id}")
+
+    def setter(self, value: str | None) -> None:
+        from portal.extensions import vault
+
+        if self.public_id is None:
+            self.public_id = new_public_id()
+        sealed = None if value is None else vault.seal(value, f"customer.{column}.{self.public_id}")
+        setattr(self, attr, sealed)
+
+    return property(getter, setter, doc=f"The customer's {column}, decrypted on read.")
+
+
+class Customer(Base):
+    __tablename__ = "customer"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True, default=new_public_id)
+    external_id: Mapped[str] = mapped_column(String(128), unique=True)
+    name_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    email_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    # Keyed digest of the normalised address: find a customer by email without storing it.
+    email_index: Mapped[bytes] = mapped_column(LargeBinary(16), index=True)
+    phone_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    phone_index: Mapped[bytes | None] = mapped_column(LargeBinary(16), index=True)
+    locale: Mapped[str] = mapped_column(String(16), default="en")
+    region: Mapped[str] = mapped_column(String(8), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.now())
+
+    exposures: Mapped[list[Exposure]] = relationship(back_populates="customer")
+
+    name = _sealed("name")
+    email = _sealed("email")
+    phone = _sealed("phone")
+
+
+class Exposure(Base):
+    """Customer x incident x data class, with at most a 4-character fragment to show masked."""
+
+    __tablename__ = "exposure"
+    __table_args__ = (
+        UniqueConstraint("customer_id", "incident_id", "data_class", name="uq_exposure_once"),
+        Index("ix_exposure_incident_customer", "incident_id", "customer_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id", ondelete="CASCADE"))
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incident.id", ondelete="CASCADE"))
+    data_class: Mapped[str] = mapped_column(String(32))
+    # Even a last-four is sealed: last four SSN digits are used as a secret elsewhere.
+    fragment_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.now())
+
+    customer: Mapped[Customer] = relationship(back_populates="exposures")
+
+    @staticmethod
+    def fragment_context(customer_public_id: str, incident_id: int, data_class: str) -> str:
+        return f"exposure.fragment.{customer_public_id}.{incident_id}.{data_class}"
+
+    @property
+    def fragment(self) -> str | None:
+        from portal.extensions import vault
+
+        if self.fragment_sealed is None:
+            return None
+        context = self.fragment_context(self.customer.public_id, self.incident_id, self.data_class)
+        return vault.open(self.fragment_sealed, context)

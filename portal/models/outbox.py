@@ -1,0 +1,49 @@
+"""The outbox: messages written in the same transaction as the change they report."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import CheckConstraint, ForeignKey, Index, LargeBinary, String, func
+from sqlalchemy.orm import Mapped, mapped_column
+
+from portal.models.base import Base, UTCDateTime
+
+OUTBOX_KINDS = ("email", "sms", "webhook")
+OUTBOX_STATUSES = ("queued", "sent", "failed", "expired")
+
+
+class OutboxMessage(Base):
+    __tablename__ = "outbox_message"
+    __table_args__ = (
+        CheckConstraint("kind IN ('email', 'sms', 'webhook')", name="kind"),
+        CheckConstraint("status IN ('queued', 'sent', 'failed', 'expired')", name="status"),
+        # The worker's only question: what is queued and due, oldest first.
+        Index("ix_outbox_message_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    # One message per purpose, ever: a retried command cannot queue a second copy.
+    dedupe_key: Mapped[str] = mapped_column(String(200), unique=True)
+    message_id: Mapped[str] = mapped_column(String(255))
+    # Recipient and body are sealed (they hold links and personal data); the subject never
+    # carries personal data, so operators can read the queue.
+    recipient_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    subject: Mapped[str] = mapped_column(String(200), default="")
+    body_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    locale: Mapped[str] = mapped_column(String(16), default="en")
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # A message that has not left by then is dropped (one-time codes must never arrive late).
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str] = mapped_column(String(500), default="")
+    notice_id: Mapped[int | None] = mapped_column(
+        ForeignKey("notice.id", ondelete="SET NULL"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.now())
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    def context(self, part: str) -> str:
+        return f"outbox.{part}.{self.dedupe_key}"

@@ -1,0 +1,1 @@
+"""Domain operations: no request, no templates. Views and commands call these."""

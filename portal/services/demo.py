@@ -1,0 +1,92 @@
+"""The demo incident: realistic, covering every data class, in English and Spanish."""
+
+from __future__ import annotations
+
+import csv
+import tempfile
+from datetime import date
+from pathlib import Path
+
+from sqlalchemy import select
+
+from portal.extensions import db
+from portal.models import Incident
+from portal.services import imports, notices
+from portal.services.incidents import create_incident
+
+SLUG = "acme-2026"
+
+# Reserved example domains and the 555-01xx fictional phone range: no real person is reached.
+DEMO_CUSTOMERS = [
+    ("C-1001", "Maria Garcia", "maria.garcia@example.com", "+14155550101", "es", "US-CA",
+     "email_address;full_name;ssn:6789;date_of_birth"),
+    ("C-1002", "James Smith", "james.smith@example.com", "", "en", "US-NY",
+     "email_address;password;username;security_questions"),
+    ("C-1003", "Aisha Khan", "aisha.khan@example.org", "+12125550102", "en", "US-NY",
+     "full_name;payment_card:4242;postal_address;phone_number:0102"),
+    ("C-1004", "José Hernández", "jose.hernandez@example.net", "+13105550103", "es", "US-CA",
+     "full_name;bank_account:3321;tax_id:1234"),
+    ("C-1005", "Wei Chen", "wei.chen@example.com", "", "en", "US-WA",
+     "medical_records;health_insurance:7781;date_of_birth;full_name"),
+    ("C-1006", "Emma Johnson", "emma.johnson@example.com", "+15125550104", "en", "US-TX",
+     "drivers_license:X912;postal_address;date_of_birth"),
+    ("C-1007", "Lukas Becker", "lukas.becker@example.de", "+4915550105", "en", "DE",
+     "national_id:44K1;passport_number:C7Q2;email_address"),
+    ("C-1008", "Sofía Rodríguez", "sofia.rodriguez@example.com", "", "es", "US-FL",
+     "email_address;password;ip_address"),
+    ("C-1009", "Olivia Brown", "olivia.brown@example.com", "+13125550106", "en", "US-IL",
+     "ssn:1120;full_name;postal_address;phone_number:0106"),
+    ("C-1010", "Noah Wilson", "noah.wilson@example.com", "", "en", "US-CO",
+     "payment_card:1881;email_address"),
+    ("C-1011", "Carmen López", "carmen.lopez@example.com", "+17865550107", "es", "US-FL",
+     "health_insurance:5520;medical_records;ssn:4402"),
+    ("C-1012", "Daniel O'Brien", "daniel.obrien@example.com", "", "en", "US-MA",
+     "username;password;email_address;ip_address"),
+]
+
+
+def _demo_incident(actor: str) -> Incident:
+    incident = db.session.scalar(select(Incident).where(Incident.slug == SLUG))
+    if incident is not None:
+        return incident
+    return create_incident(
+        slug=SLUG,
+        title="Unauthorized access to our customer database",
+        occurred_on=date(2026, 10, 2),
+        discovered_on=date(2026, 10, 9),
+        contained_on=date(2026, 10, 10),
+        status="notifying",
+        what_happened=(
+            "On October 9, 2026 we found that an unauthorized party had used a stolen employee "
+            "credential to copy part of our customer database between October 2 and October 9. "
+            "We closed the access the next day."
+            "\n\n"
+            "We have found no sign that the information has been misused, but we are telling "
+            "you so that you can protect yourself."
+        ),
+        what_we_are_doing=(
+            "We reset every employee credential, added hardware security keys for all staff, "
+            "and hired an independent forensic firm. We reported the incident to law "
+            "enforcement and to the state attorneys general."
+            "\n\n"
+            "We are offering you 24 months of identity protection at no cost."
+        ),
+        contact_phone="1-800-555-0199",
+        contact_hours="Monday to Friday, 8 am to 8 pm Eastern",
+        contact_email="privacy@example.com",
+        actor=actor,
+    )
+
+
+def load_demo(*, actor: str) -> tuple[str, int]:
+    """Create (or refresh) the demo incident and its customers, and queue their notices."""
+    incident = _demo_incident(actor)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "demo.csv"
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(imports.COLUMNS)
+            writer.writerows(DEMO_CUSTOMERS)
+        imports.import_customers(incident, path, actor=actor)
+    notices.queue_notices(incident, actor=actor)
+    return SLUG, len(DEMO_CUSTOMERS)

@@ -1,0 +1,101 @@
+"""Notices: queue one personal 'Notice of Data Breach' per affected customer, exactly once."""
+
+from __future__ import annotations
+
+import secrets
+from sqlalchemy import and_, select
+from sqlalchemy.orm import selectinload
+
+from portal.extensions import db
+from portal.mail.compose import compose_notice
+from portal.models import Customer, Exposure, Incident, Notice
+from portal.models.base import utcnow
+from portal.services import audit, outbox, reference_codes, tokens
+
+BATCH_SIZE = 500
+
+
+def _unnotified_customer_ids(incident_id: int, limit: int) -> list[int]:
+    query = (
+        select(Exposure.customer_id)
+        .outerjoin(
+            Notice,
+            and_(Notice.customer_id == Exposure.customer_id, Notice.incident_id == incident_id),
+        )
+        .where(Exposure.incident_id == incident_id, Notice.id.is_(None))
+        .group_by(Exposure.customer_id)
+        .order_by(Exposure.customer_id)
+        .limit(limit)
+    )
+    return list(db.session.scalars(query))
+
+
+def _fresh_reference_codes(count: int) -> list[str]:
+    """Codes not yet used by any notice (a collision is rare, but a code must be unique)."""
+    while True:
+        codes = {reference_codes.generate() for _ in range(count)}
+        taken = set(db.session.scalars(select(Notice.reference_code).where(
+            Notice.reference_code.in_(codes))))
+        codes -= taken
+        if len(codes) == count:
+            return list(codes)
+
+
+def queue_notices(incident: Incident, *, actor: str, batch_size: int = BATCH_SIZE) -> int:
+    """Create a Notice and its outbox message for every affected customer not yet notified.
+
+    Each batch commits its notices together with their messages, so a notice is never marked
+    queued without its message, nor a message queued twice: running it again sends nothing new.
+    """
+    queued = 0
+    incident_id = incident.id
+    while True:
+        customer_ids = _unnotified_customer_ids(incident.id, batch_size)
+        if not customer_ids:
+            break
+        customers = db.session.scalars(
+            select(Customer).where(Customer.id.in_(customer_ids))
+            .options(selectinload(Customer.exposures))
+        ).all()
+        codes = _fresh_reference_codes(len(customers))
+        now = utcnow()
+        notices = [
+            Notice(
+                public_id=secrets.token_urlsafe(16),
+                customer_id=customer.id,
+                incident_id=incident.id,
+                reference_code=code,
+                queued_at=now,
+            )
+            for customer, code in zip(customers, codes, strict=True)
+        ]
+        db.session.add_all(notices)
+        db.session.flush()  # one multi-row INSERT gives every notice its id
+        for customer, notice in zip(customers, notices, strict=True):
+            exposures = [
+                (e.data_class, e.fragment) for e in customer.exposures
+                if e.incident_id == incident.id
+            ]
+            message = compose_notice(
+                locale=customer.locale,
+                incident=incident,
+                exposures=exposures,
+                link=tokens.notice_link(notice.public_id, notice.link_nonce),
+                reference_code=reference_codes.display(notice.reference_code),
+            )
+            outbox.enqueue_email(
+                dedupe_key=f"notice:{notice.public_id}",
+                recipient=customer.email,
+                subject=message.subject,
+                text=message.text,
+                html=message.html,
+                locale=customer.locale,
+                notice_id=notice.id,
+            )
+        audit.record("notices.queued", actor=actor, subject_type="incident",
+                     subject_id=incident.slug, details={"count": len(customers)})
+        db.session.commit()
+        db.session.expunge_all()  # keep memory flat over a million notices
+        incident = db.session.get(Incident, incident_id)
+        queued += len(customers)
+    return queued

@@ -1,0 +1,221 @@
+"""The outbox: queue messages inside a business transaction; deliver them at least once."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from urllib.parse import urlsplit
+
+from flask import current_app
+from sqlalchemy import func, select, update
+
+from portal.extensions import db, vault
+from portal.mail.smtp import DeliveryError
+from portal.models import Notice, OutboxMessage
+from portal.models.base import utcnow
+from portal.services import audit
+
+log = logging.getLogger(__name__)
+WORKER_ACTOR = "system:outbox"
+
+
+def enqueue_email(
+    *,
+    dedupe_key: str,
+    recipient: str,
+    subject: str,
+    text: str,
+    html: str,
+    locale: str = "en",
+    notice_id: int | None = None,
+    expires_at: datetime | None = None,
+) -> OutboxMessage:
+    """Add an email to the outbox in the caller's transaction; it leaves only if that commits."""
+    host = urlsplit(current_app.config["BASE_URL"]).hostname
+    message = OutboxMessage(
+        kind="email",
+        dedupe_key=dedupe_key,
+        message_id=make_msgid(domain=host),
+        subject=subject,
+        locale=locale,
+        next_attempt_at=utcnow(),
+        expires_at=expires_at,
+        notice_id=notice_id,
+    )
+    message.recipient_sealed = vault.seal(recipient, message.context("recipient"))
+    body = json.dumps({"text": text, "html": html})
+    message.body_sealed = vault.seal(body, message.context("body"))
+    db.session.add(message)
+    return message
+
+
+@dataclass(frozen=True)
+class OpenedMessage:
+    """An outbox row with its sealed parts opened, for the worker and the dev mailbox."""
+
+    row: OutboxMessage
+    recipient: str
+    text: str
+    html: str
+
+
+def open_message(row: OutboxMessage) -> OpenedMessage:
+    body = json.loads(vault.open(row.body_sealed, row.context("body")))
+    recipient = vault.open(row.recipient_sealed, row.context("recipient"))
+    return OpenedMessage(row, recipient, body["text"], body["html"])
+
+
+def to_email(opened: OpenedMessage) -> EmailMessage:
+    """The MIME message: text first, the same content as HTML as the alternative."""
+    row = opened.row
+    email = EmailMessage()
+    email["From"] = current_app.config["MAIL_FROM"]
+    email["To"] = opened.recipient
+    email["Subject"] = row.subject
+    email["Message-ID"] = row.message_id
+    email["Date"] = format_datetime(row.created_at or utcnow())
+    email["Content-Language"] = row.locale
+    email["Auto-Submitted"] = "auto-generated"
+    email.set_content(opened.text)
+    email.add_alternative(opened.html, subtype="html")
+    return email
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """Exponential backoff with jitter: about base * 2^(attempts-1), at most the cap."""
+    config = current_app.config
+    base = config["OUTBOX_RETRY_BASE_TTL"].total_seconds()
+    cap = config["OUTBOX_RETRY_MAX_TTL"].total_seconds()
+    delay = min(cap, base * 2 ** (attempts - 1))
+    # Jitter spreads retries so that a recovered server is not hit by every worker at once;
+    # it needs no unpredictability, so the plain generator is right here.
+    return timedelta(seconds=delay * random.uniform(0.5, 1.0))  # noqa: S311
+
+
+@dataclass
+class BatchResult:
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    expired: int = 0
+    claimed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def _claim(now: datetime, limit: int) -> list[OutboxMessage]:
+    # FOR UPDATE SKIP LOCKED: each worker takes rows no other worker holds, and the locks end
+    # with the transaction, so a killed worker's rows become available again at once.
+    # (SQLite has no row locks and one writer at a time; there one worker runs.)
+    return list(
+        db.session.scalars(
+            select(OutboxMessage)
+            .where(OutboxMessage.status == "queued", OutboxMessage.next_attempt_at <= now)
+            .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+
+
+def deliver_batch(transport, now: datetime | None = None, limit: int | None = None) -> BatchResult:
+    """Claim one batch of due messages, hand them to the transport, record what happened.
+
+    A message is marked sent only after the server accepted it, in the transaction that holds
+    its row lock: a crash before the commit makes it due again (at least once, never lost).
+    """
+    now = now or utcnow()
+    limit = limit or current_app.config["OUTBOX_BATCH_SIZE"]
+    max_attempts = current_app.config["OUTBOX_MAX_ATTEMPTS"]
+    result = BatchResult()
+    rows = _claim(now, limit)
+    result.claimed = len(rows)
+    sent_notices: list[int] = []
+    connection_error: DeliveryError | None = None
+    for row in rows:
+        if row.expires_at is not None and row.expires_at <= now:
+            row.status = "expired"
+            row.last_error = "expired before delivery"
+            result.expired += 1
+            continue
+        error = connection_error
+        if error is None:
+            try:
+                transport.send(to_email(open_message(row)))
+            except DeliveryError as exc:
+                error = exc
+                if exc.connection:
+                    # The server is unreachable: the rest of the batch waits too, untried.
+                    connection_error = exc
+        row.attempts += 1
+        if error is None:
+            row.status = "sent"
+            row.sent_at = now
+            row.last_error = ""
+            if row.notice_id is not None:
+                sent_notices.append(row.notice_id)
+            result.sent += 1
+        elif error.permanent or row.attempts >= max_attempts:
+            row.status = "failed"
+            row.last_error = str(error)
+            result.failed += 1
+            audit.record("outbox.failed", actor=WORKER_ACTOR, subject_type="outbox_message",
+                         subject_id=row.id, outcome="failure",
+                         details={"attempts": row.attempts, "kind": row.kind})
+        else:
+            row.next_attempt_at = now + retry_delay(row.attempts)
+            row.last_error = str(error)
+            result.retried += 1
+    if sent_notices:
+        db.session.execute(
+            update(Notice).where(Notice.id.in_(sent_notices)).values(sent_at=now),
+            execution_options={"synchronize_session": False},
+        )
+    if result.claimed:
+        audit.record("outbox.delivered", actor=WORKER_ACTOR, subject_type="outbox",
+                     details={"sent": result.sent, "retried": result.retried,
+                              "failed": result.failed, "expired": result.expired})
+    db.session.commit()
+    if result.claimed:
+        log.info("outbox batch: sent=%d retried=%d failed=%d expired=%d", result.sent,
+                 result.retried, result.failed, result.expired)
+    return result
+
+
+def drain(transport, now: datetime | None = None) -> BatchResult:
+    """Deliver batches until nothing is due (or only messages that just failed to go)."""
+    total = BatchResult()
+    while True:
+        batch = deliver_batch(transport, now=now)
+        for name in ("sent", "retried", "failed", "expired", "claimed"):
+            setattr(total, name, getattr(total, name) + getattr(batch, name))
+        if batch.claimed == 0 or batch.sent + batch.failed + batch.expired == 0:
+            return total
+
+
+@dataclass
+class OutboxStatus:
+    counts: dict[str, int]
+    oldest_due_at: datetime | None
+    due_now: int
+
+
+def status(now: datetime | None = None) -> OutboxStatus:
+    """Counts by state and the oldest message waiting to go."""
+    now = now or utcnow()
+    counts = dict.fromkeys(("queued", "sent", "failed", "expired"), 0)
+    for state, count in db.session.execute(
+        select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)
+    ):
+        counts[state] = count
+    oldest, due = db.session.execute(
+        select(
+            func.min(OutboxMessage.next_attempt_at),
+            func.count().filter(OutboxMessage.next_attempt_at <= now),
+        ).where(OutboxMessage.status == "queued")
+    ).one()
+    return OutboxStatus(counts, oldest, due)

@@ -1,0 +1,46 @@
+"""Generic error pages that carry the request id, never a traceback."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, g, render_template
+from flask_babel import gettext as _
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+log = logging.getLogger(__name__)
+
+
+def _messages(code: int) -> tuple[str, str]:
+    return {
+        400: (_("We could not read that request"), _("Please go back and try again.")),
+        403: (_("You cannot open this page"), _("If you think you should, contact us.")),
+        404: (_("Page not found"), _("Check the address, or start again from the home page.")),
+        405: (_("That did not work"), _("Please go back and use the buttons on the page.")),
+        413: (_("That file is too large"), _("Please send a smaller file.")),
+        429: (_("Too many attempts"), _("Please wait a few minutes and try again.")),
+    }.get(code, (_("Something went wrong on our side"),
+                 _("Please try again in a few minutes.")))
+
+
+def _render(code: int):
+    title, advice = _messages(code)
+    return render_template("errors/error.html", code=code, title=title, advice=advice,
+                           request_id=g.get("request_id", "")), code
+
+
+def register(app: Flask) -> None:
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        if error.code is None or error.code < 400:
+            return error
+        response = _render(error.code)
+        if error.code == 405 and error.valid_methods:
+            return (*response, {"Allow": ", ".join(error.valid_methods)})
+        return response
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception):
+        # The last resort: log the failure against the request id, show nothing of it.
+        log.exception("unhandled error (request %s)", g.get("request_id", ""))
+        return _render(InternalServerError.code)

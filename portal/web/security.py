@@ -1,0 +1,70 @@
+"""Per-request security: request ids, deny-by-default access, and the response headers."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from flask import Flask, abort, current_app, g, request
+
+from portal.web.access import DEVELOPMENT, PUBLIC, access_of
+
+log = logging.getLogger(__name__)
+
+
+def csp_nonce() -> str:
+    """The nonce for this response's scripts; fresh for every response."""
+    if "csp_nonce" not in g:
+        g.csp_nonce = secrets.token_urlsafe(18)
+    return g.csp_nonce
+
+
+def _before_request():
+    # Our own id for correlating logs and error pages; an incoming header is not trusted.
+    g.request_id = secrets.token_hex(8)
+    if request.endpoint is None:
+        return None  # routing will answer 404 or 405
+    if request.endpoint == "static":
+        return None
+    level = access_of(current_app.view_functions.get(request.endpoint))
+    if level == PUBLIC:
+        return None
+    if level == DEVELOPMENT:
+        if current_app.config["PORTAL_ENV"] == "development":
+            return None
+        abort(404)  # outside development the route does not exist
+    # A view that does not say who may use it is a mistake; refuse rather than guess.
+    log.error("refused %s: the view declares no access", request.endpoint)
+    abort(403)
+
+
+def _after_request(response):
+    headers = response.headers
+    nonce = csp_nonce()
+    if "Content-Security-Policy" not in headers:
+        headers["Content-Security-Policy"] = (
+            f"default-src 'self'; script-src 'nonce-{nonce}' 'strict-dynamic'; "
+            "style-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+            "frame-ancestors 'none'; form-action 'self'"
+        )
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    # Not no-referrer: Flask-WTF's strict referrer check on HTTPS needs our own origin.
+    headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
+    headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    headers.setdefault("Cross-Origin-Resource-Policy", "same-origin")
+    headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()")
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers["X-Request-ID"] = g.get("request_id", "")
+    if current_app.config["BASE_URL"].startswith("https://"):
+        headers.setdefault("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+    if request.endpoint != "static":
+        # Pages may carry personal data: no copy in any cache, shared or the browser's.
+        headers.setdefault("Cache-Control", "no-store")
+        response.vary.add("Cookie")
+    return response
+
+
+def register(app: Flask) -> None:
+    app.before_request(_before_request)
+    app.after_request(_after_request)
+    app.jinja_env.globals["csp_nonce"] = csp_nonce

@@ -6,7 +6,7 @@ import logging
 import os
 from pathlib import Path
 
-from flask import Flask, request
+from flask import Flask, has_request_context, request
 from flask_babel import get_locale
 
 from portal import config as portal_config
@@ -46,6 +46,8 @@ def register_extensions(app: Flask) -> None:
     vault.init_app(app)
 
     def select_locale():
+        if not has_request_context():
+            return None  # commands and workers pass the recipient's locale explicitly
         return request.accept_languages.best_match(app.config["LANGUAGES"]) or "en"
 
     babel.init_app(app, locale_selector=select_locale,

@@ -166,8 +166,11 @@ def _records(path: Path) -> Iterator[tuple[int, dict]]:
             raise ValueError(_("unknown column(s): %(names)s", names=", ".join(unknown)[:200]))
         if len(set(header)) != len(header):
             raise ValueError(_("a column is named twice in the header"))
+        ended = reader.line_num
         for record in reader:
-            yield reader.line_num, record
+            # The line a record starts on: a quoted field may span several lines.
+            yield ended + 1, record
+            ended = reader.line_num
 
 
 def _id_digest(external_id: str) -> int:

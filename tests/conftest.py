@@ -1,0 +1,222 @@
+"""Fixtures: an app on a freshly migrated database per test, a CLI runner, a real SMTP server."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import socket
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import Envelope
+from sqlalchemy import create_engine, select, text
+
+from portal import ROOT, create_app
+from portal.config import new_data_key
+from portal.extensions import db
+from portal.models import Incident, OutboxMessage
+from portal.services.incidents import create_incident
+from portal.services.outbox import open_message
+
+PG_URL = os.environ.get("PORTAL_TEST_DATABASE_URL")
+BASE_URL = "https://portal.example.test"
+SECRET_KEY = "test-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"
+DATA_KEY = new_data_key()
+TABLES = ("audit_event", "outbox_message", "notice", "exposure", "customer", "incident")
+
+
+def pg_url() -> str | None:
+    if PG_URL and PG_URL.startswith("postgresql://"):
+        return "postgresql+psycopg://" + PG_URL.removeprefix("postgresql://")
+    return PG_URL
+
+
+def base_env(database_url: str, **extra: str) -> dict[str, str]:
+    env = {
+        "PORTAL_ENV": "testing",
+        "PORTAL_SECRET_KEY": SECRET_KEY,
+        "PORTAL_BASE_URL": BASE_URL,
+        "PORTAL_DATA_KEYS": DATA_KEY,
+        "PORTAL_DATABASE_URL": database_url,
+        "PORTAL_MAIL_FROM": "notices@example.test",
+    }
+    env.update(extra)
+    return env
+
+
+def _migrate(url: str) -> None:
+    from flask_migrate import upgrade
+
+    app = create_app(base_env(url))
+    with app.app_context():
+        upgrade(directory=str(ROOT / "migrations"))
+        db.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def migrated_database(tmp_path_factory) -> str:
+    """A migrated database for the session: SQLite template file, or the PostgreSQL test db."""
+    if pg_url():
+        engine = create_engine(pg_url())
+        with engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+        engine.dispose()
+        _migrate(pg_url())
+        return pg_url()
+    template = tmp_path_factory.mktemp("db") / "template.db"
+    _migrate(f"sqlite:///{template}")
+    return str(template)
+
+
+@pytest.fixture
+def database_url(migrated_database, tmp_path) -> str:
+    """A clean, migrated database for one test."""
+    if pg_url():
+        engine = create_engine(pg_url())
+        with engine.begin() as conn:
+            conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+        engine.dispose()
+        return pg_url()
+    path = tmp_path / "portal.db"
+    shutil.copy(migrated_database, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def env(database_url) -> dict[str, str]:
+    return base_env(database_url)
+
+
+@pytest.fixture
+def app(env):
+    app = create_app(env)
+    with app.app_context():
+        yield app
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def incident(app) -> Incident:
+    from datetime import date
+
+    return create_incident(
+        slug="acme-2026",
+        title="Unauthorized access to customer records",
+        discovered_on=date(2026, 10, 9),
+        occurred_on=date(2026, 10, 2),
+        what_happened="Someone copied part of our customer database.",
+        what_we_are_doing="We closed the access and hired investigators.",
+        contact_phone="1-800-555-0199",
+        contact_hours="Monday to Friday, 8 am to 8 pm",
+        actor="test",
+    )
+
+
+@pytest.fixture
+def outbox(app):
+    """Read the outbox: a callable returning every message, opened."""
+
+    def read():
+        db.session.expire_all()
+        rows = db.session.scalars(select(OutboxMessage).order_by(OutboxMessage.id))
+        return [open_message(row) for row in rows]
+
+    return read
+
+
+HEADER = ["external_id", "full_name", "email", "phone", "locale", "region", "data_classes"]
+
+
+@pytest.fixture
+def write_csv(tmp_path):
+    """Write rows (lists or dicts) under the standard header; return the path."""
+    counter = iter(range(1000))
+
+    def write(rows, header=HEADER, name=None, encoding="utf-8"):
+        path = tmp_path / (name or f"customers-{next(counter)}.csv")
+        with path.open("w", newline="", encoding=encoding) as handle:
+            writer = csv.writer(handle)
+            writer.writerow(header)
+            for row in rows:
+                writer.writerow([row.get(h, "") for h in header] if isinstance(row, dict) else row)
+        return path
+
+    return write
+
+
+def customer_row(n: int, **overrides) -> dict:
+    row = {
+        "external_id": f"C-{n:05d}",
+        "full_name": f"Person Number{n}",
+        "email": f"person{n}@example.com",
+        "phone": f"+1415555{n:04d}",
+        "locale": "en",
+        "region": "US-CA",
+        "data_classes": "email_address;payment_card:4242;ssn:6789",
+    }
+    row.update(overrides)
+    return row
+
+
+# --- a real SMTP server on loopback -------------------------------------------------------
+
+
+@dataclass
+class SMTPSink:
+    """Records what it accepts; can refuse chosen recipients with a chosen reply."""
+
+    messages: list[Envelope] = field(default_factory=list)
+    refuse: dict[str, str] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        reply = self.refuse.get(address.lower())
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        with self.lock:
+            self.messages.append(envelope)
+        return "250 Message accepted for delivery"
+
+    def message_ids(self) -> list[str]:
+        import email
+
+        return [email.message_from_bytes(e.content)["Message-ID"] for e in self.messages]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def smtp_server():
+    """Start an aiosmtpd server on a free loopback port; yield (sink, controller)."""
+    sink = SMTPSink()
+    controller = Controller(sink, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield sink, controller
+    try:
+        controller.stop()
+    except (AssertionError, RuntimeError):
+        pass  # already stopped by the test

@@ -1,0 +1,171 @@
+"""Queueing the 'Notice of Data Breach': once per customer, personal, and safe to forward."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from sqlalchemy import func, select
+
+from portal.extensions import db
+from portal.models import AuditEvent, Notice, OutboxMessage
+from portal.services import reference_codes, tokens
+from portal.services.imports import import_customers
+from portal.services.notices import queue_notices
+from tests.conftest import BASE_URL, customer_row
+
+HEADINGS = [
+    "Notice of Data Breach",
+    "What Happened",
+    "What Information Was Involved",
+    "What We Are Doing",
+    "What You Can Do",
+    "For More Information",
+]
+
+
+@pytest.fixture
+def imported(incident, write_csv):
+    rows = [
+        customer_row(1, full_name="Zelda Quixote", email="zelda@example.com",
+                     phone="+14155550177",
+                     data_classes="payment_card:4242;ssn:6789;full_name;phone_number:0177"),
+        customer_row(2, locale="es", data_classes="email_address;password"),
+        customer_row(3, data_classes="medical_records"),
+    ]
+    import_customers(incident, write_csv(rows), actor="test")
+    return rows
+
+
+def test_sending_twice_queues_exactly_one_notice_per_customer(runner, imported, outbox):
+    first = runner.invoke(args=["notices", "send", "--incident", "acme-2026"])
+    second = runner.invoke(args=["notices", "send", "--incident", "acme-2026"])
+
+    assert "Queued 3 notice(s)." in first.output
+    assert "Queued 0 notice(s)." in second.output
+    assert db.session.scalar(select(func.count()).select_from(Notice)) == 3
+    messages = outbox()
+    assert len(messages) == 3
+    assert sorted(m.recipient for m in messages) == [
+        "person2@example.com", "person3@example.com", "zelda@example.com"]
+    assert all(m.row.status == "queued" for m in messages)
+
+
+def test_notice_is_queued_in_batches_with_one_message_each(app, incident, imported, outbox):
+    assert queue_notices(incident, actor="test", batch_size=2) == 3
+    notices = db.session.scalars(select(Notice)).all()
+    assert {m.row.notice_id for m in outbox()} == {n.id for n in notices}
+    assert all(n.queued_at is not None for n in notices)
+
+
+def _zelda(outbox):
+    return next(m for m in outbox() if m.recipient == "zelda@example.com")
+
+
+def test_notice_text_follows_the_california_model(app, incident, imported, outbox):
+    queue_notices(incident, actor="test")
+    message = _zelda(outbox)
+
+    for part in (message.text, message.html):
+        positions = [part.index(heading) for heading in HEADINGS]
+        assert positions == sorted(positions), "headings out of order"
+        assert "Payment card number (card ending 4242)" in part
+        assert "Social Security number (ending 6789)" in part
+        assert "Phone number (ending 0177)" in part
+        assert "Full name" in part
+        assert "1-800-555-0199" in part
+        assert "Monday to Friday, 8 am to 8 pm" in part
+    assert message.row.subject == "Notice of Data Breach from Example Corp"
+
+
+def test_notice_carries_a_working_link_on_its_own_line_and_a_reference_code(
+    app, incident, imported, outbox
+):
+    queue_notices(incident, actor="test")
+    message = _zelda(outbox)
+    notice = db.session.get(Notice, message.row.notice_id)
+
+    links = [line for line in message.text.splitlines() if line.startswith(BASE_URL + "/a/")]
+    assert len(links) == 1
+    link = links[0]
+    assert link == link.strip() and " " not in link
+    assert tokens.load_notice_token(link.removeprefix(BASE_URL + "/a/")) == (
+        notice.public_id, notice.link_nonce)
+    assert f'href="{link}"' in message.html
+
+    printed = reference_codes.display(notice.reference_code)
+    assert re.fullmatch(r"[2-9A-HJKMNP-TV-Z]{4}-[2-9A-HJKMNP-TV-Z]{4}-[2-9A-HJKMNP-TV-Z]{4}",
+                        printed)
+    assert reference_codes.is_well_formed(notice.reference_code)
+    assert printed in message.text and printed in message.html
+
+
+def test_notice_holds_no_exposed_value_beyond_the_masked_fragment(app, incident, imported, outbox):
+    queue_notices(incident, actor="test")
+    message = _zelda(outbox)
+    for part in (message.text, message.html, message.row.subject):
+        assert "Zelda" not in part and "Quixote" not in part  # the name was exposed
+        assert "zelda@example.com" not in part
+        assert "4155550177" not in part
+        assert "C-00001" not in part  # the organisation's own identifier
+
+
+def test_link_tokens_are_bound_to_their_purpose_and_signature(app, incident, imported, outbox):
+    queue_notices(incident, actor="test")
+    token = _zelda(outbox).text.split(BASE_URL + "/a/")[1].split()[0]
+
+    tampered = token[:-2] + ("AA" if token[-2:] != "AA" else "BB")
+    with pytest.raises(tokens.InvalidToken):
+        tokens.load_notice_token(tampered)
+    other_purpose = tokens._serializer("pwreset-v1").dumps(["x", "y"])
+    with pytest.raises(tokens.InvalidToken):
+        tokens.load_notice_token(other_purpose)
+
+
+def test_link_expires_after_its_lifetime(app, incident, imported, outbox):
+    from datetime import timedelta
+
+    queue_notices(incident, actor="test")
+    token = _zelda(outbox).text.split(BASE_URL + "/a/")[1].split()[0]
+    app.config["NOTICE_LINK_TTL"] = timedelta(seconds=-1)
+    with pytest.raises(tokens.ExpiredToken):
+        tokens.load_notice_token(token)
+
+
+def test_spanish_speaker_gets_the_notice_through_gettext(app, incident, imported, outbox):
+    queue_notices(incident, actor="test")
+    spanish = next(m for m in outbox() if m.recipient == "person2@example.com")
+    assert spanish.row.locale == "es"
+    assert "Notice of Data Breach" in spanish.text or "Notificación" in spanish.text
+
+
+def test_only_affected_customers_of_this_incident_are_notified(app, incident, imported, write_csv):
+    from datetime import date
+
+    from portal.services.incidents import create_incident
+
+    other = create_incident(slug="other-2026", title="Another incident",
+                            discovered_on=date(2026, 11, 1), actor="test")
+    import_customers(other, write_csv([customer_row(9)]), actor="test")
+
+    assert queue_notices(other, actor="test") == 1
+    assert queue_notices(incident, actor="test") == 3
+    assert db.session.scalar(select(func.count()).select_from(OutboxMessage)) == 4
+
+
+def test_notices_are_audited(app, incident, imported):
+    queue_notices(incident, actor="cli:bob")
+    event = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "notices.queued"))
+    assert event.actor == "cli:bob"
+    assert event.details == '{"count":3}'
+
+
+def test_reference_code_check_character_catches_a_typo():
+    code = reference_codes.generate()
+    assert reference_codes.is_well_formed(code)
+    assert reference_codes.normalise(" " + reference_codes.display(code).lower() + " ") == code
+    for i in range(len(code)):
+        for replacement in reference_codes.ALPHABET:
+            if replacement != code[i]:
+                typo = code[:i] + replacement + code[i + 1 :]
+                assert not reference_codes.is_well_formed(typo)

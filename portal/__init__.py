@@ -50,8 +50,11 @@ def register_extensions(app: Flask) -> None:
             return None  # commands and workers pass the recipient's locale explicitly
         return request.accept_languages.best_match(app.config["LANGUAGES"]) or "en"
 
-    babel.init_app(app, locale_selector=select_locale,
-                   default_translation_directories=str(ROOT / "portal" / "translations"))
+    babel.init_app(
+        app,
+        locale_selector=select_locale,
+        default_translation_directories=str(ROOT / "portal" / "translations"),
+    )
     app.jinja_env.globals["get_locale"] = get_locale
 
 

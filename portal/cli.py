@@ -58,8 +58,13 @@ def incident_create(slug, title, discovered, occurred, contained, **text):
 
     try:
         incident = create_incident(
-            slug=slug, title=title, discovered_on=day(discovered), occurred_on=day(occurred),
-            contained_on=day(contained), actor=_actor(), **text,
+            slug=slug,
+            title=title,
+            discovered_on=day(discovered),
+            occurred_on=day(occurred),
+            contained_on=day(contained),
+            actor=_actor(),
+            **text,
         )
     except IncidentError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -78,8 +83,9 @@ def customers_import(slug, file):
         report = import_customers(incident, file, actor=_actor())
     except ImportRejected as exc:
         report = exc.report
-        click.echo(f"Nothing was imported: {report.problem_count} problem(s) in {file.name}.",
-                   err=True)
+        click.echo(
+            f"Nothing was imported: {report.problem_count} problem(s) in {file.name}.", err=True
+        )
         for problem in report.problems:
             click.echo(f"  {problem}", err=True)
         if report.problem_count > len(report.problems):
@@ -133,8 +139,10 @@ def outbox_work(once, idle_seconds):
     try:
         if once:
             result = outbox.drain(transport)
-            click.echo(f"Sent {result.sent}, retrying {result.retried}, failed {result.failed}, "
-                       f"expired {result.expired}.")
+            click.echo(
+                f"Sent {result.sent}, retrying {result.retried}, failed {result.failed}, "
+                f"expired {result.expired}."
+            )
             return
         while not stopping:
             result = outbox.deliver_batch(transport)
@@ -164,8 +172,11 @@ def audit_verify():
 
     report = verify_chain()
     if report.broken_at is not None:
-        click.echo(f"Broken at event {report.broken_at}: {report.reason} "
-                   f"({report.checked} events before it are intact).", err=True)
+        click.echo(
+            f"Broken at event {report.broken_at}: {report.reason} "
+            f"({report.checked} events before it are intact).",
+            err=True,
+        )
         sys.exit(1)
     click.echo(f"The audit chain is intact ({report.checked} events).")
 
@@ -202,8 +213,9 @@ def _create_app():
     return create_app()
 
 
-cli = FlaskGroup(create_app=_create_app, add_version_option=False,
-                 help="The breach portal's command line.")
+cli = FlaskGroup(
+    create_app=_create_app, add_version_option=False, help="The breach portal's command line."
+)
 
 
 def main() -> None:

@@ -44,7 +44,9 @@ def load(env: dict[str, str] | None = None, instance_path: str | Path = "instanc
     instance = Path(instance_path)
     portal_env = env.get("PORTAL_ENV", "production")
     if portal_env not in ENVIRONMENTS:
-        raise ConfigError(f"PORTAL_ENV must be one of {', '.join(ENVIRONMENTS)}, not {portal_env!r}")
+        raise ConfigError(
+            f"PORTAL_ENV must be one of {', '.join(ENVIRONMENTS)}, not {portal_env!r}"
+        )
     production = portal_env == "production"
 
     missing = [

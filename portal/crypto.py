@@ -99,7 +99,7 @@ class DataVault:
         return bytes(blob[1 : 1 + KEY_ID_SIZE]) == self._keys[0].id
 
     def blind_index(self, value: str, purpose: str) -> bytes:
-        """A keyed digest of an already-normalised value, to find a row without storing the value."""
+        """A keyed digest of a normalised value: find a row without storing the value."""
         return self._index(self._keys[0], value, purpose)
 
     def blind_indexes(self, value: str, purpose: str) -> list[bytes]:

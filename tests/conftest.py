@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import shutil
 import socket
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -99,6 +99,23 @@ def app(env):
         yield app
         db.session.remove()
         db.engine.dispose()
+
+
+@pytest.fixture
+def make_app():
+    """create_app for tests that need their own app; its connections are closed afterwards."""
+    made = []
+
+    def make(env):
+        app = create_app(env)
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
 
 
 @pytest.fixture
@@ -216,7 +233,5 @@ def smtp_server():
     controller = Controller(sink, hostname="127.0.0.1", port=free_port())
     controller.start()
     yield sink, controller
-    try:
+    with contextlib.suppress(AssertionError, RuntimeError):  # already stopped by the test
         controller.stop()
-    except (AssertionError, RuntimeError):
-        pass  # already stopped by the test

@@ -57,11 +57,17 @@ def test_the_same_file_twice_changes_no_row(app, incident, write_csv):
 
 def test_corrected_file_updates_contact_data_and_adds_exposures(app, incident, write_csv):
     import_customers(incident, write_csv([customer_row(1), customer_row(2)]), actor="test")
-    corrected = write_csv([
-        customer_row(1, email="new.address@example.com", phone="+14155559999",
-                     data_classes="email_address;payment_card:1111;ssn:6789;date_of_birth"),
-        customer_row(2),
-    ])
+    corrected = write_csv(
+        [
+            customer_row(
+                1,
+                email="new.address@example.com",
+                phone="+14155559999",
+                data_classes="email_address;payment_card:1111;ssn:6789;date_of_birth",
+            ),
+            customer_row(2),
+        ]
+    )
 
     report = import_customers(incident, corrected, actor="test")
 
@@ -89,8 +95,9 @@ def test_one_bad_row_among_a_thousand_writes_nothing(app, incident, write_csv):
     assert "email" in report.problems[0].reason
     assert count(Customer) == 0
     assert count(Exposure) == 0
-    rejected = db.session.scalar(select(AuditEvent).where(
-        AuditEvent.action == "customers.import_rejected"))
+    rejected = db.session.scalar(
+        select(AuditEvent).where(AuditEvent.action == "customers.import_rejected")
+    )
     assert rejected is not None and rejected.outcome == "failure"
 
 
@@ -151,8 +158,9 @@ def test_missing_required_column(app, incident, write_csv):
 
 def test_unknown_column_is_refused_rather_than_ignored(app, incident, write_csv):
     header = ["external_id", "full_name", "email", "phnoe", "data_classes"]
-    path = write_csv([["C-1", "Ann Example", "ann@example.com", "+14155550100", "ssn"]],
-                     header=header)
+    path = write_csv(
+        [["C-1", "Ann Example", "ann@example.com", "+14155550100", "ssn"]], header=header
+    )
 
     with pytest.raises(ImportRejected) as caught:
         import_customers(incident, path, actor="test")

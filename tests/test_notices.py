@@ -27,9 +27,13 @@ HEADINGS = [
 @pytest.fixture
 def imported(incident, write_csv):
     rows = [
-        customer_row(1, full_name="Zelda Quixote", email="zelda@example.com",
-                     phone="+14155550177",
-                     data_classes="payment_card:4242;ssn:6789;full_name;phone_number:0177"),
+        customer_row(
+            1,
+            full_name="Zelda Quixote",
+            email="zelda@example.com",
+            phone="+14155550177",
+            data_classes="payment_card:4242;ssn:6789;full_name;phone_number:0177",
+        ),
         customer_row(2, locale="es", data_classes="email_address;password"),
         customer_row(3, data_classes="medical_records"),
     ]
@@ -47,7 +51,10 @@ def test_sending_twice_queues_exactly_one_notice_per_customer(runner, imported, 
     messages = outbox()
     assert len(messages) == 3
     assert sorted(m.recipient for m in messages) == [
-        "person2@example.com", "person3@example.com", "zelda@example.com"]
+        "person2@example.com",
+        "person3@example.com",
+        "zelda@example.com",
+    ]
     assert all(m.row.status == "queued" for m in messages)
 
 
@@ -90,12 +97,15 @@ def test_notice_carries_a_working_link_on_its_own_line_and_a_reference_code(
     link = links[0]
     assert link == link.strip() and " " not in link
     assert tokens.load_notice_token(link.removeprefix(BASE_URL + "/a/")) == (
-        notice.public_id, notice.link_nonce)
+        notice.public_id,
+        notice.link_nonce,
+    )
     assert f'href="{link}"' in message.html
 
     printed = reference_codes.display(notice.reference_code)
-    assert re.fullmatch(r"[2-9A-HJKMNP-TV-Z]{4}-[2-9A-HJKMNP-TV-Z]{4}-[2-9A-HJKMNP-TV-Z]{4}",
-                        printed)
+    assert re.fullmatch(
+        r"[2-9A-HJKMNP-TV-Z]{4}-[2-9A-HJKMNP-TV-Z]{4}-[2-9A-HJKMNP-TV-Z]{4}", printed
+    )
     assert reference_codes.is_well_formed(notice.reference_code)
     assert printed in message.text and printed in message.html
 
@@ -144,8 +154,9 @@ def test_only_affected_customers_of_this_incident_are_notified(app, incident, im
 
     from portal.services.incidents import create_incident
 
-    other = create_incident(slug="other-2026", title="Another incident",
-                            discovered_on=date(2026, 11, 1), actor="test")
+    other = create_incident(
+        slug="other-2026", title="Another incident", discovered_on=date(2026, 11, 1), actor="test"
+    )
     import_customers(other, write_csv([customer_row(9)]), actor="test")
 
     assert queue_notices(other, actor="test") == 1

@@ -26,8 +26,13 @@ from tests.conftest import SMTPSink, base_env, customer_row, free_port, pg_url
 def queue(n: int, **kwargs) -> None:
     for i in range(n):
         outbox_service.enqueue_email(
-            dedupe_key=f"test:{i}", recipient=f"person{i}@example.com",
-            subject="Hello", text=f"text {i}", html=f"<p>html {i}</p>", **kwargs)
+            dedupe_key=f"test:{i}",
+            recipient=f"person{i}@example.com",
+            subject="Hello",
+            text=f"text {i}",
+            html=f"<p>html {i}</p>",
+            **kwargs,
+        )
     db.session.commit()
 
 
@@ -65,7 +70,7 @@ def test_work_once_delivers_every_queued_message_exactly_once(
 
 
 def test_refused_connection_keeps_messages_queued_with_growing_backoff(app, smtp_server):
-    sink, controller = smtp_server
+    sink, _controller = smtp_server
     port = free_port()  # nothing listens here yet
     queue(5)
     transport = SMTPTransport(f"smtp://127.0.0.1:{port}", timeout=2)
@@ -153,8 +158,9 @@ def test_expired_message_is_dropped_not_sent_late(app, smtp_server):
 
 
 def test_rolled_back_transaction_queues_nothing(app):
-    outbox_service.enqueue_email(dedupe_key="x", recipient="a@example.com", subject="s",
-                                 text="t", html="h")
+    outbox_service.enqueue_email(
+        dedupe_key="x", recipient="a@example.com", subject="s", text="t", html="h"
+    )
     db.session.rollback()
     assert rows() == []
 
@@ -187,7 +193,7 @@ def test_worker_killed_mid_batch_loses_nothing(app, smtp_server):
 
 
 def test_no_message_body_or_address_goes_to_the_log(app, smtp_server, caplog):
-    sink, controller = smtp_server
+    _sink, controller = smtp_server
     queue(2)
     transport = SMTPTransport(smtp_url(controller))
     with caplog.at_level(logging.DEBUG):
@@ -207,7 +213,9 @@ def test_work_without_smtp_url_says_where_messages_are(runner, app):
 
 def test_outbox_rows_hold_no_plaintext(app):
     queue(1)
-    raw = db.session.execute(select(OutboxMessage.recipient_sealed, OutboxMessage.body_sealed)).one()
+    raw = db.session.execute(
+        select(OutboxMessage.recipient_sealed, OutboxMessage.body_sealed)
+    ).one()
     assert b"person0@example.com" not in raw[0]
     assert b"text 0" not in raw[1]
 
@@ -229,10 +237,15 @@ def test_two_workers_deliver_2000_messages_each_exactly_once(app, database_url):
     try:
         queue(2000)
         env = {**os.environ, **base_env(database_url, PORTAL_SMTP_URL=smtp_url(controller))}
-        command = [os.path.join(os.path.dirname(sys.executable), "portal"), "outbox", "work",
-                   "--once"]
-        workers = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
-                   for _ in range(2)]
+        command = [
+            os.path.join(os.path.dirname(sys.executable), "portal"),
+            "outbox",
+            "work",
+            "--once",
+        ]
+        workers = [
+            subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)
+        ]
         outputs = [w.communicate(timeout=300)[0] for w in workers]
     finally:
         controller.stop()

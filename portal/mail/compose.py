@@ -22,19 +22,41 @@ def _first_steps(keys: set[str]) -> list[str]:
     """A few concrete first steps for the notice; the full plan lives in the portal."""
     steps = []
     if keys & {"password", "security_questions", "username"}:
-        steps.append(_("Change your password here and on any other site where you used the "
-                       "same password or security answers."))
-    if keys & {"ssn", "tax_id", "national_id", "date_of_birth", "drivers_license",
-               "passport_number"}:
+        steps.append(
+            _(
+                "Change your password here and on any other site where you used the "
+                "same password or security answers."
+            )
+        )
+    if keys & {
+        "ssn",
+        "tax_id",
+        "national_id",
+        "date_of_birth",
+        "drivers_license",
+        "passport_number",
+    }:
         steps.append(_("Consider a free credit freeze or fraud alert with the credit bureaus."))
     if keys & {"payment_card", "bank_account"}:
-        steps.append(_("Watch your statements and tell your bank or card issuer about any "
-                       "charge you do not recognise."))
+        steps.append(
+            _(
+                "Watch your statements and tell your bank or card issuer about any "
+                "charge you do not recognise."
+            )
+        )
     if keys & {"medical_records", "health_insurance"}:
-        steps.append(_("Read the statements from your health insurer and report services you "
-                       "did not receive."))
-    steps.append(_("Be wary of calls, texts and emails that mention this incident: we will "
-                   "never ask for your password or full Social Security number."))
+        steps.append(
+            _(
+                "Read the statements from your health insurer and report services you "
+                "did not receive."
+            )
+        )
+    steps.append(
+        _(
+            "Be wary of calls, texts and emails that mention this incident: we will "
+            "never ask for your password or full Social Security number."
+        )
+    )
     return steps
 
 
@@ -53,9 +75,7 @@ def compose_notice(
     """
     language = locale.split("-")[0]
     with force_locale(language if language in current_app.config["LANGUAGES"] else "en"):
-        ordered = sorted(
-            exposures, key=lambda e: (-DATA_CLASSES[e[0]].sensitivity, e[0])
-        )
+        ordered = sorted(exposures, key=lambda e: (-DATA_CLASSES[e[0]].sensitivity, e[0]))
         context = {
             "incident": incident,
             "organisation": current_app.config["ORGANISATION_NAME"],
@@ -65,8 +85,9 @@ def compose_notice(
             "link": link,
             "reference_code": reference_code,
         }
-        subject = _("Notice of Data Breach from %(organisation)s",
-                    organisation=context["organisation"])
+        subject = _(
+            "Notice of Data Breach from %(organisation)s", organisation=context["organisation"]
+        )
         return Composed(
             subject=subject,
             text=render_template("emails/notice.txt", **context),

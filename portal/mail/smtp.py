@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import smtplib
 import ssl
@@ -53,11 +54,13 @@ class SMTPTransport:
                 conn.login(self.username, self.password or "")
         except smtplib.SMTPAuthenticationError as exc:
             # Wrong credentials will not fix themselves, but the messages are fine: keep them.
-            raise DeliveryError(f"login refused: {exc.smtp_code}", permanent=False,
-                                connection=True) from exc
+            raise DeliveryError(
+                f"login refused: {exc.smtp_code}", permanent=False, connection=True
+            ) from exc
         except (OSError, smtplib.SMTPException) as exc:
-            raise DeliveryError(f"cannot connect: {type(exc).__name__}", permanent=False,
-                                connection=True) from exc
+            raise DeliveryError(
+                f"cannot connect: {type(exc).__name__}", permanent=False, connection=True
+            ) from exc
         return conn
 
     def send(self, message: EmailMessage) -> None:
@@ -70,8 +73,9 @@ class SMTPTransport:
             except smtplib.SMTPServerDisconnected as exc:
                 self._conn = None
                 if attempt == 2:
-                    raise DeliveryError("server disconnected", permanent=False,
-                                        connection=True) from exc
+                    raise DeliveryError(
+                        "server disconnected", permanent=False, connection=True
+                    ) from exc
                 continue  # a reused connection went stale: open a new one once
             except smtplib.SMTPRecipientsRefused as exc:
                 code, text = next(iter(exc.recipients.values()))
@@ -83,8 +87,9 @@ class SMTPTransport:
                 raise _classify(exc.smtp_code, exc.smtp_error, "refused") from exc
             except (OSError, smtplib.SMTPException) as exc:
                 self.close()
-                raise DeliveryError(f"connection failed: {type(exc).__name__}",
-                                    permanent=False, connection=True) from exc
+                raise DeliveryError(
+                    f"connection failed: {type(exc).__name__}", permanent=False, connection=True
+                ) from exc
             if refused:
                 code, text = next(iter(refused.values()))
                 raise _classify(code, text, "recipient refused")
@@ -99,8 +104,6 @@ class SMTPTransport:
 
     def close(self) -> None:
         if self._conn is not None:
-            try:
+            with contextlib.suppress(OSError, smtplib.SMTPException):
                 self._conn.quit()
-            except (OSError, smtplib.SMTPException):
-                pass
             self._conn = None

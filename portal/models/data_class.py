@@ -38,24 +38,20 @@ _REGISTRY = [
     DataClass("username", _l("Username"), Sensitivity.LOW),
     DataClass("full_name", _l("Full name"), Sensitivity.LOW),
     DataClass("postal_address", _l("Postal address"), Sensitivity.MODERATE),
-    DataClass(
-        "phone_number", _l("Phone number"), Sensitivity.MODERATE, _l("ending {fragment}")
-    ),
+    DataClass("phone_number", _l("Phone number"), Sensitivity.MODERATE, _l("ending {fragment}")),
     DataClass("date_of_birth", _l("Date of birth"), Sensitivity.HIGH),
-    DataClass(
-        "ssn", _l("Social Security number"), Sensitivity.CRITICAL, _l("ending {fragment}")
-    ),
+    DataClass("ssn", _l("Social Security number"), Sensitivity.CRITICAL, _l("ending {fragment}")),
     DataClass(
         "national_id", _l("National identity number"), Sensitivity.CRITICAL, _l("ending {fragment}")
     ),
     DataClass(
         "drivers_license", _l("Driver's license number"), Sensitivity.HIGH, _l("ending {fragment}")
     ),
+    DataClass("passport_number", _l("Passport number"), Sensitivity.HIGH, _l("ending {fragment}")),
     DataClass(
-        "passport_number", _l("Passport number"), Sensitivity.HIGH, _l("ending {fragment}")
-    ),
-    DataClass(
-        "tax_id", _l("Taxpayer identification number"), Sensitivity.CRITICAL,
+        "tax_id",
+        _l("Taxpayer identification number"),
+        Sensitivity.CRITICAL,
         _l("ending {fragment}"),
     ),
     DataClass(
@@ -67,7 +63,9 @@ _REGISTRY = [
     DataClass("security_questions", _l("Security questions and answers"), Sensitivity.HIGH),
     DataClass("medical_records", _l("Medical records"), Sensitivity.CRITICAL),
     DataClass(
-        "health_insurance", _l("Health insurance information"), Sensitivity.HIGH,
+        "health_insurance",
+        _l("Health insurance information"),
+        Sensitivity.HIGH,
         _l("member ID ending {fragment}"),
     ),
     DataClass("ip_address", _l("IP address"), Sensitivity.LOW),

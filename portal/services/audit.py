@@ -33,7 +33,9 @@ def _chain_keys() -> list[bytes]:
     """The chain key is derived from the signing key, which never lives in the database."""
     config = current_app.config
     secrets_ = [config["SECRET_KEY"], *config.get("SECRET_KEY_FALLBACKS", [])]
-    return [hmac.new(s.encode(), b"portal audit chain v1", hashlib.sha256).digest() for s in secrets_]
+    return [
+        hmac.new(s.encode(), b"portal audit chain v1", hashlib.sha256).digest() for s in secrets_
+    ]
 
 
 def _message(event: AuditEvent) -> bytes:
@@ -104,7 +106,10 @@ def verify_chain(batch_size: int = 5000) -> ChainReport:
     last_id = 0
     while True:
         events = db.session.scalars(
-            select(AuditEvent).where(AuditEvent.id > last_id).order_by(AuditEvent.id).limit(batch_size)
+            select(AuditEvent)
+            .where(AuditEvent.id > last_id)
+            .order_by(AuditEvent.id)
+            .limit(batch_size)
         ).all()
         if not events:
             return ChainReport(checked)

@@ -12,6 +12,8 @@ from portal.services.imports import normalise_email
 def find_by_email(address: str) -> list[Customer]:
     """Customers whose email matches (case-insensitive), through the keyed blind index."""
     indexes = vault.blind_indexes(normalise_email(address), "email")
-    return list(db.session.scalars(
-        select(Customer).where(Customer.email_index.in_(indexes)).order_by(Customer.id)
-    ))
+    return list(
+        db.session.scalars(
+            select(Customer).where(Customer.email_index.in_(indexes)).order_by(Customer.id)
+        )
+    )

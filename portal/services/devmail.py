@@ -10,9 +10,7 @@ from portal.services.outbox import OpenedMessage, open_message
 
 
 def recent(limit: int = 200) -> list[OpenedMessage]:
-    rows = db.session.scalars(
-        select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(limit)
-    )
+    rows = db.session.scalars(select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(limit))
     return [open_message(row) for row in rows]
 
 

@@ -111,7 +111,9 @@ def _parse_data_classes(value: str) -> tuple[dict[str, str | None], str | None]:
                     key=key,
                 )
             if not _FRAGMENT.match(fragment):
-                return result, _("the fragment for %(key)s may hold only letters and digits", key=key)
+                return result, _(
+                    "the fragment for %(key)s may hold only letters and digits", key=key
+                )
         result[key] = fragment or None
     if not result:
         return result, _("data_classes is empty")
@@ -145,7 +147,9 @@ def _check_row(line: int, record: dict) -> tuple[Row | None, str | None]:
     exposures, problem = _parse_data_classes(values["data_classes"])
     if problem:
         return None, problem
-    row = Row(line, external_id, full_name, email, phone, locale.replace("_", "-"), region, exposures)
+    row = Row(
+        line, external_id, full_name, email, phone, locale.replace("_", "-"), region, exposures
+    )
     return row, None
 
 
@@ -212,7 +216,7 @@ def validate(path: Path) -> ImportReport:
 
 
 def _confirm_duplicates(path: Path, suspects: dict[int, list[int]], report: ImportReport) -> None:
-    """Second look, only at rows whose id digest repeated: name the real duplicates and their twin."""
+    """A second look at rows whose id digest repeated: name real duplicates and their twin."""
     first_line: dict[str, int] = {}
     for line, record in _records(path):
         external_id = (record.get("external_id") or "").strip()
@@ -338,8 +342,13 @@ def _upsert_batch(incident_id: int, batch: list[Row], report: ImportReport) -> N
         if current is None:
             public_id = new_public_id()
             new_rows.append(
-                {"external_id": row.external_id, "public_id": public_id, "created_at": now,
-                 "updated_at": now, **_seal_contact(public_id, row)}
+                {
+                    "external_id": row.external_id,
+                    "public_id": public_id,
+                    "created_at": now,
+                    "updated_at": now,
+                    **_seal_contact(public_id, row),
+                }
             )
         else:
             customer_ids[row.external_id] = (current.id, current.public_id)
@@ -379,8 +388,9 @@ def _upsert_exposures(
     existing = {
         (r.customer_id, r.data_class): r
         for r in session.execute(
-            select(table.c.id, table.c.customer_id, table.c.data_class, table.c.fragment_sealed)
-            .where(table.c.incident_id == incident_id, table.c.customer_id.in_(ids))
+            select(
+                table.c.id, table.c.customer_id, table.c.data_class, table.c.fragment_sealed
+            ).where(table.c.incident_id == incident_id, table.c.customer_id.in_(ids))
         )
     }
     now = utcnow()
@@ -396,9 +406,15 @@ def _upsert_exposures(
                     continue
             sealed = vault.seal(fragment, context) if fragment else None
             if current is None:
-                new_rows.append({"customer_id": customer_id, "incident_id": incident_id,
-                                 "data_class": data_class, "fragment_sealed": sealed,
-                                 "created_at": now})
+                new_rows.append(
+                    {
+                        "customer_id": customer_id,
+                        "incident_id": incident_id,
+                        "data_class": data_class,
+                        "fragment_sealed": sealed,
+                        "created_at": now,
+                    }
+                )
             else:
                 changed.append({"b_id": current.id, "b_fragment": sealed})
     if new_rows:
@@ -406,7 +422,8 @@ def _upsert_exposures(
         report.exposures_added += len(new_rows)
     if changed:
         session.execute(
-            update(table).where(table.c.id == bindparam("b_id"))
+            update(table)
+            .where(table.c.id == bindparam("b_id"))
             .values(fragment_sealed=bindparam("b_fragment")),
             changed,
             execution_options={"synchronize_session": False},

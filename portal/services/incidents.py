@@ -26,7 +26,9 @@ def get_by_slug(slug: str) -> Incident:
     return incident
 
 
-def create_incident(*, slug: str, title: str, discovered_on: date, actor: str, **fields) -> Incident:
+def create_incident(
+    *, slug: str, title: str, discovered_on: date, actor: str, **fields
+) -> Incident:
     """Create an incident; slugs are lowercase words joined by dashes and must be unique."""
     if not _SLUG.match(slug):
         raise IncidentError(_("A slug is lowercase letters, digits and dashes, like acme-2026."))

@@ -25,7 +25,10 @@ def rotate(*, actor: str) -> dict[str, int]:
     last = 0
     while True:
         customers = db.session.scalars(
-            select(Customer).where(Customer.id > last).order_by(Customer.id).limit(BATCH_SIZE)
+            select(Customer)
+            .where(Customer.id > last)
+            .order_by(Customer.id)
+            .limit(BATCH_SIZE)
             .options(selectinload(Customer.exposures))
         ).all()
         if not customers:
@@ -52,7 +55,9 @@ def rotate(*, actor: str) -> dict[str, int]:
     last = 0
     while True:
         messages = db.session.scalars(
-            select(OutboxMessage).where(OutboxMessage.id > last).order_by(OutboxMessage.id)
+            select(OutboxMessage)
+            .where(OutboxMessage.id > last)
+            .order_by(OutboxMessage.id)
             .limit(BATCH_SIZE)
         ).all()
         if not messages:

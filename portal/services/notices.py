@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+
 from sqlalchemy import and_, select
 from sqlalchemy.orm import selectinload
 
@@ -34,8 +35,11 @@ def _fresh_reference_codes(count: int) -> list[str]:
     """Codes not yet used by any notice (a collision is rare, but a code must be unique)."""
     while True:
         codes = {reference_codes.generate() for _ in range(count)}
-        taken = set(db.session.scalars(select(Notice.reference_code).where(
-            Notice.reference_code.in_(codes))))
+        taken = set(
+            db.session.scalars(
+                select(Notice.reference_code).where(Notice.reference_code.in_(codes))
+            )
+        )
         codes -= taken
         if len(codes) == count:
             return list(codes)
@@ -53,7 +57,8 @@ def queue_notices(incident: Incident, *, actor: str, batch_size: int = BATCH_SIZ
         if not customer_ids:
             break
         customers = db.session.scalars(
-            select(Customer).where(Customer.id.in_(customer_ids))
+            select(Customer)
+            .where(Customer.id.in_(customer_ids))
             .options(selectinload(Customer.exposures))
         ).all()
         codes = _fresh_reference_codes(len(customers))
@@ -72,7 +77,8 @@ def queue_notices(incident: Incident, *, actor: str, batch_size: int = BATCH_SIZ
         db.session.flush()  # one multi-row INSERT gives every notice its id
         for customer, notice in zip(customers, notices, strict=True):
             exposures = [
-                (e.data_class, e.fragment) for e in customer.exposures
+                (e.data_class, e.fragment)
+                for e in customer.exposures
                 if e.incident_id == incident.id
             ]
             message = compose_notice(
@@ -91,8 +97,13 @@ def queue_notices(incident: Incident, *, actor: str, batch_size: int = BATCH_SIZ
                 locale=customer.locale,
                 notice_id=notice.id,
             )
-        audit.record("notices.queued", actor=actor, subject_type="incident",
-                     subject_id=incident.slug, details={"count": len(customers)})
+        audit.record(
+            "notices.queued",
+            actor=actor,
+            subject_type="incident",
+            subject_id=incident.slug,
+            details={"count": len(customers)},
+        )
         # After the commit every row is clean, and the session holds clean rows only weakly:
         # memory stays flat over a million notices without detaching the caller's objects.
         db.session.commit()

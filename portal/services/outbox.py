@@ -163,9 +163,14 @@ def deliver_batch(transport, now: datetime | None = None, limit: int | None = No
             row.status = "failed"
             row.last_error = str(error)
             result.failed += 1
-            audit.record("outbox.failed", actor=WORKER_ACTOR, subject_type="outbox_message",
-                         subject_id=row.id, outcome="failure",
-                         details={"attempts": row.attempts, "kind": row.kind})
+            audit.record(
+                "outbox.failed",
+                actor=WORKER_ACTOR,
+                subject_type="outbox_message",
+                subject_id=row.id,
+                outcome="failure",
+                details={"attempts": row.attempts, "kind": row.kind},
+            )
         else:
             row.next_attempt_at = now + retry_delay(row.attempts)
             row.last_error = str(error)
@@ -176,13 +181,26 @@ def deliver_batch(transport, now: datetime | None = None, limit: int | None = No
             execution_options={"synchronize_session": False},
         )
     if result.claimed:
-        audit.record("outbox.delivered", actor=WORKER_ACTOR, subject_type="outbox",
-                     details={"sent": result.sent, "retried": result.retried,
-                              "failed": result.failed, "expired": result.expired})
+        audit.record(
+            "outbox.delivered",
+            actor=WORKER_ACTOR,
+            subject_type="outbox",
+            details={
+                "sent": result.sent,
+                "retried": result.retried,
+                "failed": result.failed,
+                "expired": result.expired,
+            },
+        )
     db.session.commit()
     if result.claimed:
-        log.info("outbox batch: sent=%d retried=%d failed=%d expired=%d", result.sent,
-                 result.retried, result.failed, result.expired)
+        log.info(
+            "outbox batch: sent=%d retried=%d failed=%d expired=%d",
+            result.sent,
+            result.retried,
+            result.failed,
+            result.expired,
+        )
     return result
 
 

@@ -19,14 +19,18 @@ def _messages(code: int) -> tuple[str, str]:
         405: (_("That did not work"), _("Please go back and use the buttons on the page.")),
         413: (_("That file is too large"), _("Please send a smaller file.")),
         429: (_("Too many attempts"), _("Please wait a few minutes and try again.")),
-    }.get(code, (_("Something went wrong on our side"),
-                 _("Please try again in a few minutes.")))
+    }.get(code, (_("Something went wrong on our side"), _("Please try again in a few minutes.")))
 
 
 def _render(code: int):
     title, advice = _messages(code)
-    return render_template("errors/error.html", code=code, title=title, advice=advice,
-                           request_id=g.get("request_id", "")), code
+    return render_template(
+        "errors/error.html",
+        code=code,
+        title=title,
+        advice=advice,
+        request_id=g.get("request_id", ""),
+    ), code
 
 
 def register(app: Flask) -> None:

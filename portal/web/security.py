@@ -22,6 +22,7 @@ def csp_nonce() -> str:
 def _before_request():
     # Our own id for correlating logs and error pages; an incoming header is not trusted.
     g.request_id = secrets.token_hex(8)
+    g.csp_nonce = secrets.token_urlsafe(18)  # set here, so never reused across requests
     if request.endpoint is None:
         return None  # routing will answer 404 or 405
     if request.endpoint == "static":

@@ -1,0 +1,130 @@
+"""Personal data at rest: sealed, bound to its row, findable by blind index, rotatable."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select, text
+
+from portal.config import new_data_key
+from portal.crypto import DataVault, DecryptionError
+from portal.extensions import db, vault
+from portal.models import Customer, Exposure, OutboxMessage
+from portal.services.customers import find_by_email
+from portal.services.imports import import_customers
+from portal.services.notices import queue_notices
+from tests.conftest import DATA_KEY, TABLES, customer_row
+
+CANARIES = {
+    "name": "Ximena Canarywood",
+    "email": "ximena.canary@example.com",
+    "phone": "+14155550199",
+}
+
+
+def raw_dump() -> str:
+    """Everything the database holds, as a DBA (or a thief with a dump) would see it."""
+    parts = []
+    for table in TABLES:
+        for row in db.session.execute(text(f"SELECT * FROM {table}")):  # noqa: S608
+            for value in row:
+                if isinstance(value, bytes | memoryview):
+                    value = bytes(value).decode("latin-1")
+                parts.append(str(value))
+    return "\n".join(parts)
+
+
+@pytest.fixture
+def canary(incident, write_csv):
+    row = customer_row(
+        1,
+        full_name=CANARIES["name"],
+        email=CANARIES["email"],
+        phone=CANARIES["phone"],
+        data_classes="ssn:6789;full_name",
+    )
+    import_customers(incident, write_csv([row]), actor="test")
+    queue_notices(incident, actor="test")
+    return row
+
+
+def test_a_raw_database_read_shows_no_email_phone_or_name(app, canary):
+    dump = raw_dump()
+    assert dump  # the read did see the rows
+    for value in CANARIES.values():
+        assert value not in dump
+        assert value.lower() not in dump.lower()
+    assert "Canarywood" not in dump
+    assert "4155550199" not in dump
+    assert "6789" not in dump  # even the masked fragment is sealed
+
+
+def test_lookup_by_email_goes_through_the_blind_index(app, canary):
+    (found,) = find_by_email("  Ximena.Canary@EXAMPLE.com ")
+    assert found.name == CANARIES["name"]
+    assert find_by_email("someone.else@example.com") == []
+
+
+def test_ciphertext_moved_to_another_row_does_not_open(app, incident, write_csv):
+    import_customers(incident, write_csv([customer_row(1), customer_row(2)]), actor="test")
+    first, second = db.session.scalars(select(Customer).order_by(Customer.id)).all()
+    second.email_sealed = first.email_sealed
+    with pytest.raises(DecryptionError):
+        _ = second.email
+    # ... nor into another column of the same row.
+    first.name_sealed = first.email_sealed
+    with pytest.raises(DecryptionError):
+        _ = first.name
+
+
+def test_tampered_ciphertext_does_not_open():
+    local = DataVault([new_data_key()])
+    sealed = bytearray(local.seal("secret", "ctx"))
+    sealed[-1] ^= 1
+    with pytest.raises(DecryptionError):
+        local.open(bytes(sealed), "ctx")
+
+
+def test_rotating_in_a_new_key_keeps_every_row_readable(app, runner, canary):
+    newest = new_data_key()
+    vault.load_keys([newest, DATA_KEY])  # PORTAL_DATA_KEYS=new,old
+    db.session.expire_all()
+    customer = db.session.scalars(select(Customer)).one()
+    assert customer.email == CANARIES["email"]  # old rows still open
+    assert find_by_email(CANARIES["email"]) == [customer]  # and are still found
+
+    result = runner.invoke(args=["keys", "rotate"])
+    assert result.exit_code == 0, result.output
+    assert "customer 1" in result.output
+
+    vault.load_keys([newest])  # the old key retired
+    db.session.expire_all()
+    customer = db.session.scalars(select(Customer)).one()
+    assert (customer.name, customer.email, customer.phone) == (
+        CANARIES["name"],
+        CANARIES["email"],
+        CANARIES["phone"],
+    )
+    assert {e.fragment for e in db.session.scalars(select(Exposure))} == {"6789", None}
+    assert find_by_email(CANARIES["email"]) == [customer]
+    from portal.services.outbox import open_message
+
+    message = db.session.scalars(select(OutboxMessage)).one()
+    assert open_message(message).recipient == CANARIES["email"]
+
+    # Resumable and idempotent: a second run has nothing left to do.
+    again = runner.invoke(args=["keys", "rotate"])
+    assert "customer 0, exposure 0, outbox_message 0" in again.output
+
+
+def test_a_value_sealed_with_a_removed_key_is_refused_clearly(app, canary):
+    vault.load_keys([new_data_key()])
+    db.session.expire_all()
+    customer = db.session.scalars(select(Customer)).one()
+    with pytest.raises(DecryptionError, match="no longer configured"):
+        _ = customer.email
+
+
+@pytest.mark.parametrize("bad", ["short", "!!!!", ""])
+def test_malformed_data_keys_are_refused(bad):
+    with pytest.raises(ValueError):
+        DataVault([bad])

@@ -1,0 +1,193 @@
+"""Start-up checks, deny-by-default routing, response headers, and the development mailbox."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from portal import create_app
+from portal.config import ConfigError
+from portal.services.imports import import_customers
+from portal.services.notices import queue_notices
+from portal.web.access import access_of
+from tests.conftest import base_env, customer_row
+
+PUBLIC_ROUTES = {"public.index", "public.health", "static"}
+
+
+@pytest.mark.parametrize("missing", ["PORTAL_SECRET_KEY", "PORTAL_BASE_URL", "PORTAL_DATA_KEYS"])
+def test_production_refuses_to_start_without_a_required_variable(missing, database_url):
+    env = base_env(database_url, PORTAL_ENV="production")
+    del env[missing]
+    with pytest.raises(ConfigError, match=missing):
+        create_app(env)
+
+
+def test_the_command_line_names_the_missing_variable(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_")}
+    env.update(
+        PORTAL_ENV="production",
+        PORTAL_BASE_URL="https://portal.example.test",
+        PORTAL_INSTANCE_PATH=str(tmp_path),
+    )
+    portal = os.path.join(os.path.dirname(sys.executable), "portal")
+    result = subprocess.run(
+        [portal, "outbox", "status"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert "PORTAL_SECRET_KEY" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("PORTAL_BASE_URL", "http://portal.example.test", "https"),
+        ("PORTAL_BASE_URL", "https://portal.example.test/path", "origin"),
+        ("PORTAL_SECRET_KEY", "too-short", "at least 32"),
+        ("PORTAL_SMTP_URL", "http://mail.example.test", "smtp://"),
+        ("PORTAL_ENV", "staging", "PORTAL_ENV"),
+        ("PORTAL_DATA_KEYS", "not-a-key", "data key"),
+    ],
+)
+def test_bad_settings_are_refused_with_a_reason(database_url, name, value, message):
+    env = base_env(database_url, **{"PORTAL_ENV": "production", name: value})
+    with pytest.raises((ConfigError, ValueError), match=message):
+        create_app(env)
+
+
+def test_development_generates_and_keeps_its_secrets(tmp_path, monkeypatch, make_app):
+    monkeypatch.setenv("PORTAL_INSTANCE_PATH", str(tmp_path))
+    env = {"PORTAL_ENV": "development"}
+    first = make_app(env)
+    second = make_app(env)
+    assert first.config["SECRET_KEY"] == second.config["SECRET_KEY"]
+    assert first.config["DATA_KEYS"] == second.config["DATA_KEYS"]
+    assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0  # owner-only
+    assert first.config["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{tmp_path / 'portal.db'}"
+
+
+def test_every_route_declares_who_may_use_it(app):
+    undeclared = [
+        rule.endpoint
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint != "static" and access_of(app.view_functions[rule.endpoint]) is None
+    ]
+    assert undeclared == []
+    public = {
+        rule.endpoint
+        for rule in app.url_map.iter_rules()
+        if access_of(app.view_functions[rule.endpoint]) == "public" or rule.endpoint == "static"
+    }
+    assert public == PUBLIC_ROUTES, "a new public route must be added to the allow list on purpose"
+
+
+def test_a_view_without_a_declaration_is_refused(env, make_app):
+    app = make_app(env)
+
+    @app.get("/forgotten")
+    def forgotten():
+        return "secret"
+
+    response = app.test_client().get("/forgotten")
+    assert response.status_code == 403
+    assert b"secret" not in response.data
+
+
+def test_pages_carry_the_security_headers(client):
+    first = client.get("/")
+    second = client.get("/")
+    assert first.status_code == 200
+    csp = first.headers["Content-Security-Policy"]
+    for directive in (
+        "object-src 'none'",
+        "base-uri 'none'",
+        "frame-ancestors 'none'",
+        "form-action 'self'",
+        "'strict-dynamic'",
+    ):
+        assert directive in csp
+    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+    assert csp != second.headers["Content-Security-Policy"]  # a fresh nonce each time
+    assert first.headers["X-Content-Type-Options"] == "nosniff"
+    assert first.headers["Referrer-Policy"] == "strict-origin-when-cross-origin"
+    assert first.headers["Cross-Origin-Opener-Policy"] == "same-origin"
+    assert first.headers["Cache-Control"] == "no-store"
+    assert "Cookie" in first.headers["Vary"]
+    assert first.headers["Strict-Transport-Security"].startswith("max-age=")
+    assert first.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert "Access-Control-Allow-Origin" not in first.headers
+
+
+def test_no_cors_and_no_trace(client):
+    response = client.get("/", headers={"Origin": "https://evil.test"})
+    assert "Access-Control-Allow-Origin" not in response.headers
+    assert client.open("/", method="TRACE").status_code == 405
+
+
+def test_error_pages_are_generic_and_carry_a_reference(env, make_app):
+    app = make_app(env)
+
+    @app.get("/boom")
+    def boom():
+        raise RuntimeError("database password is hunter2")
+
+    boom.access = "public"
+    client = app.test_client()
+    missing = client.get("/no-such-page")
+    assert missing.status_code == 404
+    assert missing.headers["X-Request-ID"].encode() in missing.data
+
+    broken = client.get("/boom")
+    assert broken.status_code == 500
+    assert b"hunter2" not in broken.data and b"Traceback" not in broken.data
+    assert b"Something went wrong on our side" in broken.data
+    assert client.get("/console").status_code == 404
+
+
+def test_dev_mail_is_404_outside_development(client, app):
+    assert app.config["PORTAL_ENV"] == "testing"
+    assert client.get("/dev/mail").status_code == 404
+    assert client.get("/dev/mail/1").status_code == 404
+
+
+def test_dev_mail_shows_the_notices_in_development(database_url, tmp_path, monkeypatch, make_app):
+    monkeypatch.setenv("PORTAL_INSTANCE_PATH", str(tmp_path))
+    app = make_app(base_env(database_url, PORTAL_ENV="development"))
+    from datetime import date
+
+    from portal.extensions import db
+    from portal.services.incidents import create_incident
+
+    with app.app_context():
+        incident = create_incident(
+            slug="dev-2026", title="Dev incident", discovered_on=date(2026, 1, 2), actor="test"
+        )
+        path = tmp_path / "c.csv"
+        path.write_text(
+            "external_id,full_name,email,data_classes\n"
+            "C-1,Ann Example,ann@example.com,payment_card:4242\n",
+            encoding="utf-8",
+        )
+        import_customers(incident, path, actor="test")
+        queue_notices(incident, actor="test")
+        db.session.remove()
+        client = app.test_client()
+        listing = client.get("/dev/mail")
+        assert listing.status_code == 200
+        assert b"Notice of Data Breach from Example Corp" in listing.data
+        assert b"ann@example.com" in listing.data
+        shown = client.get("/dev/mail/1")
+        assert b"card ending 4242" in shown.data
+        html = client.get("/dev/mail/1/html")
+        assert b"<h1" in html.data
+        assert "sandbox" in html.headers["Content-Security-Policy"]
+        assert client.get("/dev/mail/999").status_code == 404
+
+
+def test_customer_row_helper_is_valid(app, incident, write_csv):
+    # Guards the other tests: the factory row itself must import cleanly.
+    assert import_customers(incident, write_csv([customer_row(1)]), actor="test").created == 1

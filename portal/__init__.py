@@ -8,6 +8,7 @@ from pathlib import Path
 
 from flask import Flask, has_request_context, request
 from flask_babel import get_locale
+from sqlalchemy import event
 
 from portal import config as portal_config
 
@@ -41,6 +42,9 @@ def register_extensions(app: Flask) -> None:
     from portal.extensions import babel, csrf, db, migrate, vault
 
     db.init_app(app)
+    with app.app_context():
+        if db.engine.dialect.name == "sqlite":
+            event.listen(db.engine, "connect", _sqlite_pragmas)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True)
     csrf.init_app(app)
     vault.init_app(app)
@@ -56,6 +60,17 @@ def register_extensions(app: Flask) -> None:
         default_translation_directories=str(ROOT / "portal" / "translations"),
     )
     app.jinja_env.globals["get_locale"] = get_locale
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    """SQLite as a real database: enforce foreign keys; WAL lets readers work beside a writer."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute("PRAGMA synchronous = NORMAL")
+    cursor.execute("PRAGMA busy_timeout = 5000")
+    cursor.execute("PRAGMA cache_size = -65536")  # 64 MiB: index inserts stay in memory
+    cursor.close()
 
 
 def register_blueprints(app: Flask) -> None:

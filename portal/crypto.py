@@ -28,13 +28,14 @@ class DecryptionError(Exception):
 
 
 class _Key:
-    __slots__ = ("aead", "id", "index_key")
+    __slots__ = ("aead", "id", "index_hmac")
 
     def __init__(self, raw: bytes):
         self.id = hashlib.sha256(b"portal data key id\x00" + raw).digest()[:KEY_ID_SIZE]
         self.aead = AESGCM(raw)
         # A separate key for blind indexes: an index must never help to open a ciphertext.
-        self.index_key = hmac.new(raw, b"portal blind index v1", hashlib.sha256).digest()
+        index_key = hmac.new(raw, b"portal blind index v1", hashlib.sha256).digest()
+        self.index_hmac = hmac.new(index_key, digestmod=hashlib.sha256)  # copied per use
 
 
 def decode_key(text: str) -> bytes:
@@ -72,15 +73,20 @@ class DataVault:
     def newest_id(self) -> bytes:
         return self._keys[0].id
 
-    def seal(self, value: str, context: str) -> bytes:
+    def seal(self, value: str | bytes, context: str) -> bytes:
         """Encrypt value for the place named by context (e.g. 'customer.email.<row>')."""
         key = self._keys[0]
         nonce = os.urandom(NONCE_SIZE)
         header = FORMAT_VERSION + key.id + nonce
-        return header + key.aead.encrypt(nonce, value.encode(), context.encode() + key.id)
+        data = value.encode() if isinstance(value, str) else value
+        return header + key.aead.encrypt(nonce, data, context.encode() + key.id)
 
     def open(self, blob: bytes, context: str) -> str:
-        """Decrypt a value sealed for this same context."""
+        """Decrypt a text value sealed for this same context."""
+        return self.open_bytes(blob, context).decode()
+
+    def open_bytes(self, blob: bytes, context: str) -> bytes:
+        """Decrypt a value sealed for this same context, as bytes."""
         if len(blob) < HEADER_SIZE or blob[:1] != FORMAT_VERSION:
             raise DecryptionError("not a sealed value")
         key_id = bytes(blob[1 : 1 + KEY_ID_SIZE])
@@ -92,7 +98,7 @@ class DataVault:
             plain = key.aead.decrypt(nonce, bytes(blob[HEADER_SIZE:]), context.encode() + key_id)
         except InvalidTag as exc:
             raise DecryptionError("sealed value does not belong here or was altered") from exc
-        return plain.decode()
+        return plain
 
     def is_current(self, blob: bytes) -> bool:
         """True when blob is sealed with the newest key (nothing to rotate)."""
@@ -108,5 +114,6 @@ class DataVault:
 
     @staticmethod
     def _index(key: _Key, value: str, purpose: str) -> bytes:
-        message = purpose.encode() + b"\x00" + value.encode()
-        return hmac.new(key.index_key, message, hashlib.sha256).digest()[:16]
+        mac = key.index_hmac.copy()  # the keyed state, without re-deriving the key pads
+        mac.update(purpose.encode() + b"\x00" + value.encode())
+        return mac.digest()[:16]

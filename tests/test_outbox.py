@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import email.policy
 import logging
 import os
 import subprocess
@@ -173,10 +174,10 @@ def test_worker_killed_mid_batch_loses_nothing(app, smtp_server):
     class DiesAfterThree:
         sent = 0
 
-        def send(self, message):
+        def send(self, sender, recipient, message):
             if self.sent == 3:
                 raise KeyboardInterrupt  # the process is killed here
-            real.send(message)
+            real.send(sender, recipient, message)
             self.sent += 1
 
     with pytest.raises(KeyboardInterrupt):
@@ -258,3 +259,19 @@ def test_two_workers_deliver_2000_messages_each_exactly_once(app, database_url):
     sent_by = [int(out.split("Sent ")[1].split(",")[0]) for out in outputs]
     assert sum(sent_by) == 2000
     assert min(sent_by) > 0, f"one worker did nothing: {sent_by}"
+
+
+def test_non_ascii_text_arrives_intact(app, smtp_server):
+    sink, controller = smtp_server
+    outbox_service.enqueue_email(
+        dedupe_key="es", recipient="ana@example.com", subject="Aviso de filtración de datos",
+        text="Información — qué pasó", html="<p>Información — qué pasó</p>", locale="es")
+    db.session.commit()
+    transport = SMTPTransport(smtp_url(controller))
+    outbox_service.drain(transport)
+    transport.close()
+
+    received = email.message_from_bytes(sink.messages[0].content, policy=email.policy.default)
+    assert received["Subject"] == "Aviso de filtración de datos"
+    assert received.get_body(("plain",)).get_content().strip() == "Información — qué pasó"
+    assert all(byte < 128 for byte in sink.messages[0].content)  # 7-bit clean on the wire

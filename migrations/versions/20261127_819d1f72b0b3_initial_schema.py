@@ -44,7 +44,6 @@ def upgrade():
     sa.Column('email_sealed', sa.LargeBinary(), nullable=False),
     sa.Column('email_index', sa.LargeBinary(length=16), nullable=False),
     sa.Column('phone_sealed', sa.LargeBinary(), nullable=True),
-    sa.Column('phone_index', sa.LargeBinary(length=16), nullable=True),
     sa.Column('locale', sa.String(length=16), nullable=False),
     sa.Column('region', sa.String(length=8), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
@@ -55,7 +54,6 @@ def upgrade():
     )
     with op.batch_alter_table('customer', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_customer_email_index'), ['email_index'], unique=False)
-        batch_op.create_index(batch_op.f('ix_customer_phone_index'), ['phone_index'], unique=False)
 
     op.create_table('incident',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -191,7 +189,6 @@ def downgrade():
     op.drop_table('exposure')
     op.drop_table('incident')
     with op.batch_alter_table('customer', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_customer_phone_index'))
         batch_op.drop_index(batch_op.f('ix_customer_email_index'))
 
     op.drop_table('customer')

@@ -6,7 +6,6 @@ import contextlib
 import re
 import smtplib
 import ssl
-from email.message import EmailMessage
 from urllib.parse import unquote, urlsplit
 
 _ADDRESS = re.compile(r"[^\s<>@]+@[^\s<>@]+")
@@ -63,13 +62,13 @@ class SMTPTransport:
             ) from exc
         return conn
 
-    def send(self, message: EmailMessage) -> None:
-        """Hand one message to the server; return only once it has accepted it."""
+    def send(self, sender: str, recipient: str, message: bytes) -> None:
+        """Hand one message (RFC 5322 bytes, CRLF lines) to the server; return once accepted."""
         for attempt in (1, 2):
             if self._conn is None:
                 self._conn = self._connect()
             try:
-                refused = self._conn.send_message(message)
+                refused = self._conn.sendmail(sender, [recipient], message)
             except smtplib.SMTPServerDisconnected as exc:
                 self._conn = None
                 if attempt == 2:

@@ -48,7 +48,6 @@ class Customer(Base):
     # Keyed digest of the normalised address: find a customer by email without storing it.
     email_index: Mapped[bytes] = mapped_column(LargeBinary(16), index=True)
     phone_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
-    phone_index: Mapped[bytes | None] = mapped_column(LargeBinary(16), index=True)
     locale: Mapped[str] = mapped_column(String(16), default="en")
     region: Mapped[str] = mapped_column(String(8), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.now())

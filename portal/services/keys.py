@@ -40,9 +40,8 @@ def rotate(*, actor: str) -> dict[str, int]:
                 attr = f"{column}_sealed"
                 setattr(c, attr, _reseal(getattr(c, attr), f"customer.{column}.{c.public_id}"))
             if before != (c.name_sealed, c.email_sealed, c.phone_sealed):
-                # Blind indexes follow the newest key too.
+                # The blind index follows the newest key too.
                 c.email_index = vault.blind_index(normalise_email(c.email), "email")
-                c.phone_index = vault.blind_index(c.phone, "phone") if c.phone else None
                 counts["customer"] += 1
             for e in c.exposures:
                 context = Exposure.fragment_context(c.public_id, e.incident_id, e.data_class)

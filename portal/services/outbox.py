@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from email import message_from_bytes
 from email.message import EmailMessage
+from email.policy import SMTP
+from email.policy import default as default_policy
 from email.utils import format_datetime, make_msgid
 from urllib.parse import urlsplit
 
@@ -35,28 +37,44 @@ def enqueue_email(
     notice_id: int | None = None,
     expires_at: datetime | None = None,
 ) -> OutboxMessage:
-    """Add an email to the outbox in the caller's transaction; it leaves only if that commits."""
-    host = urlsplit(current_app.config["BASE_URL"]).hostname
-    message = OutboxMessage(
+    """Add an email to the outbox in the caller's transaction; it leaves only if that commits.
+
+    The message is built here, once, into the exact bytes the worker will hand to the server:
+    the worker's hot path is decrypt and send, and every retry sends the identical message
+    (same Message-ID), so a receiver can recognise a repeat.
+    """
+    config = current_app.config
+    message_id = make_msgid(domain=urlsplit(config["BASE_URL"]).hostname)
+    email = EmailMessage()
+    email["From"] = config["MAIL_FROM"]
+    email["To"] = recipient  # the header policy refuses CR/LF: no header injection
+    email["Subject"] = subject
+    email["Message-ID"] = message_id
+    email["Date"] = format_datetime(utcnow())
+    email["Content-Language"] = locale
+    email["Auto-Submitted"] = "auto-generated"
+    # Quoted-printable keeps the message 7-bit clean for any server.
+    email.set_content(text, cte="quoted-printable")
+    email.add_alternative(html, subtype="html", cte="quoted-printable")
+    row = OutboxMessage(
         kind="email",
         dedupe_key=dedupe_key,
-        message_id=make_msgid(domain=host),
+        message_id=message_id,
         subject=subject,
         locale=locale,
         next_attempt_at=utcnow(),
         expires_at=expires_at,
         notice_id=notice_id,
     )
-    message.recipient_sealed = vault.seal(recipient, message.context("recipient"))
-    body = json.dumps({"text": text, "html": html})
-    message.body_sealed = vault.seal(body, message.context("body"))
-    db.session.add(message)
-    return message
+    row.recipient_sealed = vault.seal(recipient, row.context("recipient"))
+    row.body_sealed = vault.seal(email.as_bytes(policy=SMTP), row.context("body"))
+    db.session.add(row)
+    return row
 
 
 @dataclass(frozen=True)
 class OpenedMessage:
-    """An outbox row with its sealed parts opened, for the worker and the dev mailbox."""
+    """An outbox row with its sealed parts opened, for the development mailbox and tests."""
 
     row: OutboxMessage
     recipient: str
@@ -65,25 +83,16 @@ class OpenedMessage:
 
 
 def open_message(row: OutboxMessage) -> OpenedMessage:
-    body = json.loads(vault.open(row.body_sealed, row.context("body")))
-    recipient = vault.open(row.recipient_sealed, row.context("recipient"))
-    return OpenedMessage(row, recipient, body["text"], body["html"])
-
-
-def to_email(opened: OpenedMessage) -> EmailMessage:
-    """The MIME message: text first, the same content as HTML as the alternative."""
-    row = opened.row
-    email = EmailMessage()
-    email["From"] = current_app.config["MAIL_FROM"]
-    email["To"] = opened.recipient
-    email["Subject"] = row.subject
-    email["Message-ID"] = row.message_id
-    email["Date"] = format_datetime(row.created_at or utcnow())
-    email["Content-Language"] = row.locale
-    email["Auto-Submitted"] = "auto-generated"
-    email.set_content(opened.text)
-    email.add_alternative(opened.html, subtype="html")
-    return email
+    raw = vault.open_bytes(row.body_sealed, row.context("body"))
+    email = message_from_bytes(raw, policy=default_policy)
+    text = email.get_body(("plain",))
+    html = email.get_body(("html",))
+    return OpenedMessage(
+        row,
+        vault.open(row.recipient_sealed, row.context("recipient")),
+        text.get_content() if text is not None else "",
+        html.get_content() if html is not None else "",
+    )
 
 
 def retry_delay(attempts: int) -> timedelta:
@@ -145,7 +154,11 @@ def deliver_batch(transport, now: datetime | None = None, limit: int | None = No
         error = connection_error
         if error is None:
             try:
-                transport.send(to_email(open_message(row)))
+                transport.send(
+                    current_app.config["MAIL_FROM"],
+                    vault.open(row.recipient_sealed, row.context("recipient")),
+                    vault.open_bytes(row.body_sealed, row.context("body")),
+                )
             except DeliveryError as exc:
                 error = exc
                 if exc.connection:

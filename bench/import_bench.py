@@ -21,21 +21,36 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-CLASSES = ["email_address", "payment_card:4242", "ssn:6789", "date_of_birth", "full_name",
-           "postal_address", "password", "phone_number:0199"]
+CLASSES = [
+    "email_address",
+    "payment_card:4242",
+    "ssn:6789",
+    "date_of_birth",
+    "full_name",
+    "postal_address",
+    "password",
+    "phone_number:0199",
+]
 
 
 def generate(path: Path, rows: int) -> None:
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["external_id", "full_name", "email", "phone", "locale", "region",
-                         "data_classes"])
+        writer.writerow(
+            ["external_id", "full_name", "email", "phone", "locale", "region", "data_classes"]
+        )
         for n in range(rows):
-            writer.writerow([
-                f"C-{n:08d}", f"Person {n} Example", f"person{n}@example.com",
-                f"+1415{n % 10_000_000:07d}", "es" if n % 7 == 0 else "en", "US-CA",
-                ";".join(CLASSES[n % 5: n % 5 + 3]),
-            ])
+            writer.writerow(
+                [
+                    f"C-{n:08d}",
+                    f"Person {n} Example",
+                    f"person{n}@example.com",
+                    f"+1415{n % 10_000_000:07d}",
+                    "es" if n % 7 == 0 else "en",
+                    "US-CA",
+                    ";".join(CLASSES[n % 5 : n % 5 + 3]),
+                ]
+            )
 
 
 def env_for(db_path: Path, instance: Path) -> dict[str, str]:
@@ -68,8 +83,10 @@ def run_child(args: list[str], env: dict[str, str]) -> tuple[float, int, str]:
 def raw_executemany(csv_path: str, db_path: str) -> None:
     """The baseline: the same rows, parsed by csv, inserted by executemany, nothing else."""
     conn = sqlite3.connect(db_path)
-    conn.execute("CREATE TABLE customer (external_id TEXT PRIMARY KEY, full_name TEXT, email "
-                 "TEXT, phone TEXT, locale TEXT, region TEXT, data_classes TEXT)")
+    conn.execute(
+        "CREATE TABLE customer (external_id TEXT PRIMARY KEY, full_name TEXT, email "
+        "TEXT, phone TEXT, locale TEXT, region TEXT, data_classes TEXT)"
+    )
     with open(csv_path, newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
         next(reader)
@@ -97,27 +114,50 @@ def main() -> None:
 
         env = env_for(work / "portal.db", work)
         subprocess.run([portal, "db", "upgrade"], env=env, check=True, capture_output=True)
-        subprocess.run([portal, "incident", "create", "--slug", "bench", "--title", "Bench",
-                        "--discovered", "2026-11-01"], env=env, check=True, capture_output=True)
+        subprocess.run(
+            [
+                portal,
+                "incident",
+                "create",
+                "--slug",
+                "bench",
+                "--title",
+                "Bench",
+                "--discovered",
+                "2026-11-01",
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
 
         base_s, base_mb, _ = run_child(
-            [sys.executable, __file__, "--raw", str(csv_path), str(work / "raw.db")], env)
+            [sys.executable, __file__, "--raw", str(csv_path), str(work / "raw.db")], env
+        )
         portal_s, portal_mb, output = run_child(
-            [portal, "customers", "import", "--incident", "bench", str(csv_path)], env)
+            [portal, "customers", "import", "--incident", "bench", str(csv_path)], env
+        )
         again_s, again_mb, _ = run_child(
-            [portal, "customers", "import", "--incident", "bench", str(csv_path)], env)
+            [portal, "customers", "import", "--incident", "bench", str(csv_path)], env
+        )
 
     base_rate, portal_rate, again_rate = rows / base_s, rows / portal_s, rows / again_s
     print(output.strip())
     print(f"raw executemany   : {base_rate:>10,.0f} rows/s  peak {base_mb:>5} MB  ({base_s:.1f} s)")
-    print(f"portal import     : {portal_rate:>10,.0f} rows/s  peak {portal_mb:>5} MB  "
-          f"({portal_s:.1f} s)")
-    print(f"portal re-import  : {again_rate:>10,.0f} rows/s  peak {again_mb:>5} MB  "
-          f"({again_s:.1f} s, nothing changes)")
+    print(
+        f"portal import     : {portal_rate:>10,.0f} rows/s  peak {portal_mb:>5} MB  "
+        f"({portal_s:.1f} s)"
+    )
+    print(
+        f"portal re-import  : {again_rate:>10,.0f} rows/s  peak {again_mb:>5} MB  "
+        f"({again_s:.1f} s, nothing changes)"
+    )
     print(f"ratio portal/raw  : {portal_rate / base_rate:.2f}")
-    print(f"targets           : >= 20,000 rows/s "
-          f"{'met' if portal_rate >= 20_000 else 'MISSED'}; "
-          f"< 300 MB peak {'met' if portal_mb < 300 else 'MISSED'}")
+    print(
+        f"targets           : >= 20,000 rows/s "
+        f"{'met' if portal_rate >= 20_000 else 'MISSED'}; "
+        f"< 300 MB peak {'met' if portal_mb < 300 else 'MISSED'}"
+    )
 
 
 if __name__ == "__main__":

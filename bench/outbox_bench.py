@@ -57,19 +57,25 @@ def main() -> None:
     from portal.services import outbox
 
     port = free_port()
-    sink = subprocess.Popen([sys.executable, "-c", SINK, str(port)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
+    sink = subprocess.Popen(
+        [sys.executable, "-c", SINK, str(port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert sink.stdout.readline().strip() == "ready"
     folder = tempfile.mkdtemp()
-    app = create_app({
-        "PORTAL_ENV": "testing",
-        "PORTAL_SECRET_KEY": "bench-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
-        "PORTAL_DATA_KEYS": new_data_key(),
-        "PORTAL_BASE_URL": "https://portal.example.test",
-        "PORTAL_DATABASE_URL": os.environ.get("BENCH_DATABASE_URL")
-        or f"sqlite:///{folder}/bench.db",
-        "PORTAL_MAIL_FROM": "notices@portal.example.test",
-    })
+    app = create_app(
+        {
+            "PORTAL_ENV": "testing",
+            "PORTAL_SECRET_KEY": "bench-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
+            "PORTAL_DATA_KEYS": new_data_key(),
+            "PORTAL_BASE_URL": "https://portal.example.test",
+            "PORTAL_DATABASE_URL": os.environ.get("BENCH_DATABASE_URL")
+            or f"sqlite:///{folder}/bench.db",
+            "PORTAL_MAIL_FROM": "notices@portal.example.test",
+        }
+    )
     try:
         with app.app_context():
             upgrade(directory=str(ROOT / "migrations"))
@@ -77,9 +83,13 @@ def main() -> None:
             html = "<h1>Notice of Data Breach</h1>" + "<p>A realistic paragraph.</p>" * 60
             print(f"queueing {count:,} messages ...", flush=True)
             for i in range(count):
-                outbox.enqueue_email(dedupe_key=f"bench:{i}",
-                                     recipient=f"person{i}@example.com",
-                                     subject="Notice of Data Breach", text=text, html=html)
+                outbox.enqueue_email(
+                    dedupe_key=f"bench:{i}",
+                    recipient=f"person{i}@example.com",
+                    subject="Notice of Data Breach",
+                    text=text,
+                    html=html,
+                )
                 if i % 1000 == 999:
                     db.session.commit()
             db.session.commit()
@@ -87,8 +97,10 @@ def main() -> None:
             # Baseline: the very same messages, built up front, sent by a bare smtplib loop.
             rows = db.session.query(OutboxMessage).order_by(OutboxMessage.id).all()
             prebuilt = [
-                (vault.open(r.recipient_sealed, r.context("recipient")),
-                 vault.open_bytes(r.body_sealed, r.context("body")))
+                (
+                    vault.open(r.recipient_sealed, r.context("recipient")),
+                    vault.open_bytes(r.body_sealed, r.context("body")),
+                )
                 for r in rows
             ]
             db.session.expunge_all()
@@ -113,8 +125,10 @@ def main() -> None:
     base_rate, worker_rate = count / base_s, count / worker_s
     print(f"plain smtplib loop : {base_rate:>8,.0f} messages/s ({base_s:.1f} s)")
     print(f"outbox worker      : {worker_rate:>8,.0f} messages/s ({worker_s:.1f} s)")
-    print(f"ratio worker/plain : {worker_rate / base_rate:.2f}  (target >= 0.7: "
-          f"{'met' if worker_rate / base_rate >= 0.7 else 'MISSED'})")
+    print(
+        f"ratio worker/plain : {worker_rate / base_rate:.2f}  (target >= 0.7: "
+        f"{'met' if worker_rate / base_rate >= 0.7 else 'MISSED'})"
+    )
 
 
 if __name__ == "__main__":

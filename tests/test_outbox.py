@@ -264,8 +264,13 @@ def test_two_workers_deliver_2000_messages_each_exactly_once(app, database_url):
 def test_non_ascii_text_arrives_intact(app, smtp_server):
     sink, controller = smtp_server
     outbox_service.enqueue_email(
-        dedupe_key="es", recipient="ana@example.com", subject="Aviso de filtración de datos",
-        text="Información — qué pasó", html="<p>Información — qué pasó</p>", locale="es")
+        dedupe_key="es",
+        recipient="ana@example.com",
+        subject="Aviso de filtración de datos",
+        text="Información — qué pasó",
+        html="<p>Información — qué pasó</p>",
+        locale="es",
+    )
     db.session.commit()
     transport = SMTPTransport(smtp_url(controller))
     outbox_service.drain(transport)

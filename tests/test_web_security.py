@@ -191,3 +191,15 @@ def test_dev_mail_shows_the_notices_in_development(database_url, tmp_path, monke
 def test_customer_row_helper_is_valid(app, incident, write_csv):
     # Guards the other tests: the factory row itself must import cleanly.
     assert import_customers(incident, write_csv([customer_row(1)]), actor="test").created == 1
+
+
+def test_production_serves_only_its_own_host(database_url, make_app):
+    app = make_app(base_env(database_url, PORTAL_ENV="production"))
+    client = app.test_client()
+    assert client.get("/", base_url="https://portal.example.test").status_code == 200
+    spoofed = client.get("/", base_url="https://evil.test")
+    assert spoofed.status_code == 400
+    forwarded = client.get(
+        "/", base_url="https://portal.example.test", headers={"X-Forwarded-Host": "evil.test"}
+    )
+    assert forwarded.status_code == 200 and b"evil.test" not in forwarded.data

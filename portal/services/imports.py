@@ -124,8 +124,12 @@ def _check_row(line: int, values: list[str] | None) -> tuple[Row | None, str | N
     if values is None:
         return None, _("the row has more fields than the header")
     external_id, full_name, email, phone, locale, region, data_classes = values
-    required = (("external_id", external_id), ("full_name", full_name), ("email", email),
-                ("data_classes", data_classes))
+    required = (
+        ("external_id", external_id),
+        ("full_name", full_name),
+        ("email", email),
+        ("data_classes", data_classes),
+    )
     for name, value in required:
         if not value:
             return None, _("%(column)s is required", column=name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, g, render_template
+from flask.globals import request_ctx
 from flask_babel import gettext as _
 from werkzeug.exceptions import HTTPException, InternalServerError
 
@@ -24,13 +25,15 @@ def _messages(code: int) -> tuple[str, str]:
 
 def _render(code: int):
     title, advice = _messages(code)
-    return render_template(
-        "errors/error.html",
-        code=code,
-        title=title,
-        advice=advice,
-        request_id=g.get("request_id", ""),
-    ), code
+    request_id = g.get("request_id", "")
+    if request_ctx.url_adapter is None:
+        # A request refused before routing (an untrusted Host, say) has no URL adapter, so
+        # the page could not build its links: answer in plain text instead.
+        return f"{title}. {advice}\n", code, {"Content-Type": "text/plain; charset=utf-8"}
+    page = render_template(
+        "errors/error.html", code=code, title=title, advice=advice, request_id=request_id
+    )
+    return page, code
 
 
 def register(app: Flask) -> None:

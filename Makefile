@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PORT   ?= 5000
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench lint format install clean
+.PHONY: demo test bench lint format install clean translations
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,13 @@ lint: install
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# After changing user-facing text: refresh the catalogues, translate, then compile (the .mo files
+# are committed so that a plain `pip install` serves every language).
+translations: install
+	$(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext -o portal/translations/messages.pot .
+	$(BIN)/pybabel update -i portal/translations/messages.pot -d portal/translations --width 100
+	$(BIN)/pybabel compile -d portal/translations
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

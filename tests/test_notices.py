@@ -142,11 +142,25 @@ def test_link_expires_after_its_lifetime(app, incident, imported, outbox):
         tokens.load_notice_token(token)
 
 
-def test_spanish_speaker_gets_the_notice_through_gettext(app, incident, imported, outbox):
+def test_spanish_speaker_gets_the_notice_in_spanish(app, incident, imported, outbox):
     queue_notices(incident, actor="test")
     spanish = next(m for m in outbox() if m.recipient == "person2@example.com")
+    english = next(m for m in outbox() if m.recipient == "person3@example.com")
+
     assert spanish.row.locale == "es"
-    assert "Notice of Data Breach" in spanish.text or "Notificación" in spanish.text
+    assert spanish.row.subject == "Aviso de filtración de datos de Example Corp"
+    for heading in (
+        "Aviso de filtración de datos",
+        "Qué ocurrió",
+        "Qué información se vio afectada",
+        "Qué estamos haciendo",
+        "Qué puede hacer usted",
+        "Para más información",
+    ):
+        assert heading in spanish.text and heading in spanish.html
+    assert "Contraseña de su cuenta" in spanish.text
+    assert "octubre de 2026" in spanish.text  # dates in Spanish too
+    assert "What Happened" in english.text and "Qué ocurrió" not in english.text
 
 
 def test_only_affected_customers_of_this_incident_are_notified(app, incident, imported, write_csv):
@@ -169,6 +183,22 @@ def test_notices_are_audited(app, incident, imported):
     event = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "notices.queued"))
     assert event.actor == "cli:bob"
     assert event.details == '{"count":3}'
+
+
+def test_compiled_catalogues_match_their_sources():
+    from pathlib import Path
+
+    from babel.messages.mofile import read_mo
+    from babel.messages.pofile import read_po
+
+    from portal import ROOT
+
+    for po_path in Path(ROOT, "portal", "translations").glob("*/LC_MESSAGES/messages.po"):
+        with po_path.open("rb") as handle:
+            source = {m.id: m.string for m in read_po(handle) if m.id and m.string}
+        with po_path.with_suffix(".mo").open("rb") as handle:
+            compiled = {m.id: m.string for m in read_mo(handle) if m.id and m.string}
+        assert compiled == source, f"run `make translations` ({po_path.parent.parent.name})"
 
 
 def test_reference_code_check_character_catches_a_typo():

@@ -47,7 +47,9 @@ def test_make_demo_serves_the_portal_and_the_demo_mailbox(tmp_path):
         assert "Help after a data breach" in page
         status, mailbox = _get(f"http://127.0.0.1:{port}/dev/mail")
         assert status == 200
-        assert mailbox.count("Notice of Data Breach from Example Corp") == 12
+        english = mailbox.count("Notice of Data Breach from Example Corp")
+        spanish = mailbox.count("Aviso de filtración de datos de Example Corp")
+        assert (english, spanish) == (8, 4)  # four demo customers read Spanish
         status, message = _get(f"http://127.0.0.1:{port}/dev/mail/1")
         assert "What Information Was Involved" in message
     finally:

@@ -50,7 +50,7 @@ def test_make_demo_serves_the_portal_and_the_demo_mailbox(tmp_path):
         english = mailbox.count("Notice of Data Breach from Example Corp")
         spanish = mailbox.count("Aviso de filtración de datos de Example Corp")
         assert (english, spanish) == (8, 4)  # four demo customers read Spanish
-        status, message = _get(f"http://127.0.0.1:{port}/dev/mail/1")
+        status, message = _get(f"http://127.0.0.1:{port}/dev/mail/2")  # James, in English
         assert "What Information Was Involved" in message
     finally:
         os.killpg(server.pid, signal.SIGTERM)

@@ -112,7 +112,7 @@ def main() -> None:
             base_s = time.perf_counter() - start
             del prebuilt
 
-            transport = SMTPTransport(f"smtp://127.0.0.1:{port}")
+            transport = outbox.Transports(email=SMTPTransport(f"smtp://127.0.0.1:{port}"))
             start = time.perf_counter()
             result = outbox.drain(transport)
             worker_s = time.perf_counter() - start

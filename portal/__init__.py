@@ -39,7 +39,7 @@ def create_app(env: dict[str, str] | None = None, **overrides) -> Flask:
 
 
 def register_extensions(app: Flask) -> None:
-    from portal.extensions import babel, csrf, db, migrate, vault
+    from portal.extensions import babel, csrf, db, limiter, migrate, vault
 
     db.init_app(app)
     with app.app_context():
@@ -48,6 +48,7 @@ def register_extensions(app: Flask) -> None:
     migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True)
     csrf.init_app(app)
     vault.init_app(app)
+    limiter.init_app(app)
 
     def select_locale():
         if not has_request_context():
@@ -74,10 +75,12 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
+    from portal.web.customer.views import bp as customer_bp
     from portal.web.dev.views import bp as dev_bp
     from portal.web.public.views import bp as public_bp
 
     app.register_blueprint(public_bp)
+    app.register_blueprint(customer_bp)
     app.register_blueprint(dev_bp)
 
 

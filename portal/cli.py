@@ -108,16 +108,27 @@ def notices_send(slug):
     click.echo(f"Queued {count} notice(s).")
 
 
-def _transport():
+def _transports():
+    from portal.mail.sms import DevMailbox, SMSTransport
     from portal.mail.smtp import SMTPTransport
+    from portal.services.outbox import Transports
 
-    url = current_app.config["SMTP_URL"]
-    if not url:
+    config = current_app.config
+    development = config["PORTAL_ENV"] == "development"
+    if config["SMTP_URL"]:
+        email = SMTPTransport(config["SMTP_URL"])
+    elif development:
+        email = DevMailbox()  # development: accepted here, readable at /dev/mail
+    else:
         raise click.ClickException(
             "PORTAL_SMTP_URL is not set: there is nowhere to deliver to. In development, "
             "read the messages at /dev/mail."
         )
-    return SMTPTransport(url)
+    if config["SMS_URL"]:
+        sms = SMSTransport(config["SMS_URL"], config["SMS_TOKEN"])
+    else:
+        sms = DevMailbox() if development else None  # texts wait until a provider is set
+    return Transports(email=email, sms=sms)
 
 
 @outbox_cli.command("work")
@@ -128,7 +139,7 @@ def outbox_work(once, idle_seconds):
     from portal.services import outbox
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    transport = _transport()
+    transports = _transports()
     stopping = []
 
     def stop(*_args):
@@ -138,18 +149,18 @@ def outbox_work(once, idle_seconds):
     signal.signal(signal.SIGINT, stop)
     try:
         if once:
-            result = outbox.drain(transport)
+            result = outbox.drain(transports)
             click.echo(
                 f"Sent {result.sent}, retrying {result.retried}, failed {result.failed}, "
                 f"expired {result.expired}."
             )
             return
         while not stopping:
-            result = outbox.deliver_batch(transport)
+            result = outbox.deliver_batch(transports)
             if result.claimed == 0 or result.sent + result.failed + result.expired == 0:
                 time.sleep(idle_seconds)
     finally:
-        transport.close()
+        transports.close()
 
 
 @outbox_cli.command("status")

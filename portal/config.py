@@ -79,6 +79,14 @@ def load(env: dict[str, str] | None = None, instance_path: str | Path = "instanc
     if production and parts.scheme != "https":
         raise ConfigError("PORTAL_BASE_URL must use https in production.")
 
+    redis_url = env.get("PORTAL_REDIS_URL") or None
+    if production and not redis_url:
+        # Rate limits must hold across every instance and fail closed: no per-process memory.
+        raise ConfigError(
+            "The portal will not start in production without PORTAL_REDIS_URL "
+            "(the shared store for rate limits)."
+        )
+
     smtp_url = env.get("PORTAL_SMTP_URL") or None
     if smtp_url and urlsplit(smtp_url).scheme not in ("smtp", "smtps", "smtp+starttls"):
         raise ConfigError("PORTAL_SMTP_URL must start with smtp://, smtps:// or smtp+starttls://")
@@ -102,6 +110,22 @@ def load(env: dict[str, str] | None = None, instance_path: str | Path = "instanc
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
         "DATA_KEYS": data_keys,
         "SMTP_URL": smtp_url,
+        "SMS_URL": env.get("PORTAL_SMS_URL") or None,
+        "SMS_TOKEN": env.get("PORTAL_SMS_TOKEN") or "",
+        "RATELIMIT_STORAGE_URI": redis_url or "memory://",
+        "RATELIMIT_HEADERS_ENABLED": False,
+        "SESSION_COOKIE_NAME": "__Host-portal" if production else "portal",
+        "CUSTOMER_IDLE_TTL": timedelta(minutes=15),
+        "CUSTOMER_MAX_TTL": timedelta(hours=12),
+        "STEP_UP_TTL": timedelta(minutes=10),
+        "CODE_TTL": timedelta(minutes=10),
+        "CODE_MAX_TRIES": 5,
+        "CODE_MAX_RESENDS": 3,
+        "CHALLENGES_PER_HOUR": 5,
+        "VERIFY_LOCK_FAILURES": 10,
+        "VERIFY_LOCK_WINDOW_TTL": timedelta(hours=24),
+        "NEW_LINKS_PER_HOUR": 3,
+        "SUPPORT_PHONE": env.get("PORTAL_SUPPORT_PHONE") or "",
         "MAIL_FROM": env.get("PORTAL_MAIL_FROM") or f"notices@{parts.hostname}",
         "ORGANISATION_NAME": env.get("PORTAL_ORGANISATION_NAME") or "Example Corp",
         "NOTICE_LINK_TTL": timedelta(days=int(env.get("PORTAL_NOTICE_LINK_DAYS", "90"))),

@@ -1,6 +1,8 @@
 """Extensions as unbound singletons: bound to an app in create_app, imported anywhere."""
 
 from flask_babel import Babel
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
@@ -13,3 +15,5 @@ migrate = Migrate()
 csrf = CSRFProtect()
 babel = Babel()
 vault = DataVault()
+# Storage comes from RATELIMIT_STORAGE_URI (Redis, shared by every instance, in production).
+limiter = Limiter(key_func=get_remote_address, strategy="moving-window")

@@ -26,7 +26,18 @@ PG_URL = os.environ.get("PORTAL_TEST_DATABASE_URL")
 BASE_URL = "https://portal.example.test"
 SECRET_KEY = "test-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"
 DATA_KEY = new_data_key()
-TABLES = ("audit_event", "outbox_message", "notice", "exposure", "customer", "incident")
+TABLES = (
+    "audit_event",
+    "login_session",
+    "challenge",
+    "outbox_message",
+    "notice",
+    "incident_update",
+    "exposure",
+    "customer",
+    "incident",
+)
+REDIS_URL = os.environ.get("PORTAL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
 def pg_url() -> str | None:
@@ -43,6 +54,7 @@ def base_env(database_url: str, **extra: str) -> dict[str, str]:
         "PORTAL_DATA_KEYS": DATA_KEY,
         "PORTAL_DATABASE_URL": database_url,
         "PORTAL_MAIL_FROM": "notices@example.test",
+        "PORTAL_REDIS_URL": REDIS_URL,
     }
     env.update(extra)
     return env
@@ -85,6 +97,17 @@ def database_url(migrated_database, tmp_path) -> str:
     path = tmp_path / "portal.db"
     shutil.copy(migrated_database, path)
     return f"sqlite:///{path}"
+
+
+@pytest.fixture(autouse=True)
+def fresh_rate_limits():
+    """Each test starts with no rate-limit history (a real Redis, its own database number)."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    yield
+    client.close()
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from portal.mail.smtp import SMTPTransport
 from portal.models import AuditEvent, Notice, OutboxMessage
 from portal.models.base import utcnow
 from portal.services import outbox as outbox_service
+from portal.services.outbox import Transports
 from portal.services.imports import import_customers
 from portal.services.notices import queue_notices
 from tests.conftest import SMTPSink, base_env, customer_row, free_port, pg_url
@@ -74,7 +75,7 @@ def test_refused_connection_keeps_messages_queued_with_growing_backoff(app, smtp
     sink, _controller = smtp_server
     port = free_port()  # nothing listens here yet
     queue(5)
-    transport = SMTPTransport(f"smtp://127.0.0.1:{port}", timeout=2)
+    transport = Transports(email=SMTPTransport(f"smtp://127.0.0.1:{port}", timeout=2))
 
     now = utcnow()
     first = outbox_service.drain(transport, now=now)
@@ -108,7 +109,7 @@ def test_recipient_rejected_with_550_ends_as_failed(app, runner, smtp_server, cl
     sink, controller = smtp_server
     sink.refuse["person1@example.com"] = "550 5.1.1 <person1@example.com>: no such user"
     queue(3)
-    transport = SMTPTransport(smtp_url(controller))
+    transport = Transports(email=SMTPTransport(smtp_url(controller)))
 
     result = outbox_service.drain(transport)
     transport.close()
@@ -129,7 +130,7 @@ def test_temporary_rejection_is_retried_until_max_attempts(app, smtp_server):
     sink.refuse["person0@example.com"] = "451 4.3.0 try again later"
     app.config["OUTBOX_MAX_ATTEMPTS"] = 3
     queue(1)
-    transport = SMTPTransport(smtp_url(controller))
+    transport = Transports(email=SMTPTransport(smtp_url(controller)))
 
     now = utcnow()
     for _attempt in range(3):
@@ -148,7 +149,7 @@ def test_temporary_rejection_is_retried_until_max_attempts(app, smtp_server):
 def test_expired_message_is_dropped_not_sent_late(app, smtp_server):
     sink, controller = smtp_server
     queue(1, expires_at=utcnow() + timedelta(minutes=10))
-    transport = SMTPTransport(smtp_url(controller))
+    transport = Transports(email=SMTPTransport(smtp_url(controller)))
 
     result = outbox_service.drain(transport, now=utcnow() + timedelta(minutes=11))
     transport.close()
@@ -169,7 +170,7 @@ def test_rolled_back_transaction_queues_nothing(app):
 def test_worker_killed_mid_batch_loses_nothing(app, smtp_server):
     sink, controller = smtp_server
     queue(10)
-    real = SMTPTransport(smtp_url(controller))
+    real = Transports(email=SMTPTransport(smtp_url(controller)))
 
     class DiesAfterThree:
         sent = 0
@@ -177,11 +178,11 @@ def test_worker_killed_mid_batch_loses_nothing(app, smtp_server):
         def send(self, sender, recipient, message):
             if self.sent == 3:
                 raise KeyboardInterrupt  # the process is killed here
-            real.send(sender, recipient, message)
+            real.email.send(sender, recipient, message)
             self.sent += 1
 
     with pytest.raises(KeyboardInterrupt):
-        outbox_service.deliver_batch(DiesAfterThree())
+        outbox_service.deliver_batch(Transports(email=DiesAfterThree()))
     db.session.rollback()
     assert all(r.status == "queued" for r in rows())
 
@@ -196,7 +197,7 @@ def test_worker_killed_mid_batch_loses_nothing(app, smtp_server):
 def test_no_message_body_or_address_goes_to_the_log(app, smtp_server, caplog):
     _sink, controller = smtp_server
     queue(2)
-    transport = SMTPTransport(smtp_url(controller))
+    transport = Transports(email=SMTPTransport(smtp_url(controller)))
     with caplog.at_level(logging.DEBUG):
         outbox_service.drain(transport)
     transport.close()
@@ -272,7 +273,7 @@ def test_non_ascii_text_arrives_intact(app, smtp_server):
         locale="es",
     )
     db.session.commit()
-    transport = SMTPTransport(smtp_url(controller))
+    transport = Transports(email=SMTPTransport(smtp_url(controller)))
     outbox_service.drain(transport)
     transport.close()
 

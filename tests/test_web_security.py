@@ -15,7 +15,20 @@ from portal.services.notices import queue_notices
 from portal.web.access import access_of
 from tests.conftest import base_env, customer_row
 
-PUBLIC_ROUTES = {"public.index", "public.health", "static"}
+PUBLIC_ROUTES = {
+    "public.index",
+    "public.health",
+    "static",
+    # the way in, for people who are not signed in yet
+    "customer.link",
+    "customer.start",
+    "customer.verify",
+    "customer.resend",
+    "customer.new_link",
+    "customer.new_link_sent",
+    "customer.locked",
+    "customer.signed_out",
+}
 
 
 @pytest.mark.parametrize("missing", ["PORTAL_SECRET_KEY", "PORTAL_BASE_URL", "PORTAL_DATA_KEYS"])

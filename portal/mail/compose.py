@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from flask import current_app, render_template
 from flask_babel import force_locale
@@ -18,48 +19,6 @@ class Composed:
     html: str
 
 
-def _first_steps(keys: set[str]) -> list[str]:
-    """A few concrete first steps for the notice; the full plan lives in the portal."""
-    steps = []
-    if keys & {"password", "security_questions", "username"}:
-        steps.append(
-            _(
-                "Change your password here and on any other site where you used the "
-                "same password or security answers."
-            )
-        )
-    if keys & {
-        "ssn",
-        "tax_id",
-        "national_id",
-        "date_of_birth",
-        "drivers_license",
-        "passport_number",
-    }:
-        steps.append(_("Consider a free credit freeze or fraud alert with the credit bureaus."))
-    if keys & {"payment_card", "bank_account"}:
-        steps.append(
-            _(
-                "Watch your statements and tell your bank or card issuer about any "
-                "charge you do not recognise."
-            )
-        )
-    if keys & {"medical_records", "health_insurance"}:
-        steps.append(
-            _(
-                "Read the statements from your health insurer and report services you "
-                "did not receive."
-            )
-        )
-    steps.append(
-        _(
-            "Be wary of calls, texts and emails that mention this incident: we will "
-            "never ask for your password or full Social Security number."
-        )
-    )
-    return steps
-
-
 def compose_notice(
     *,
     locale: str,
@@ -67,6 +26,7 @@ def compose_notice(
     exposures: list[tuple[str, str | None]],
     link: str,
     reference_code: str,
+    steps,
 ) -> Composed:
     """The California-model 'Notice of Data Breach' for one customer and one incident.
 
@@ -81,7 +41,7 @@ def compose_notice(
             "organisation": current_app.config["ORGANISATION_NAME"],
             "portal_address": current_app.config["BASE_URL"],
             "involved": [DATA_CLASSES[key].describe(fragment) for key, fragment in ordered],
-            "steps": _first_steps({key for key, _fragment in exposures}),
+            "steps": steps(),  # called here, so the steps are in the recipient's language
             "link": link,
             "reference_code": reference_code,
         }
@@ -93,3 +53,46 @@ def compose_notice(
             text=render_template("emails/notice.txt", **context),
             html=render_template("emails/notice.html", **context),
         )
+
+
+def compose_code(*, code: str, ttl_minutes: int, sms: bool) -> Composed:
+    """A one-time code message: the code alone on its line, and nothing else of the person."""
+    config = current_app.config
+    organisation = config["ORGANISATION_NAME"]
+    host = urlsplit(config["BASE_URL"]).hostname
+    if sms:
+        text = _(
+            "%(organisation)s: your verification code is %(code)s. It expires in "
+            "%(minutes)d minutes. We will never call you to ask for it.",
+            organisation=organisation,
+            code=code,
+            minutes=ttl_minutes,
+        )
+        # The origin-bound line lets phones offer the code for our site only (and autofill it).
+        return Composed("", f"{text}\n\n@{host} #{code}", "")
+    context = {
+        "code": code,
+        "minutes": ttl_minutes,
+        "organisation": organisation,
+        "portal_address": config["BASE_URL"],
+    }
+    return Composed(
+        subject=_("Your verification code for %(organisation)s", organisation=organisation),
+        text=render_template("emails/code.txt", **context),
+        html=render_template("emails/code.html", **context),
+    )
+
+
+def compose_new_link(*, incident: Incident, link: str) -> Composed:
+    """A fresh access link, asked for on the portal; earlier links no longer work."""
+    context = {
+        "incident": incident,
+        "link": link,
+        "organisation": current_app.config["ORGANISATION_NAME"],
+        "portal_address": current_app.config["BASE_URL"],
+    }
+    return Composed(
+        subject=_("Your new link from %(organisation)s", organisation=context["organisation"]),
+        text=render_template("emails/new_link.txt", **context),
+        html=render_template("emails/new_link.html", **context),
+    )

@@ -6,14 +6,19 @@ from portal.models.data_class import DATA_CLASSES, DataClass
 from portal.models.incident import Incident
 from portal.models.notice import Notice
 from portal.models.outbox import OutboxMessage
+from portal.models.update import IncidentUpdate
+from portal.models.verification import Challenge, LoginSession
 
 __all__ = [
     "DATA_CLASSES",
     "AuditEvent",
+    "Challenge",
     "Customer",
     "DataClass",
     "Exposure",
     "Incident",
+    "IncidentUpdate",
+    "LoginSession",
     "Notice",
     "OutboxMessage",
 ]

@@ -52,6 +52,13 @@ class Customer(Base):
     region: Mapped[str] = mapped_column(String(8), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.now())
+    # Set when too many wrong codes were typed; only support can lift it.
+    verification_locked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # An optional authenticator app for later visits: the seed is sealed, the last accepted
+    # time step is kept so that a code cannot be replayed.
+    totp_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    totp_enabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    totp_last_step: Mapped[int | None] = mapped_column()
 
     exposures: Mapped[list[Exposure]] = relationship(back_populates="customer")
 

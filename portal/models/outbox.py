@@ -9,14 +9,16 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from portal.models.base import Base, UTCDateTime
 
-OUTBOX_KINDS = ("email", "sms", "webhook")
+# A "job" is work for the worker that must not happen in the request (a new-link request
+# looks the address up there, so the request costs the same whether the address is known).
+OUTBOX_KINDS = ("email", "sms", "webhook", "job")
 OUTBOX_STATUSES = ("queued", "sent", "failed", "expired")
 
 
 class OutboxMessage(Base):
     __tablename__ = "outbox_message"
     __table_args__ = (
-        CheckConstraint("kind IN ('email', 'sms', 'webhook')", name="kind"),
+        CheckConstraint("kind IN ('email', 'sms', 'webhook', 'job')", name="kind"),
         CheckConstraint("status IN ('queued', 'sent', 'failed', 'expired')", name="status"),
         # The worker's only question: what is queued and due, oldest first.
         Index("ix_outbox_message_due", "status", "next_attempt_at"),

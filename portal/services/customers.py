@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from portal.extensions import db, vault
 from portal.models import Customer
-from portal.services.imports import normalise_email
+from portal.validation import normalise_email
 
 
 def find_by_email(address: str) -> list[Customer]:

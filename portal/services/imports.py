@@ -16,27 +16,19 @@ from portal.extensions import db, vault
 from portal.models import DATA_CLASSES, Customer, Exposure, Incident
 from portal.models.customer import new_public_id
 from portal.services import audit
+from portal.validation import is_email, normalise_email
 
 COLUMNS = ("external_id", "full_name", "email", "phone", "locale", "region", "data_classes")
 REQUIRED = ("external_id", "full_name", "email", "data_classes")
 MAX_REPORTED = 50
 BATCH_SIZE = 1000
 
-_EMAIL = re.compile(
-    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@"
-    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
-)
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _LOCALE = re.compile(r"^[a-z]{2,3}(?:[-_][A-Za-z]{2})?$")
 _REGION = re.compile(r"^[A-Z]{2}(?:-[A-Z0-9]{1,3})?$")
 _FRAGMENT = re.compile(r"^[A-Za-z0-9]{1,4}$")
 # Control characters (CR/LF above all) never belong in a name or id: they end up in headers.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def normalise_email(address: str) -> str:
-    """The form used for the blind index: trimmed and case-folded."""
-    return address.strip().casefold()
 
 
 @dataclass
@@ -137,7 +129,7 @@ def _check_row(line: int, values: list[str] | None) -> tuple[Row | None, str | N
         return None, _("external_id must be at most 128 printable characters")
     if len(full_name) > 200 or _CONTROL.search(full_name):
         return None, _("full_name must be at most 200 printable characters")
-    if len(email) > 254 or not _EMAIL.match(email) or ".." in email:
+    if not is_email(email):
         return None, _("email is not a valid address")
     if phone and not _E164.match(phone):
         return None, _("phone must be in E.164 form, like +14155550123")

@@ -8,7 +8,7 @@ from sqlalchemy.orm import selectinload
 from portal.extensions import db, vault
 from portal.models import Customer, Exposure, OutboxMessage
 from portal.services import audit
-from portal.services.imports import normalise_email
+from portal.validation import normalise_email
 
 BATCH_SIZE = 500
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from functools import partial
 
 from sqlalchemy import and_, select
 from sqlalchemy.orm import selectinload
@@ -11,7 +12,7 @@ from portal.extensions import db
 from portal.mail.compose import compose_notice
 from portal.models import Customer, Exposure, Incident, Notice
 from portal.models.base import utcnow
-from portal.services import audit, outbox, reference_codes, tokens
+from portal.services import audit, guidance, outbox, reference_codes, tokens
 
 BATCH_SIZE = 500
 
@@ -87,6 +88,7 @@ def queue_notices(incident: Incident, *, actor: str, batch_size: int = BATCH_SIZ
                 exposures=exposures,
                 link=tokens.notice_link(notice.public_id, notice.link_nonce),
                 reference_code=reference_codes.display(notice.reference_code),
+                steps=partial(guidance.first_steps, {key for key, _f in exposures}),
             )
             outbox.enqueue_email(
                 dedupe_key=f"notice:{notice.public_id}",

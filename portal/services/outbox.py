@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
+import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email import message_from_bytes
@@ -72,6 +74,30 @@ def enqueue_email(
     return row
 
 
+def enqueue_sms(
+    *, dedupe_key: str, recipient: str, text: str, expires_at: datetime | None = None
+) -> OutboxMessage:
+    """Add a text message to the outbox in the caller's transaction."""
+    row = _row("sms", dedupe_key, message_id=secrets.token_hex(16), expires_at=expires_at)
+    row.recipient_sealed = vault.seal(recipient, row.context("recipient"))
+    row.body_sealed = vault.seal(text, row.context("body"))
+    db.session.add(row)
+    return row
+
+
+def enqueue_job(*, dedupe_key: str, name: str, payload: dict) -> OutboxMessage:
+    """Queue work for the worker, committed with the caller's transaction (payload is sealed)."""
+    row = _row("job", dedupe_key, message_id=secrets.token_hex(16), subject=name)
+    row.recipient_sealed = vault.seal("", row.context("recipient"))
+    row.body_sealed = vault.seal(json.dumps(payload), row.context("body"))
+    db.session.add(row)
+    return row
+
+
+def _row(kind: str, dedupe_key: str, **fields) -> OutboxMessage:
+    return OutboxMessage(kind=kind, dedupe_key=dedupe_key, next_attempt_at=utcnow(), **fields)
+
+
 @dataclass(frozen=True)
 class OpenedMessage:
     """An outbox row with its sealed parts opened, for the development mailbox and tests."""
@@ -83,13 +109,16 @@ class OpenedMessage:
 
 
 def open_message(row: OutboxMessage) -> OpenedMessage:
+    recipient = vault.open(row.recipient_sealed, row.context("recipient"))
+    if row.kind != "email":
+        return OpenedMessage(row, recipient, vault.open(row.body_sealed, row.context("body")), "")
     raw = vault.open_bytes(row.body_sealed, row.context("body"))
     email = message_from_bytes(raw, policy=default_policy)
     text = email.get_body(("plain",))
     html = email.get_body(("html",))
     return OpenedMessage(
         row,
-        vault.open(row.recipient_sealed, row.context("recipient")),
+        recipient,
         text.get_content() if text is not None else "",
         html.get_content() if html is not None else "",
     )
@@ -116,14 +145,55 @@ class BatchResult:
     errors: list[str] = field(default_factory=list)
 
 
-def _claim(now: datetime, limit: int) -> list[OutboxMessage]:
+@dataclass
+class Transports:
+    """Where each kind of message goes; a kind without a transport waits in the queue."""
+
+    email: object | None = None
+    sms: object | None = None
+
+    def kinds(self) -> list[str]:
+        return [k for k in ("email", "sms") if getattr(self, k) is not None] + ["job"]
+
+    def close(self) -> None:
+        for transport in (self.email, self.sms):
+            if transport is not None:
+                transport.close()
+
+
+def _deliver(row: OutboxMessage, transports: Transports) -> None:
+    """Hand one message to its transport (or run one job); raise DeliveryError on failure."""
+    recipient = vault.open(row.recipient_sealed, row.context("recipient"))
+    if row.kind == "email":
+        body = vault.open_bytes(row.body_sealed, row.context("body"))
+        transports.email.send(current_app.config["MAIL_FROM"], recipient, body)
+    elif row.kind == "sms":
+        transports.sms.send(recipient, vault.open(row.body_sealed, row.context("body")))
+    else:
+        from portal.services import jobs
+
+        payload = json.loads(vault.open(row.body_sealed, row.context("body")))
+        try:
+            # A failed job undoes only its own writes, not the rest of the batch.
+            with db.session.begin_nested():
+                jobs.run(row.subject, payload)
+        except Exception as exc:
+            log.exception("job %s failed", row.subject)
+            raise DeliveryError(f"job failed: {type(exc).__name__}", permanent=False) from exc
+
+
+def _claim(now: datetime, limit: int, kinds: list[str]) -> list[OutboxMessage]:
     # FOR UPDATE SKIP LOCKED: each worker takes rows no other worker holds, and the locks end
     # with the transaction, so a killed worker's rows become available again at once.
     # (SQLite has no row locks and one writer at a time; there one worker runs.)
     return list(
         db.session.scalars(
             select(OutboxMessage)
-            .where(OutboxMessage.status == "queued", OutboxMessage.next_attempt_at <= now)
+            .where(
+                OutboxMessage.status == "queued",
+                OutboxMessage.next_attempt_at <= now,
+                OutboxMessage.kind.in_(kinds),
+            )
             .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -131,7 +201,9 @@ def _claim(now: datetime, limit: int) -> list[OutboxMessage]:
     )
 
 
-def deliver_batch(transport, now: datetime | None = None, limit: int | None = None) -> BatchResult:
+def deliver_batch(
+    transports: Transports, now: datetime | None = None, limit: int | None = None
+) -> BatchResult:
     """Claim one batch of due messages, hand them to the transport, record what happened.
 
     A message is marked sent only after the server accepted it, in the transaction that holds
@@ -141,29 +213,25 @@ def deliver_batch(transport, now: datetime | None = None, limit: int | None = No
     limit = limit or current_app.config["OUTBOX_BATCH_SIZE"]
     max_attempts = current_app.config["OUTBOX_MAX_ATTEMPTS"]
     result = BatchResult()
-    rows = _claim(now, limit)
+    rows = _claim(now, limit, transports.kinds())
     result.claimed = len(rows)
     sent_notices: list[int] = []
-    connection_error: DeliveryError | None = None
+    unreachable: dict[str, DeliveryError] = {}  # kind -> why its transport cannot be reached
     for row in rows:
         if row.expires_at is not None and row.expires_at <= now:
             row.status = "expired"
             row.last_error = "expired before delivery"
             result.expired += 1
             continue
-        error = connection_error
+        error = unreachable.get(row.kind)
         if error is None:
             try:
-                transport.send(
-                    current_app.config["MAIL_FROM"],
-                    vault.open(row.recipient_sealed, row.context("recipient")),
-                    vault.open_bytes(row.body_sealed, row.context("body")),
-                )
+                _deliver(row, transports)
             except DeliveryError as exc:
                 error = exc
                 if exc.connection:
-                    # The server is unreachable: the rest of the batch waits too, untried.
-                    connection_error = exc
+                    # The server is unreachable: the rest of its kind waits too, untried.
+                    unreachable[row.kind] = exc
         row.attempts += 1
         if error is None:
             row.status = "sent"
@@ -217,11 +285,11 @@ def deliver_batch(transport, now: datetime | None = None, limit: int | None = No
     return result
 
 
-def drain(transport, now: datetime | None = None) -> BatchResult:
+def drain(transports: Transports, now: datetime | None = None) -> BatchResult:
     """Deliver batches until nothing is due (or only messages that just failed to go)."""
     total = BatchResult()
     while True:
-        batch = deliver_batch(transport, now=now)
+        batch = deliver_batch(transports, now=now)
         for name in ("sent", "retried", "failed", "expired", "claimed"):
             setattr(total, name, getattr(total, name) + getattr(batch, name))
         if batch.claimed == 0 or batch.sent + batch.failed + batch.expired == 0:

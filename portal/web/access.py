@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 PUBLIC = "public"
+CUSTOMER = "customer"
 DEVELOPMENT = "development"
 
 
@@ -18,6 +19,8 @@ def _declare(level: str) -> Callable:
 
 # Anyone, signed in or not.
 public = _declare(PUBLIC)
+# A customer with a live session (verified with a one-time code); others are sent to sign in.
+customer = _declare(CUSTOMER)
 # Only when PORTAL_ENV=development; a 404 everywhere else, as if the route did not exist.
 development_only = _declare(DEVELOPMENT)
 

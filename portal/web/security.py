@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import secrets
 
-from flask import Flask, abort, current_app, g, request
+from flask import Flask, abort, current_app, g, redirect, request, session, url_for
 
-from portal.web.access import DEVELOPMENT, PUBLIC, access_of
+from portal.web.access import CUSTOMER, DEVELOPMENT, PUBLIC, access_of
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,14 @@ def _before_request():
         return None
     level = access_of(current_app.view_functions.get(request.endpoint))
     if level == PUBLIC:
+        return None
+    if level == CUSTOMER:
+        from portal.services.sessions import load_session
+
+        g.login_session = load_session(session.get("sid"))
+        if g.login_session is None:
+            session.pop("sid", None)
+            return redirect(url_for("customer.signed_out"))
         return None
     if level == DEVELOPMENT:
         if current_app.config["PORTAL_ENV"] == "development":

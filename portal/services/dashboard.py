@@ -1,0 +1,63 @@
+"""What a verified customer sees: every incident that touched them, with their own data."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+
+from portal.extensions import db, vault
+from portal.models import DATA_CLASSES, Customer, Exposure, Incident, IncidentUpdate
+from portal.models.data_class import DataClass
+from portal.services import guidance
+
+
+@dataclass
+class ExposedItem:
+    data_class: DataClass
+    fragment: str | None
+
+    @property
+    def line(self) -> str:
+        return self.data_class.describe(self.fragment)
+
+
+@dataclass
+class IncidentView:
+    incident: Incident
+    exposed: list[ExposedItem] = field(default_factory=list)
+    updates: list[IncidentUpdate] = field(default_factory=list)
+
+    def first_steps(self) -> list[str]:
+        return guidance.first_steps({item.data_class.key for item in self.exposed}, limit=3)
+
+
+def for_customer(customer: Customer) -> list[IncidentView]:
+    """The customer's incidents, newest first. Two queries, however much there is to show."""
+    views: dict[int, IncidentView] = {}
+    rows = db.session.execute(
+        select(Exposure.data_class, Exposure.fragment_sealed, Incident)
+        .join(Incident, Incident.id == Exposure.incident_id)
+        .where(Exposure.customer_id == customer.id)
+        .order_by(Incident.discovered_on.desc(), Incident.id.desc())
+    )
+    for data_class, sealed, incident in rows:
+        view = views.setdefault(incident.id, IncidentView(incident))
+        context = Exposure.fragment_context(customer.public_id, incident.id, data_class)
+        fragment = vault.open(sealed, context) if sealed is not None else None
+        view.exposed.append(ExposedItem(DATA_CLASSES[data_class], fragment))
+    for view in views.values():
+        # The most sensitive first: what matters most is read first.
+        view.exposed.sort(key=lambda item: (-item.data_class.sensitivity, item.data_class.key))
+    if views:
+        updates: dict[int, list[IncidentUpdate]] = defaultdict(list)
+        for update in db.session.scalars(
+            select(IncidentUpdate)
+            .where(IncidentUpdate.incident_id.in_(views), IncidentUpdate.published_at.is_not(None))
+            .order_by(IncidentUpdate.published_at.desc(), IncidentUpdate.id.desc())
+        ):
+            updates[update.incident_id].append(update)
+        for incident_id, view in views.items():
+            view.updates = updates[incident_id]
+    return list(views.values())

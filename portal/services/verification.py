@@ -1,0 +1,418 @@
+"""Proving who you are: the notice link, the reference code, and the one-time code."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import unicodedata
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pyotp
+from flask import current_app
+from flask_babel import force_locale
+from flask_babel import gettext as _
+from sqlalchemy import func, select
+
+from portal.extensions import db, vault
+from portal.mail.compose import compose_code, compose_new_link
+from portal.models import Challenge, Customer, Incident, Notice, OutboxMessage
+from portal.models.base import utcnow
+from portal.services import audit, outbox, reference_codes, tokens
+from portal.services.customers import find_by_email
+from portal.validation import normalise_email
+
+CUSTOMER = "customer"  # the actor of acts a not-yet-verified visitor starts
+
+
+class VerificationError(Exception):
+    """Something a visitor should be told, in words, with what to do next."""
+
+
+class LinkInvalid(VerificationError):
+    """The link is not one we issued (or was changed), has expired, or was replaced."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason  # "tampered", "expired" or "revoked"
+
+
+class VerificationLocked(VerificationError):
+    """Too many wrong codes: only support can let this customer verify again."""
+
+
+class TooManyCodes(VerificationError):
+    """This customer was sent as many codes as an hour allows."""
+
+
+class ChallengeEnded(VerificationError):
+    """The code can no longer be used (expired, used, or too many wrong tries)."""
+
+
+class CodeRejected(VerificationError):
+    """A wrong (or unreadable) code; `remaining` tries are left on this challenge."""
+
+    def __init__(self, message: str, remaining: int | None):
+        super().__init__(message)
+        self.remaining = remaining
+
+
+class ResendLimited(VerificationError):
+    """The same code was sent again as often as allowed."""
+
+
+@dataclass(frozen=True)
+class LinkLanding:
+    notice: Notice
+    incident: Incident
+    channel: str  # where the code will go, masked: "a text to the phone ending 67"
+
+
+# --- channels ---------------------------------------------------------------------------------
+
+
+def _uses_sms(customer: Customer) -> bool:
+    config = current_app.config
+    return customer.phone_sealed is not None and (
+        bool(config["SMS_URL"]) or config["PORTAL_ENV"] == "development"
+    )
+
+
+def describe_channel(customer: Customer) -> str:
+    """Where the code goes, masked enough to reveal nothing to someone holding the link."""
+    if _uses_sms(customer):
+        return _(
+            "a text message to the phone number ending in %(digits)s", digits=customer.phone[-2:]
+        )
+    local, _at, domain = customer.email.partition("@")
+    return _("an email to %(address)s", address=f"{local[:1]}•••@{domain}")
+
+
+# --- the link -----------------------------------------------------------------------------------
+
+
+def _notice_from_token(token: str) -> Notice:
+    try:
+        public_id, nonce = tokens.load_notice_token(token)
+    except tokens.ExpiredToken as exc:
+        raise LinkInvalid("expired") from exc
+    except tokens.InvalidToken as exc:
+        raise LinkInvalid("tampered") from exc
+    notice = db.session.scalar(select(Notice).where(Notice.public_id == public_id))
+    if notice is None:
+        raise LinkInvalid("tampered")
+    # A newer link replaces the nonce: every link sent before it stops working.
+    if not hmac.compare_digest(nonce.encode(), notice.link_nonce.encode()):
+        raise LinkInvalid("revoked")
+    return notice
+
+
+def open_link(token: str) -> LinkLanding:
+    """Check a notice link and say where its code would go. Spends nothing: scanners open links."""
+    notice = _notice_from_token(token)
+    if notice.opened_at is None:
+        notice.opened_at = utcnow()  # a figure for the response team, not a state of the link
+    audit.record("link.opened", actor=CUSTOMER, subject_type="notice", subject_id=notice.public_id)
+    db.session.commit()
+    return LinkLanding(notice, notice.incident, describe_channel(notice.customer))
+
+
+def start_from_link(token: str) -> Challenge:
+    """The visitor pressed the button on the link page: send a code."""
+    notice = _notice_from_token(token)
+    return _start(notice.customer, notice)
+
+
+def start_from_reference(typed: str) -> Challenge:
+    """The visitor typed the reference code from a paper letter."""
+    code = reference_codes.normalise(typed)
+    if not reference_codes.is_well_formed(code):
+        # A typo is caught by the check character before any lookup: it counts against nobody.
+        raise CodeRejected(
+            _(
+                "That code does not look right. It has 12 letters and numbers, like "
+                "ABCD-EFGH-JKMN; please check each character."
+            ),
+            remaining=None,
+        )
+    notice = db.session.scalar(select(Notice).where(Notice.reference_code == code))
+    if notice is None:
+        raise CodeRejected(
+            _("We could not find that reference code. Please check it against your letter."),
+            remaining=None,
+        )
+    return _start(notice.customer, notice)
+
+
+# --- the one-time code -------------------------------------------------------------------------
+
+
+def _code_digest(challenge_public_id: str, code: str) -> bytes:
+    key = hmac.new(
+        current_app.config["SECRET_KEY"].encode(), b"portal challenge code v1", hashlib.sha256
+    ).digest()
+    return hmac.new(key, f"{challenge_public_id}:{code}".encode(), hashlib.sha256).digest()
+
+
+def _failures_in_window(customer_id: int) -> int:
+    since = utcnow() - current_app.config["VERIFY_LOCK_WINDOW_TTL"]
+    return db.session.scalar(
+        select(func.coalesce(func.sum(Challenge.tries), 0)).where(
+            Challenge.customer_id == customer_id, Challenge.created_at >= since
+        )
+    )
+
+
+def _start(customer: Customer, notice: Notice | None, purpose: str = "verify") -> Challenge:
+    config = current_app.config
+    if customer.verification_locked_at is not None:
+        raise VerificationLocked()
+    now = utcnow()
+    recent = db.session.scalar(
+        select(func.count())
+        .select_from(Challenge)
+        .where(
+            Challenge.customer_id == customer.id, Challenge.created_at >= now - timedelta(hours=1)
+        )
+    )
+    # Each start sends a message: cap them, or a stranger with a letter could flood a phone.
+    if recent >= config["CHALLENGES_PER_HOUR"]:
+        raise TooManyCodes()
+    # A fresh random secret per challenge; the code is its first HOTP value (6 digits).
+    code = pyotp.HOTP(pyotp.random_base32()).at(0)
+    challenge = Challenge(
+        public_id=secrets.token_hex(16),
+        customer_id=customer.id,
+        notice_id=notice.id if notice else None,
+        purpose=purpose,
+        channel="sms" if _uses_sms(customer) else "email",
+        expires_at=now + config["CODE_TTL"],
+        created_at=now,
+    )
+    challenge.code_digest = _code_digest(challenge.public_id, code)
+    challenge.code_sealed = vault.seal(code, f"challenge.code.{challenge.public_id}")
+    db.session.add(challenge)
+    db.session.flush()
+    _send_code(challenge, customer, code)
+    audit.record(
+        "challenge.started",
+        actor=CUSTOMER,
+        subject_type="customer",
+        subject_id=customer.public_id,
+        details={"channel": challenge.channel},
+    )
+    db.session.commit()
+    return challenge
+
+
+def _send_code(challenge: Challenge, customer: Customer, code: str) -> None:
+    key = f"code:{challenge.public_id}:{challenge.resends}"
+    with force_locale(_language(customer.locale)):
+        message = compose_code(
+            code=code, ttl_minutes=_ttl_minutes(), sms=challenge.channel == "sms"
+        )
+        # Never delivered late: a code that arrives after it expired only confuses.
+        if challenge.channel == "sms":
+            outbox.enqueue_sms(
+                dedupe_key=key,
+                recipient=customer.phone,
+                text=message.text,
+                expires_at=challenge.expires_at,
+            )
+        else:
+            outbox.enqueue_email(
+                dedupe_key=key,
+                recipient=customer.email,
+                subject=message.subject,
+                text=message.text,
+                html=message.html,
+                locale=customer.locale,
+                expires_at=challenge.expires_at,
+            )
+    audit.record(
+        "code.sent",
+        actor=CUSTOMER,
+        subject_type="customer",
+        subject_id=customer.public_id,
+        details={"channel": challenge.channel, "resend": challenge.resends},
+    )
+
+
+def _language(locale: str) -> str:
+    language = locale.split("-")[0]
+    return language if language in current_app.config["LANGUAGES"] else "en"
+
+
+def _ttl_minutes() -> int:
+    return int(current_app.config["CODE_TTL"].total_seconds() // 60)
+
+
+def _active_challenge(challenge_public_id: str | None) -> Challenge:
+    challenge = None
+    if challenge_public_id:
+        challenge = db.session.scalar(
+            select(Challenge).where(Challenge.public_id == challenge_public_id)
+        )
+    if challenge is None:
+        raise ChallengeEnded(_("Please start again from the link in your notice."))
+    if challenge.customer.verification_locked_at is not None:
+        raise VerificationLocked()
+    if challenge.consumed_at is not None:
+        raise ChallengeEnded(_("This code has already been used. Ask for a new one."))
+    if challenge.expires_at <= utcnow():
+        raise ChallengeEnded(_("This code has expired. Ask for a new one."))
+    if challenge.tries >= current_app.config["CODE_MAX_TRIES"]:
+        raise ChallengeEnded(_("Too many wrong tries for this code. Ask for a new one."))
+    return challenge
+
+
+def normalise_code(typed: str) -> str | None:
+    """What people type, as 6 ASCII digits: spaces and dashes dropped, full-width digits folded."""
+    folded = unicodedata.normalize("NFKC", typed)
+    digits = "".join(ch for ch in folded if ch not in " -\t\u00a0")
+    if len(digits) == 6 and digits.isascii() and digits.isdigit():
+        return digits
+    return None
+
+
+def verify_code(challenge_public_id: str | None, typed: str) -> Challenge:
+    """Check a typed code against this browser's challenge; return it spent on success."""
+    config = current_app.config
+    challenge = _active_challenge(challenge_public_id)
+    code = normalise_code(typed)
+    if code is None:
+        # Not a guess at all: tell the person what to type, and count nothing.
+        raise CodeRejected(
+            _("Enter the 6 digits from the message we sent you."),
+            remaining=config["CODE_MAX_TRIES"] - challenge.tries,
+        )
+    customer = challenge.customer
+    if hmac.compare_digest(_code_digest(challenge.public_id, code), challenge.code_digest):
+        now = utcnow()
+        challenge.consumed_at = now
+        challenge.code_sealed = None
+        if challenge.notice_id is not None:
+            notice = db.session.get(Notice, challenge.notice_id)
+            notice.verified_at = notice.verified_at or now
+        audit.record(
+            "customer.verified",
+            actor=CUSTOMER,
+            subject_type="customer",
+            subject_id=customer.public_id,
+            details={"purpose": challenge.purpose},
+        )
+        db.session.commit()
+        return challenge
+    challenge.tries += 1
+    db.session.flush()
+    audit.record(
+        "code.failed",
+        actor=CUSTOMER,
+        subject_type="customer",
+        subject_id=customer.public_id,
+        outcome="failure",
+        details={"tries": challenge.tries},
+    )
+    if _failures_in_window(customer.id) >= config["VERIFY_LOCK_FAILURES"]:
+        _lock(customer)
+        db.session.commit()
+        raise VerificationLocked()
+    remaining = config["CODE_MAX_TRIES"] - challenge.tries
+    if remaining <= 0:
+        challenge.code_sealed = None
+    db.session.commit()
+    if remaining <= 0:
+        raise ChallengeEnded(_("Too many wrong tries for this code. Ask for a new one."))
+    raise CodeRejected(
+        _("That code is not right. Please check the message and try again."), remaining=remaining
+    )
+
+
+def _lock(customer: Customer) -> None:
+    customer.verification_locked_at = utcnow()
+    for challenge in db.session.scalars(
+        select(Challenge).where(
+            Challenge.customer_id == customer.id, Challenge.code_sealed.is_not(None)
+        )
+    ):
+        challenge.code_sealed = None  # no code of theirs can be resent or used any more
+    audit.record(
+        "verification.locked",
+        actor=CUSTOMER,
+        subject_type="customer",
+        subject_id=customer.public_id,
+        outcome="failure",
+    )
+
+
+def resend_code(challenge_public_id: str | None) -> Challenge:
+    """Send the same code again (an earlier message keeps working), a few times at most."""
+    challenge = _active_challenge(challenge_public_id)
+    if challenge.resends >= current_app.config["CODE_MAX_RESENDS"] or challenge.code_sealed is None:
+        raise ResendLimited(
+            _(
+                "We have sent this code as often as we can. If it has not "
+                "arrived, wait a few minutes or start again from your link."
+            )
+        )
+    challenge.resends += 1
+    code = vault.open(challenge.code_sealed, f"challenge.code.{challenge.public_id}")
+    _send_code(challenge, challenge.customer, code)
+    db.session.commit()
+    return challenge
+
+
+# --- "send me a new link" ---------------------------------------------------------------------
+
+
+def request_new_link(address: str) -> None:
+    """Queue a new-link request. The request costs the same whether the address is known:
+    the lookup happens in the worker, and the answer never says which it was."""
+    normalised = normalise_email(address)
+    outbox.enqueue_job(
+        dedupe_key=f"newlink-request:{secrets.token_hex(16)}",
+        name="new_link",
+        payload={"email": normalised},
+    )
+    audit.record("link.requested", actor=CUSTOMER)  # no address: it may not be a customer's
+    db.session.commit()
+
+
+def send_new_links(payload: dict) -> None:
+    """Job: for each notice of a customer with this address, replace the link and mail it."""
+    config = current_app.config
+    since = utcnow() - timedelta(hours=1)
+    for customer in find_by_email(payload["email"]):
+        for notice in db.session.scalars(select(Notice).where(Notice.customer_id == customer.id)):
+            sent_recently = db.session.scalar(
+                select(func.count())
+                .select_from(OutboxMessage)
+                .where(
+                    OutboxMessage.dedupe_key.like(f"newlink:{notice.public_id}:%"),
+                    OutboxMessage.created_at >= since,
+                )
+            )
+            # Per address and hour, a few links at most: nobody can flood a mailbox.
+            if sent_recently >= config["NEW_LINKS_PER_HOUR"]:
+                continue
+            notice.link_nonce = secrets.token_urlsafe(16)  # every earlier link stops working
+            with force_locale(_language(customer.locale)):
+                message = compose_new_link(
+                    incident=notice.incident,
+                    link=tokens.notice_link(notice.public_id, notice.link_nonce),
+                )
+                outbox.enqueue_email(
+                    dedupe_key=f"newlink:{notice.public_id}:{secrets.token_hex(8)}",
+                    recipient=customer.email,
+                    subject=message.subject,
+                    text=message.text,
+                    html=message.html,
+                    locale=customer.locale,
+                )
+            audit.record(
+                "link.reissued",
+                actor="system:outbox",
+                subject_type="notice",
+                subject_id=notice.public_id,
+            )

@@ -1,0 +1,51 @@
+"""Customer forms: each lists exactly the fields it accepts (nothing else is ever bound)."""
+
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from wtforms import EmailField, StringField
+from wtforms.validators import DataRequired, Length, ValidationError
+
+from portal.validation import is_email
+
+
+class ActionForm(FlaskForm):
+    """A button that changes something: no fields, only the CSRF token."""
+
+
+class CodeForm(FlaskForm):
+    code = StringField(
+        _l("Verification code"),
+        validators=[
+            DataRequired(_l("Enter the 6 digits from the message we sent you.")),
+            Length(max=20),
+        ],
+        render_kw={
+            "autocomplete": "one-time-code",
+            "inputmode": "numeric",
+            "autocapitalize": "off",
+            "spellcheck": "false",
+        },
+    )
+
+
+class ReferenceForm(FlaskForm):
+    reference = StringField(
+        _l("Reference code from your letter"),
+        validators=[
+            DataRequired(_l("Enter the reference code printed in your letter.")),
+            Length(max=40),
+        ],
+        render_kw={"autocomplete": "off", "autocapitalize": "characters", "spellcheck": "false"},
+    )
+
+
+class NewLinkForm(FlaskForm):
+    email = EmailField(
+        _l("Your email address"),
+        validators=[DataRequired(_l("Enter your email address.")), Length(max=254)],
+        render_kw={"autocomplete": "email"},
+    )
+
+    def validate_email(self, field):
+        if not is_email(field.data.strip()):
+            raise ValidationError(_l("Enter an email address like name@example.com."))

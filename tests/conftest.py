@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import Envelope
+from flask.testing import FlaskClient
 from sqlalchemy import create_engine, select, text
 
 from portal import ROOT, create_app
@@ -115,9 +116,24 @@ def env(database_url) -> dict[str, str]:
     return base_env(database_url)
 
 
+class BrowserClient(FlaskClient):
+    """A test client that sends a same-origin Referer with every POST, as browsers do (the
+    CSRF check on HTTPS requires one)."""
+
+    def open(self, *args, **kwargs):
+        request_method = kwargs.get("method", "GET")
+        if request_method == "POST":
+            base = kwargs.get("base_url") or "https://localhost"
+            headers = dict(kwargs.pop("headers", None) or {})
+            headers.setdefault("Referer", base.rstrip("/") + "/")
+            kwargs["headers"] = headers
+        return super().open(*args, **kwargs)
+
+
 @pytest.fixture
 def app(env):
     app = create_app(env)
+    app.test_client_class = BrowserClient
     with app.app_context():
         yield app
         db.session.remove()

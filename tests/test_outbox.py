@@ -19,9 +19,9 @@ from portal.mail.smtp import SMTPTransport
 from portal.models import AuditEvent, Notice, OutboxMessage
 from portal.models.base import utcnow
 from portal.services import outbox as outbox_service
-from portal.services.outbox import Transports
 from portal.services.imports import import_customers
 from portal.services.notices import queue_notices
+from portal.services.outbox import Transports
 from tests.conftest import SMTPSink, base_env, customer_row, free_port, pg_url
 
 

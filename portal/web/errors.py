@@ -7,6 +7,7 @@ import logging
 from flask import Flask, g, render_template
 from flask.globals import request_ctx
 from flask_babel import gettext as _
+from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,12 @@ def _render(code: int):
 
 
 def register(app: Flask) -> None:
+    @app.errorhandler(CSRFError)
+    def csrf_error(error: CSRFError):
+        # A security event worth a line (no token values in it), then the ordinary 400 page.
+        log.warning("csrf refused: %s (request %s)", error.description, g.get("request_id", ""))
+        return _render(400)
+
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
         if error.code is None or error.code < 400:

@@ -23,6 +23,9 @@ def _before_request():
     # Our own id for correlating logs and error pages; an incoming header is not trusted.
     g.request_id = secrets.token_hex(8)
     g.csp_nonce = secrets.token_urlsafe(18)  # set here, so never reused across requests
+    # Flask-WTF caches the CSRF token on g; g lives as long as the app context, which a caller
+    # (a test, a CLI shell) may hold across requests. The token must come from this session.
+    g.pop("csrf_token", None)
     if request.endpoint is None:
         return None  # routing will answer 404 or 405
     if request.endpoint == "static":

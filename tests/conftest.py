@@ -230,7 +230,7 @@ def customer_row(n: int, **overrides) -> dict:
     return row
 
 
-# --- a real SMTP server on loopback -------------------------------------------------------
+# --- a real SMTP server on loopback ---
 
 
 @dataclass

@@ -41,7 +41,7 @@ def notified(app, incident, write_csv):
     return db.session.scalars(select(Notice)).one()
 
 
-# --- acceptance 7: the letter's reference code ---------------------------------------------------
+# --- acceptance 7: the letter's reference code ---
 
 
 def _start_with(client, typed: str):
@@ -85,7 +85,7 @@ def test_guessing_reference_codes_is_rate_limited(client, notified):
     assert 429 in statuses[10:]
 
 
-# --- texts by SMS --------------------------------------------------------------------------------
+# --- texts by SMS ---
 
 
 class SMSProvider(BaseHTTPRequestHandler):
@@ -148,7 +148,7 @@ def test_sms_provider_failures_retry_or_fail(app, sms_provider):
     assert not caught.value.permanent and caught.value.connection
 
 
-# --- acceptance 5: CSRF and headers everywhere -----------------------------------------------------
+# --- acceptance 5: CSRF and headers everywhere ---
 
 
 def _concrete(rule) -> str:
@@ -211,7 +211,7 @@ def test_htmx_is_vendored_and_configured_safely(client):
     assert "X-CSRFToken" in page
 
 
-# --- acceptance 6: the dashboard costs a fixed number of queries ------------------------------------
+# --- acceptance 6: the dashboard costs a fixed number of queries ---
 
 
 def _queries_for_dashboard(client, address: str) -> int:
@@ -311,7 +311,7 @@ def test_customer_pages_need_a_session(client, app):
         assert client.get(_concrete(rule)).headers["Location"] == "/signed-out"
 
 
-# --- audit holds no secrets ----------------------------------------------------------------------
+# --- audit holds no secrets ---
 
 
 def test_audit_events_hold_no_code_token_or_contact(client, notified):

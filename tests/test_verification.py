@@ -75,7 +75,7 @@ def move_clock(monkeypatch, delta: timedelta) -> None:
         monkeypatch.setattr(f"{module}.utcnow", moved)
 
 
-# --- acceptance 1: the whole way in ------------------------------------------------------------
+# --- acceptance 1: the whole way in ---
 
 
 def test_full_path_from_link_to_dashboard(client, notified):
@@ -153,7 +153,7 @@ def test_planted_session_cookie_is_not_signed_in_by_the_victims_login(app, notif
     assert attacker.get("/me").status_code == 302  # the attacker's copy stays signed out
 
 
-# --- acceptance 2: links --------------------------------------------------------------------
+# --- acceptance 2: links ---
 
 
 def _calm_page(response, heading: bytes):
@@ -199,14 +199,14 @@ def test_token_of_another_purpose(client, notified):
     _calm_page(response, b"This link does not work")
 
 
-# --- acceptance 2: codes --------------------------------------------------------------------
+# --- acceptance 2: codes ---
 
 
 def test_five_wrong_codes_kill_the_code(client, notified):
     start_from_link(client, link_path(ANN))
     right = code_sent_to(ANN)
     wrong = "000000" if right != "000000" else "111111"
-    for attempt in range(5):
+    for _attempt in range(5):
         response = submit_code(client, wrong)
         assert response.status_code == 422
     assert b"Too many wrong tries" in response.data
@@ -351,7 +351,7 @@ def test_too_many_challenges_in_an_hour(client, notified):
     assert response.status_code == 429 and b"several codes already" in response.data
 
 
-# --- acceptance 4: sessions -------------------------------------------------------------------
+# --- acceptance 4: sessions ---
 
 
 def test_logout_then_the_old_cookie_is_useless(client, app, notified):

@@ -15,14 +15,21 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The demo's links point at the port it serves on.
+demo: export PORTAL_ENV = development
+demo: export PORTAL_BASE_URL = http://127.0.0.1:$(PORT)
 demo: install
-	PORTAL_ENV=development $(BIN)/portal db upgrade
-	PORTAL_ENV=development $(BIN)/portal demo
+	$(BIN)/portal db upgrade
+	$(BIN)/portal demo
 	@echo ""
 	@echo "  The portal:          http://127.0.0.1:$(PORT)/"
 	@echo "  The demo's mailbox:  http://127.0.0.1:$(PORT)/dev/mail  (the notices the demo customers got)"
+	@echo "  Open a notice there, follow its link, and read the code from the mailbox too."
 	@echo ""
-	PORTAL_ENV=development $(BIN)/flask --app wsgi run --host 127.0.0.1 --port $(PORT)
+	@# The outbox worker runs beside the server: in development it "delivers" into /dev/mail.
+	$(BIN)/portal outbox work --idle-seconds 1 & worker=$$!; \
+	trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
+	$(BIN)/flask --app wsgi run --host 127.0.0.1 --port $(PORT)
 
 test: install
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -1,8 +1,9 @@
-"""`make demo` on this checkout: it serves the portal and the demo customers' notices."""
+"""`make demo` on this checkout, as a new user meets it: in a real browser."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -13,18 +14,22 @@ import pytest
 from portal import ROOT
 from tests.conftest import free_port
 
+CHROMIUM = "/usr/bin/chromium"
+
 
 def _get(url: str) -> tuple[int, str]:
     with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (loopback only)
         return response.status, response.read().decode()
 
 
-@pytest.mark.slow
-def test_make_demo_serves_the_portal_and_the_demo_mailbox(tmp_path):
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """`make demo` on a free port with a fresh instance folder; yield its base URL."""
+    folder = tmp_path_factory.mktemp("demo")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_")}
-    env["PORTAL_INSTANCE_PATH"] = str(tmp_path)  # a fresh database, keys and all
-    log = (tmp_path / "demo.log").open("w")
+    env["PORTAL_INSTANCE_PATH"] = str(folder)  # a fresh database, keys and all
+    log = (folder / "demo.log").open("w")
     server = subprocess.Popen(
         ["make", "--no-print-directory", "demo", f"PORT={port}"],
         cwd=ROOT,
@@ -33,27 +38,114 @@ def test_make_demo_serves_the_portal_and_the_demo_mailbox(tmp_path):
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 240
         while True:
             try:
-                status, page = _get(f"http://127.0.0.1:{port}/")
+                _get(base + "/healthz")
                 break
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"make demo did not serve: {(tmp_path / 'demo.log').read_text()}")
+                    pytest.fail(f"make demo did not serve: {(folder / 'demo.log').read_text()}")
                 time.sleep(0.5)
-        assert status == 200
-        assert "Help after a data breach" in page
-        status, mailbox = _get(f"http://127.0.0.1:{port}/dev/mail")
-        assert status == 200
-        english = mailbox.count("Notice of Data Breach from Example Corp")
-        spanish = mailbox.count("Aviso de filtración de datos de Example Corp")
-        assert (english, spanish) == (8, 4)  # four demo customers read Spanish
-        status, message = _get(f"http://127.0.0.1:{port}/dev/mail/2")  # James, in English
-        assert "What Information Was Involved" in message
+        yield base
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
         log.close()
-    assert (tmp_path / "portal.db").exists()
+
+
+@pytest.mark.slow
+def test_make_demo_serves_the_portal_and_the_demo_mailbox(demo):
+    status, page = _get(demo + "/")
+    assert status == 200
+    assert "Help after a data breach" in page
+    status, mailbox = _get(demo + "/dev/mail")
+    assert status == 200
+    english = mailbox.count("Notice of Data Breach from Example Corp")
+    spanish = mailbox.count("Aviso de filtración de datos de Example Corp")
+    assert (english, spanish) == (8, 4)  # four demo customers read Spanish
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium")
+        pytest.skip(f"browser tests need Debian's chromium at {CHROMIUM}")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.mark.slow
+def test_a_new_user_reads_a_notice_follows_its_link_and_sees_the_dashboard(demo, browser):
+    context = browser.new_context()
+    page = context.new_page()
+    problems = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on(
+        "request",
+        lambda r: (
+            problems.append(f"foreign request {r.url}") if not r.url.startswith(demo) else None
+        ),
+    )
+
+    # The mailbox: James Smith's notice (he has no phone on file, so his code comes by email).
+    page.goto(demo + "/dev/mail")
+    row = page.locator("tr", has_text="james.smith@example.com")
+    row.get_by_role("link", name="Notice of Data Breach from Example Corp").click()
+    assert "What Information Was Involved" in page.content()
+    page.locator("a", has_text=demo + "/a/").first.click()
+
+    # The link page spends nothing until the person presses the button.
+    assert page.get_by_role("button", name="Send me the code").is_visible()
+    assert "an email to j•••@example.com" in page.content()
+    page.get_by_role("button", name="Send me the code").click()
+    page.wait_for_url(demo + "/verify")
+
+    # Read the code in the mailbox, in a second tab, as a person would.
+    mailbox = context.new_page()
+    code = None
+    for _ in range(20):
+        mailbox.goto(demo + "/dev/mail")
+        newest = mailbox.locator("tr", has_text="james.smith@example.com").first
+        if "verification code" in newest.inner_text():
+            newest.get_by_role("link").click()
+            code = re.search(
+                r"^\s*(\d{6})\s*$", mailbox.locator("pre.mail").inner_text(), re.M
+            ).group(1)
+            break
+        time.sleep(0.5)
+    assert code, "the code never reached the mailbox"
+
+    page.get_by_label("Verification code").fill(code[:3] + " " + code[3:])  # as people type
+    page.get_by_role("button", name="Continue").click()
+    page.wait_for_url(demo + "/me")
+    dashboard = page.content()
+    assert "Your personal page" in dashboard
+    assert "Password for your account" in dashboard
+    assert "Security questions and answers" in dashboard
+    page.screenshot(path=str(ROOT / "instance" / "dashboard.png"), full_page=True)
+
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(demo + "/signed-out")
+    page.goto(demo + "/me")
+    assert page.url == demo + "/signed-out"
+    assert problems == []
+    context.close()

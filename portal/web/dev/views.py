@@ -1,11 +1,20 @@
 """The development mailbox: read what the outbox holds. Only when PORTAL_ENV=development."""
 
-from flask import Blueprint, abort, render_template
+import re
+
+from flask import Blueprint, abort, current_app, render_template
 
 from portal.services import devmail
 from portal.web.access import development_only
 
 bp = Blueprint("dev", __name__, url_prefix="/dev")
+
+
+@bp.app_template_filter("portal_links")
+def portal_links(text: str) -> list[str]:
+    """Links to this portal found in a message, to click in the development mailbox."""
+    base = re.escape(current_app.config["BASE_URL"])
+    return re.findall(base + r"/\S+", text)
 
 
 @bp.get("/mail")

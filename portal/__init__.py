@@ -6,7 +6,7 @@ import logging
 import os
 from pathlib import Path
 
-from flask import Flask, has_request_context, request
+from flask import Flask, g, has_request_context, request
 from flask_babel import get_locale
 from sqlalchemy import event
 
@@ -53,6 +53,11 @@ def register_extensions(app: Flask) -> None:
     def select_locale():
         if not has_request_context():
             return None  # commands and workers pass the recipient's locale explicitly
+        login_session = g.get("login_session")
+        if login_session is not None:  # a signed-in customer reads their own language
+            language = login_session.customer.locale.split("-")[0]
+            if language in app.config["LANGUAGES"]:
+                return language
         return request.accept_languages.best_match(app.config["LANGUAGES"]) or "en"
 
     babel.init_app(

@@ -28,6 +28,7 @@ PUBLIC_ROUTES = {
     "customer.new_link_sent",
     "customer.locked",
     "customer.signed_out",
+    "customer.signin",
 }
 
 
@@ -216,3 +217,47 @@ def test_production_serves_only_its_own_host(database_url, make_app):
         "/", base_url="https://portal.example.test", headers={"X-Forwarded-Host": "evil.test"}
     )
     assert forwarded.status_code == 200 and b"evil.test" not in forwarded.data
+
+
+def test_production_cookies_are_host_only_secure_and_http_only(database_url, make_app):
+    app = make_app(base_env(database_url, PORTAL_ENV="production"))
+    client = app.test_client()
+    response = client.get("/start", base_url="https://portal.example.test")
+    cookie = response.headers["Set-Cookie"]
+    assert cookie.startswith("__Host-portal=")
+    for attribute in ("Secure", "HttpOnly", "SameSite=Lax", "Path=/"):
+        assert attribute in cookie
+    assert "Domain=" not in cookie and "Expires=" not in cookie
+
+
+def test_rate_limits_fail_closed_when_their_store_is_down(database_url, make_app):
+    app = make_app(base_env(database_url, PORTAL_REDIS_URL="redis://127.0.0.1:1/0"))
+    client = app.test_client()
+    page = client.get("/start")
+    token = page.get_data(as_text=True).split('name="csrf_token" type="hidden" value="')[1]
+    response = client.post(
+        "/start",
+        data={"csrf_token": token.split('"')[0], "reference": "x"},
+        headers={"Referer": "https://localhost/"},
+    )
+    assert response.status_code == 503
+    assert b"very busy" in response.data
+
+
+def test_link_tokens_are_scrubbed_from_access_logs():
+    import logging
+
+    from portal.web.security import ScrubTokens
+
+    record = logging.LogRecord(
+        "werkzeug",
+        logging.INFO,
+        "",
+        0,
+        '%s - - "%s" %s',
+        ("127.0.0.1", "GET /a/eyJzZWNyZXQ.abc HTTP/1.1", "200"),
+        None,
+    )
+    ScrubTokens().filter(record)
+    assert "eyJzZWNyZXQ" not in record.getMessage()
+    assert "/a/[token]" in record.getMessage()

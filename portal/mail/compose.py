@@ -96,3 +96,20 @@ def compose_new_link(*, incident: Incident, link: str) -> Composed:
         text=render_template("emails/new_link.txt", **context),
         html=render_template("emails/new_link.html", **context),
     )
+
+
+def compose_security_notice(*, what: str) -> Composed:
+    """Tell the customer of a change to their account, with a way to say it was not them."""
+    context = {
+        "what": what,
+        "organisation": current_app.config["ORGANISATION_NAME"],
+        "portal_address": current_app.config["BASE_URL"],
+        "support_phone": current_app.config["SUPPORT_PHONE"],
+    }
+    return Composed(
+        subject=_(
+            "A change to your account with %(organisation)s", organisation=context["organisation"]
+        ),
+        text=render_template("emails/security_notice.txt", **context),
+        html=render_template("emails/security_notice.html", **context),
+    )

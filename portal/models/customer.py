@@ -59,6 +59,9 @@ class Customer(Base):
     totp_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     totp_enabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     totp_last_step: Mapped[int | None] = mapped_column()
+    # Wrong authenticator codes at sign-in, counted over a day like wrong one-time codes.
+    totp_failures: Mapped[int] = mapped_column(default=0, server_default="0")
+    totp_failed_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     exposures: Mapped[list[Exposure]] = relationship(back_populates="customer")
 

@@ -67,6 +67,11 @@ def load_session(token: str | None) -> LoginSession | None:
     return row
 
 
+def is_fresh(row: LoginSession) -> bool:
+    """Did this session prove itself with a code in the last few minutes (for sensitive acts)?"""
+    return utcnow() - row.verified_at <= current_app.config["STEP_UP_TTL"]
+
+
 def end_session(token: str | None) -> None:
     """Log out: the row is revoked, so a copy of the cookie is worthless from now on."""
     row = load_session(token)

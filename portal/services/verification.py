@@ -145,6 +145,11 @@ def start_from_reference(typed: str) -> Challenge:
     return _start(notice.customer, notice)
 
 
+def start_step_up(customer: Customer) -> Challenge:
+    """A signed-in customer proves themselves again before a sensitive act."""
+    return _start(customer, None, purpose="step_up")
+
+
 # --- the one-time code -------------------------------------------------------------------------
 
 

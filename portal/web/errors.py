@@ -21,10 +21,12 @@ def _messages(code: int) -> tuple[str, str]:
         405: (_("That did not work"), _("Please go back and use the buttons on the page.")),
         413: (_("That file is too large"), _("Please send a smaller file.")),
         429: (_("Too many attempts"), _("Please wait a few minutes and try again.")),
+        503: (_("We are very busy right now"), _("Please try again in a few minutes.")),
     }.get(code, (_("Something went wrong on our side"), _("Please try again in a few minutes.")))
 
 
-def _render(code: int):
+def render_error(code: int):
+    """The generic error page for an HTTP status (used by other handlers too)."""
     title, advice = _messages(code)
     request_id = g.get("request_id", "")
     if request_ctx.url_adapter is None:
@@ -42,13 +44,13 @@ def register(app: Flask) -> None:
     def csrf_error(error: CSRFError):
         # A security event worth a line (no token values in it), then the ordinary 400 page.
         log.warning("csrf refused: %s (request %s)", error.description, g.get("request_id", ""))
-        return _render(400)
+        return render_error(400)
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
         if error.code is None or error.code < 400:
             return error
-        response = _render(error.code)
+        response = render_error(error.code)
         if error.code == 405 and error.valid_methods:
             return (*response, {"Allow": ", ".join(error.valid_methods)})
         return response
@@ -57,4 +59,4 @@ def register(app: Flask) -> None:
     def unexpected(error: Exception):
         # The last resort: log the failure against the request id, show nothing of it.
         log.exception("unhandled error (request %s)", g.get("request_id", ""))
-        return _render(InternalServerError.code)
+        return render_error(InternalServerError.code)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 
 from flask import Flask, abort, current_app, g, redirect, request, session, url_for
@@ -76,7 +77,36 @@ def _after_request(response):
     return response
 
 
+class ScrubTokens(logging.Filter):
+    """Access logs never keep a link's token: the path is a key to someone's notice."""
+
+    _TOKEN_PATH = re.compile(r"/a/[^\s\"?]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self._TOKEN_PATH.sub("/a/[token]", str(record.msg))
+        if record.args:
+            record.args = tuple(
+                self._TOKEN_PATH.sub("/a/[token]", a) if isinstance(a, str) else a
+                for a in (record.args if isinstance(record.args, tuple) else (record.args,))
+            )
+        return True
+
+
+def _service_unavailable(_error):
+    # The rate-limit store is down: refuse rather than run without limits (fail closed).
+    log.error("rate-limit store unreachable (request %s)", g.get("request_id", ""))
+    from portal.web.errors import render_error
+
+    return render_error(503)
+
+
 def register(app: Flask) -> None:
+    import redis
+
+    for name in ("werkzeug", "gunicorn.access"):
+        logging.getLogger(name).addFilter(ScrubTokens())
+    app.register_error_handler(redis.exceptions.ConnectionError, _service_unavailable)
+    app.register_error_handler(redis.exceptions.TimeoutError, _service_unavailable)
     app.before_request(_before_request)
     app.after_request(_after_request)
     app.jinja_env.globals["csp_nonce"] = csp_nonce

@@ -49,3 +49,21 @@ class NewLinkForm(FlaskForm):
     def validate_email(self, field):
         if not is_email(field.data.strip()):
             raise ValidationError(_l("Enter an email address like name@example.com."))
+
+
+class SignInForm(FlaskForm):
+    email = EmailField(
+        _l("Your email address"),
+        validators=[DataRequired(_l("Enter your email address.")), Length(max=254)],
+        render_kw={"autocomplete": "email"},
+    )
+    code = StringField(
+        _l("Code from your authenticator app"),
+        validators=[DataRequired(_l("Enter the 6 digits your app shows.")), Length(max=20)],
+        render_kw={
+            "autocomplete": "one-time-code",
+            "inputmode": "numeric",
+            "autocapitalize": "off",
+            "spellcheck": "false",
+        },
+    )

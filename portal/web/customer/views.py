@@ -15,8 +15,9 @@ from flask import (
 )
 from flask_babel import gettext as _
 
-from portal.extensions import limiter
-from portal.services import dashboard, reference_codes, sessions, verification
+from portal.extensions import limiter, vault
+from portal.models.base import utcnow
+from portal.services import authenticator, dashboard, reference_codes, sessions, verification
 from portal.services.verification import (
     ChallengeEnded,
     CodeRejected,
@@ -25,16 +26,31 @@ from portal.services.verification import (
     TooManyCodes,
     VerificationLocked,
 )
+from portal.validation import normalise_email
 from portal.web.access import customer, public
-from portal.web.customer.forms import ActionForm, CodeForm, NewLinkForm, ReferenceForm
+from portal.web.customer.forms import (
+    ActionForm,
+    CodeForm,
+    NewLinkForm,
+    ReferenceForm,
+    SignInForm,
+)
 
 bp = Blueprint("customer", __name__)
 
 CHALLENGE_KEY = "challenge"  # the pending challenge this browser may answer
+NEXT_KEY = "next"  # where to return after a step-up
 
 
 def _is_htmx() -> bool:
     return "HX-Request" in request.headers and "HX-History-Restore-Request" not in request.headers
+
+
+def _signin_key() -> str:
+    # Per address, keyed by its blind index: the limit cannot reveal or store the address.
+    return (
+        "signin:" + vault.blind_index(normalise_email(request.form.get("email", "")), "email").hex()
+    )
 
 
 def _reference_key() -> str:
@@ -111,20 +127,34 @@ def verify():
             form.code.errors.append(str(exc))
             status = 422
         else:
-            # A new session id on sign-in: anything planted in the old cookie is discarded.
-            session.clear()
-            session["sid"] = sessions.open_session(
-                challenge.customer,
-                verified_at=challenge.consumed_at,
-                user_agent=request.user_agent.string,
-            )
-            return _hx_redirect(url_for("customer.me"))
+            return _hx_redirect(_signed_in(challenge.customer, challenge.consumed_at))
     elif request.method == "POST":
         status = 422
     template = "customer/_code_form.html" if _is_htmx() else "customer/verify.html"
     response = make_response(render_template(template, form=form, resend=ActionForm()), status)
     response.vary.add("HX-Request")
     return response
+
+
+def _signed_in(customer_, verified_at) -> str:
+    """Open a fresh session for a customer who just proved themselves; return where to go."""
+    target = safe_next(session.get(NEXT_KEY)) or url_for("customer.me")
+    sessions.end_session(session.get("sid"))  # a step-up replaces the session it came from
+    # A new session id on every sign-in: anything planted in the old cookie is discarded.
+    session.clear()
+    session["sid"] = sessions.open_session(
+        customer_, verified_at=verified_at, user_agent=request.user_agent.string
+    )
+    return target
+
+
+def safe_next(target: str | None) -> str | None:
+    """Only a path on this site: never another host, scheme or a protocol-relative URL."""
+    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
+        return None
+    if any(ch in target for ch in "\\\r\n\t") or ":" in target.split("?")[0]:
+        return None
+    return target
 
 
 def _hx_redirect(url: str):
@@ -206,3 +236,116 @@ def logout():
     # Tell the browser to drop what it kept of the signed-in pages.
     response.headers["Clear-Site-Data"] = '"cache", "cookies", "storage"'
     return response
+
+
+def _fresh() -> bool:
+    return sessions.is_fresh(g.login_session)
+
+
+@bp.post("/me/confirm")
+@customer
+@limiter.limit("10 per hour")
+def confirm():
+    """Send a fresh code before a sensitive act; come back to it afterwards."""
+    try:
+        challenge = verification.start_step_up(g.login_session.customer)
+    except VerificationLocked:
+        return _locked()
+    except TooManyCodes:
+        return render_template("customer/too_many_codes.html"), 429
+    target = safe_next(request.form.get("next"))
+    response = _begin(challenge)
+    if target:
+        session[NEXT_KEY] = target
+    return response
+
+
+@bp.get("/me/authenticator")
+@customer
+def authenticator_page():
+    customer_ = g.login_session.customer
+    return render_template(
+        "customer/authenticator.html",
+        enabled=authenticator.is_enabled(customer_),
+        enabled_at=customer_.totp_enabled_at,
+        enrollment=authenticator.pending(customer_) if _fresh() else None,
+        fresh=_fresh(),
+        form=CodeForm(),
+        action=ActionForm(),
+    )
+
+
+@bp.post("/me/authenticator/setup")
+@customer
+def authenticator_setup():
+    if not _fresh():  # adding a way in needs a fresh proof, not just an open session
+        return redirect(url_for("customer.authenticator_page"))
+    authenticator.begin(g.login_session.customer)
+    return redirect(url_for("customer.authenticator_page"))
+
+
+@bp.post("/me/authenticator/confirm")
+@customer
+@limiter.limit("10 per 15 minutes")
+def authenticator_confirm():
+    form = CodeForm()
+    customer_ = g.login_session.customer
+    if not _fresh():
+        return redirect(url_for("customer.authenticator_page"))
+    if form.validate_on_submit():
+        try:
+            authenticator.confirm(customer_, form.code.data)
+        except CodeRejected as exc:
+            form.code.errors.append(str(exc))
+        else:
+            flash(
+                _(
+                    "Your authenticator app is set up. Next time, sign in with your email "
+                    "and a code from the app."
+                ),
+                "info",
+            )
+            return redirect(url_for("customer.authenticator_page"))
+    return render_template(
+        "customer/authenticator.html",
+        enabled=False,
+        enabled_at=None,
+        enrollment=authenticator.pending(customer_),
+        fresh=True,
+        form=form,
+        action=ActionForm(),
+    ), 422
+
+
+@bp.post("/me/authenticator/remove")
+@customer
+def authenticator_remove():
+    if not _fresh():
+        return redirect(url_for("customer.authenticator_page"))
+    authenticator.remove(g.login_session.customer)
+    flash(_("The authenticator app was removed."), "info")
+    return redirect(url_for("customer.authenticator_page"))
+
+
+@bp.route("/signin", methods=["GET", "POST"])
+@public
+@limiter.limit("10 per 15 minutes", methods=["POST"])
+@limiter.limit("5 per 15 minutes", methods=["POST"], key_func=_signin_key)
+def signin():
+    form = SignInForm()
+    if form.validate_on_submit():
+        try:
+            customer_ = authenticator.sign_in(form.email.data, form.code.data)
+        except VerificationLocked:
+            return _locked()
+        except authenticator.SignInFailed:
+            form.code.errors.append(
+                _(
+                    "That email address and code do not match. Check the "
+                    "code in your app and try again."
+                )
+            )
+        else:
+            return redirect(_signed_in(customer_, utcnow()))
+    status = 422 if request.method == "POST" else 200
+    return render_template("customer/signin.html", form=form), status

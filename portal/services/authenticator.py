@@ -1,0 +1,203 @@
+"""An optional authenticator app (TOTP) so a customer can come back without a new link."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+import pyotp
+import segno
+from flask import current_app
+from flask_babel import force_locale
+from flask_babel import gettext as _
+from sqlalchemy import select
+
+from portal.extensions import db, vault
+from portal.mail.compose import compose_security_notice
+from portal.models import Customer
+from portal.models.base import utcnow
+from portal.services import audit, outbox
+from portal.services.verification import CodeRejected, VerificationLocked, normalise_code
+from portal.validation import normalise_email
+
+STEP_SECONDS = 30
+
+
+class SignInFailed(Exception):
+    """Email and code do not match (the same answer for every reason)."""
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    secret: str  # shown once, grouped, for typing into the app by hand
+    qr_data_uri: str  # an SVG QR code as a data: URI (no markup of ours is built from it)
+
+
+def _context(customer: Customer) -> str:
+    return f"customer.totp.{customer.public_id}"
+
+
+def _totp(customer: Customer) -> pyotp.TOTP:
+    return pyotp.TOTP(vault.open(customer.totp_sealed, _context(customer)))
+
+
+def is_enabled(customer: Customer) -> bool:
+    return customer.totp_enabled_at is not None
+
+
+def begin(customer: Customer) -> None:
+    """Make a fresh 160-bit seed, sealed on the server (never in the cookie), pending a code."""
+    customer.totp_sealed = vault.seal(pyotp.random_base32(32), _context(customer))
+    customer.totp_enabled_at = None
+    customer.totp_last_step = None
+    audit.record(
+        "authenticator.setup_started",
+        actor=f"customer:{customer.public_id}",
+        subject_type="customer",
+        subject_id=customer.public_id,
+    )
+    db.session.commit()
+
+
+def pending(customer: Customer) -> Enrollment | None:
+    """The seed to scan while set-up is pending; None once confirmed (never shown again)."""
+    if customer.totp_sealed is None or customer.totp_enabled_at is not None:
+        return None
+    totp = _totp(customer)
+    uri = totp.provisioning_uri(
+        name=current_app.config["ORGANISATION_NAME"],
+        issuer_name=current_app.config["ORGANISATION_NAME"],
+    )
+    grouped = " ".join(totp.secret[i : i + 4] for i in range(0, len(totp.secret), 4))
+    return Enrollment(grouped, segno.make(uri, error="m").svg_data_uri(scale=5, border=2))
+
+
+def _accept(customer: Customer, typed: str) -> bool:
+    """Check a code for the current or previous 30-second step, refusing any step used before."""
+    code = normalise_code(typed)
+    if code is None:
+        return False
+    totp = _totp(customer)
+    now_step = int(utcnow().timestamp()) // STEP_SECONDS
+    for step in (now_step, now_step - 1):
+        if hmac.compare_digest(totp.generate_otp(step), code):
+            if customer.totp_last_step is not None and step <= customer.totp_last_step:
+                return False  # a replay of a code already accepted
+            customer.totp_last_step = step
+            return True
+    return False
+
+
+def confirm(customer: Customer, typed: str) -> None:
+    """Turn the authenticator on once the app shows a right code; tell the customer by email."""
+    if customer.totp_sealed is None or customer.totp_enabled_at is not None:
+        raise CodeRejected(_("Start the set-up again."), remaining=None)
+    if not _accept(customer, typed):
+        db.session.rollback()
+        raise CodeRejected(
+            _(
+                "That code does not match. Check the app shows %(organisation)s "
+                "and type the 6 digits it shows now.",
+                organisation=current_app.config["ORGANISATION_NAME"],
+            ),
+            remaining=None,
+        )
+    customer.totp_enabled_at = utcnow()
+    audit.record(
+        "authenticator.added",
+        actor=f"customer:{customer.public_id}",
+        subject_type="customer",
+        subject_id=customer.public_id,
+    )
+    _notify(customer, "authenticator-added", _("An authenticator app was added to your account."))
+    db.session.commit()
+
+
+def remove(customer: Customer) -> None:
+    customer.totp_sealed = None
+    customer.totp_enabled_at = None
+    customer.totp_last_step = None
+    audit.record(
+        "authenticator.removed",
+        actor=f"customer:{customer.public_id}",
+        subject_type="customer",
+        subject_id=customer.public_id,
+    )
+    _notify(
+        customer, "authenticator-removed", _("The authenticator app was removed from your account.")
+    )
+    db.session.commit()
+
+
+def _notify(customer: Customer, kind: str, what: str) -> None:
+    language = customer.locale.split("-")[0]
+    with force_locale(language if language in current_app.config["LANGUAGES"] else "en"):
+        message = compose_security_notice(what=str(what))
+    outbox.enqueue_email(
+        dedupe_key=f"{kind}:{customer.public_id}:{utcnow().timestamp()}",
+        recipient=customer.email,
+        subject=message.subject,
+        text=message.text,
+        html=message.html,
+        locale=customer.locale,
+    )
+
+
+def sign_in(address: str, typed: str) -> Customer:
+    """Email + authenticator code. Every failure looks the same: wrong, unknown or not set up."""
+    config = current_app.config
+    indexes = vault.blind_indexes(normalise_email(address), "email")
+    customer = db.session.scalar(
+        select(Customer)
+        .where(Customer.email_index.in_(indexes), Customer.totp_enabled_at.is_not(None))
+        .limit(1)
+    )
+    if customer is None:
+        pyotp.TOTP(pyotp.random_base32()).verify("000000")  # the same work as a real check
+        raise SignInFailed()
+    accepted = _accept(customer, typed)
+    if customer.verification_locked_at is not None:
+        db.session.commit()
+        # Only someone holding the right code learns the account is locked (and whom to call).
+        if accepted:
+            raise VerificationLocked()
+        raise SignInFailed()
+    if accepted:
+        customer.totp_failures = 0
+        customer.totp_failed_since = None
+        audit.record(
+            "customer.verified",
+            actor=f"customer:{customer.public_id}",
+            subject_type="customer",
+            subject_id=customer.public_id,
+            details={"purpose": "authenticator"},
+        )
+        db.session.commit()
+        return customer
+    now = utcnow()
+    if customer.totp_failed_since is None or (
+        now - customer.totp_failed_since > config["VERIFY_LOCK_WINDOW_TTL"]
+    ):
+        customer.totp_failures, customer.totp_failed_since = 0, now
+    customer.totp_failures += 1
+    audit.record(
+        "code.failed",
+        actor="customer",
+        subject_type="customer",
+        subject_id=customer.public_id,
+        outcome="failure",
+        details={"factor": "authenticator"},
+    )
+    if customer.totp_failures >= config["VERIFY_LOCK_FAILURES"]:
+        customer.verification_locked_at = now
+        audit.record(
+            "verification.locked",
+            actor="customer",
+            subject_type="customer",
+            subject_id=customer.public_id,
+            outcome="failure",
+        )
+        db.session.commit()
+        raise VerificationLocked()
+    db.session.commit()
+    raise SignInFailed()

@@ -1,0 +1,168 @@
+"""An authenticator app for later visits: set up with a fresh proof, no replays, no leaks."""
+
+from __future__ import annotations
+
+import base64
+from datetime import timedelta
+
+import pyotp
+import pytest
+from sqlalchemy import select
+
+from portal.extensions import db, vault
+from portal.models import AuditEvent, Customer
+from portal.models.base import utcnow
+from portal.services.imports import import_customers
+from portal.services.notices import queue_notices
+from portal.web.customer.views import safe_next
+from tests.conftest import customer_row
+from tests.customer_flow import code_sent_to, csrf_from, messages_to, sign_in, submit_code
+from tests.test_verification import move_clock
+
+ANN = "ann@example.com"
+
+
+@pytest.fixture
+def signed_in(client, incident, write_csv):
+    import_customers(incident, write_csv([customer_row(1, email=ANN, phone="")]), actor="test")
+    queue_notices(incident, actor="test")
+    sign_in(client, ANN)
+    return client
+
+
+def customer() -> Customer:
+    db.session.expire_all()
+    return db.session.scalars(select(Customer)).one()
+
+
+def secret_of(c: Customer) -> str:
+    return vault.open(c.totp_sealed, f"customer.totp.{c.public_id}")
+
+
+def enroll(client) -> pyotp.TOTP:
+    page = client.get("/me/authenticator")
+    client.post("/me/authenticator/setup", data={"csrf_token": csrf_from(page)})
+    page = client.get("/me/authenticator")
+    assert b"data:image/svg+xml" in page.data  # the QR code, drawn by segno
+    totp = pyotp.TOTP(secret_of(customer()))
+    response = client.post(
+        "/me/authenticator/confirm", data={"csrf_token": csrf_from(page), "code": totp.now()}
+    )
+    assert response.headers["Location"] == "/me/authenticator"
+    return totp
+
+
+def test_set_up_and_sign_in_later_without_a_new_link(signed_in, app, monkeypatch):
+    totp = enroll(signed_in)
+    assert customer().totp_enabled_at is not None
+    assert len(base64.b32decode(secret_of(customer()))) * 8 >= 160
+    notice = [m for m in messages_to(ANN) if "change to your account" in m.row.subject]
+    assert len(notice) == 1 and "authenticator app was added" in notice[0].text
+    assert secret_of(customer()) not in notice[0].text
+
+    # Half a minute later (the code used at set-up cannot be replayed), from another browser.
+    later_time = utcnow() + timedelta(seconds=30)
+    monkeypatch.setattr("portal.services.authenticator.utcnow", lambda: later_time)
+    later = app.test_client()
+    page = later.get("/signin")
+    response = later.post(
+        "/signin", data={"csrf_token": csrf_from(page), "email": ANN, "code": totp.at(later_time)}
+    )
+    assert response.headers["Location"] == "/me"
+    assert later.get("/me").status_code == 200
+
+
+def test_a_used_code_cannot_be_replayed(signed_in):
+    totp = enroll(signed_in)
+    used = customer().totp_last_step
+    c = customer()
+    from portal.services import authenticator
+
+    with pytest.raises(authenticator.SignInFailed):
+        authenticator.sign_in(ANN, totp.generate_otp(used))
+    assert c.totp_last_step == used
+
+
+def test_a_wrong_or_unknown_sign_in_gets_the_same_answer(signed_in, app):
+    enroll(signed_in)
+    other = app.test_client()
+
+    def attempt(email, code):
+        page = other.get("/signin")
+        return other.post(
+            "/signin", data={"csrf_token": csrf_from(page), "email": email, "code": code}
+        )
+
+    wrong = attempt(ANN, "000000")
+    unknown = attempt("nobody@example.com", "000000")
+    assert wrong.status_code == unknown.status_code == 422
+    assert b"do not match" in wrong.data and b"do not match" in unknown.data
+
+
+def test_ten_wrong_authenticator_codes_lock(signed_in, app):
+    enroll(signed_in)
+    from portal.services import authenticator
+    from portal.services.verification import VerificationLocked
+
+    for _ in range(9):
+        with pytest.raises(authenticator.SignInFailed):
+            authenticator.sign_in(ANN, "000000")
+    with pytest.raises(VerificationLocked):
+        authenticator.sign_in(ANN, "000000")
+    assert customer().verification_locked_at is not None
+    assert "verification.locked" in db.session.scalars(select(AuditEvent.action)).all()
+
+
+def test_set_up_needs_a_fresh_proof_and_the_step_up_comes_back(signed_in, monkeypatch):
+    move_clock(monkeypatch, timedelta(minutes=11))  # still signed in, but not freshly
+    signed_in.get("/me")
+    page = signed_in.get("/me/authenticator")
+    assert b"first confirm it is you" in page.data
+    refused = signed_in.post("/me/authenticator/setup", data={"csrf_token": csrf_from(page)})
+    assert refused.headers["Location"] == "/me/authenticator"
+    assert customer().totp_sealed is None
+
+    started = signed_in.post(
+        "/me/confirm", data={"csrf_token": csrf_from(page), "next": "/me/authenticator"}
+    )
+    assert started.headers["Location"] == "/verify"
+    done = submit_code(signed_in, code_sent_to(ANN))
+    assert done.headers["Location"] == "/me/authenticator"
+    assert b"Set up an authenticator app" in signed_in.get("/me/authenticator").data
+
+
+def test_the_seed_never_travels_in_the_cookie(signed_in):
+    page = signed_in.get("/me/authenticator")
+    signed_in.post("/me/authenticator/setup", data={"csrf_token": csrf_from(page)})
+    cookie = signed_in.get_cookie("portal").value
+    payload = cookie.split(".")[0]
+    raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    assert secret_of(customer()).encode() not in raw
+    totp = pyotp.TOTP(secret_of(customer()))
+    page = signed_in.get("/me/authenticator")
+    signed_in.post(
+        "/me/authenticator/confirm", data={"csrf_token": csrf_from(page), "code": totp.now()}
+    )
+    after = signed_in.get("/me/authenticator").get_data(as_text=True)
+    assert "data:image/svg+xml" not in after  # never shown again once confirmed
+    assert secret_of(customer())[:4] not in after
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "https://evil.test",
+        "//evil.test",
+        "/\\evil.test",
+        "javascript:alert(1)",
+        "/\r\nSet-Cookie:x",
+        "",
+        None,
+    ],
+)
+def test_next_stays_on_this_site(target):
+    assert safe_next(target) is None
+
+
+def test_next_accepts_local_paths():
+    assert safe_next("/me/authenticator") == "/me/authenticator"

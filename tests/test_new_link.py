@@ -122,7 +122,7 @@ def _mann_whitney_p(a: list[float], b: list[float]) -> float:
 def _timings(client, samples: int) -> tuple[list[float], list[float]]:
     token = csrf_from(client.get("/link/new"))
     known, unknown = [], []
-    order = random.Random(samples)  # noqa: S311 (shuffling test order, not a secret)
+    order = random.Random(samples)
     for _ in range(samples):
         pair = [(KNOWN, known), (UNKNOWN, unknown)]
         order.shuffle(pair)  # interleaved, in random order: no drift or warm-up favours one

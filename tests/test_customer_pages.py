@@ -323,3 +323,18 @@ def test_audit_events_hold_no_code_token_or_contact(client, notified):
         text = " ".join([event_.actor, event_.subject_id, event_.details])
         for secret in (six, token, ANN, "ann@", notified.reference_code):
             assert secret not in text, (event_.action, secret)
+
+
+def test_a_spanish_speaker_reads_their_page_in_spanish(client, incident, write_csv):
+    row = customer_row(5, email="lucia@example.com", phone="", locale="es", data_classes="ssn:4321")
+    import_customers(incident, write_csv([row]), actor="test")
+    queue_notices(incident, actor="test")
+    code_mail = None
+    start_from_link(client, link_path("lucia@example.com"))
+    code_mail = [m for m in messages_to("lucia@example.com") if m.row.kind == "email"][-1]
+    assert code_mail.row.subject == "Su código de verificación de Example Corp"
+    assert submit_code(client, code_sent_to("lucia@example.com")).headers["Location"] == "/me"
+    page = client.get("/me").get_data(as_text=True)
+    assert "Su página personal" in page and "Qué ocurrió" in page
+    assert "Número de Seguro Social (que termina en 4321)" in page
+    assert '<html lang="es">' in page

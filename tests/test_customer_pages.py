@@ -25,6 +25,7 @@ from tests.customer_flow import (
     code_sent_to,
     csrf_from,
     link_path,
+    messages_to,
     sign_in,
     start_from_link,
     submit_code,
@@ -329,7 +330,6 @@ def test_a_spanish_speaker_reads_their_page_in_spanish(client, incident, write_c
     row = customer_row(5, email="lucia@example.com", phone="", locale="es", data_classes="ssn:4321")
     import_customers(incident, write_csv([row]), actor="test")
     queue_notices(incident, actor="test")
-    code_mail = None
     start_from_link(client, link_path("lucia@example.com"))
     code_mail = [m for m in messages_to("lucia@example.com") if m.row.kind == "email"][-1]
     assert code_mail.row.subject == "Su código de verificación de Example Corp"

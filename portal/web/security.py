@@ -7,6 +7,7 @@ import re
 import secrets
 
 from flask import Flask, abort, current_app, g, redirect, request, session, url_for
+from flask_babel import refresh
 
 from portal.web.access import CUSTOMER, DEVELOPMENT, PUBLIC, access_of
 
@@ -27,6 +28,7 @@ def _before_request():
     # Flask-WTF caches the CSRF token on g; g lives as long as the app context, which a caller
     # (a test, a CLI shell) may hold across requests. The token must come from this session.
     g.pop("csrf_token", None)
+    refresh()  # likewise Flask-Babel's cached locale: pick it again for this request
     if request.endpoint is None:
         return None  # routing will answer 404 or 405
     if request.endpoint == "static":
@@ -41,6 +43,7 @@ def _before_request():
         if g.login_session is None:
             session.pop("sid", None)
             return redirect(url_for("customer.signed_out"))
+        refresh()  # the customer's own language from here on
         return None
     if level == DEVELOPMENT:
         if current_app.config["PORTAL_ENV"] == "development":

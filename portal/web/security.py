@@ -28,6 +28,7 @@ def _before_request():
     # Flask-WTF caches the CSRF token on g; g lives as long as the app context, which a caller
     # (a test, a CLI shell) may hold across requests. The token must come from this session.
     g.pop("csrf_token", None)
+    g.login_session = None  # set below only for customer routes, from this request's cookie
     refresh()  # likewise Flask-Babel's cached locale: pick it again for this request
     if request.endpoint is None:
         return None  # routing will answer 404 or 405

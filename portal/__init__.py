@@ -6,7 +6,7 @@ import logging
 import os
 from pathlib import Path
 
-from flask import Flask, g, has_request_context, request
+from flask import Flask, g, has_request_context, request, session
 from flask_babel import get_locale
 from sqlalchemy import event
 
@@ -58,6 +58,9 @@ def register_extensions(app: Flask) -> None:
             language = login_session.customer.locale.split("-")[0]
             if language in app.config["LANGUAGES"]:
                 return language
+        chosen = session.get("lang")  # picked on the page, or the notice's language
+        if chosen in app.config["LANGUAGES"]:
+            return chosen
         return request.accept_languages.best_match(app.config["LANGUAGES"]) or "en"
 
     babel.init_app(

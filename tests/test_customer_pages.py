@@ -338,3 +338,22 @@ def test_a_spanish_speaker_reads_their_page_in_spanish(client, incident, write_c
     assert "Su página personal" in page and "Qué ocurrió" in page
     assert "Número de Seguro Social (que termina en 4321)" in page
     assert '<html lang="es">' in page
+
+
+def test_the_link_page_speaks_the_customers_language_and_can_switch(client, incident, write_csv):
+    row = customer_row(6, email="rosa@example.com", phone="", locale="es")
+    import_customers(incident, write_csv([row]), actor="test")
+    queue_notices(incident, actor="test")
+    path = link_path("rosa@example.com")
+    page = client.get(path)
+    assert "Envíenme el código".encode() in page.data
+    switched = client.post(
+        "/language", data={"csrf_token": csrf_from(page), "lang": "en", "next": path}
+    )
+    assert switched.headers["Location"] == path
+    assert b"Send me the code" in client.get(path).data
+    away = client.post(
+        "/language",
+        data={"csrf_token": csrf_from(page), "lang": "es", "next": "https://evil.test/"},
+    )
+    assert away.headers["Location"] == "/"

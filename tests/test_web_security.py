@@ -29,6 +29,7 @@ PUBLIC_ROUTES = {
     "customer.locked",
     "customer.signed_out",
     "customer.signin",
+    "customer.language",
 }
 
 

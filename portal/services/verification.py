@@ -249,6 +249,11 @@ def _language(locale: str) -> str:
     return language if language in current_app.config["LANGUAGES"] else "en"
 
 
+def language_of(customer: Customer) -> str:
+    """The portal language this customer reads."""
+    return _language(customer.locale)
+
+
 def _ttl_minutes() -> int:
     return int(current_app.config["CODE_TTL"].total_seconds() // 60)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import (
     Blueprint,
+    current_app,
     flash,
     g,
     make_response,
@@ -13,6 +14,7 @@ from flask import (
     session,
     url_for,
 )
+from flask_babel import force_locale
 from flask_babel import gettext as _
 
 from portal.extensions import limiter, vault
@@ -58,8 +60,9 @@ def _reference_key() -> str:
 
 
 def _begin(challenge) -> object:
-    """Bind this browser to a new challenge and go to the code page."""
+    """Bind this browser to a new challenge and go to the code page (in their language)."""
     session[CHALLENGE_KEY] = challenge.public_id
+    session.setdefault("lang", verification.language_of(challenge.customer))
     return redirect(url_for("customer.verify"))
 
 
@@ -85,7 +88,10 @@ def link(token: str):
     except TooManyCodes:
         return render_template("customer/too_many_codes.html"), 429
     # GET shows the page and spends nothing: mail scanners open links before people do.
-    return render_template("customer/link.html", landing=landing, form=form)
+    # In the customer's language unless they picked another on the page.
+    language_ = session.get("lang") or verification.language_of(landing.notice.customer)
+    with force_locale(language_):
+        return render_template("customer/link.html", landing=landing, form=form)
 
 
 @bp.route("/start", methods=["GET", "POST"])
@@ -349,3 +355,13 @@ def signin():
             return redirect(_signed_in(customer_, utcnow()))
     status = 422 if request.method == "POST" else 200
     return render_template("customer/signin.html", form=form), status
+
+
+@bp.post("/language")
+@public
+def language():
+    """Switch the pages' language (a preference in the session, nothing more)."""
+    chosen = request.form.get("lang", "")
+    if chosen in current_app.config["LANGUAGES"]:
+        session["lang"] = chosen
+    return redirect(safe_next(request.form.get("next")) or url_for("public.index"))

@@ -35,7 +35,18 @@ def create_app(env: dict[str, str] | None = None, **overrides) -> Flask:
     register_errorhandlers(app)
     register_cli(app)
     register_security_headers(app)
+    register_proxy(app)
     return app
+
+
+def register_proxy(app: Flask) -> None:
+    """Behind a TLS proxy, take the client's address and scheme from exactly the trusted hops
+    (more would let a client forge its address past the rate limits; fewer would see one)."""
+    hops = app.config["PROXY_HOPS"]
+    if hops:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
 
 
 def register_extensions(app: Flask) -> None:

@@ -126,6 +126,8 @@ def load(env: dict[str, str] | None = None, instance_path: str | Path = "instanc
         "VERIFY_LOCK_WINDOW_TTL": timedelta(hours=24),
         "NEW_LINKS_PER_HOUR": 3,
         "SUPPORT_PHONE": env.get("PORTAL_SUPPORT_PHONE") or "",
+        # How many proxies in front of the app add X-Forwarded-For: trust exactly that many.
+        "PROXY_HOPS": int(env.get("PORTAL_PROXY_HOPS", "0")),
         "MAIL_FROM": env.get("PORTAL_MAIL_FROM") or f"notices@{parts.hostname}",
         "ORGANISATION_NAME": env.get("PORTAL_ORGANISATION_NAME") or "Example Corp",
         "NOTICE_LINK_TTL": timedelta(days=int(env.get("PORTAL_NOTICE_LINK_DAYS", "90"))),

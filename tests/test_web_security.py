@@ -262,3 +262,18 @@ def test_link_tokens_are_scrubbed_from_access_logs():
     ScrubTokens().filter(record)
     assert "eyJzZWNyZXQ" not in record.getMessage()
     assert "/a/[token]" in record.getMessage()
+
+
+def test_behind_one_proxy_the_client_address_is_the_forwarded_one(database_url, make_app):
+    app = make_app(base_env(database_url, PORTAL_PROXY_HOPS="1"))
+
+    @app.get("/whoami")
+    def whoami():
+        from flask import request
+
+        return request.remote_addr
+
+    whoami.access = "public"
+    client = app.test_client()
+    seen = client.get("/whoami", headers={"X-Forwarded-For": "203.0.113.9, 198.51.100.7"})
+    assert seen.data == b"198.51.100.7"  # only the last hop, the one our proxy added, counts

@@ -60,6 +60,9 @@ def register_extensions(app: Flask) -> None:
     csrf.init_app(app)
     vault.init_app(app)
     limiter.init_app(app)
+    from portal.services import guidance
+
+    guidance.init_app(app)  # refuses to start on a wrong guidance file
 
     def select_locale():
         if not has_request_context():

@@ -128,7 +128,12 @@ def _transports():
         sms = SMSTransport(config["SMS_URL"], config["SMS_TOKEN"])
     else:
         sms = DevMailbox() if development else None  # texts wait until a provider is set
-    return Transports(email=email, sms=sms)
+    webhook = None
+    if config["WEBHOOK_URL"]:
+        from portal.mail.webhook import WebhookTransport
+
+        webhook = WebhookTransport(config["WEBHOOK_SECRET"])
+    return Transports(email=email, sms=sms, webhook=webhook)
 
 
 @outbox_cli.command("work")

@@ -87,6 +87,14 @@ def load(env: dict[str, str] | None = None, instance_path: str | Path = "instanc
             "(the shared store for rate limits)."
         )
 
+    if env.get("PORTAL_WEBHOOK_URL") and len(env.get("PORTAL_WEBHOOK_SECRET", "")) < 32:
+        raise ConfigError(
+            "PORTAL_WEBHOOK_SECRET must be at least 32 characters when "
+            "PORTAL_WEBHOOK_URL is set (it signs every event)."
+        )
+    if env.get("PORTAL_PWNED_UNREACHABLE_POLICY", "accept") not in ("accept", "reject"):
+        raise ConfigError("PORTAL_PWNED_UNREACHABLE_POLICY must be accept or reject.")
+
     smtp_url = env.get("PORTAL_SMTP_URL") or None
     if smtp_url and urlsplit(smtp_url).scheme not in ("smtp", "smtps", "smtp+starttls"):
         raise ConfigError("PORTAL_SMTP_URL must start with smtp://, smtps:// or smtp+starttls://")
@@ -126,6 +134,19 @@ def load(env: dict[str, str] | None = None, instance_path: str | Path = "instanc
         "VERIFY_LOCK_WINDOW_TTL": timedelta(hours=24),
         "NEW_LINKS_PER_HOUR": 3,
         "SUPPORT_PHONE": env.get("PORTAL_SUPPORT_PHONE") or "",
+        "WEBHOOK_URL": env.get("PORTAL_WEBHOOK_URL") or None,
+        "WEBHOOK_SECRET": env.get("PORTAL_WEBHOOK_SECRET") or "",
+        "PWNED_PASSWORDS_URL": env.get("PORTAL_PWNED_PASSWORDS_URL") or None,
+        "PWNED_TIMEOUT": 2.0,
+        # When the Pwned Passwords service cannot answer: "accept" (the shipped list still
+        # applies) or "reject" (no password is accepted until it answers again).
+        "PWNED_UNREACHABLE_POLICY": env.get("PORTAL_PWNED_UNREACHABLE_POLICY") or "accept",
+        # argon2id at OWASP's recommended floor (19 MiB, 2 passes, 1 lane): safe, and fast
+        # enough for a notice-day crowd resetting passwords. Raise them freely; old hashes are
+        # rehashed when next verified.
+        "ARGON2_TIME_COST": int(env.get("PORTAL_ARGON2_TIME_COST", "2")),
+        "ARGON2_MEMORY_KIB": int(env.get("PORTAL_ARGON2_MEMORY_KIB", "19456")),
+        "ARGON2_PARALLELISM": int(env.get("PORTAL_ARGON2_PARALLELISM", "1")),
         # How many proxies in front of the app add X-Forwarded-For: trust exactly that many.
         "PROXY_HOPS": int(env.get("PORTAL_PROXY_HOPS", "0")),
         "MAIL_FROM": env.get("PORTAL_MAIL_FROM") or f"notices@{parts.hostname}",

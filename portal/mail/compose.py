@@ -34,14 +34,15 @@ def compose_notice(
     repeat one (a notice can land in a mailbox someone else reads).
     """
     language = locale.split("-")[0]
-    with force_locale(language if language in current_app.config["LANGUAGES"] else "en"):
+    language = language if language in current_app.config["LANGUAGES"] else "en"
+    with force_locale(language):
         ordered = sorted(exposures, key=lambda e: (-DATA_CLASSES[e[0]].sensitivity, e[0]))
         context = {
             "incident": incident,
             "organisation": current_app.config["ORGANISATION_NAME"],
             "portal_address": current_app.config["BASE_URL"],
             "involved": [DATA_CLASSES[key].describe(fragment) for key, fragment in ordered],
-            "steps": steps(),  # called here, so the steps are in the recipient's language
+            "steps": steps(language),  # the first steps of their plan, in their language
             "link": link,
             "reference_code": reference_code,
         }

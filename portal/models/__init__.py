@@ -3,6 +3,7 @@
 from portal.models.audit import AuditEvent
 from portal.models.customer import Customer, Exposure
 from portal.models.data_class import DATA_CLASSES, DataClass
+from portal.models.guidance import GuidanceProgress
 from portal.models.incident import Incident
 from portal.models.notice import Notice
 from portal.models.outbox import OutboxMessage
@@ -16,6 +17,7 @@ __all__ = [
     "Customer",
     "DataClass",
     "Exposure",
+    "GuidanceProgress",
     "Incident",
     "IncidentUpdate",
     "LoginSession",

@@ -59,6 +59,10 @@ class Customer(Base):
     totp_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     totp_enabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     totp_last_step: Mapped[int | None] = mapped_column()
+    # The password of the customer's account with the organisation: argon2id, never anything
+    # that could be reversed.
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    password_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Wrong authenticator codes at sign-in, counted over a day like wrong one-time codes.
     totp_failures: Mapped[int] = mapped_column(default=0, server_default="0")
     totp_failed_since: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from portal.extensions import db, vault
 from portal.models import DATA_CLASSES, Customer, Exposure, Incident, IncidentUpdate
 from portal.models.data_class import DataClass
-from portal.services import guidance
+from portal.services import plan
 
 
 @dataclass
@@ -28,13 +28,16 @@ class IncidentView:
     incident: Incident
     exposed: list[ExposedItem] = field(default_factory=list)
     updates: list[IncidentUpdate] = field(default_factory=list)
+    done: set[str] = field(default_factory=set)
 
-    def first_steps(self) -> list[str]:
-        return guidance.first_steps({item.data_class.key for item in self.exposed}, limit=3)
+    def first_steps(self, language: str) -> list:
+        """The first three open steps of the plan for what this incident exposed."""
+        keys = {item.data_class.key for item in self.exposed}
+        return plan.build(keys, self.done, language).open_steps(3)
 
 
 def for_customer(customer: Customer) -> list[IncidentView]:
-    """The customer's incidents, newest first. Two queries, however much there is to show."""
+    """The customer's incidents, newest first. Three queries, however much there is to show."""
     views: dict[int, IncidentView] = {}
     rows = db.session.execute(
         select(Exposure.data_class, Exposure.fragment_sealed, Incident)
@@ -58,6 +61,8 @@ def for_customer(customer: Customer) -> list[IncidentView]:
             .order_by(IncidentUpdate.published_at.desc(), IncidentUpdate.id.desc())
         ):
             updates[update.incident_id].append(update)
+        done = plan.done_steps(customer)
         for incident_id, view in views.items():
             view.updates = updates[incident_id]
+            view.done = done
     return list(views.values())

@@ -1,47 +1,112 @@
-"""The first protective steps for a set of exposed data classes (the full plan comes later)."""
+"""The guidance library: protective steps per data class, read from reviewed files per language."""
 
 from __future__ import annotations
 
-from flask_babel import gettext as _
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from flask import current_app
+
+from portal.models import DATA_CLASSES
+
+FOLDER = Path(__file__).resolve().parent.parent / "guidance"
+URGENCIES = ("today", "week", "ongoing")  # the order a plan follows
+CHANGE_PASSWORD = "change-password"  # noqa: S105 (a step id, not a secret)
 
 
-def first_steps(keys: set[str], limit: int | None = None) -> list[str]:
-    """Concrete steps, most urgent first, for what was exposed."""
-    steps = []
-    if keys & {"password", "security_questions", "username"}:
-        steps.append(
-            _(
-                "Change your password here and on any other site where you used the "
-                "same password or security answers."
+class GuidanceError(Exception):
+    """A guidance file is wrong; the app refuses to start rather than show bad advice."""
+
+
+@dataclass(frozen=True)
+class Step:
+    id: str
+    applies_to: frozenset[str]
+    urgency: str
+    minutes: int
+    title: str
+    why: str
+    how: tuple[str, ...]
+    links: tuple[tuple[str, str], ...]
+    portal_action: str | None
+    position: int  # its place in the file: the last tie-breaker of a plan's order
+
+    def weight(self, keys: set[str]) -> int:
+        """How sensitive the most sensitive of these exposed keys calling for the step is."""
+        return max(DATA_CLASSES[k].sensitivity for k in self.applies_to & keys)
+
+
+def _step(raw: dict, position: int, where: str) -> Step:
+    try:
+        step = Step(
+            id=raw["id"],
+            applies_to=frozenset(raw["applies_to"]),
+            urgency=raw["urgency"],
+            minutes=int(raw["minutes"]),
+            title=raw["title"],
+            why=raw["why"],
+            how=tuple(raw["how"]),
+            links=tuple((link["label"], link["url"]) for link in raw.get("links", [])),
+            portal_action=raw.get("portal_action"),
+            position=position,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise GuidanceError(f"{where}: step {position + 1} is incomplete ({exc})") from exc
+    unknown = sorted(step.applies_to - DATA_CLASSES.keys())
+    if unknown:
+        raise GuidanceError(f"{where}: step {step.id} names unknown data classes {unknown}")
+    if not step.applies_to:
+        raise GuidanceError(f"{where}: step {step.id} applies to nothing")
+    if step.urgency not in URGENCIES:
+        raise GuidanceError(f"{where}: step {step.id} has urgency {step.urgency!r}")
+    for _label, url in step.links:
+        if urlsplit(url).scheme != "https":  # official places only, and never a script URL
+            raise GuidanceError(f"{where}: step {step.id} links to {url!r}, not https")
+    return step
+
+
+def load_library(folder: Path = FOLDER, languages=("en", "es")) -> dict[str, list[Step]]:
+    """Read and check every language's steps; raise GuidanceError on any problem."""
+    library: dict[str, list[Step]] = {}
+    for language in languages:
+        path = folder / f"{language}.toml"
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise GuidanceError(f"{path.name}: {exc}") from exc
+        steps = [_step(item, i, path.name) for i, item in enumerate(raw.get("steps", []))]
+        ids = [s.id for s in steps]
+        if len(set(ids)) != len(ids):
+            raise GuidanceError(f"{path.name}: a step id is used twice")
+        uncovered = sorted(DATA_CLASSES.keys() - set().union(*(s.applies_to for s in steps)))
+        if uncovered:
+            raise GuidanceError(f"{path.name}: no step for {uncovered}")
+        library[language] = steps
+    reference = {s.id: (s.applies_to, s.urgency, s.portal_action) for s in library[languages[0]]}
+    for language, steps in library.items():
+        shape = {s.id: (s.applies_to, s.urgency, s.portal_action) for s in steps}
+        if shape != reference:
+            raise GuidanceError(
+                f"{language}.toml does not have the same steps as "
+                f"{languages[0]}.toml (ids, data classes or urgency differ)"
             )
-        )
-    if keys & {
-        "ssn",
-        "tax_id",
-        "national_id",
-        "date_of_birth",
-        "drivers_license",
-        "passport_number",
-    }:
-        steps.append(_("Consider a free credit freeze or fraud alert with the credit bureaus."))
-    if keys & {"payment_card", "bank_account"}:
-        steps.append(
-            _(
-                "Watch your statements and tell your bank or card issuer about any "
-                "charge you do not recognise."
-            )
-        )
-    if keys & {"medical_records", "health_insurance"}:
-        steps.append(
-            _(
-                "Read the statements from your health insurer and report services you "
-                "did not receive."
-            )
-        )
-    steps.append(
-        _(
-            "Be wary of calls, texts and emails that mention this incident: we will "
-            "never ask for your password or full Social Security number."
-        )
-    )
-    return steps[:limit] if limit else steps
+    return library
+
+
+def init_app(app) -> None:
+    app.extensions["guidance"] = load_library(languages=app.config["LANGUAGES"])
+
+
+def steps_for(keys: set[str], language: str) -> list[Step]:
+    """The steps for these exposed keys, once each: most urgent first, then most sensitive."""
+    library = current_app.extensions["guidance"]
+    steps = library.get(language) or library["en"]
+    chosen = [s for s in steps if s.applies_to & keys]
+    return sorted(chosen, key=lambda s: (URGENCIES.index(s.urgency), -s.weight(keys), s.position))
+
+
+def step_titles(keys: set[str], language: str, limit: int = 3) -> list[str]:
+    """The first few steps' titles, for a message."""
+    return [s.title for s in steps_for(keys, language)[:limit]]

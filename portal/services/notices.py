@@ -88,7 +88,7 @@ def queue_notices(incident: Incident, *, actor: str, batch_size: int = BATCH_SIZ
                 exposures=exposures,
                 link=tokens.notice_link(notice.public_id, notice.link_nonce),
                 reference_code=reference_codes.display(notice.reference_code),
-                steps=partial(guidance.first_steps, {key for key, _f in exposures}),
+                steps=partial(guidance.step_titles, {key for key, _f in exposures}),
             )
             outbox.enqueue_email(
                 dedupe_key=f"notice:{notice.public_id}",

@@ -94,6 +94,23 @@ def enqueue_job(*, dedupe_key: str, name: str, payload: dict) -> OutboxMessage:
     return row
 
 
+def enqueue_webhook(*, event: str, data: dict) -> OutboxMessage | None:
+    """Queue an event for the organisation's systems (when PORTAL_WEBHOOK_URL is set).
+
+    The body is signed when it is sent, with a secret that never enters the database.
+    """
+    url = current_app.config["WEBHOOK_URL"]
+    if not url:
+        return None
+    event_id = secrets.token_hex(16)
+    body = json.dumps({"id": event_id, "type": event, "data": data}, sort_keys=True)
+    row = _row("webhook", f"webhook:{event_id}", message_id=event_id, subject=event)
+    row.recipient_sealed = vault.seal(url, row.context("recipient"))
+    row.body_sealed = vault.seal(body, row.context("body"))
+    db.session.add(row)
+    return row
+
+
 def _row(kind: str, dedupe_key: str, **fields) -> OutboxMessage:
     return OutboxMessage(kind=kind, dedupe_key=dedupe_key, next_attempt_at=utcnow(), **fields)
 
@@ -151,12 +168,14 @@ class Transports:
 
     email: object | None = None
     sms: object | None = None
+    webhook: object | None = None
 
     def kinds(self) -> list[str]:
-        return [k for k in ("email", "sms") if getattr(self, k) is not None] + ["job"]
+        present = [k for k in ("email", "sms", "webhook") if getattr(self, k) is not None]
+        return [*present, "job"]
 
     def close(self) -> None:
-        for transport in (self.email, self.sms):
+        for transport in (self.email, self.sms, self.webhook):
             if transport is not None:
                 transport.close()
 
@@ -169,6 +188,9 @@ def _deliver(row: OutboxMessage, transports: Transports) -> None:
         transports.email.send(current_app.config["MAIL_FROM"], recipient, body)
     elif row.kind == "sms":
         transports.sms.send(recipient, vault.open(row.body_sealed, row.context("body")))
+    elif row.kind == "webhook":
+        body = vault.open_bytes(row.body_sealed, row.context("body"))
+        transports.webhook.send(recipient, body, event=row.subject)
     else:
         from portal.services import jobs
 

@@ -2,7 +2,7 @@
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import EmailField, StringField
+from wtforms import EmailField, PasswordField, StringField
 from wtforms.validators import DataRequired, Length, ValidationError
 
 from portal.validation import is_email
@@ -66,4 +66,19 @@ class SignInForm(FlaskForm):
             "autocapitalize": "off",
             "spellcheck": "false",
         },
+    )
+
+
+class PasswordForm(FlaskForm):
+    # No maxlength and no stripping: a password is taken exactly as typed or pasted, and a
+    # too-long one is refused with a reason rather than silently cut.
+    password = PasswordField(
+        _l("New password"),
+        validators=[DataRequired(_l("Enter a new password."))],
+        render_kw={"autocomplete": "new-password", "spellcheck": "false", "autocapitalize": "off"},
+    )
+    confirm = PasswordField(
+        _l("The same password again"),
+        validators=[DataRequired(_l("Enter the new password a second time."))],
+        render_kw={"autocomplete": "new-password", "spellcheck": "false", "autocapitalize": "off"},
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import (
     Blueprint,
+    abort,
     current_app,
     flash,
     g,
@@ -14,12 +15,20 @@ from flask import (
     session,
     url_for,
 )
-from flask_babel import force_locale
+from flask_babel import force_locale, get_locale
 from flask_babel import gettext as _
 
 from portal.extensions import limiter, vault
 from portal.models.base import utcnow
-from portal.services import authenticator, dashboard, reference_codes, sessions, verification
+from portal.services import (
+    authenticator,
+    dashboard,
+    passwords,
+    reference_codes,
+    sessions,
+    verification,
+)
+from portal.services import plan as plan_service
 from portal.services.verification import (
     ChallengeEnded,
     CodeRejected,
@@ -34,6 +43,7 @@ from portal.web.customer.forms import (
     ActionForm,
     CodeForm,
     NewLinkForm,
+    PasswordForm,
     ReferenceForm,
     SignInForm,
 )
@@ -365,3 +375,72 @@ def language():
     if chosen in current_app.config["LANGUAGES"]:
         session["lang"] = chosen
     return redirect(safe_next(request.form.get("next")) or url_for("public.index"))
+
+
+def _language() -> str:
+    return str(get_locale())
+
+
+@bp.get("/me/plan")
+@customer
+def plan():
+    customer_ = g.login_session.customer
+    return render_template(
+        "customer/plan.html",
+        plan=plan_service.for_customer(customer_, _language()),
+        action=ActionForm(),
+    )
+
+
+@bp.post("/me/plan/<step_id>")
+@customer
+def toggle_step(step_id: str):
+    customer_ = g.login_session.customer
+    try:
+        updated = plan_service.toggle(customer_, step_id, _language())
+    except plan_service.StepNotInPlan:
+        abort(404)  # not a step of this customer's plan
+    if _is_htmx():
+        response = make_response(
+            render_template(
+                "customer/_plan_step.html",
+                item=updated.item(step_id),
+                plan=updated,
+                action=ActionForm(),
+                oob=True,
+            )
+        )
+        response.vary.add("HX-Request")
+        return response
+    return redirect(url_for("customer.plan") + f"#step-{step_id}")
+
+
+@bp.route("/me/password", methods=["GET", "POST"])
+@customer
+@limiter.limit("10 per hour", methods=["POST"])
+def password():
+    form = PasswordForm()
+    if not _fresh():
+        # Changing the password needs a code from the last few minutes, not just a session.
+        return render_template("customer/password.html", form=None, action=ActionForm())
+    if form.validate_on_submit():
+        try:
+            session["sid"] = passwords.change_password(
+                g.login_session.customer,
+                form.password.data,
+                form.confirm.data,
+                keep_token=session.get("sid"),
+            )
+        except passwords.PasswordRejected as exc:
+            form.password.errors.append(str(exc))
+        else:
+            flash(
+                _(
+                    "Your password has been changed. Every other place you were signed in "
+                    "has been signed out."
+                ),
+                "info",
+            )
+            return redirect(url_for("customer.me"))
+    status = 422 if request.method == "POST" else 200
+    return render_template("customer/password.html", form=form, action=ActionForm()), status

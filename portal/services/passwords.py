@@ -1,0 +1,221 @@
+"""The password of the customer's account: NIST SP 800-63B rules, argon2id, and the change."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+import urllib.error
+import urllib.request
+from functools import cache
+from pathlib import Path
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from flask import current_app
+from flask_babel import force_locale
+from flask_babel import gettext as _
+from sqlalchemy import select
+
+from portal.extensions import db
+from portal.mail.compose import compose_security_notice
+from portal.models import Customer, Incident, Notice
+from portal.models.base import utcnow
+from portal.services import audit, outbox, sessions
+
+MIN_LENGTH = 15  # the only factor here is knowledge: NIST asks for 15 at least
+MAX_LENGTH = 256  # long passphrases welcome; the cap only bounds the hashing work
+COMMON_PASSWORDS = Path(__file__).resolve().parent.parent / "data" / "common-passwords.txt"
+
+
+class PasswordRejected(Exception):
+    """The new password is not safe; the message says why, for the person."""
+
+
+def normalise(password: str) -> str:
+    """NFC only: never truncated, never case-folded, spaces and emoji kept as typed."""
+    return unicodedata.normalize("NFC", password)
+
+
+def _fold(text: str) -> str:
+    """The comparison form for lists and context words (never what is hashed)."""
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
+@cache
+def common_passwords() -> frozenset[str]:
+    """The shipped list, folded, loaded once; membership is a hash lookup."""
+    lines = COMMON_PASSWORDS.read_text(encoding="utf-8").splitlines()
+    return frozenset(_fold(line) for line in lines if line)
+
+
+def hasher() -> PasswordHasher:
+    config = current_app.config
+    return PasswordHasher(
+        time_cost=config["ARGON2_TIME_COST"],
+        memory_cost=config["ARGON2_MEMORY_KIB"],
+        parallelism=config["ARGON2_PARALLELISM"],
+    )
+
+
+def hash_password(password: str) -> str:
+    return hasher().hash(normalise(password))
+
+
+def verify(customer: Customer, password: str) -> bool:
+    """Check a password against the stored hash, rehashing it if the parameters changed."""
+    if not customer.password_hash:
+        return False
+    ph = hasher()
+    try:
+        ph.verify(customer.password_hash, normalise(password))
+    except (VerificationError, InvalidHashError):
+        return False
+    if ph.check_needs_rehash(customer.password_hash):
+        customer.password_hash = ph.hash(normalise(password))
+    return True
+
+
+_EDGES = re.compile(r"^[\W\d_]+|[\W\d_]+$")
+_WORDS = re.compile(r"[^\W\d_]{3,}")
+
+
+def context_words(customer: Customer) -> set[str]:
+    """Words an attacker would try first for this person: ours, the breach's and their own."""
+    config = current_app.config
+    words = {"breach", "password", "portal", "security", "incident"}
+    organisation = _fold(config["ORGANISATION_NAME"])
+    words.update(_WORDS.findall(organisation))
+    words.add(re.sub(r"\W", "", organisation))
+    incidents = db.session.scalars(
+        select(Incident)
+        .join(Notice, Notice.incident_id == Incident.id)
+        .where(Notice.customer_id == customer.id)
+    )
+    for incident in incidents:
+        words.update(_WORDS.findall(_fold(incident.title)))
+        words.update(_WORDS.findall(_fold(incident.slug)))
+    words.update(_WORDS.findall(_fold(customer.name or "")))
+    local, _at, domain = _fold(customer.email or "").partition("@")
+    words.add(re.sub(r"\W", "", local))
+    words.update(_WORDS.findall(local))
+    words.update(_WORDS.findall(domain.split(".")[0]))
+    return {w for w in words if len(w) >= 4}
+
+
+def _is_padding(rest: str) -> bool:
+    """What is left once the guessable word is removed: nothing a guesser would not try."""
+    return not re.search(r"[^\W\d_]", rest) or len(set(rest)) <= 2
+
+
+def check(customer: Customer, password: str, confirm: str) -> str:
+    """Return the normalised password, or raise PasswordRejected with the reason."""
+    password, confirm = normalise(password), normalise(confirm)
+    if password != confirm:
+        raise PasswordRejected(_("The two passwords are not the same."))
+    if len(password) < MIN_LENGTH:
+        raise PasswordRejected(
+            _(
+                "Use at least %(count)d characters. Several unrelated words "
+                "are easy to remember and hard to guess.",
+                count=MIN_LENGTH,
+            )
+        )
+    if len(password) > MAX_LENGTH:
+        raise PasswordRejected(_("Use at most %(count)d characters.", count=MAX_LENGTH))
+    folded = _fold(password)
+    if len(set(folded)) < 5:
+        raise PasswordRejected(_("That password repeats too few characters to be safe."))
+    common = common_passwords()
+    core = _EDGES.sub("", folded)
+    if folded in common or (len(core) >= 4 and core in common):
+        raise PasswordRejected(
+            _(
+                "That password is on lists of common passwords that "
+                "criminals try first, even with numbers or symbols added."
+            )
+        )
+    squeezed = re.sub(r"[\W_]", "", folded)
+    for word in sorted(context_words(customer), key=len, reverse=True):
+        if word in squeezed and _is_padding(squeezed.replace(word, "")):
+            raise PasswordRejected(
+                _(
+                    "That password is built from a word someone could guess "
+                    "about you or this breach (such as our name or your "
+                    "email). Choose words that have nothing to do with "
+                    "either."
+                )
+            )
+    if verify(customer, password):
+        raise PasswordRejected(_("That is your current password. Choose a new one."))
+    if current_app.config["PWNED_PASSWORDS_URL"] and is_pwned(password):
+        raise PasswordRejected(
+            _(
+                "That password has appeared in a data breach elsewhere. "
+                "Choose one you have never used."
+            )
+        )
+    return password
+
+
+def is_pwned(password: str) -> bool:
+    """Pwned Passwords range check: only 5 hex digits of the SHA-1 leave this server.
+
+    Padding lines (count 0) are ignored. If the service cannot answer within its timeout, the
+    configured policy decides: "reject" refuses the password, "accept" lets the other checks
+    stand alone.
+    """
+    config = current_app.config
+    digest = hashlib.sha1(password.encode(), usedforsecurity=False).hexdigest().upper()
+    prefix, suffix = digest[:5], digest[5:]
+    request = urllib.request.Request(  # noqa: S310 (the configured https service)
+        f"{config['PWNED_PASSWORDS_URL'].rstrip('/')}/{prefix}",
+        headers={"Add-Padding": "true", "User-Agent": "breach-portal"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=config["PWNED_TIMEOUT"]) as response:  # noqa: S310
+            body = response.read().decode("ascii", "replace")
+    except (OSError, ValueError):
+        return config["PWNED_UNREACHABLE_POLICY"] == "reject"
+    for line in body.splitlines():
+        candidate, _sep, count = line.strip().partition(":")
+        if candidate.upper() == suffix and count.strip().isdigit() and int(count) > 0:
+            return True
+    return False
+
+
+def change_password(customer: Customer, password: str, confirm: str, *, keep_token: str) -> str:
+    """Set a new password; end every other session; notify the customer and the organisation.
+
+    Returns the token of the customer's new session (the current one is rotated).
+    """
+    password = check(customer, password, confirm)
+    now = utcnow()
+    customer.password_hash = hash_password(password)
+    customer.password_changed_at = now
+    current = sessions.load_session(keep_token)
+    verified_at = current.verified_at if current is not None else now
+    sessions.end_all_sessions(customer.id)
+    audit.record(
+        "customer.password_changed",
+        actor=f"customer:{customer.public_id}",
+        subject_type="customer",
+        subject_id=customer.public_id,
+    )
+    language = customer.locale.split("-")[0]
+    with force_locale(language if language in current_app.config["LANGUAGES"] else "en"):
+        message = compose_security_notice(what=_("The password of your account was changed."))
+    outbox.enqueue_email(
+        dedupe_key=f"password-changed:{customer.public_id}:{now.timestamp()}",
+        recipient=customer.email,
+        subject=message.subject,
+        text=message.text,
+        html=message.html,
+        locale=customer.locale,
+    )
+    outbox.enqueue_webhook(
+        event="customer.password_changed",
+        data={"customer": customer.external_id, "occurred_at": now.isoformat()},
+    )
+    db.session.commit()
+    return sessions.open_session(customer, verified_at=verified_at)

@@ -1,0 +1,100 @@
+"""A customer's protection plan: the guidance steps for their exposures, and their progress."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select
+
+from portal.extensions import db
+from portal.models import Customer, Exposure, GuidanceProgress
+from portal.models.base import utcnow
+from portal.services import audit
+from portal.services.guidance import CHANGE_PASSWORD, Step, steps_for
+
+
+class StepNotInPlan(Exception):
+    """That step is not part of this customer's plan."""
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    step: Step
+    done: bool
+
+
+@dataclass(frozen=True)
+class Plan:
+    items: list[PlanItem]
+
+    @property
+    def done(self) -> int:
+        return sum(item.done for item in self.items)
+
+    @property
+    def total(self) -> int:
+        return len(self.items)
+
+    def open_steps(self, limit: int | None = None) -> list[Step]:
+        steps = [item.step for item in self.items if not item.done]
+        return steps[:limit] if limit else steps
+
+    def item(self, step_id: str) -> PlanItem:
+        for item in self.items:
+            if item.step.id == step_id:
+                return item
+        raise StepNotInPlan(step_id)
+
+
+def exposed_keys(customer: Customer) -> set[str]:
+    return set(
+        db.session.scalars(
+            select(Exposure.data_class).where(Exposure.customer_id == customer.id).distinct()
+        )
+    )
+
+
+def done_steps(customer: Customer) -> set[str]:
+    done = set(
+        db.session.scalars(
+            select(GuidanceProgress.step_id).where(GuidanceProgress.customer_id == customer.id)
+        )
+    )
+    if customer.password_changed_at is not None:
+        done.add(CHANGE_PASSWORD)  # setting a new password here is that step, done
+    return done
+
+
+def build(keys: set[str], done: set[str], language: str) -> Plan:
+    """The plan for these keys. An exposed password's step leads until it is done."""
+    items = [PlanItem(step, step.id in done) for step in steps_for(keys, language)]
+    items.sort(key=lambda item: not (item.step.id == CHANGE_PASSWORD and not item.done))
+    return Plan(items)
+
+
+def for_customer(customer: Customer, language: str) -> Plan:
+    """Two queries, however many incidents and exposures."""
+    return build(exposed_keys(customer), done_steps(customer), language)
+
+
+def toggle(customer: Customer, step_id: str, language: str) -> Plan:
+    """Mark a step of this customer's own plan done, or not done again."""
+    plan = for_customer(customer, language)
+    item = plan.item(step_id)  # a step outside their plan is refused
+    if item.done:
+        db.session.execute(
+            delete(GuidanceProgress).where(
+                GuidanceProgress.customer_id == customer.id, GuidanceProgress.step_id == step_id
+            )
+        )
+    else:
+        db.session.add(GuidanceProgress(customer_id=customer.id, step_id=step_id, done_at=utcnow()))
+    audit.record(
+        "plan.step_undone" if item.done else "plan.step_done",
+        actor=f"customer:{customer.public_id}",
+        subject_type="customer",
+        subject_id=customer.public_id,
+        details={"step": step_id},
+    )
+    db.session.commit()
+    return for_customer(customer, language)

@@ -96,7 +96,7 @@ def load_library(folder: Path = FOLDER, languages=("en", "es")) -> dict[str, lis
 
 
 def init_app(app) -> None:
-    app.extensions["guidance"] = load_library(languages=app.config["LANGUAGES"])
+    app.extensions["guidance"] = load_library(FOLDER, languages=app.config["LANGUAGES"])
 
 
 def steps_for(keys: set[str], language: str) -> list[Step]:

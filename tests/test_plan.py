@@ -1,0 +1,161 @@
+"""The protection plan: the right steps for the right data, in the right order, ticked off."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from portal.extensions import db
+from portal.models import DATA_CLASSES, GuidanceProgress
+from portal.services import guidance
+from portal.services.guidance import GuidanceError, load_library
+from portal.services.imports import import_customers
+from portal.services.notices import queue_notices
+from tests.conftest import customer_row
+from tests.customer_flow import csrf_from, sign_in
+
+ANN = "ann@example.com"  # SSN, date of birth and card
+BOB = "bob@example.com"  # email and password only
+
+
+@pytest.fixture
+def notified(app, incident, write_csv):
+    rows = [
+        customer_row(
+            1, email=ANN, phone="", data_classes="ssn:1111;date_of_birth;payment_card:4242"
+        ),
+        customer_row(2, email=BOB, phone="", data_classes="email_address;password"),
+    ]
+    import_customers(incident, write_csv(rows), actor="test")
+    queue_notices(incident, actor="test")
+
+
+def step_ids(page: str) -> list[str]:
+    import re
+
+    return re.findall(r'<li id="step-([a-z0-9-]+)"', page)
+
+
+def test_the_plan_fits_the_data_and_is_ordered_by_urgency(app, client, notified):
+    sign_in(client, ANN)
+    ann = step_ids(client.get("/me/plan").get_data(as_text=True))
+    assert ann.count("credit-freeze") == 1  # once, though both SSN and date of birth call for it
+    assert {"card-replace", "irs-ip-pin", "credit-reports", "watch-statements"} <= set(ann)
+    urgencies = [
+        next(s.urgency for s in app.extensions["guidance"]["en"] if s.id == i) for i in ann
+    ]
+    assert urgencies == sorted(urgencies, key=guidance.URGENCIES.index)
+    assert ann.index("credit-freeze") < ann.index("card-replace")  # SSN outranks the card
+
+    other = app.test_client()
+    sign_in(other, BOB)
+    bob = step_ids(other.get("/me/plan").get_data(as_text=True))
+    assert bob[0] == "change-password"  # an exposed password leads the plan
+    assert "credit-freeze" not in bob and len(bob) < len(ann)
+
+
+def test_every_data_class_has_steps_in_every_language(app):
+    library = app.extensions["guidance"]
+    assert set(library) == set(app.config["LANGUAGES"])
+    for language, steps in library.items():
+        for key in DATA_CLASSES:
+            assert any(key in s.applies_to for s in steps), (language, key)
+        for step in steps:
+            assert step.title and step.why and step.how and step.minutes > 0
+
+
+def test_a_step_naming_an_unknown_data_class_is_refused(tmp_path):
+    source = (guidance.FOLDER / "en.toml").read_text(encoding="utf-8")
+    (tmp_path / "en.toml").write_text(
+        source.replace('"ip_address"', '"shoe_size"', 1), encoding="utf-8"
+    )
+    with pytest.raises(GuidanceError, match="shoe_size"):
+        load_library(tmp_path, languages=("en",))
+
+
+def test_languages_must_offer_the_same_steps(tmp_path):
+    english = (guidance.FOLDER / "en.toml").read_text(encoding="utf-8")
+    (tmp_path / "en.toml").write_text(english, encoding="utf-8")
+    (tmp_path / "es.toml").write_text(
+        english.replace('urgency = "week"', 'urgency = "today"', 1), encoding="utf-8"
+    )
+    with pytest.raises(GuidanceError, match="same steps"):
+        load_library(tmp_path, languages=("en", "es"))
+
+
+def test_the_app_refuses_to_start_with_a_broken_guidance_file(monkeypatch, tmp_path, env):
+    (tmp_path / "en.toml").write_text("[[steps]]\nid = 'x'\n", encoding="utf-8")
+    (tmp_path / "es.toml").write_text("[[steps]]\nid = 'x'\n", encoding="utf-8")
+    monkeypatch.setattr(guidance, "FOLDER", tmp_path)
+    from portal import create_app
+
+    with pytest.raises(GuidanceError):
+        create_app(env)
+
+
+def _toggle(client, step_id: str, **headers):
+    token = csrf_from(client.get("/me/plan"))
+    return client.post(f"/me/plan/{step_id}", data={"csrf_token": token}, headers=headers)
+
+
+def test_ticking_a_step_without_javascript(client, notified):
+    sign_in(client, ANN)
+    response = _toggle(client, "credit-freeze")
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/me/plan#step-credit-freeze"
+    page = client.get("/me/plan").get_data(as_text=True)
+    total = len(step_ids(page))
+    assert f"You have done 1 of {total} steps." in page
+    # The progress survives signing out and back in.
+    client.post("/logout", data={"csrf_token": csrf_from(client.get("/me"))})
+    sign_in(client, ANN)
+    assert f"You have done 1 of {total} steps." in client.get("/me/plan").get_data(as_text=True)
+    _toggle(client, "credit-freeze")  # and can be undone
+    assert db.session.scalars(select(GuidanceProgress)).all() == []
+
+
+def test_ticking_a_step_with_htmx_swaps_it_in_place(client, notified):
+    sign_in(client, ANN)
+    response = _toggle(client, "card-replace", **{"HX-Request": "true"})
+    assert response.status_code == 200
+    fragment = response.get_data(as_text=True)
+    assert fragment.lstrip().startswith('<li id="step-card-replace" class="plan-step done">')
+    assert 'id="plan-progress"' in fragment and 'hx-swap-oob="true"' in fragment
+    assert "HX-Request" in response.headers["Vary"]
+    assert response.headers["Cache-Control"] == "no-store"
+    assert [p.step_id for p in db.session.scalars(select(GuidanceProgress))] == ["card-replace"]
+
+
+def test_another_customers_step_is_not_found(client, notified):
+    sign_in(client, BOB)
+    assert _toggle(client, "credit-freeze").status_code == 404  # not in Bob's plan
+    assert _toggle(client, "no-such-step").status_code == 404
+    assert db.session.scalars(select(GuidanceProgress)).all() == []
+
+
+def test_the_dashboard_shows_the_first_three_open_steps(client, notified):
+    sign_in(client, ANN)
+    _toggle(client, "credit-freeze")
+    page = client.get("/me").get_data(as_text=True)
+    section = page.split("What You Can Do")[1].split("For More Information")[0]
+    assert "Freeze your credit" not in section  # done: no longer among the first open steps
+    assert section.count("<li>") == 3
+    assert 'href="/me/plan"' in section
+
+
+def test_the_plan_prints_as_a_handout(client, notified):
+    sign_in(client, ANN)
+    page = client.get("/me/plan").get_data(as_text=True)
+    assert 'class="no-print"' in page
+    css = client.get("/static/css/portal.css")
+    assert b"@media print" in css.data
+    css.close()
+
+
+def test_spanish_plan(client, app, incident, write_csv):
+    row = customer_row(3, email="eva@example.com", phone="", locale="es", data_classes="ssn")
+    import_customers(incident, write_csv([row]), actor="test")
+    queue_notices(incident, actor="test")
+    sign_in(client, "eva@example.com")
+    page = client.get("/me/plan").get_data(as_text=True)
+    assert "Congele su crédito en Equifax, Experian y TransUnion" in page

@@ -37,6 +37,7 @@ test: install
 bench: install
 	$(BIN)/python bench/import_bench.py
 	$(BIN)/python bench/outbox_bench.py
+	$(BIN)/python bench/password_bench.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -51,6 +51,7 @@ def register_proxy(app: Flask) -> None:
 
 def register_extensions(app: Flask) -> None:
     from portal.extensions import babel, csrf, db, limiter, migrate, vault
+    from portal.i18n import language_for
 
     db.init_app(app)
     with app.app_context():
@@ -69,9 +70,7 @@ def register_extensions(app: Flask) -> None:
             return None  # commands and workers pass the recipient's locale explicitly
         login_session = g.get("login_session")
         if login_session is not None:  # a signed-in customer reads their own language
-            language = login_session.customer.locale.split("-")[0]
-            if language in app.config["LANGUAGES"]:
-                return language
+            return language_for(login_session.customer.locale)
         chosen = session.get("lang")  # picked on the page, or the notice's language
         if chosen in app.config["LANGUAGES"]:
             return chosen

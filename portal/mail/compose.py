@@ -9,6 +9,7 @@ from flask import current_app, render_template
 from flask_babel import force_locale
 from flask_babel import gettext as _
 
+from portal.i18n import language_for
 from portal.models import DATA_CLASSES, Incident
 
 
@@ -33,8 +34,7 @@ def compose_notice(
     The greeting names nobody: the name may itself be an exposed value, and no message may
     repeat one (a notice can land in a mailbox someone else reads).
     """
-    language = locale.split("-")[0]
-    language = language if language in current_app.config["LANGUAGES"] else "en"
+    language = language_for(locale)
     with force_locale(language):
         ordered = sorted(exposures, key=lambda e: (-DATA_CLASSES[e[0]].sensitivity, e[0]))
         context = {

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 
-from portal.mail.smtp import DeliveryError
+from portal.mail.http import post
 
 
 class SMSTransport:
@@ -18,26 +16,13 @@ class SMSTransport:
         self.timeout = timeout
 
     def send(self, recipient: str, body: str) -> None:
-        request = urllib.request.Request(  # noqa: S310 (the configured provider's https URL)
+        post(
             self.url,
-            data=json.dumps({"to": recipient, "body": body}).encode(),
-            headers={
-                "Content-Type": "application/json",
-                "Authorization": f"Bearer {self.token}",
-            },
-            method="POST",
+            json.dumps({"to": recipient, "body": body}).encode(),
+            {"Authorization": f"Bearer {self.token}"},
+            timeout=self.timeout,
+            what="SMS provider",
         )
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
-                response.read()
-        except urllib.error.HTTPError as exc:
-            exc.close()
-            retry = exc.code == 429 or exc.code >= 500
-            raise DeliveryError(f"SMS provider answered {exc.code}", permanent=not retry) from exc
-        except (OSError, ValueError) as exc:
-            raise DeliveryError(
-                f"SMS provider unreachable: {type(exc).__name__}", permanent=False, connection=True
-            ) from exc
 
     def close(self) -> None:
         """Nothing to close: each text is one request."""

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import urllib.error
-import urllib.request
 
-from portal.mail.smtp import DeliveryError
+from portal.mail.http import post
 
 SIGNATURE_HEADER = "X-Portal-Signature"
 
@@ -23,27 +21,8 @@ class WebhookTransport:
         self.timeout = timeout
 
     def send(self, url: str, body: bytes, *, event: str) -> None:
-        request = urllib.request.Request(  # noqa: S310 (the organisation's configured https URL)
-            url,
-            data=body,
-            method="POST",
-            headers={
-                "Content-Type": "application/json",
-                "X-Portal-Event": event,
-                SIGNATURE_HEADER: sign(self.secret, body),
-            },
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
-                response.read()
-        except urllib.error.HTTPError as exc:
-            exc.close()
-            retry = exc.code == 429 or exc.code >= 500
-            raise DeliveryError(f"webhook answered {exc.code}", permanent=not retry) from exc
-        except (OSError, ValueError) as exc:
-            raise DeliveryError(
-                f"webhook unreachable: {type(exc).__name__}", permanent=False, connection=True
-            ) from exc
+        headers = {"X-Portal-Event": event, SIGNATURE_HEADER: sign(self.secret, body)}
+        post(url, body, headers, timeout=self.timeout, what="webhook")
 
     def close(self) -> None:
         """Nothing to close: each event is one request."""

@@ -13,6 +13,7 @@ from flask_babel import gettext as _
 from sqlalchemy import select
 
 from portal.extensions import db, vault
+from portal.i18n import language_for
 from portal.mail.compose import compose_security_notice
 from portal.models import Customer
 from portal.models.base import utcnow
@@ -130,8 +131,7 @@ def remove(customer: Customer) -> None:
 
 
 def _notify(customer: Customer, kind: str, what: str) -> None:
-    language = customer.locale.split("-")[0]
-    with force_locale(language if language in current_app.config["LANGUAGES"] else "en"):
+    with force_locale(language_for(customer.locale)):
         message = compose_security_notice(what=str(what))
     outbox.enqueue_email(
         dedupe_key=f"{kind}:{customer.public_id}:{utcnow().timestamp()}",

@@ -18,6 +18,7 @@ from flask_babel import gettext as _
 from sqlalchemy import select
 
 from portal.extensions import db
+from portal.i18n import language_for
 from portal.mail.compose import compose_security_notice
 from portal.models import Customer, Incident, Notice
 from portal.models.base import utcnow
@@ -202,8 +203,7 @@ def change_password(customer: Customer, password: str, confirm: str, *, keep_tok
         subject_type="customer",
         subject_id=customer.public_id,
     )
-    language = customer.locale.split("-")[0]
-    with force_locale(language if language in current_app.config["LANGUAGES"] else "en"):
+    with force_locale(language_for(customer.locale)):
         message = compose_security_notice(what=_("The password of your account was changed."))
     outbox.enqueue_email(
         dedupe_key=f"password-changed:{customer.public_id}:{now.timestamp()}",

@@ -16,6 +16,7 @@ from flask_babel import gettext as _
 from sqlalchemy import func, select
 
 from portal.extensions import db, vault
+from portal.i18n import language_for
 from portal.mail.compose import compose_code, compose_new_link
 from portal.models import Challenge, Customer, Incident, Notice, OutboxMessage
 from portal.models.base import utcnow
@@ -213,7 +214,7 @@ def _start(customer: Customer, notice: Notice | None, purpose: str = "verify") -
 
 def _send_code(challenge: Challenge, customer: Customer, code: str) -> None:
     key = f"code:{challenge.public_id}:{challenge.resends}"
-    with force_locale(_language(customer.locale)):
+    with force_locale(language_for(customer.locale)):
         message = compose_code(
             code=code, ttl_minutes=_ttl_minutes(), sms=challenge.channel == "sms"
         )
@@ -244,14 +245,9 @@ def _send_code(challenge: Challenge, customer: Customer, code: str) -> None:
     )
 
 
-def _language(locale: str) -> str:
-    language = locale.split("-")[0]
-    return language if language in current_app.config["LANGUAGES"] else "en"
-
-
 def language_of(customer: Customer) -> str:
     """The portal language this customer reads."""
-    return _language(customer.locale)
+    return language_for(customer.locale)
 
 
 def _ttl_minutes() -> int:
@@ -407,7 +403,7 @@ def send_new_links(payload: dict) -> None:
             if sent_recently >= config["NEW_LINKS_PER_HOUR"]:
                 continue
             notice.link_nonce = secrets.token_urlsafe(16)  # every earlier link stops working
-            with force_locale(_language(customer.locale)):
+            with force_locale(language_for(customer.locale)):
                 message = compose_new_link(
                     incident=notice.incident,
                     link=tokens.notice_link(notice.public_id, notice.link_nonce),

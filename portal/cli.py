@@ -36,6 +36,7 @@ notices_cli = click.Group("notices", help="Queue breach notices.")
 outbox_cli = click.Group("outbox", help="Deliver and inspect queued messages.")
 audit_cli = click.Group("audit", help="The audit trail.")
 keys_cli = click.Group("keys", help="Data encryption keys.")
+protection_cli = click.Group("protection", help="The identity-protection offer and its codes.")
 
 
 @incident_cli.command("create")
@@ -206,6 +207,80 @@ def keys_rotate():
     click.echo("Re-encrypted: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".")
 
 
+@protection_cli.command("offer")
+@click.option("--incident", "slug", required=True)
+@click.option("--provider", "provider_name", help="The provider's name, e.g. Experian.")
+@click.option("--product", "product_name", help="The product, e.g. IdentityWorks 3B.")
+@click.option("--includes", help="What it includes, items separated by ';'.")
+@click.option("--term-months", type=int)
+@click.option("--enroll-by", type=click.DateTime(["%Y-%m-%d"]), help="The enrollment deadline.")
+@click.option("--enroll-url", help="The provider's enrollment address (https).")
+@click.option("--enroll-phone", help="The provider's enrollment phone line.")
+@click.option("--terms-url", help="The provider's terms (https).")
+@click.option(
+    "--eligible",
+    "eligible_classes",
+    help="Data classes that qualify, comma list; empty: everyone affected.",
+)
+@click.option("--minors-product", help="A separate product for minors, if any.")
+def protection_offer(slug, includes, enroll_by, **fields):
+    """Create or update the incident's identity-protection offer."""
+    from portal.services.protection import ProtectionError, offer_for, save_offer
+
+    incident = _incident(slug)
+    if includes is not None:
+        fields["includes"] = "\n".join(p.strip() for p in includes.split(";") if p.strip())
+    if enroll_by is not None:
+        fields["enroll_by"] = enroll_by.date()
+    creating = offer_for(incident.id) is None
+    required = ("provider_name", "product_name", "enroll_url")
+    if creating and (enroll_by is None or any(not fields.get(k) for k in required)):
+        raise click.ClickException(
+            "A new offer needs --provider, --product, --enroll-by and --enroll-url."
+        )
+    try:
+        save_offer(incident, actor=_actor(), **fields)
+    except ProtectionError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{'Created' if creating else 'Updated'} the offer for {slug}.")
+
+
+@protection_cli.command("import-codes")
+@click.option("--incident", "slug", required=True)
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def protection_import_codes(slug, file):
+    """Load the provider's activation codes (one per line, or a CSV with a code column)."""
+    from portal.services.protection import CodesRejected, ProtectionError, import_codes
+
+    try:
+        report = import_codes(_incident(slug), file, actor=_actor())
+    except ProtectionError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except CodesRejected as exc:
+        click.echo(f"Nothing was loaded: {exc.report.problem_count} problem(s).", err=True)
+        for line, reason in exc.report.problems:
+            click.echo(f"  line {line}: {reason}", err=True)
+        sys.exit(1)
+    click.echo(
+        f"Loaded {report.added} codes; {report.handed_to_waiting} went to customers "
+        "who were waiting."
+    )
+
+
+@protection_cli.command("export")
+@click.option("--incident", "slug", required=True)
+@click.argument("file", type=click.Path(dir_okay=False, writable=True, path_type=Path))
+def protection_export(slug, file):
+    """Write who enrolled, when and with which code, for the provider (CSV)."""
+    from portal.services.protection import ProtectionError, export
+
+    try:
+        count = export(_incident(slug), file, actor=_actor())
+    except ProtectionError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"Exported {count} enrollments to {file}.")
+
+
 @click.command("demo")
 def demo():
     """Load a demo incident with demo customers and queue their notices."""
@@ -215,7 +290,16 @@ def demo():
     click.echo(f"Demo incident {slug}: {count} customers, notices queued.")
 
 
-COMMANDS = [incident_cli, customers_cli, notices_cli, outbox_cli, audit_cli, keys_cli, demo]
+COMMANDS = [
+    incident_cli,
+    customers_cli,
+    notices_cli,
+    outbox_cli,
+    audit_cli,
+    keys_cli,
+    protection_cli,
+    demo,
+]
 
 
 def register(app: Flask) -> None:

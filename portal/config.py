@@ -150,6 +150,10 @@ def load(env: dict[str, str] | None = None, instance_path: str | Path = "instanc
         # How many proxies in front of the app add X-Forwarded-For: trust exactly that many.
         "PROXY_HOPS": int(env.get("PORTAL_PROXY_HOPS", "0")),
         "MAIL_FROM": env.get("PORTAL_MAIL_FROM") or f"notices@{parts.hostname}",
+        # Where operational alerts go (a code pool ran dry, say); default: the sender address.
+        "ALERT_EMAIL": env.get("PORTAL_ALERT_EMAIL")
+        or env.get("PORTAL_MAIL_FROM")
+        or f"notices@{parts.hostname}",
         "ORGANISATION_NAME": env.get("PORTAL_ORGANISATION_NAME") or "Example Corp",
         "NOTICE_LINK_TTL": timedelta(days=int(env.get("PORTAL_NOTICE_LINK_DAYS", "90"))),
         "OUTBOX_BATCH_SIZE": 100,

@@ -29,6 +29,9 @@ SECRET_KEY = "test-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"
 DATA_KEY = new_data_key()
 TABLES = (
     "audit_event",
+    "enrollment",
+    "activation_code",
+    "protection_offer",
     "guidance_progress",
     "login_session",
     "challenge",

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from flask import current_app, render_template
 from flask_babel import force_locale
 from flask_babel import gettext as _
+from markupsafe import escape
 
 from portal.i18n import language_for
 from portal.models import DATA_CLASSES, Incident
@@ -113,4 +114,27 @@ def compose_security_notice(*, what: str) -> Composed:
         ),
         text=render_template("emails/security_notice.txt", **context),
         html=render_template("emails/security_notice.html", **context),
+    )
+
+
+def compose_protection_code(*, offer, code: str, from_waiting: bool) -> Composed:
+    """The customer's activation code and how to use it (the code is what they need)."""
+    context = {
+        "offer": offer,
+        "code": code,
+        "from_waiting": from_waiting,
+        "organisation": current_app.config["ORGANISATION_NAME"],
+        "portal_address": current_app.config["BASE_URL"],
+    }
+    return Composed(
+        subject=_("Your %(product)s activation code", product=offer.product_name),
+        text=render_template("emails/protection_code.txt", **context),
+        html=render_template("emails/protection_code.html", **context),
+    )
+
+
+def compose_alert(*, subject: str, text: str) -> Composed:
+    """An operational alert for the response team (in English: an operator reads it)."""
+    return Composed(
+        subject=f"[portal alert] {subject}", text=text + "\n", html=f"<p>{escape(text)}</p>"
     )

@@ -7,15 +7,18 @@ from portal.models.guidance import GuidanceProgress
 from portal.models.incident import Incident
 from portal.models.notice import Notice
 from portal.models.outbox import OutboxMessage
+from portal.models.protection import ActivationCode, Enrollment, ProtectionOffer
 from portal.models.update import IncidentUpdate
 from portal.models.verification import Challenge, LoginSession
 
 __all__ = [
     "DATA_CLASSES",
+    "ActivationCode",
     "AuditEvent",
     "Challenge",
     "Customer",
     "DataClass",
+    "Enrollment",
     "Exposure",
     "GuidanceProgress",
     "Incident",
@@ -23,4 +26,5 @@ __all__ = [
     "LoginSession",
     "Notice",
     "OutboxMessage",
+    "ProtectionOffer",
 ]

@@ -8,9 +8,16 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 
 from portal.extensions import db, vault
-from portal.models import DATA_CLASSES, Customer, Exposure, Incident, IncidentUpdate
+from portal.models import (
+    DATA_CLASSES,
+    Customer,
+    Exposure,
+    Incident,
+    IncidentUpdate,
+    ProtectionOffer,
+)
 from portal.models.data_class import DataClass
-from portal.services import plan
+from portal.services import plan, protection
 
 
 @dataclass
@@ -29,6 +36,7 @@ class IncidentView:
     exposed: list[ExposedItem] = field(default_factory=list)
     updates: list[IncidentUpdate] = field(default_factory=list)
     done: set[str] = field(default_factory=set)
+    protection: str | None = None  # None: no offer; "offered", "enrolled" or "waiting"
 
     def first_steps(self, language: str) -> list:
         """The first three open steps of the plan for what this incident exposed."""
@@ -62,7 +70,15 @@ def for_customer(customer: Customer) -> list[IncidentView]:
         ):
             updates[update.incident_id].append(update)
         done = plan.done_steps(customer)
+        offered = set(
+            db.session.scalars(
+                select(ProtectionOffer.incident_id).where(ProtectionOffer.incident_id.in_(views))
+            )
+        )
+        statuses = protection.enrollment_statuses(customer)
         for incident_id, view in views.items():
             view.updates = updates[incident_id]
             view.done = done
+            if incident_id in offered:
+                view.protection = statuses.get(incident_id, "offered")
     return list(views.values())

@@ -2,7 +2,7 @@
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import EmailField, PasswordField, StringField
+from wtforms import BooleanField, EmailField, PasswordField, StringField
 from wtforms.validators import DataRequired, Length, ValidationError
 
 from portal.validation import is_email
@@ -81,4 +81,14 @@ class PasswordForm(FlaskForm):
         _l("The same password again"),
         validators=[DataRequired(_l("Enter the new password a second time."))],
         render_kw={"autocomplete": "new-password", "spellcheck": "false", "autocapitalize": "off"},
+    )
+
+
+class EnrollForm(FlaskForm):
+    consent = BooleanField(
+        _l(
+            "I agree to the provider's terms and to my name and email being shared with them "
+            "for this enrollment."
+        ),
+        validators=[DataRequired(_l("Please tick the box to agree before enrolling."))],
     )

@@ -29,6 +29,7 @@ from portal.services import (
     verification,
 )
 from portal.services import plan as plan_service
+from portal.services import protection as protection_service
 from portal.services.verification import (
     ChallengeEnded,
     CodeRejected,
@@ -42,6 +43,7 @@ from portal.web.access import customer, public
 from portal.web.customer.forms import (
     ActionForm,
     CodeForm,
+    EnrollForm,
     NewLinkForm,
     PasswordForm,
     ReferenceForm,
@@ -444,3 +446,39 @@ def password():
             return redirect(url_for("customer.me"))
     status = 422 if request.method == "POST" else 200
     return render_template("customer/password.html", form=form, action=ActionForm()), status
+
+
+@bp.get("/me/protection")
+@customer
+def protection():
+    customer_ = g.login_session.customer
+    return render_template(
+        "customer/protection.html",
+        views=protection_service.offers_for(customer_),
+        form=EnrollForm(),
+    )
+
+
+@bp.post("/me/protection/<int:offer_id>")
+@customer
+@limiter.limit("20 per hour")
+def enroll(offer_id: int):
+    customer_ = g.login_session.customer
+    offer = protection_service.offer_for_customer(offer_id, customer_)
+    if offer is None:
+        abort(404)  # not an offer of this customer's incidents
+    form = EnrollForm()
+    status = 200
+    if form.validate_on_submit():
+        try:
+            protection_service.enroll(offer, customer_)
+        except (protection_service.EnrollmentClosed, protection_service.NotEligible) as exc:
+            flash(str(exc), "error")
+            status = 403
+        else:
+            return redirect(url_for("customer.protection") + f"#offer-{offer_id}")
+    else:
+        status = 422
+    return render_template(
+        "customer/protection.html", views=protection_service.offers_for(customer_), form=form
+    ), status

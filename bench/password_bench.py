@@ -44,17 +44,20 @@ def main() -> None:
     from portal.services.outbox import Transports  # noqa: F401 (imports the mail stack up front)
 
     folder = tempfile.mkdtemp()
-    app = create_app({
-        "PORTAL_ENV": "testing",
-        "PORTAL_SECRET_KEY": "bench-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
-        "PORTAL_DATA_KEYS": new_data_key(),
-        "PORTAL_BASE_URL": "https://portal.example.test",
-        "PORTAL_DATABASE_URL": f"sqlite:///{folder}/bench.db",
-    })
+    app = create_app(
+        {
+            "PORTAL_ENV": "testing",
+            "PORTAL_SECRET_KEY": "bench-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
+            "PORTAL_DATA_KEYS": new_data_key(),
+            "PORTAL_BASE_URL": "https://portal.example.test",
+            "PORTAL_DATABASE_URL": f"sqlite:///{folder}/bench.db",
+        }
+    )
     with app.app_context():
         upgrade(directory=str(ROOT / "migrations"))
-        create_incident(slug="bench", title="Bench incident", discovered_on=date(2026, 1, 1),
-                        actor="bench")
+        create_incident(
+            slug="bench", title="Bench incident", discovered_on=date(2026, 1, 1), actor="bench"
+        )
         customer = Customer(external_id="B-1", locale="en", region="US-CA")
         customer.name = "Bench Person"
         customer.email = "bench.person@example.com"
@@ -80,8 +83,10 @@ def main() -> None:
             token = passwords.change_password(customer, new, new, keep_token=token)
         reset_s = (time.perf_counter() - start) / resets
 
-    params = (f"m={config['ARGON2_MEMORY_KIB']} KiB, t={config['ARGON2_TIME_COST']}, "
-              f"p={config['ARGON2_PARALLELISM']}")
+    params = (
+        f"m={config['ARGON2_MEMORY_KIB']} KiB, t={config['ARGON2_TIME_COST']}, "
+        f"p={config['ARGON2_PARALLELISM']}"
+    )
     print(f"argon2id, portal ({params}):")
     print(f"  hash   {hash_s * 1000:7.1f} ms    verify {verify_s * 1000:7.1f} ms")
     print("argon2id, argon2-cffi default (m=65536 KiB, t=3, p=4), the baseline:")

@@ -11,7 +11,7 @@ from portal.models import OutboxMessage
 from portal.services.outbox import open_message
 from tests.conftest import BASE_URL
 
-_TOKEN = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+_TOKEN = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 
 
 def csrf_from(response) -> str:

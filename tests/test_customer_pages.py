@@ -153,8 +153,11 @@ def test_sms_provider_failures_retry_or_fail(app, sms_provider):
 
 
 def _concrete(rule) -> str:
-    return (rule.rule.replace("<token>", "x").replace("<int:message_id>", "1")
-            .replace("<int:offer_id>", "1"))
+    return (
+        rule.rule.replace("<token>", "x")
+        .replace("<int:message_id>", "1")
+        .replace("<int:offer_id>", "1")
+    )
 
 
 def test_every_post_without_a_csrf_token_is_refused(client, app, notified):

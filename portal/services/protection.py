@@ -77,16 +77,14 @@ def offer_for(incident_id: int) -> ProtectionOffer | None:
 
 def save_offer(incident: Incident, *, actor: str, **fields) -> ProtectionOffer:
     """Create or update the incident's offer (validated; nothing saved on a bad value)."""
-    unknown = sorted(
-        {k for k in fields.get("eligible_classes", "").split(",") if k.strip()}
-        - DATA_CLASSES.keys()
-    )
+    wanted = {k.strip() for k in (fields.get("eligible_classes") or "").split(",") if k.strip()}
+    unknown = sorted(wanted - DATA_CLASSES.keys())
     if unknown:
         raise ProtectionError(_("Unknown data classes: %(keys)s", keys=", ".join(unknown)))
     for name in ("enroll_url", "terms_url"):
         if fields.get(name) and not fields[name].startswith("https://"):
             raise ProtectionError(_("%(name)s must be an https:// address", name=name))
-    if int(fields.get("term_months", 12)) < 1:
+    if int(fields.get("term_months") or 12) < 1:
         raise ProtectionError(_("The term must be at least one month."))
     offer = offer_for(incident.id) or ProtectionOffer(incident_id=incident.id)
     for name, value in fields.items():

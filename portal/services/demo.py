@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import csv
 import tempfile
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
 
 from portal.extensions import db
 from portal.models import Incident
-from portal.services import imports, notices
+from portal.models.base import utcnow
+from portal.services import imports, notices, protection
 from portal.services.incidents import create_incident
 
 SLUG = "acme-2026"
@@ -173,4 +174,25 @@ def load_demo(*, actor: str) -> tuple[str, int]:
             writer.writerows(DEMO_CUSTOMERS)
         imports.import_customers(incident, path, actor=actor)
     notices.queue_notices(incident, actor=actor)
+    _demo_protection(incident, actor)
     return SLUG, len(DEMO_CUSTOMERS)
+
+
+def _demo_protection(incident: Incident, actor: str) -> None:
+    """A protection offer with a small code pool, so the demo shows enrollment too."""
+    if protection.offer_for(incident.id) is not None:
+        return
+    protection.save_offer(
+        incident, actor=actor, provider_name="Experian", product_name="IdentityWorks 3B",
+        includes="Credit monitoring at all three bureaus\nIdentity restoration specialists\n"
+        "Up to $1 million identity theft insurance",
+        term_months=24, enroll_by=utcnow().date() + timedelta(days=120),
+        enroll_url="https://www.experianidworks.com/3bcredit", enroll_phone="1-877-555-0100",
+        terms_url="https://www.experianidworks.com/terms",
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "codes.txt"
+        # Demo codes only: a real pool comes from the provider's file.
+        path.write_text("\n".join(f"DEMO{n:04d}XQ7" for n in range(1, 9)) + "\n",
+                        encoding="utf-8")
+        protection.import_codes(incident, path, actor=actor)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flask import current_app
-from flask_babel import force_locale
+from flask_babel import force_locale, format_date
 from flask_babel import gettext as _
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -328,7 +328,9 @@ def enroll(offer: ProtectionOffer, customer: Customer) -> Enrollment:
     if existing is not None:
         return existing  # a double-click or a second tab gets the same enrollment
     if is_closed(offer):
-        raise EnrollmentClosed(_("Enrollment closed on %(date)s.", date=offer.enroll_by))
+        raise EnrollmentClosed(
+            _("Enrollment closed on %(date)s.", date=format_date(offer.enroll_by, "long"))
+        )
     if not is_eligible(offer, customer):
         raise NotEligible(_("This offer is not available for your account."))
     offer_id, customer_id = offer.id, customer.id

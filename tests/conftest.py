@@ -29,6 +29,11 @@ SECRET_KEY = "test-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"
 DATA_KEY = new_data_key()
 TABLES = (
     "audit_event",
+    "case_message",
+    "support_case",
+    "recovery_code",
+    "staff_session",
+    "staff_member",
     "enrollment",
     "activation_code",
     "protection_offer",

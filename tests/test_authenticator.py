@@ -62,7 +62,7 @@ def test_set_up_and_sign_in_later_without_a_new_link(signed_in, app, monkeypatch
 
     # Half a minute later (the code used at set-up cannot be replayed), from another browser.
     later_time = utcnow() + timedelta(seconds=30)
-    monkeypatch.setattr("portal.services.authenticator.utcnow", lambda: later_time)
+    monkeypatch.setattr("portal.services.totp.utcnow", lambda: later_time)
     later = app.test_client()
     page = later.get("/signin")
     response = later.post(

@@ -1,6 +1,7 @@
 """Typed SQLAlchemy models, one module per domain."""
 
 from portal.models.audit import AuditEvent
+from portal.models.case import Case, CaseMessage
 from portal.models.customer import Customer, Exposure
 from portal.models.data_class import DATA_CLASSES, DataClass
 from portal.models.guidance import GuidanceProgress
@@ -8,6 +9,7 @@ from portal.models.incident import Incident
 from portal.models.notice import Notice
 from portal.models.outbox import OutboxMessage
 from portal.models.protection import ActivationCode, Enrollment, ProtectionOffer
+from portal.models.staff import RecoveryCode, StaffMember, StaffSession
 from portal.models.update import IncidentUpdate
 from portal.models.verification import Challenge, LoginSession
 
@@ -15,6 +17,8 @@ __all__ = [
     "DATA_CLASSES",
     "ActivationCode",
     "AuditEvent",
+    "Case",
+    "CaseMessage",
     "Challenge",
     "Customer",
     "DataClass",
@@ -27,4 +31,7 @@ __all__ = [
     "Notice",
     "OutboxMessage",
     "ProtectionOffer",
+    "RecoveryCode",
+    "StaffMember",
+    "StaffSession",
 ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass
 
 import pyotp
@@ -17,11 +16,9 @@ from portal.i18n import language_for
 from portal.mail.compose import compose_security_notice
 from portal.models import Customer
 from portal.models.base import utcnow
-from portal.services import audit, outbox
-from portal.services.verification import CodeRejected, VerificationLocked, normalise_code
+from portal.services import audit, outbox, totp
+from portal.services.verification import CodeRejected, VerificationLocked
 from portal.validation import normalise_email
-
-STEP_SECONDS = 30
 
 
 class SignInFailed(Exception):
@@ -38,7 +35,7 @@ def _context(customer: Customer) -> str:
     return f"customer.totp.{customer.public_id}"
 
 
-def _totp(customer: Customer) -> pyotp.TOTP:
+def _pyotp(customer: Customer) -> pyotp.TOTP:
     return pyotp.TOTP(vault.open(customer.totp_sealed, _context(customer)))
 
 
@@ -48,7 +45,7 @@ def is_enabled(customer: Customer) -> bool:
 
 def begin(customer: Customer) -> None:
     """Make a fresh 160-bit seed, sealed on the server (never in the cookie), pending a code."""
-    customer.totp_sealed = vault.seal(pyotp.random_base32(32), _context(customer))
+    customer.totp_sealed = vault.seal(totp.new_secret(), _context(customer))
     customer.totp_enabled_at = None
     customer.totp_last_step = None
     audit.record(
@@ -64,29 +61,24 @@ def pending(customer: Customer) -> Enrollment | None:
     """The seed to scan while set-up is pending; None once confirmed (never shown again)."""
     if customer.totp_sealed is None or customer.totp_enabled_at is not None:
         return None
-    totp = _totp(customer)
-    uri = totp.provisioning_uri(
+    app_totp = _pyotp(customer)
+    uri = app_totp.provisioning_uri(
         name=current_app.config["ORGANISATION_NAME"],
         issuer_name=current_app.config["ORGANISATION_NAME"],
     )
-    grouped = " ".join(totp.secret[i : i + 4] for i in range(0, len(totp.secret), 4))
+    secret = app_totp.secret
+    grouped = " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))
     return Enrollment(grouped, segno.make(uri, error="m").svg_data_uri(scale=5, border=2))
 
 
 def _accept(customer: Customer, typed: str) -> bool:
-    """Check a code for the current or previous 30-second step, refusing any step used before."""
-    code = normalise_code(typed)
-    if code is None:
+    """A right code for now, of a step not used before (the step is remembered)."""
+    step = totp.accept(vault.open(customer.totp_sealed, _context(customer)), typed,
+                       customer.totp_last_step)
+    if step is None:
         return False
-    totp = _totp(customer)
-    now_step = int(utcnow().timestamp()) // STEP_SECONDS
-    for step in (now_step, now_step - 1):
-        if hmac.compare_digest(totp.generate_otp(step), code):
-            if customer.totp_last_step is not None and step <= customer.totp_last_step:
-                return False  # a replay of a code already accepted
-            customer.totp_last_step = step
-            return True
-    return False
+    customer.totp_last_step = step
+    return True
 
 
 def confirm(customer: Customer, typed: str) -> None:

@@ -1,0 +1,70 @@
+"""Escalations: a case and its thread (customer messages, agent replies, internal notes)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import CheckConstraint, ForeignKey, Index, LargeBinary, String, func
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from portal.models.base import Base, UTCDateTime
+from portal.models.customer import Customer
+from portal.models.staff import StaffMember
+
+CASE_TOPICS = ("cannot_finish", "identity_theft", "my_data", "cannot_verify", "other")
+CASE_STATUSES = ("new", "open", "waiting", "resolved")
+MESSAGE_KINDS = ("customer", "reply", "note", "event")
+
+
+class Case(Base):
+    __tablename__ = "support_case"
+    __table_args__ = (
+        CheckConstraint(
+            "topic IN ('cannot_finish', 'identity_theft', 'my_data', 'cannot_verify', 'other')",
+            name="topic",
+        ),
+        CheckConstraint("status IN ('new', 'open', 'waiting', 'resolved')", name="status"),
+        Index("ix_support_case_queue", "status", "due_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    # None for an "I can't verify" request from someone not signed in.
+    customer_id: Mapped[int | None] = mapped_column(
+        ForeignKey("customer.id", ondelete="SET NULL"), index=True
+    )
+    topic: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(16), default="new")
+    # Unverified: whoever wrote has not proved who they are (agents see it flagged).
+    unverified: Mapped[bool] = mapped_column(default=False)
+    # For unverified requests: what they told us (name, contact, reference), sealed.
+    contact_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    assignee_id: Mapped[int | None] = mapped_column(
+        ForeignKey("staff_member.id", ondelete="SET NULL"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    customer: Mapped[Customer | None] = relationship()
+    assignee: Mapped[StaffMember | None] = relationship()
+
+
+class CaseMessage(Base):
+    __tablename__ = "case_message"
+    __table_args__ = (
+        CheckConstraint("kind IN ('customer', 'reply', 'note', 'event')", name="kind"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(
+        ForeignKey("support_case.id", ondelete="CASCADE"), index=True
+    )
+    # customer: from the customer; reply: an agent's answer they see; note: internal, never
+    # shown to the customer; event: the case's history (claimed, status changed...).
+    kind: Mapped[str] = mapped_column(String(16))
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff_member.id", ondelete="SET NULL"))
+    body_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.now())
+
+    staff: Mapped[StaffMember | None] = relationship()

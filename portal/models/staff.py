@@ -1,0 +1,81 @@
+"""Staff: support agents and admins, with the strongest sign-in in the portal."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import CheckConstraint, ForeignKey, LargeBinary, String, func
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from portal.models.base import Base, UTCDateTime
+
+STAFF_ROLES = ("agent", "admin")
+
+
+class StaffMember(Base):
+    __tablename__ = "staff_member"
+    __table_args__ = (CheckConstraint("role IN ('agent', 'admin')", name="role"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    # Staff addresses are looked up by a keyed digest and kept sealed, like customers'.
+    email_index: Mapped[bytes] = mapped_column(LargeBinary(16), unique=True)
+    email_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    totp_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    totp_enabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    totp_last_step: Mapped[int | None] = mapped_column()
+    # Consecutive failed sign-ins; at 10 the account waits, 30 s doubling up to an hour.
+    failed_logins: Mapped[int] = mapped_column(default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The invitation's single-use nonce: spent when set-up starts, so the link works once.
+    invite_nonce: Mapped[str | None] = mapped_column(String(32))
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.now())
+
+    @property
+    def email(self) -> str:
+        from portal.extensions import vault
+
+        return vault.open(self.email_sealed, f"staff.email.{self.public_id}")
+
+    @property
+    def ready(self) -> bool:
+        """Set up completely: a password and a confirmed authenticator."""
+        return bool(self.password_hash) and self.totp_enabled_at is not None
+
+
+class RecoveryCode(Base):
+    """One single-use recovery code: 120 random bits, stored only as a SHA-256 digest."""
+
+    __tablename__ = "recovery_code"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    staff_id: Mapped[int] = mapped_column(
+        ForeignKey("staff_member.id", ondelete="CASCADE"), index=True
+    )
+    code_digest: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class StaffSession(Base):
+    """A staff session on the server; until the second factor is done it opens nothing."""
+
+    __tablename__ = "staff_session"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_digest: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    staff_id: Mapped[int] = mapped_column(
+        ForeignKey("staff_member.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # None while half signed in (password only); set when the code is accepted.
+    mfa_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Last full proof (password + code): sensitive acts need it within 5 minutes.
+    reauth_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    user_agent: Mapped[str] = mapped_column(String(200), default="")
+
+    staff: Mapped[StaffMember] = relationship()

@@ -73,8 +73,9 @@ def pending(customer: Customer) -> Enrollment | None:
 
 def _accept(customer: Customer, typed: str) -> bool:
     """A right code for now, of a step not used before (the step is remembered)."""
-    step = totp.accept(vault.open(customer.totp_sealed, _context(customer)), typed,
-                       customer.totp_last_step)
+    step = totp.accept(
+        vault.open(customer.totp_sealed, _context(customer)), typed, customer.totp_last_step
+    )
     if step is None:
         return False
     customer.totp_last_step = step

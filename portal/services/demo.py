@@ -183,16 +183,20 @@ def _demo_protection(incident: Incident, actor: str) -> None:
     if protection.offer_for(incident.id) is not None:
         return
     protection.save_offer(
-        incident, actor=actor, provider_name="Experian", product_name="IdentityWorks 3B",
+        incident,
+        actor=actor,
+        provider_name="Experian",
+        product_name="IdentityWorks 3B",
         includes="Credit monitoring at all three bureaus\nIdentity restoration specialists\n"
         "Up to $1 million identity theft insurance",
-        term_months=24, enroll_by=utcnow().date() + timedelta(days=120),
-        enroll_url="https://www.experianidworks.com/3bcredit", enroll_phone="1-877-555-0100",
+        term_months=24,
+        enroll_by=utcnow().date() + timedelta(days=120),
+        enroll_url="https://www.experianidworks.com/3bcredit",
+        enroll_phone="1-877-555-0100",
         terms_url="https://www.experianidworks.com/terms",
     )
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "codes.txt"
         # Demo codes only: a real pool comes from the provider's file.
-        path.write_text("\n".join(f"DEMO{n:04d}XQ7" for n in range(1, 9)) + "\n",
-                        encoding="utf-8")
+        path.write_text("\n".join(f"DEMO{n:04d}XQ7" for n in range(1, 9)) + "\n", encoding="utf-8")
         protection.import_codes(incident, path, actor=actor)

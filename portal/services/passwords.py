@@ -83,11 +83,7 @@ _WORDS = re.compile(r"[^\W\d_]{3,}")
 
 def context_words(customer: Customer) -> set[str]:
     """Words an attacker would try first for this person: ours, the breach's and their own."""
-    config = current_app.config
-    words = {"breach", "password", "portal", "security", "incident"}
-    organisation = _fold(config["ORGANISATION_NAME"])
-    words.update(_WORDS.findall(organisation))
-    words.add(re.sub(r"\W", "", organisation))
+    words = base_context_words()
     incidents = db.session.scalars(
         select(Incident)
         .join(Notice, Notice.incident_id == Incident.id)
@@ -97,10 +93,7 @@ def context_words(customer: Customer) -> set[str]:
         words.update(_WORDS.findall(_fold(incident.title)))
         words.update(_WORDS.findall(_fold(incident.slug)))
     words.update(_WORDS.findall(_fold(customer.name or "")))
-    local, _at, domain = _fold(customer.email or "").partition("@")
-    words.add(re.sub(r"\W", "", local))
-    words.update(_WORDS.findall(local))
-    words.update(_WORDS.findall(domain.split(".")[0]))
+    words.update(email_words(customer.email or ""))
     return {w for w in words if len(w) >= 4}
 
 
@@ -110,7 +103,15 @@ def _is_padding(rest: str) -> bool:
 
 
 def check(customer: Customer, password: str, confirm: str) -> str:
-    """Return the normalised password, or raise PasswordRejected with the reason."""
+    """Return the normalised new password for this customer, or raise PasswordRejected."""
+    password = check_rules(password, confirm, context_words(customer))
+    if verify(customer, password):
+        raise PasswordRejected(_("That is your current password. Choose a new one."))
+    return password
+
+
+def check_rules(password: str, confirm: str, context: set[str]) -> str:
+    """The rules every new password meets (customers' and staff's); raise PasswordRejected."""
     password, confirm = normalise(password), normalise(confirm)
     if password != confirm:
         raise PasswordRejected(_("The two passwords are not the same."))
@@ -137,7 +138,7 @@ def check(customer: Customer, password: str, confirm: str) -> str:
             )
         )
     squeezed = re.sub(r"[\W_]", "", folded)
-    for word in sorted(context_words(customer), key=len, reverse=True):
+    for word in sorted(context, key=len, reverse=True):
         if word in squeezed and _is_padding(squeezed.replace(word, "")):
             raise PasswordRejected(
                 _(
@@ -147,8 +148,6 @@ def check(customer: Customer, password: str, confirm: str) -> str:
                     "either."
                 )
             )
-    if verify(customer, password):
-        raise PasswordRejected(_("That is your current password. Choose a new one."))
     if current_app.config["PWNED_PASSWORDS_URL"] and is_pwned(password):
         raise PasswordRejected(
             _(
@@ -157,6 +156,20 @@ def check(customer: Customer, password: str, confirm: str) -> str:
             )
         )
     return password
+
+
+def base_context_words() -> set[str]:
+    """Words about us that nobody's password should be built from."""
+    words = {"breach", "password", "portal", "security", "incident"}
+    organisation = _fold(current_app.config["ORGANISATION_NAME"])
+    words.update(_WORDS.findall(organisation))
+    words.add(re.sub(r"\W", "", organisation))
+    return words
+
+
+def email_words(address: str) -> set[str]:
+    local, _at, domain = _fold(address).partition("@")
+    return {re.sub(r"\W", "", local), *_WORDS.findall(local), *_WORDS.findall(domain.split(".")[0])}
 
 
 def is_pwned(password: str) -> bool:

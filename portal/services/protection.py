@@ -66,7 +66,7 @@ class CodesRejected(Exception):
         self.report = report
 
 
-# --- the offer ----------------------------------------------------------------------------------
+# --- the offer ---
 
 
 def offer_for(incident_id: int) -> ProtectionOffer | None:
@@ -116,7 +116,7 @@ def is_eligible(offer: ProtectionOffer, customer: Customer) -> bool:
     return bool(keys) and (not offer.eligible_keys or bool(keys & offer.eligible_keys))
 
 
-# --- the code pool --------------------------------------------------------------------------------
+# --- the code pool ---
 
 
 def _code_context(offer_id: int, index: bytes) -> str:
@@ -284,7 +284,7 @@ def enrollment_statuses(customer: Customer) -> dict[int, str]:
     return dict(rows.all())
 
 
-# --- enrolling ------------------------------------------------------------------------------------
+# --- enrolling ---
 
 
 def _claim_code(offer: ProtectionOffer, customer_id: int) -> ActivationCode | None:

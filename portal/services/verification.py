@@ -70,7 +70,7 @@ class LinkLanding:
     channel: str  # where the code will go, masked: "a text to the phone ending 67"
 
 
-# --- channels ---------------------------------------------------------------------------------
+# --- channels ---
 
 
 def _uses_sms(customer: Customer) -> bool:
@@ -90,7 +90,7 @@ def describe_channel(customer: Customer) -> str:
     return _("an email to %(address)s", address=f"{local[:1]}•••@{domain}")
 
 
-# --- the link -----------------------------------------------------------------------------------
+# --- the link ---
 
 
 def _notice_from_token(token: str) -> Notice:
@@ -369,7 +369,7 @@ def resend_code(challenge_public_id: str | None) -> Challenge:
     return challenge
 
 
-# --- "send me a new link" ---------------------------------------------------------------------
+# --- "send me a new link" ---
 
 
 def request_new_link(address: str) -> None:

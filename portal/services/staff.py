@@ -1,0 +1,500 @@
+"""Staff accounts: invitation, set-up, two-factor sign-in, sessions, and their management."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from flask import current_app
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from sqlalchemy import select, update
+
+from portal.extensions import db, vault
+from portal.mail.compose import compose_alert
+from portal.models import RecoveryCode, StaffMember, StaffSession
+from portal.models.base import utcnow
+from portal.services import audit, outbox, passwords, totp
+from portal.validation import is_email, normalise_email
+
+INVITE_SALT = "staff-invite-v1"
+INVITE_TTL = timedelta(hours=24)
+PENDING_TTL = timedelta(minutes=10)  # password done, code not yet: this long at most
+IDLE_TTL = timedelta(minutes=15)
+MAX_TTL = timedelta(hours=12)
+REAUTH_TTL = timedelta(minutes=5)
+LOCK_AFTER = 10
+LOCK_BASE = timedelta(seconds=30)
+LOCK_MAX = timedelta(hours=1)
+RECOVERY_CODES = 10
+_RECOVERY_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"  # 31 symbols: 24 of them ~ 119 bits
+
+
+class StaffError(Exception):
+    """Something to tell the staff member, in words."""
+
+
+class SignInFailed(StaffError):
+    """Wrong email, password or code, or a locked account: one message for all of them."""
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    secret: str
+    qr_data_uri: str
+
+
+def _actor(member: StaffMember) -> str:
+    return f"staff:{member.public_id}"
+
+
+def _email_index(address: str) -> bytes:
+    return vault.blind_index(normalise_email(address), "staff-email")
+
+
+def by_email(address: str) -> StaffMember | None:
+    indexes = vault.blind_indexes(normalise_email(address), "staff-email")
+    return db.session.scalar(select(StaffMember).where(StaffMember.email_index.in_(indexes)))
+
+
+# --- invitation and set-up -------------------------------------------------------------------
+
+
+def _serializer() -> URLSafeTimedSerializer:
+    config = current_app.config
+    return URLSafeTimedSerializer(
+        [*config["SECRET_KEY_FALLBACKS"], config["SECRET_KEY"]], salt=INVITE_SALT
+    )
+
+
+def invite(address: str, role: str, *, actor: str) -> str:
+    """Create (or re-invite) a staff member; return the one-time set-up link (24 hours)."""
+    if not is_email(address.strip()):
+        raise StaffError("Give a valid email address.")
+    if role not in ("agent", "admin"):
+        raise StaffError("The role is agent or admin.")
+    member = by_email(address)
+    if member is not None and member.ready and member.disabled_at is None:
+        raise StaffError("That staff member is already set up.")
+    if member is None:
+        public_id = secrets.token_hex(16)
+        member = StaffMember(
+            public_id=public_id,
+            email_index=_email_index(address),
+            email_sealed=vault.seal(address.strip(), f"staff.email.{public_id}"),
+            role=role,
+        )
+        db.session.add(member)
+    member.role = role
+    member.invite_nonce = secrets.token_hex(16)  # any earlier invitation stops working
+    member.disabled_at = None
+    db.session.flush()
+    audit.record(
+        "staff.invited",
+        actor=actor,
+        subject_type="staff",
+        subject_id=member.public_id,
+        details={"role": role},
+    )
+    db.session.commit()
+    token = _serializer().dumps([member.public_id, member.invite_nonce])
+    return f"{current_app.config['BASE_URL']}/staff/setup/{token}"
+
+
+def invitation(token: str) -> StaffMember:
+    """The staff member an unspent invitation is for; StaffError otherwise. Spends nothing."""
+    try:
+        public_id, nonce = _serializer().loads(token, max_age=int(INVITE_TTL.total_seconds()))
+    except SignatureExpired as exc:
+        raise StaffError("This invitation has expired. Ask an admin for a new one.") from exc
+    except (BadSignature, ValueError, TypeError) as exc:
+        raise StaffError("This invitation link is not valid.") from exc
+    member = db.session.scalar(select(StaffMember).where(StaffMember.public_id == public_id))
+    if (
+        member is None
+        or member.invite_nonce is None
+        or not hmac.compare_digest(member.invite_nonce.encode(), str(nonce).encode())
+    ):
+        raise StaffError("This invitation has already been used. Ask an admin for a new one.")
+    return member
+
+
+def _context(member: StaffMember) -> set[str]:
+    words = passwords.base_context_words() | passwords.email_words(member.email)
+    return {w for w in words if len(w) >= 4}
+
+
+def accept_invitation(token: str, password: str, confirm: str, *, user_agent: str = "") -> str:
+    """Set the password (spending the invitation); return a half-signed-in session token."""
+    member = invitation(token)
+    password = passwords.check_rules(password, confirm, _context(member))
+    member.password_hash = passwords.hasher().hash(password)
+    member.invite_nonce = None  # the link works once
+    member.totp_sealed = None
+    member.totp_enabled_at = None
+    member.failed_logins = 0
+    audit.record(
+        "staff.password_set",
+        actor=_actor(member),
+        subject_type="staff",
+        subject_id=member.public_id,
+    )
+    return _open(member, mfa=False, user_agent=user_agent)
+
+
+def authenticator_enrollment(member: StaffMember) -> Enrollment:
+    """A fresh seed while the authenticator is not yet confirmed (sealed, never in the cookie)."""
+    import segno
+
+    if member.totp_sealed is None:
+        member.totp_sealed = vault.seal(totp.new_secret(), f"staff.totp.{member.public_id}")
+        db.session.commit()
+    secret = vault.open(member.totp_sealed, f"staff.totp.{member.public_id}")
+    import pyotp
+
+    uri = pyotp.TOTP(secret).provisioning_uri(
+        name=member.email, issuer_name=f"{current_app.config['ORGANISATION_NAME']} staff"
+    )
+    grouped = " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))
+    return Enrollment(grouped, segno.make(uri, error="m").svg_data_uri(scale=5, border=2))
+
+
+def confirm_authenticator(session_: StaffSession, typed: str) -> list[str]:
+    """Confirm the app with a code: the session is now fully signed in. Returns the recovery
+    codes, shown this once."""
+    member = session_.staff
+    step = totp.accept(
+        vault.open(member.totp_sealed, f"staff.totp.{member.public_id}"),
+        typed,
+        member.totp_last_step,
+    )
+    if step is None:
+        raise StaffError("That code does not match. Type the 6 digits the app shows now.")
+    now = utcnow()
+    member.totp_last_step = step
+    member.totp_enabled_at = now
+    session_.mfa_at = session_.reauth_at = now
+    codes = _new_recovery_codes(member)
+    audit.record(
+        "staff.authenticator_added",
+        actor=_actor(member),
+        subject_type="staff",
+        subject_id=member.public_id,
+    )
+    _tell(member, "An authenticator app was set up for your staff account.")
+    db.session.commit()
+    return codes
+
+
+def _digest(code: str) -> bytes:
+    return hashlib.sha256(code.replace("-", "").replace(" ", "").upper().encode()).digest()
+
+
+def _new_recovery_codes(member: StaffMember) -> list[str]:
+    """Ten fresh codes; every earlier code stops working."""
+    db.session.execute(RecoveryCode.__table__.delete().where(RecoveryCode.staff_id == member.id))
+    codes = []
+    for _ in range(RECOVERY_CODES):
+        raw = "".join(secrets.choice(_RECOVERY_ALPHABET) for _ in range(24))
+        codes.append("-".join(raw[i : i + 4] for i in range(0, 24, 4)))
+        db.session.add(RecoveryCode(staff_id=member.id, code_digest=_digest(raw)))
+    return codes
+
+
+# --- signing in ---
+
+
+def _token_digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def _open(member: StaffMember, *, mfa: bool, user_agent: str = "") -> str:
+    token = secrets.token_urlsafe(32)
+    now = utcnow()
+    db.session.add(
+        StaffSession(
+            token_digest=_token_digest(token),
+            staff_id=member.id,
+            created_at=now,
+            last_seen_at=now,
+            mfa_at=now if mfa else None,
+            reauth_at=now if mfa else None,
+            user_agent=user_agent[:200],
+        )
+    )
+    db.session.commit()
+    return token
+
+
+def _dummy_hash() -> str:
+    if not hasattr(_dummy_hash, "value"):
+        _dummy_hash.value = passwords.hasher().hash(secrets.token_urlsafe(16))
+    return _dummy_hash.value
+
+
+def _locked(member: StaffMember) -> bool:
+    return member.locked_until is not None and member.locked_until > utcnow()
+
+
+def _fail(member: StaffMember, factor: str) -> None:
+    member.failed_logins += 1
+    if member.failed_logins >= LOCK_AFTER:
+        # 30 s, doubling with every further failure, up to an hour: guessing stays hopeless,
+        # and the real person is never locked out for long.
+        wait = min(LOCK_MAX, LOCK_BASE * 2 ** (member.failed_logins - LOCK_AFTER))
+        member.locked_until = utcnow() + wait
+        audit.record(
+            "staff.locked",
+            actor="staff",
+            subject_type="staff",
+            subject_id=member.public_id,
+            outcome="failure",
+            details={"seconds": int(wait.total_seconds())},
+        )
+    audit.record(
+        "staff.sign_in_failed",
+        actor="staff",
+        subject_type="staff",
+        subject_id=member.public_id,
+        outcome="failure",
+        details={"factor": factor},
+    )
+
+
+def sign_in(address: str, password: str, *, user_agent: str = "") -> str:
+    """Check email and password; return a half-signed-in session token (the code comes next)."""
+    member = by_email(address) if is_email(address.strip()) else None
+    if member is None or not member.password_hash or member.disabled_at is not None:
+        _spend_like_verify(password)
+        raise SignInFailed()
+    if _locked(member):
+        _spend_like_verify(password)
+        raise SignInFailed()
+    try:
+        passwords.hasher().verify(member.password_hash, passwords.normalise(password))
+    except Exception:  # argon2 raises its own mismatch errors; all mean "no"
+        _fail(member, "password")
+        db.session.commit()
+        raise SignInFailed() from None
+    if not member.ready:
+        raise SignInFailed()  # set-up unfinished: only the invitation continues it
+    return _open(member, mfa=False, user_agent=user_agent)
+
+
+def _spend_like_verify(password: str) -> None:
+    """An unknown or locked account costs what a real check costs: timing tells nothing."""
+    try:
+        passwords.hasher().verify(_dummy_hash(), password)
+    except Exception:  # the dummy never matches; only the time spent matters
+        return
+
+
+def second_factor(session_: StaffSession, typed: str, *, user_agent: str = "") -> str:
+    """Finish signing in with an authenticator or recovery code; return the new session token."""
+    member = session_.staff
+    if _locked(member):
+        raise SignInFailed()
+    step = totp.accept(
+        vault.open(member.totp_sealed, f"staff.totp.{member.public_id}"),
+        typed,
+        member.totp_last_step,
+    )
+    factor = "authenticator"
+    if step is not None:
+        member.totp_last_step = step
+    elif not _use_recovery_code(member, typed):
+        _fail(member, "second factor")
+        # The password was right, the code was not: the real owner should hear of it.
+        _tell(
+            member,
+            "Someone signed in to your staff account with the right password but "
+            "a wrong code. If it was not you, change your password now.",
+        )
+        db.session.commit()
+        raise SignInFailed()
+    else:
+        factor = "recovery code"
+        _tell(member, "A recovery code was used to sign in to your staff account.")
+    member.failed_logins = 0
+    member.locked_until = None
+    session_.revoked_at = utcnow()  # the half session ends; a new id for the full one
+    audit.record(
+        "staff.signed_in",
+        actor=_actor(member),
+        subject_type="staff",
+        subject_id=member.public_id,
+        details={"factor": factor},
+    )
+    db.session.commit()
+    return _open(member, mfa=True, user_agent=user_agent)
+
+
+def _use_recovery_code(member: StaffMember, typed: str) -> bool:
+    cleaned = typed.replace("-", "").replace(" ", "").upper()
+    if len(cleaned) != 24:
+        return False
+    used = db.session.execute(
+        update(RecoveryCode)
+        .where(
+            RecoveryCode.staff_id == member.id,
+            RecoveryCode.code_digest == _digest(cleaned),
+            RecoveryCode.used_at.is_(None),
+        )
+        .values(used_at=utcnow())
+    )
+    return used.rowcount == 1
+
+
+def reauthenticate(session_: StaffSession, password: str, typed: str) -> None:
+    """Password and code again, for sensitive acts in the next five minutes."""
+    member = session_.staff
+    try:
+        passwords.hasher().verify(member.password_hash, passwords.normalise(password))
+        ok = True
+    except Exception:  # a mismatch, in argon2's words
+        ok = False
+    step = (
+        totp.accept(
+            vault.open(member.totp_sealed, f"staff.totp.{member.public_id}"),
+            typed,
+            member.totp_last_step,
+        )
+        if ok
+        else None
+    )
+    if step is None:
+        _fail(member, "re-authentication")
+        db.session.commit()
+        raise SignInFailed()
+    member.totp_last_step = step
+    session_.reauth_at = utcnow()
+    audit.record(
+        "staff.reauthenticated",
+        actor=_actor(member),
+        subject_type="staff",
+        subject_id=member.public_id,
+    )
+    db.session.commit()
+
+
+def load_session(token: str | None) -> StaffSession | None:
+    """The session for this cookie, or None when unknown, ended, idle, too old or disabled.
+
+    A half-signed-in session is returned too (mfa_at is None); callers let it reach only the
+    code page, and it lasts ten minutes.
+    """
+    if not token:
+        return None
+    row = db.session.scalar(
+        select(StaffSession).where(StaffSession.token_digest == _token_digest(token))
+    )
+    if row is None or row.revoked_at is not None or row.staff.disabled_at is not None:
+        return None
+    now = utcnow()
+    if row.mfa_at is None and now - row.created_at > PENDING_TTL:
+        return None
+    if now - row.last_seen_at > IDLE_TTL or now - row.created_at > MAX_TTL:
+        return None
+    if now - row.last_seen_at > timedelta(minutes=1):
+        row.last_seen_at = now
+        db.session.commit()
+    return row
+
+
+def is_fresh(session_: StaffSession) -> bool:
+    return session_.reauth_at is not None and utcnow() - session_.reauth_at <= REAUTH_TTL
+
+
+def sign_out(session_: StaffSession) -> None:
+    session_.revoked_at = utcnow()
+    audit.record(
+        "staff.signed_out",
+        actor=_actor(session_.staff),
+        subject_type="staff",
+        subject_id=session_.staff.public_id,
+    )
+    db.session.commit()
+
+
+# --- admin ---
+
+
+def members() -> list[StaffMember]:
+    return list(db.session.scalars(select(StaffMember).order_by(StaffMember.id)))
+
+
+def live_sessions(member: StaffMember) -> list[StaffSession]:
+    now = utcnow()
+    return [
+        s
+        for s in db.session.scalars(
+            select(StaffSession)
+            .where(
+                StaffSession.staff_id == member.id,
+                StaffSession.revoked_at.is_(None),
+                StaffSession.mfa_at.is_not(None),
+            )
+            .order_by(StaffSession.created_at.desc())
+        )
+        if now - s.last_seen_at <= IDLE_TTL and now - s.created_at <= MAX_TTL
+    ]
+
+
+def end_sessions(member: StaffMember, *, actor: str, session_id: int | None = None) -> None:
+    query = update(StaffSession).where(
+        StaffSession.staff_id == member.id, StaffSession.revoked_at.is_(None)
+    )
+    if session_id is not None:
+        query = query.where(StaffSession.id == session_id)
+    db.session.execute(query.values(revoked_at=utcnow()))
+    audit.record(
+        "staff.sessions_ended",
+        actor=actor,
+        subject_type="staff",
+        subject_id=member.public_id,
+        details={"session": session_id},
+    )
+    db.session.commit()
+
+
+def disable(member: StaffMember, *, actor: str) -> None:
+    """Leaving staff: the account stops working and every session ends at once."""
+    member.disabled_at = utcnow()
+    end_sessions(member, actor=actor)
+    audit.record("staff.disabled", actor=actor, subject_type="staff", subject_id=member.public_id)
+    db.session.commit()
+
+
+def reset_mfa(member: StaffMember, *, actor: str) -> str:
+    """Drop the authenticator and recovery codes; the member must set up again (new link)."""
+    member.totp_sealed = None
+    member.totp_enabled_at = None
+    member.totp_last_step = None
+    db.session.execute(RecoveryCode.__table__.delete().where(RecoveryCode.staff_id == member.id))
+    end_sessions(member, actor=actor)
+    audit.record("staff.mfa_reset", actor=actor, subject_type="staff", subject_id=member.public_id)
+    _tell(
+        member,
+        "Your staff account's authenticator was reset by an admin. Use the new "
+        "set-up link you were given.",
+    )
+    member.password_hash = None
+    return invite(member.email, member.role, actor=actor)
+
+
+def _tell(member: StaffMember, what: str) -> None:
+    """A security notice to the staff member's own address (never a secret in it)."""
+    message = compose_alert(subject="Your staff account", text=what)
+    outbox.enqueue_email(
+        dedupe_key=f"staff-notice:{member.public_id}:{secrets.token_hex(8)}",
+        recipient=member.email,
+        subject=message.subject,
+        text=message.text,
+        html=message.html,
+    )
+
+
+def when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "—"

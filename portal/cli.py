@@ -37,6 +37,23 @@ outbox_cli = click.Group("outbox", help="Deliver and inspect queued messages.")
 audit_cli = click.Group("audit", help="The audit trail.")
 keys_cli = click.Group("keys", help="Data encryption keys.")
 protection_cli = click.Group("protection", help="The identity-protection offer and its codes.")
+staff_cli = click.Group("staff", help="Staff accounts (agents and admins).")
+
+
+@staff_cli.command("invite")
+@click.option("--email", required=True)
+@click.option("--role", required=True, type=click.Choice(["agent", "admin"]))
+def staff_invite(email, role):
+    """Print a one-time set-up link (24 hours) for a staff member. No default account exists."""
+    from portal.services.staff import StaffError, invite
+
+    try:
+        link = invite(email, role, actor=_actor())
+    except StaffError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo("Give this link to the staff member, in person or over a trusted channel.")
+    click.echo("It works once, within 24 hours:")
+    click.echo(link)
 
 
 @incident_cli.command("create")

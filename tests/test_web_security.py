@@ -30,6 +30,11 @@ PUBLIC_ROUTES = {
     "customer.signed_out",
     "customer.signin",
     "customer.language",
+    "customer.help_request",
+    "customer.help_sent",
+    "customer.assisted",
+    "staff.setup",
+    "staff.login",
 }
 
 

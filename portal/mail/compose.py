@@ -138,3 +138,32 @@ def compose_alert(*, subject: str, text: str) -> Composed:
     return Composed(
         subject=f"[portal alert] {subject}", text=text + "\n", html=f"<p>{escape(text)}</p>"
     )
+
+
+def compose_case_reply() -> Composed:
+    """'You have a new reply': no content, so nothing of the case sits in a mailbox."""
+    context = {
+        "organisation": current_app.config["ORGANISATION_NAME"],
+        "portal_address": current_app.config["BASE_URL"],
+    }
+    return Composed(
+        subject=_(
+            "You have a new reply from %(organisation)s", organisation=context["organisation"]
+        ),
+        text=render_template("emails/case_reply.txt", **context),
+        html=render_template("emails/case_reply.html", **context),
+    )
+
+
+def compose_assisted_link(*, link: str) -> Composed:
+    """The one-time sign-in link an agent sends after checking who someone is by phone."""
+    context = {
+        "organisation": current_app.config["ORGANISATION_NAME"],
+        "link": link,
+        "portal_address": current_app.config["BASE_URL"],
+    }
+    return Composed(
+        subject=_("Your sign-in link from %(organisation)s", organisation=context["organisation"]),
+        text=render_template("emails/assisted_link.txt", **context),
+        html=render_template("emails/assisted_link.html", **context),
+    )

@@ -188,6 +188,13 @@ def confirm_authenticator(session_: StaffSession, typed: str) -> list[str]:
     return codes
 
 
+def rotate(session_: StaffSession) -> str:
+    """A new session id once both factors are done (the half-signed-in id is retired)."""
+    session_.revoked_at = utcnow()
+    db.session.commit()
+    return _open(session_.staff, mfa=True, user_agent=session_.user_agent)
+
+
 def _digest(code: str) -> bytes:
     return hashlib.sha256(code.replace("-", "").replace(" ", "").upper().encode()).digest()
 

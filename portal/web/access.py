@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 PUBLIC = "public"
 CUSTOMER = "customer"
+STAFF = "staff"
+STAFF_PENDING = "staff_pending"
 DEVELOPMENT = "development"
 
 
@@ -21,6 +23,20 @@ def _declare(level: str) -> Callable:
 public = _declare(PUBLIC)
 # A customer with a live session (verified with a one-time code); others are sent to sign in.
 customer = _declare(CUSTOMER)
+
+
+# A staff member with both factors done, in one of these roles (others get 403).
+def staff(*roles: str) -> Callable:
+    def decorate(view: Callable) -> Callable:
+        view.access = STAFF
+        view.roles = roles
+        return view
+
+    return decorate
+
+
+# A staff member half signed in (password done, second factor pending): only the code pages.
+staff_pending = _declare(STAFF_PENDING)
 # Only when PORTAL_ENV=development; a 404 everywhere else, as if the route did not exist.
 development_only = _declare(DEVELOPMENT)
 

@@ -9,7 +9,7 @@ import secrets
 from flask import Flask, abort, current_app, g, redirect, request, session, url_for
 from flask_babel import refresh
 
-from portal.web.access import CUSTOMER, DEVELOPMENT, PUBLIC, access_of
+from portal.web.access import CUSTOMER, DEVELOPMENT, PUBLIC, STAFF, STAFF_PENDING, access_of
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,7 @@ def _before_request():
     # (a test, a CLI shell) may hold across requests. The token must come from this session.
     g.pop("csrf_token", None)
     g.login_session = None  # set below only for customer routes, from this request's cookie
+    g.staff_session = None  # likewise for staff routes, from the staff cookie
     refresh()  # likewise Flask-Babel's cached locale: pick it again for this request
     if request.endpoint is None:
         return None  # routing will answer 404 or 405
@@ -46,6 +47,8 @@ def _before_request():
             return redirect(url_for("customer.signed_out"))
         refresh()  # the customer's own language from here on
         return None
+    if level in (STAFF, STAFF_PENDING):
+        return _staff_gate(level)
     if level == DEVELOPMENT:
         if current_app.config["PORTAL_ENV"] == "development":
             return None
@@ -53,6 +56,43 @@ def _before_request():
     # A view that does not say who may use it is a mistake; refuse rather than guess.
     log.error("refused %s: the view declares no access", request.endpoint)
     abort(403)
+
+
+def staff_cookie_name() -> str:
+    return (
+        "__Host-portal_staff"
+        if current_app.config["PORTAL_ENV"] == "production"
+        else ("portal_staff")
+    )
+
+
+def _staff_gate(level: str):
+    """Staff routes read only the staff cookie: a customer session never opens them."""
+    from portal.services import audit
+    from portal.services.staff import load_session
+
+    g.staff_session = load_session(request.cookies.get(staff_cookie_name()))
+    if g.staff_session is None:
+        return redirect(url_for("staff.login"))
+    if level == STAFF_PENDING:
+        return None
+    if g.staff_session.mfa_at is None:
+        return redirect(url_for("staff.code"))  # half signed in: the code page, nothing else
+    roles = getattr(current_app.view_functions[request.endpoint], "roles", ())
+    if g.staff_session.staff.role not in roles:
+        member = g.staff_session.staff
+        audit.record(
+            "authorization.denied",
+            actor=f"staff:{member.public_id}",
+            subject_type="route",
+            subject_id=request.endpoint or "",
+            outcome="failure",
+        )
+        from portal.extensions import db
+
+        db.session.commit()
+        abort(403)
+    return None
 
 
 def _after_request(response):

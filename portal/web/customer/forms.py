@@ -2,7 +2,14 @@
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, EmailField, PasswordField, StringField
+from wtforms import (
+    BooleanField,
+    EmailField,
+    PasswordField,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
 from wtforms.validators import DataRequired, Length, ValidationError
 
 from portal.validation import is_email
@@ -91,4 +98,46 @@ class EnrollForm(FlaskForm):
             "for this enrollment."
         ),
         validators=[DataRequired(_l("Please tick the box to agree before enrolling."))],
+    )
+
+
+class CaseForm(FlaskForm):
+    topic = SelectField(
+        _l("What is it about?"),
+        choices=[
+            ("cannot_finish", _l("I can't finish something")),
+            ("identity_theft", _l("I think my identity was stolen")),
+            ("my_data", _l("A question about my data")),
+            ("other", _l("Something else")),
+        ],
+        validators=[DataRequired()],
+    )
+    body = TextAreaField(
+        _l("Your message"),
+        validators=[DataRequired(_l("Please write a message.")), Length(max=5000)],
+    )
+
+
+class ReplyForm(FlaskForm):
+    body = TextAreaField(
+        _l("Your reply"), validators=[DataRequired(_l("Please write a message.")), Length(max=5000)]
+    )
+
+
+class HelpForm(FlaskForm):
+    name = StringField(
+        _l("Your name"),
+        validators=[DataRequired(_l("Please tell us your name.")), Length(max=200)],
+        render_kw={"autocomplete": "name"},
+    )
+    contact = StringField(
+        _l("An email address or phone number where we can reach you"),
+        validators=[DataRequired(_l("Please tell us how to reach you.")), Length(max=254)],
+    )
+    reference = StringField(
+        _l("Reference code from your letter, if you have one"), validators=[Length(max=40)]
+    )
+    body = TextAreaField(
+        _l("What went wrong?"),
+        validators=[DataRequired(_l("Please tell us what went wrong.")), Length(max=5000)],
     )

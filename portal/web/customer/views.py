@@ -22,6 +22,7 @@ from portal.extensions import limiter, vault
 from portal.models.base import utcnow
 from portal.services import (
     authenticator,
+    cases,
     dashboard,
     passwords,
     reference_codes,
@@ -42,11 +43,14 @@ from portal.validation import normalise_email
 from portal.web.access import customer, public
 from portal.web.customer.forms import (
     ActionForm,
+    CaseForm,
     CodeForm,
     EnrollForm,
+    HelpForm,
     NewLinkForm,
     PasswordForm,
     ReferenceForm,
+    ReplyForm,
     SignInForm,
 )
 
@@ -482,3 +486,99 @@ def enroll(offer_id: int):
     return render_template(
         "customer/protection.html", views=protection_service.offers_for(customer_), form=form
     ), status
+
+
+@bp.route("/me/cases", methods=["GET", "POST"])
+@customer
+@limiter.limit("10 per hour", methods=["POST"])
+def my_cases():
+    customer_ = g.login_session.customer
+    form = CaseForm()
+    if form.validate_on_submit():
+        try:
+            case = cases.open_case(customer_, form.topic.data, form.body.data)
+        except cases.CaseError as exc:
+            form.body.errors.append(str(exc))
+        else:
+            flash(_("Thank you. We will answer here, and email you when we do."), "info")
+            return redirect(url_for("customer.my_case", public_id=case.public_id))
+    return render_template(
+        "customer/cases.html",
+        cases=cases.customer_cases(customer_),
+        form=form,
+        topics=cases.TOPIC_LABELS,
+    ), (422 if request.method == "POST" else 200)
+
+
+@bp.route("/me/cases/<public_id>", methods=["GET", "POST"])
+@customer
+@limiter.limit("30 per hour", methods=["POST"])
+def my_case(public_id: str):
+    customer_ = g.login_session.customer
+    case = cases.customer_case(customer_, public_id)
+    if case is None:
+        abort(404)  # only their own cases exist for them
+    form = ReplyForm()
+    if form.validate_on_submit():
+        cases.customer_reply(customer_, case, form.body.data)
+        return redirect(url_for("customer.my_case", public_id=public_id))
+    return render_template(
+        "customer/case.html",
+        case=case,
+        form=form,
+        thread=cases.thread(case, for_staff=False),
+        topics=cases.TOPIC_LABELS,
+    )
+
+
+def _help_contact_key() -> str:
+    # Per contact, keyed by a digest: the limit neither stores nor reveals the address.
+    contact = normalise_email(request.form.get("contact", ""))
+    return "help:" + vault.blind_index(contact, "help-contact").hex()
+
+
+@bp.route("/help", methods=["GET", "POST"])
+@public
+@limiter.limit("5 per hour", methods=["POST"])
+@limiter.limit("3 per hour", methods=["POST"], key_func=_help_contact_key)
+def help_request():
+    form = HelpForm()
+    if form.validate_on_submit():
+        try:
+            cases.help_request(
+                name=form.name.data,
+                contact=form.contact.data,
+                reference=form.reference.data or "",
+                body=form.body.data,
+            )
+        except cases.CaseError as exc:
+            form.contact.errors.append(str(exc))
+        else:
+            # The same answer whether or not we know this person.
+            return redirect(url_for("customer.help_sent"))
+    return render_template("customer/help.html", form=form), (
+        422 if request.method == "POST" else 200
+    )
+
+
+@bp.get("/help/sent")
+@public
+def help_sent():
+    return render_template("customer/help_sent.html")
+
+
+@bp.route("/assisted/<token>", methods=["GET", "POST"])
+@public
+@limiter.limit("10 per hour", methods=["POST"])
+def assisted(token: str):
+    """The one-time sign-in link an agent sent; GET only shows a button (scanners open links)."""
+    try:
+        if request.method == "POST":
+            customer_ = cases.use_assisted_link(token)
+            return redirect(_signed_in(customer_, utcnow()))
+        cases.check_assisted_link(token)
+    except cases.CaseError as exc:
+        return render_template(
+            "customer/link_invalid.html", reason="tampered", form=NewLinkForm(), message=str(exc)
+        ), 404
+    return render_template("customer/assisted.html", form=ActionForm())

@@ -1,0 +1,304 @@
+"""Staff: sign-in with two factors, the case queue, a case, and the agents' tools."""
+
+from __future__ import annotations
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    g,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_babel import gettext as _
+
+from portal.extensions import limiter
+from portal.services import cases, dashboard
+from portal.services import staff as staff_service
+from portal.web.access import public, staff, staff_pending
+from portal.web.customer.views import safe_next
+from portal.web.security import staff_cookie_name
+from portal.web.staff.forms import (
+    ActionForm,
+    CodeForm,
+    LoginForm,
+    MessageForm,
+    ReauthForm,
+    SetupForm,
+    StatusForm,
+    ToolForm,
+)
+
+bp = Blueprint("staff", __name__, url_prefix="/staff")
+
+AGENTS = ("agent", "admin")
+
+
+def _with_cookie(response, token: str):
+    """The staff session cookie: separate from the customer's, and Strict (staff never arrive
+    from another site's link already signed in)."""
+    production = current_app.config["PORTAL_ENV"] == "production"
+    response.set_cookie(
+        staff_cookie_name(), token, httponly=True, secure=production, samesite="Strict", path="/"
+    )
+    return response
+
+
+def _member():
+    return g.staff_session.staff
+
+
+# --- set-up from an invitation ---
+
+
+@bp.route("/setup/<token>", methods=["GET", "POST"])
+@public
+@limiter.limit("10 per hour", methods=["POST"])
+def setup(token: str):
+    try:
+        member = staff_service.invitation(token)  # a GET spends nothing
+    except staff_service.StaffError as exc:
+        return render_template("staff/message.html", title=_("Invitation"), message=str(exc)), 404
+    form = SetupForm()
+    if form.validate_on_submit():
+        try:
+            session_token = staff_service.accept_invitation(
+                token, form.password.data, form.confirm.data, user_agent=request.user_agent.string
+            )
+        except (staff_service.StaffError, staff_service.passwords.PasswordRejected) as exc:
+            form.password.errors.append(str(exc))
+        else:
+            return _with_cookie(redirect(url_for("staff.setup_authenticator")), session_token)
+    return render_template("staff/setup.html", form=form, email=member.email)
+
+
+@bp.route("/setup-authenticator", methods=["GET", "POST"])
+@staff_pending
+def setup_authenticator():
+    member = _member()
+    if member.totp_enabled_at is not None:
+        return redirect(url_for("staff.code"))
+    form = CodeForm()
+    if form.validate_on_submit():
+        try:
+            codes = staff_service.confirm_authenticator(g.staff_session, form.code.data)
+        except staff_service.StaffError as exc:
+            form.code.errors.append(str(exc))
+        else:
+            # Shown once, on this response only; only their digests are stored.
+            token = staff_service.rotate(g.staff_session)
+            return _with_cookie(
+                make_response(render_template("staff/recovery_codes.html", codes=codes)), token
+            )
+    return render_template(
+        "staff/setup_authenticator.html",
+        form=form,
+        enrollment=staff_service.authenticator_enrollment(member),
+    )
+
+
+# --- signing in ---
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@public
+@limiter.limit("20 per 15 minutes", methods=["POST"])
+def login():
+    form = LoginForm()
+    if form.validate_on_submit():
+        try:
+            token = staff_service.sign_in(
+                form.email.data, form.password.data, user_agent=request.user_agent.string
+            )
+        except staff_service.SignInFailed:
+            form.password.errors.append(_("That email and password do not match."))
+        else:
+            return _with_cookie(redirect(url_for("staff.code")), token)
+    status = 422 if request.method == "POST" else 200
+    return render_template("staff/login.html", form=form), status
+
+
+@bp.route("/code", methods=["GET", "POST"])
+@staff_pending
+@limiter.limit("20 per 15 minutes", methods=["POST"])
+def code():
+    if g.staff_session.mfa_at is not None:
+        return redirect(url_for("staff.queue"))
+    form = CodeForm()
+    if form.validate_on_submit():
+        try:
+            token = staff_service.second_factor(
+                g.staff_session, form.code.data, user_agent=request.user_agent.string
+            )
+        except staff_service.SignInFailed:
+            form.code.errors.append(_("That code does not match."))
+        else:
+            return _with_cookie(redirect(url_for("staff.queue")), token)
+    status = 422 if request.method == "POST" else 200
+    return render_template("staff/code.html", form=form), status
+
+
+@bp.route("/reauth", methods=["GET", "POST"])
+@staff(*AGENTS)
+def reauth():
+    form = ReauthForm()
+    target = safe_next(request.values.get("next")) or url_for("staff.queue")
+    if form.validate_on_submit():
+        try:
+            staff_service.reauthenticate(g.staff_session, form.password.data, form.code.data)
+        except staff_service.SignInFailed:
+            form.code.errors.append(_("That password and code do not match."))
+        else:
+            return redirect(target)
+    return render_template("staff/reauth.html", form=form, target=target)
+
+
+@bp.post("/logout")
+@staff_pending
+def logout():
+    staff_service.sign_out(g.staff_session)
+    response = redirect(url_for("staff.login"))
+    response.delete_cookie(staff_cookie_name(), path="/")
+    response.headers["Clear-Site-Data"] = '"cache", "cookies", "storage"'
+    return response
+
+
+# --- the queue and a case ---
+
+
+@bp.get("/cases")
+@staff(*AGENTS)
+def queue():
+    args = request.args
+    try:
+        page = int(args.get("page", "1"))
+        older = int(args.get("older_than_hours") or 0) or None
+    except ValueError:
+        page, older = 1, None
+    result = cases.queue(
+        _member(),
+        status=args.get("status", ""),
+        topic=args.get("topic", ""),
+        assignee=args.get("assignee", ""),
+        older_than_hours=older,
+        page=page,
+    )
+    template = (
+        "staff/_queue_table.html"
+        if "HX-Request" in request.headers and "HX-History-Restore-Request" not in request.headers
+        else "staff/queue.html"
+    )
+    response = make_response(
+        render_template(
+            template, queue=result, args=args, overdue=cases.is_overdue, topics=cases.TOPIC_LABELS
+        )
+    )
+    response.vary.add("HX-Request")
+    return response
+
+
+def _case(public_id: str):
+    try:
+        return cases.staff_case(_member(), public_id)
+    except cases.Forbidden:
+        abort(403)
+    except cases.CaseError:
+        abort(404)
+
+
+@bp.get("/cases/<public_id>")
+@staff(*AGENTS)
+def case(public_id: str):
+    item = _case(public_id)
+    views = dashboard.for_customer(item.customer) if item.customer else []
+    return render_template(
+        "staff/case.html",
+        case=item,
+        thread=cases.thread(item, for_staff=True),
+        contact=cases.contact_of(item),
+        views=views,
+        overdue=cases.is_overdue(item),
+        topics=cases.TOPIC_LABELS,
+        message_form=MessageForm(),
+        action=ActionForm(),
+        status_form=StatusForm(status=item.status),
+        tool_form=ToolForm(),
+        fresh=staff_service.is_fresh(g.staff_session),
+    )
+
+
+@bp.post("/cases/<public_id>/claim")
+@staff(*AGENTS)
+def claim(public_id: str):
+    cases.claim(_member(), _case(public_id))
+    return redirect(url_for("staff.case", public_id=public_id))
+
+
+@bp.post("/cases/<public_id>/messages")
+@staff(*AGENTS)
+def message(public_id: str):
+    item = _case(public_id)
+    form = MessageForm()
+    if form.validate_on_submit():
+        try:
+            if request.form.get("kind") == "note":
+                cases.note(_member(), item, form.body.data)
+            else:
+                cases.reply(_member(), item, form.body.data)
+        except cases.CaseError as exc:
+            flash(str(exc), "error")
+    else:
+        flash(_("Write a message first."), "error")
+    return redirect(url_for("staff.case", public_id=public_id))
+
+
+@bp.post("/cases/<public_id>/status")
+@staff(*AGENTS)
+def status(public_id: str):
+    item = _case(public_id)
+    form = StatusForm()
+    if form.validate_on_submit():
+        cases.set_status(_member(), item, form.status.data)
+    return redirect(url_for("staff.case", public_id=public_id))
+
+
+TOOLS = {
+    "resend-link": cases.resend_link,
+    "clear-lock": cases.clear_lock,
+    "confirm-identity": cases.confirm_identity,
+}
+
+
+@bp.post("/cases/<public_id>/tools/<tool>")
+@staff(*AGENTS)
+def tool(public_id: str, tool: str):
+    item = _case(public_id)
+    if tool not in (*TOOLS, "correct-contact"):
+        abort(404)
+    if not staff_service.is_fresh(g.staff_session):
+        flash(_("Confirm it is you first: this action needs your password and code again."), "info")
+        return redirect(url_for("staff.reauth", next=url_for("staff.case", public_id=public_id)))
+    form = ToolForm()
+    if not form.validate_on_submit():
+        flash(_("Give the reason for this action (it is recorded)."), "error")
+        return redirect(url_for("staff.case", public_id=public_id))
+    try:
+        if tool == "correct-contact":
+            cases.correct_contact(
+                _member(),
+                item,
+                form.reason.data,
+                email=form.email.data or "",
+                phone=form.phone.data or "",
+            )
+        else:
+            TOOLS[tool](_member(), item, form.reason.data)
+    except cases.CaseError as exc:
+        flash(str(exc), "error")
+    else:
+        flash(_("Done, and recorded."), "info")
+    return redirect(url_for("staff.case", public_id=public_id))

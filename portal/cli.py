@@ -315,6 +315,7 @@ COMMANDS = [
     audit_cli,
     keys_cli,
     protection_cli,
+    staff_cli,
     demo,
 ]
 

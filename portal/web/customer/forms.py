@@ -6,6 +6,7 @@ from wtforms import (
     BooleanField,
     EmailField,
     PasswordField,
+    SelectChoice,
     SelectField,
     StringField,
     TextAreaField,
@@ -105,10 +106,10 @@ class CaseForm(FlaskForm):
     topic = SelectField(
         _l("What is it about?"),
         choices=[
-            ("cannot_finish", _l("I can't finish something")),
-            ("identity_theft", _l("I think my identity was stolen")),
-            ("my_data", _l("A question about my data")),
-            ("other", _l("Something else")),
+            SelectChoice("cannot_finish", _l("I can't finish something")),
+            SelectChoice("identity_theft", _l("I think my identity was stolen")),
+            SelectChoice("my_data", _l("A question about my data")),
+            SelectChoice("other", _l("Something else")),
         ],
         validators=[DataRequired()],
     )

@@ -2,7 +2,14 @@
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import EmailField, PasswordField, SelectField, StringField, TextAreaField
+from wtforms import (
+    EmailField,
+    PasswordField,
+    SelectChoice,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
 from wtforms.validators import DataRequired, Length, Optional
 
 from portal.services.cases import CASE_STATUSES_LABELS
@@ -58,7 +65,11 @@ class MessageForm(FlaskForm):
 
 
 class StatusForm(FlaskForm):
-    status = SelectField(_l("Status"), choices=CASE_STATUSES_LABELS, validators=[DataRequired()])
+    status = SelectField(
+        _l("Status"),
+        validators=[DataRequired()],
+        choices=[SelectChoice(value, label) for value, label in CASE_STATUSES_LABELS],
+    )
 
 
 class ToolForm(FlaskForm):

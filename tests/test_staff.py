@@ -1,0 +1,459 @@
+"""Staff: invitation, two-factor sign-in, lockout, roles, the case desk and the agents' tools."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pyotp
+import pytest
+from sqlalchemy import select
+
+from portal.extensions import db, vault
+from portal.models import AuditEvent, Case, StaffMember
+from portal.models.base import utcnow
+from portal.services.imports import import_customers
+from portal.services.notices import queue_notices
+from portal.services.staff import invite
+from tests.conftest import BASE_URL, customer_row
+from tests.customer_flow import csrf_from, link_path, messages_to, sign_in
+
+PASSWORD = "lantern orchard velvet compass"
+REAL_NOW = utcnow
+
+
+class Clock:
+    """Moves the authenticator's clock (and the services' time) forward in steps."""
+
+    def __init__(self, monkeypatch):
+        self.offset = timedelta(0)
+        moved = lambda: REAL_NOW() + self.offset  # noqa: E731
+        for module in (
+            "portal.services.totp",
+            "portal.services.staff",
+            "portal.models.base",
+            "portal.services.cases",
+        ):
+            monkeypatch.setattr(f"{module}.utcnow", moved)
+
+    def tick(self, seconds: int = 30) -> None:
+        self.offset += timedelta(seconds=seconds)
+
+    def now(self):
+        return REAL_NOW() + self.offset
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    return Clock(monkeypatch)
+
+
+def member(email: str) -> StaffMember:
+    db.session.expire_all()
+    return next(m for m in db.session.scalars(select(StaffMember)) if m.email == email)
+
+
+def code_for(email: str, clock: Clock) -> str:
+    m = member(email)
+    return pyotp.TOTP(vault.open(m.totp_sealed, f"staff.totp.{m.public_id}")).at(clock.now())
+
+
+def set_up(app, client, email: str, role: str, clock: Clock) -> list[str]:
+    """Invitation to a fully signed-in session; return the recovery codes shown."""
+    link = invite(email, role, actor="test")
+    path = link.removeprefix(BASE_URL)
+    page = client.get(path)
+    assert page.status_code == 200
+    response = client.post(
+        path, data={"csrf_token": csrf_from(page), "password": PASSWORD, "confirm": PASSWORD}
+    )
+    assert response.headers["Location"] == "/staff/setup-authenticator", response.data[:500]
+    page = client.get("/staff/setup-authenticator")
+    assert b"data:image/svg+xml" in page.data
+    response = client.post(
+        "/staff/setup-authenticator",
+        data={"csrf_token": csrf_from(page), "code": code_for(email, clock)},
+    )
+    codes = re.findall(r'<li class="code">([A-Z0-9-]+)</li>', response.get_data(as_text=True))
+    assert len(codes) == 10
+    return codes
+
+
+def log_in(client, email: str, clock: Clock, *, code: str | None = None):
+    page = client.get("/staff/login")
+    response = client.post(
+        "/staff/login", data={"csrf_token": csrf_from(page), "email": email, "password": PASSWORD}
+    )
+    assert response.headers.get("Location") == "/staff/code", response.data[:300]
+    clock.tick()
+    page = client.get("/staff/code")
+    return client.post(
+        "/staff/code", data={"csrf_token": csrf_from(page), "code": code or code_for(email, clock)}
+    )
+
+
+@pytest.fixture
+def agent(app, clock):
+    client = app.test_client()
+    set_up(app, client, "agent.a@example.com", "agent", clock)
+    return client
+
+
+# --- acceptance 1 ---
+
+
+def test_invite_setup_sign_in_replay_and_recovery_codes(app, runner, clock):
+    result = runner.invoke(
+        args=["staff", "invite", "--email", "admin@example.com", "--role", "admin"]
+    )
+    assert result.exit_code == 0 and f"{BASE_URL}/staff/setup/" in result.output
+    link = result.output.strip().splitlines()[-1].removeprefix(BASE_URL)
+
+    first = app.test_client()
+    assert first.get(link).status_code == 200
+    assert first.get(link).status_code == 200  # looking spends nothing
+    page = first.get(link)
+    first.post(
+        link, data={"csrf_token": csrf_from(page), "password": PASSWORD, "confirm": PASSWORD}
+    )
+    assert app.test_client().get(link).status_code == 404  # spent on the POST: works once
+    page = first.get("/staff/setup-authenticator")
+    response = first.post(
+        "/staff/setup-authenticator",
+        data={"csrf_token": csrf_from(page), "code": code_for("admin@example.com", clock)},
+    )
+    codes = re.findall(r'<li class="code">([A-Z0-9-]+)</li>', response.get_data(as_text=True))
+    assert len(codes) == 10 and len(set(codes)) == 10
+    assert first.get("/staff/cases").status_code == 200
+
+    later = app.test_client()
+    response = log_in(later, "admin@example.com", clock)
+    assert response.headers["Location"] == "/staff/cases"
+    used = code_for("admin@example.com", clock)
+    # The same code again, in another browser: refused, it was used.
+    replay = app.test_client()
+    page = replay.get("/staff/login")
+    replay.post(
+        "/staff/login",
+        data={"csrf_token": csrf_from(page), "email": "admin@example.com", "password": PASSWORD},
+    )
+    page = replay.get("/staff/code")
+    refused = replay.post("/staff/code", data={"csrf_token": csrf_from(page), "code": used})
+    assert refused.status_code == 422 and b"does not match" in refused.data
+    # A recovery code works once.
+    ok = replay.post("/staff/code", data={"csrf_token": csrf_from(page), "code": codes[0]})
+    assert ok.headers["Location"] == "/staff/cases"
+    again = app.test_client()
+    page = again.get("/staff/login")
+    again.post(
+        "/staff/login",
+        data={"csrf_token": csrf_from(page), "email": "admin@example.com", "password": PASSWORD},
+    )
+    page = again.get("/staff/code")
+    assert (
+        again.post(
+            "/staff/code", data={"csrf_token": csrf_from(page), "code": codes[0]}
+        ).status_code
+        == 422
+    )
+    notices = [m for m in messages_to("admin@example.com")]
+    assert any("recovery code was used" in m.text for m in notices)
+    assert all(c not in m.text for m in notices for c in codes)
+
+
+def _login_answer(app, email: str, password: str):
+    client = app.test_client()
+    page = client.get("/staff/login")
+    response = client.post(
+        "/staff/login", data={"csrf_token": csrf_from(page), "email": email, "password": password}
+    )
+    body = re.sub(r'value="[^"]*"', "", response.get_data(as_text=True))
+    body = re.sub(r"nonce=\"[^\"]+\"|reference: [0-9a-f]+|\"X-CSRFToken\": \"[^\"]+\"", "", body)
+    return response.status_code, body
+
+
+def test_ten_wrong_passwords_lock_with_the_same_answer(app, agent, clock):
+    wrong = _login_answer(app, "agent.a@example.com", "not the password at all")
+    unknown = _login_answer(app, "nobody@example.com", "not the password at all")
+    assert wrong == unknown  # known and unknown emails answer alike
+    for _ in range(9):
+        _login_answer(app, "agent.a@example.com", "still the wrong password")
+    assert member("agent.a@example.com").locked_until is not None
+    # Locked: even the right password gets the same generic answer.
+    assert _login_answer(app, "agent.a@example.com", PASSWORD) == wrong
+    clock.tick(31)
+    client = app.test_client()
+    assert log_in(client, "agent.a@example.com", clock).headers["Location"] == "/staff/cases"
+
+
+# --- acceptance 2 ---
+
+
+def test_half_signed_in_reaches_only_the_code_page_for_ten_minutes(app, agent, clock):
+    client = app.test_client()
+    page = client.get("/staff/login")
+    client.post(
+        "/staff/login",
+        data={"csrf_token": csrf_from(page), "email": "agent.a@example.com", "password": PASSWORD},
+    )
+    for path in ("/staff/cases", "/admin/staff", "/staff/reauth"):
+        assert client.get(path).headers["Location"] == "/staff/code"
+    clock.tick(11 * 60)
+    assert client.get("/staff/code").headers["Location"] == "/staff/login"
+
+
+# --- acceptance 3: the route walk ---
+
+
+def _concrete(rule) -> str:
+    return re.sub(r"<[^>]+>", "x", rule.rule)
+
+
+def test_every_staff_route_answers_rightly_to_everyone(app, agent, clock, incident, write_csv):
+    import_customers(
+        incident, write_csv([customer_row(1, email="c@example.com", phone="")]), actor="test"
+    )
+    queue_notices(incident, actor="test")
+    customer = app.test_client()
+    sign_in(customer, "c@example.com")
+    nobody = app.test_client()
+    rules = [r for r in app.url_map.iter_rules() if r.endpoint.startswith(("staff.", "admin."))]
+    protected = [
+        r for r in rules if getattr(app.view_functions[r.endpoint], "access", "") == "staff"
+    ]
+    assert protected
+    for rule in protected:
+        path = _concrete(rule)
+        roles = app.view_functions[rule.endpoint].roles
+        for client in (nobody, customer):
+            if "GET" in rule.methods:
+                assert client.get(path).headers["Location"] == "/staff/login", path
+            else:
+                token = csrf_from(customer.get("/me"))
+                response = client.post(path, data={"csrf_token": token})
+                assert response.status_code in (302, 400), path
+                if response.status_code == 302:
+                    assert response.headers["Location"] == "/staff/login"
+        if "GET" in rule.methods and "x" not in path:
+            expected = 200 if "agent" in roles else 403
+            assert agent.get(path).status_code == expected, path
+    denied = db.session.scalars(
+        select(AuditEvent).where(AuditEvent.action == "authorization.denied")
+    ).all()
+    assert denied  # the agent's tries at admin pages were recorded
+
+
+# --- acceptance 4 ---
+
+
+@pytest.fixture
+def customer_with_case(app, incident, write_csv):
+    import_customers(
+        incident,
+        write_csv([customer_row(1, email="c@example.com", phone="", data_classes="ssn:1234")]),
+        actor="test",
+    )
+    queue_notices(incident, actor="test")
+    client = app.test_client()
+    sign_in(client, "c@example.com")
+    page = client.get("/me/cases")
+    response = client.post(
+        "/me/cases",
+        data={
+            "csrf_token": csrf_from(page),
+            "topic": "identity_theft",
+            "body": "Someone opened a card in my name.",
+        },
+    )
+    case_path = response.headers["Location"]
+    page = client.get(case_path)
+    client.post(case_path, data={"csrf_token": csrf_from(page), "body": "And a loan too."})
+    return client, case_path
+
+
+def test_customer_case_agent_reply_and_internal_note(app, agent, customer_with_case):
+    customer, case_path = customer_with_case
+    case = db.session.scalars(select(Case)).one()
+    queue = agent.get("/staff/cases").get_data(as_text=True)
+    assert "I think my identity was stolen" in queue
+    staff_path = f"/staff/cases/{case.public_id}"
+    page = agent.get(staff_path)
+    assert b"Someone opened a card in my name." in page.data
+    assert b"Social Security number (ending 1234)" in page.data  # masked, as they see it
+    agent.post(f"{staff_path}/claim", data={"csrf_token": csrf_from(page)})
+    agent.post(
+        f"{staff_path}/messages",
+        data={
+            "csrf_token": csrf_from(page),
+            "body": "We froze the card, call us.",
+            "kind": "reply",
+        },
+    )
+    agent.post(
+        f"{staff_path}/messages",
+        data={
+            "csrf_token": csrf_from(page),
+            "body": "Caller sounded unsure; verify.",
+            "kind": "note",
+        },
+    )
+    seen = customer.get(case_path).get_data(as_text=True)
+    assert "We froze the card, call us." in seen
+    assert "Caller sounded unsure" not in seen
+    mail = [m for m in messages_to("c@example.com") if "new reply" in m.row.subject]
+    assert len(mail) == 1
+    assert "froze" not in mail[0].text and "froze" not in mail[0].html
+    staff_view = agent.get(staff_path).get_data(as_text=True)
+    assert "Caller sounded unsure" in staff_view and "Claimed by" in staff_view
+
+
+# --- acceptance 5 ---
+
+
+def test_another_agents_case_is_refused_and_recorded(app, agent, clock, customer_with_case):
+    case = db.session.scalars(select(Case)).one()
+    page = agent.get(f"/staff/cases/{case.public_id}")
+    agent.post(f"/staff/cases/{case.public_id}/claim", data={"csrf_token": csrf_from(page)})
+    other = app.test_client()
+    set_up(app, other, "agent.b@example.com", "agent", clock)
+    assert other.get(f"/staff/cases/{case.public_id}").status_code == 403
+    assert case.public_id not in other.get("/staff/cases").get_data(as_text=True)
+    denied = db.session.scalars(
+        select(AuditEvent).where(
+            AuditEvent.action == "authorization.denied", AuditEvent.subject_id == case.public_id
+        )
+    )
+    assert len(denied.all()) == 1
+
+
+def _reauth(client, email, clock, target):
+    clock.tick()
+    page = client.get(f"/staff/reauth?next={target}")
+    return client.post(
+        "/staff/reauth",
+        data={
+            "csrf_token": csrf_from(page),
+            "next": target,
+            "password": PASSWORD,
+            "code": code_for(email, clock),
+        },
+    )
+
+
+def test_resending_a_link_revokes_the_old_one(app, agent, clock, customer_with_case):
+    case = db.session.scalars(select(Case)).one()
+    staff_path = f"/staff/cases/{case.public_id}"
+    old = link_path("c@example.com")
+    clock.tick(6 * 60)  # the sign-in's proof is now too old for a sensitive act
+    page = agent.get(staff_path)
+    asked = agent.post(
+        f"{staff_path}/tools/resend-link",
+        data={"csrf_token": csrf_from(page), "reason": "Customer lost the email"},
+    )
+    assert asked.headers["Location"].startswith("/staff/reauth")
+    assert link_path("c@example.com") == old  # nothing happened yet
+    assert _reauth(agent, "agent.a@example.com", clock, staff_path).headers["Location"] == (
+        staff_path
+    )
+    page = agent.get(staff_path)
+    missing = agent.post(
+        f"{staff_path}/tools/resend-link", data={"csrf_token": csrf_from(page), "reason": ""}
+    )
+    assert missing.status_code == 302 and link_path("c@example.com") == old  # a reason is required
+    agent.post(
+        f"{staff_path}/tools/resend-link",
+        data={"csrf_token": csrf_from(page), "reason": "Customer lost the email"},
+    )
+    new = link_path("c@example.com")
+    assert new != old
+    fresh = app.test_client()
+    assert b"This link has been replaced" in fresh.get(old).data
+    assert fresh.get(new).status_code == 200
+    event = db.session.scalars(
+        select(AuditEvent).where(AuditEvent.action == "agent.link_resent")
+    ).one()
+    assert "Customer lost the email" in event.details
+
+
+def test_identity_confirmed_by_phone_sends_a_one_time_sign_in(
+    app, agent, clock, customer_with_case
+):
+    case = db.session.scalars(select(Case)).one()
+    staff_path = f"/staff/cases/{case.public_id}"
+    _reauth(agent, "agent.a@example.com", clock, staff_path)
+    page = agent.get(staff_path)
+    agent.post(
+        f"{staff_path}/tools/confirm-identity",
+        data={"csrf_token": csrf_from(page), "reason": "Checked date of birth by phone"},
+    )
+    mail = [m for m in messages_to("c@example.com") if "sign-in link" in m.row.subject][-1]
+    path = next(line for line in mail.text.splitlines() if "/assisted/" in line).removeprefix(
+        BASE_URL
+    )
+    visitor = app.test_client()
+    assert visitor.get(path).status_code == 200
+    assert visitor.get(path).status_code == 200  # a GET spends nothing
+    page = visitor.get(path)
+    assert visitor.post(path, data={"csrf_token": csrf_from(page)}).headers["Location"] == "/me"
+    assert visitor.get("/me").status_code == 200
+    twice = app.test_client()
+    assert twice.get(path).status_code == 404  # it worked once
+
+
+def test_correcting_contact_details_tells_both_addresses(app, agent, clock, customer_with_case):
+    case = db.session.scalars(select(Case)).one()
+    staff_path = f"/staff/cases/{case.public_id}"
+    _reauth(agent, "agent.a@example.com", clock, staff_path)
+    page = agent.get(staff_path)
+    agent.post(
+        f"{staff_path}/tools/correct-contact",
+        data={
+            "csrf_token": csrf_from(page),
+            "reason": "Old mailbox closed",
+            "email": "c.new@example.com",
+        },
+    )
+    for address in ("c@example.com", "c.new@example.com"):
+        told = [m for m in messages_to(address) if "change to your account" in m.row.subject]
+        assert len(told) == 1, address
+
+
+# --- acceptance 6 ---
+
+
+def test_disabling_a_staff_member_ends_their_session(app, agent, clock):
+    admin = app.test_client()
+    set_up(app, admin, "boss@example.com", "admin", clock)
+    assert agent.get("/staff/cases").status_code == 200
+    target = member("agent.a@example.com").public_id
+    page = admin.get("/admin/staff")
+    admin.post(f"/admin/staff/{target}/disable", data={"csrf_token": csrf_from(page)})
+    assert agent.get("/staff/cases").headers["Location"] == "/staff/login"
+    assert "staff.disabled" in db.session.scalars(select(AuditEvent.action)).all()
+
+
+def test_help_request_answers_alike_and_is_flagged_unverified(app, client, incident):
+    def ask(contact):
+        page = client.get("/help")
+        return client.post(
+            "/help",
+            data={
+                "csrf_token": csrf_from(page),
+                "name": "Pat Example",
+                "contact": contact,
+                "reference": "",
+                "body": "My old phone number is gone.",
+            },
+        )
+
+    known, unknown = ask("c@example.com"), ask("stranger@example.com")
+    assert known.status_code == unknown.status_code == 302
+    assert known.headers["Location"] == unknown.headers["Location"] == "/help/sent"
+    flagged = db.session.scalars(select(Case)).all()
+    assert len(flagged) == 2 and all(c.unverified for c in flagged)
+    assert ask("not a contact").status_code == 422
+
+
+def test_the_audit_chain_holds_after_staff_work(app, runner, agent, customer_with_case):
+    result = runner.invoke(args=["audit", "verify"])
+    assert result.exit_code == 0 and "intact" in result.output

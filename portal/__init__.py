@@ -82,6 +82,9 @@ def register_extensions(app: Flask) -> None:
         default_translation_directories=str(ROOT / "portal" / "translations"),
     )
     app.jinja_env.globals["get_locale"] = get_locale
+    from portal.markdown import render as render_markdown
+
+    app.jinja_env.filters["markdown"] = render_markdown
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

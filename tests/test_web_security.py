@@ -35,6 +35,7 @@ PUBLIC_ROUTES = {
     "customer.assisted",
     "staff.setup",
     "staff.login",
+    "public.incident",
 }
 
 

@@ -29,6 +29,7 @@ class Incident(Base):
     contained_on: Mapped[date | None] = mapped_column(Date)
     what_happened: Mapped[str] = mapped_column(Text, default="")
     what_we_are_doing: Mapped[str] = mapped_column(Text, default="")
+    more_information: Mapped[str] = mapped_column(Text, default="", server_default="")
     contact_phone: Mapped[str] = mapped_column(String(40), default="")
     contact_hours: Mapped[str] = mapped_column(String(200), default="")
     contact_email: Mapped[str] = mapped_column(String(254), default="")

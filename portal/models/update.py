@@ -20,4 +20,9 @@ class IncidentUpdate(Base):
     body: Mapped[str] = mapped_column(Text, default="")
     # None while a draft; customers only ever see published updates.
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A correction is a new update pointing at the one it corrects: what people already read
+    # is never silently rewritten.
+    corrects_id: Mapped[int | None] = mapped_column(
+        ForeignKey("incident_update.id", ondelete="SET NULL")
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.now())

@@ -43,3 +43,55 @@ def create_incident(
     audit.record("incident.created", actor=actor, subject_type="incident", subject_id=slug)
     db.session.commit()
     return incident
+
+
+EDITABLE = (
+    "title",
+    "status",
+    "occurred_on",
+    "discovered_on",
+    "contained_on",
+    "what_happened",
+    "what_we_are_doing",
+    "more_information",
+    "contact_phone",
+    "contact_hours",
+    "contact_email",
+)
+
+
+def update_incident(incident: Incident, *, actor: str, **fields) -> Incident:
+    """Change the incident's notice text and facts (Markdown is sanitised when shown)."""
+    from portal.models.incident import INCIDENT_STATUSES
+
+    unknown = set(fields) - set(EDITABLE)
+    if unknown:
+        raise IncidentError(
+            _("These cannot be changed here: %(names)s", names=", ".join(sorted(unknown)))
+        )
+    title = (fields.get("title") or incident.title).strip()
+    if not title or len(title) > 200:
+        raise IncidentError(_("A title is required (at most 200 characters)."))
+    if fields.get("status", incident.status) not in INCIDENT_STATUSES:
+        raise IncidentError(_("Unknown status."))
+    if fields.get("discovered_on", incident.discovered_on) is None:
+        raise IncidentError(_("The discovery date is required."))
+    for name in ("what_happened", "what_we_are_doing", "more_information"):
+        if len(fields.get(name) or "") > 20000:
+            raise IncidentError(_("Each section may hold at most 20,000 characters."))
+    for name, value in fields.items():
+        setattr(incident, name, value.strip() if isinstance(value, str) else value)
+    incident.title = title
+    audit.record(
+        "incident.updated",
+        actor=actor,
+        subject_type="incident",
+        subject_id=incident.slug,
+        details={"fields": sorted(fields)},
+    )
+    db.session.commit()
+    return incident
+
+
+def all_incidents() -> list[Incident]:
+    return list(db.session.scalars(select(Incident).order_by(Incident.discovered_on.desc())))

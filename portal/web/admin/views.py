@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, g, redirect, render_template, url_for
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from sqlalchemy import select
 
 from portal.extensions import db
-from portal.models import StaffMember
+from portal.models import Incident, StaffMember
+from portal.services import incidents, updates
 from portal.services import staff as staff_service
 from portal.web.access import staff
+from portal.web.admin.forms import IncidentForm, UpdateForm
 from portal.web.staff.forms import ActionForm
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -75,3 +77,103 @@ def reset_mfa(public_id: str):
         _target(public_id), actor=f"staff:{g.staff_session.staff.public_id}"
     )
     return render_template("admin/setup_link.html", link=link)
+
+
+def _actor() -> str:
+    return f"staff:{g.staff_session.staff.public_id}"
+
+
+def _incident(slug: str):
+    try:
+        return incidents.get_by_slug(slug)
+    except incidents.IncidentError:
+        abort(404)
+
+
+@bp.get("/")
+@staff("admin")
+def console():
+    return render_template("admin/console.html", incidents=incidents.all_incidents())
+
+
+@bp.route("/incidents/<slug>", methods=["GET", "POST"])
+@staff("admin")
+def incident(slug: str):
+    item = _incident(slug)
+    form = IncidentForm(obj=item)  # shown values only; saving lists the fields one by one
+    preview = None
+    if form.validate_on_submit():
+        fields = {name: getattr(form, name).data for name in incidents.EDITABLE}
+        if request.form.get("action") == "preview":
+            preview = fields  # shown as the customer will see it; nothing saved
+        else:
+            try:
+                incidents.update_incident(item, actor=_actor(), **fields)
+            except incidents.IncidentError as exc:
+                flash(str(exc), "error")
+            else:
+                flash(_("Saved."), "info")
+                return redirect(url_for("admin.incident", slug=slug))
+    return render_template(
+        "admin/incident.html",
+        incident=item,
+        form=form,
+        preview=preview,
+        updates=updates.for_incident(item),
+        update_form=UpdateForm(),
+        action=ActionForm(),
+    )
+
+
+@bp.post("/incidents/<slug>/updates")
+@staff("admin")
+def new_update(slug: str):
+    item = _incident(slug)
+    form = UpdateForm()
+    if form.validate_on_submit():
+        try:
+            updates.draft(item, form.title.data, form.body.data, actor=_actor())
+        except updates.UpdateError as exc:
+            flash(str(exc), "error")
+        else:
+            flash(_("Draft saved. Preview it below, then publish."), "info")
+    else:
+        flash(_("An update needs a title and a text."), "error")
+    return redirect(url_for("admin.incident", slug=slug) + "#updates")
+
+
+def _update(update_id: int):
+    update = updates.get(update_id)
+    if update is None:
+        abort(404)
+    return update
+
+
+@bp.post("/updates/<int:update_id>/publish")
+@staff("admin")
+def publish_update(update_id: int):
+    update = _update(update_id)
+    try:
+        updates.publish(update, actor=_actor())
+    except updates.UpdateError as exc:
+        flash(str(exc), "error")
+    return redirect(url_for("admin.incident", slug=update_slug(update)) + "#updates")
+
+
+@bp.post("/updates/<int:update_id>/correct")
+@staff("admin")
+def correct_update(update_id: int):
+    update = _update(update_id)
+    form = UpdateForm()
+    if form.validate_on_submit():
+        try:
+            updates.correct(update, form.title.data, form.body.data, actor=_actor())
+        except updates.UpdateError as exc:
+            flash(str(exc), "error")
+    else:
+        flash(_("A correction needs a title and a text."), "error")
+    return redirect(url_for("admin.incident", slug=update_slug(update)) + "#updates")
+
+
+def update_slug(update) -> str:
+    return db.session.get(Incident, update.incident_id).slug

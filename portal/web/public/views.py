@@ -28,5 +28,4 @@ def incident(slug: str):
         item = incidents.get_by_slug(slug)
     except incidents.IncidentError:
         abort(404)
-    return render_template("public/incident.html", incident=item,
-                           updates=updates.published(item))
+    return render_template("public/incident.html", incident=item, updates=updates.published(item))

@@ -1,0 +1,153 @@
+"""The admin console: incident text, updates and corrections, the public page, admin-only."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from sqlalchemy import select
+
+from portal.extensions import db
+from portal.models import AuditEvent, IncidentUpdate
+from portal.services.imports import import_customers
+from portal.services.notices import queue_notices
+from tests.conftest import customer_row
+from tests.customer_flow import csrf_from, sign_in
+from tests.test_staff import clock, set_up  # noqa: F401 (clock is a fixture)
+
+HOSTILE = (
+    "Hello <script>alert(1)</script>\n\n"
+    "<img src=x onerror=alert(2)>\n\n"
+    "[click](javascript:alert(3)) and [ok](https://example.com/info)\n\n"
+    '<div hx-get="/admin/staff" hx-trigger="load">x</div> {{7*7}}'
+)
+
+
+@pytest.fixture
+def admin(app, clock):
+    client = app.test_client()
+    set_up(app, client, "boss@example.com", "admin", clock)
+    return client
+
+
+@pytest.fixture
+def customer(app, incident, write_csv):
+    import_customers(
+        incident, write_csv([customer_row(1, email="c@example.com", phone="")]), actor="test"
+    )
+    queue_notices(incident, actor="test")
+    client = app.test_client()
+    sign_in(client, "c@example.com")
+    return client
+
+
+def save_incident(admin, action="save", **changes):
+    page = admin.get("/admin/incidents/acme-2026")
+    data = {
+        "csrf_token": csrf_from(page),
+        "title": "Unauthorized access to customer records",
+        "status": "notifying",
+        "discovered_on": "2026-10-09",
+        "occurred_on": "2026-10-02",
+        "contained_on": "",
+        "what_happened": "Copied.",
+        "what_we_are_doing": "Fixing.",
+        "more_information": "",
+        "contact_phone": "1-800-555-0199",
+        "contact_hours": "9-5",
+        "contact_email": "",
+        "action": action,
+    }
+    data.update(changes)
+    return admin.post("/admin/incidents/acme-2026", data=data)
+
+
+def assert_inert(html: str) -> None:
+    """The hostile text may be shown, escaped; it must never become markup that runs."""
+    body = html.split("</head>")[1]
+    assert "<script" not in body  # only our nonce'd scripts, in <head>
+    assert "<img" not in body and "<div hx-get" not in body
+    assert 'href="javascript:' not in body
+    assert "{{7*7}}" in body  # shown as typed, never evaluated
+
+
+def test_hostile_markdown_is_inert_everywhere(admin, customer, app):
+    preview = save_incident(admin, action="preview", what_happened=HOSTILE)
+    assert preview.status_code == 200
+    assert b"Preview: as customers will see it" in preview.data
+    assert_inert(preview.get_data(as_text=True))
+    assert save_incident(admin, what_happened=HOSTILE).status_code == 302
+
+    dashboard = customer.get("/me").get_data(as_text=True)
+    public = app.test_client().get("/incidents/acme-2026").get_data(as_text=True)
+    for page in (dashboard, public):
+        assert_inert(page)
+        assert '<a href="https://example.com/info" rel="noopener noreferrer">ok</a>' in page
+        assert "&lt;script&gt;" in page or "alert(1)" not in page
+
+
+def test_updates_drafts_publishing_and_corrections(admin, customer, app):
+    page = admin.get("/admin/incidents/acme-2026")
+    admin.post(
+        "/admin/incidents/acme-2026/updates",
+        data={
+            "csrf_token": csrf_from(page),
+            "title": "Forensics finished",
+            "body": "The investigators found **no** further access.",
+        },
+    )
+    draft = db.session.scalars(select(IncidentUpdate)).one()
+    public = app.test_client()
+    assert b"Forensics finished" not in customer.get("/me").data  # a draft is not shown
+    assert b"Forensics finished" not in public.get("/incidents/acme-2026").data
+
+    admin.post(f"/admin/updates/{draft.id}/publish", data={"csrf_token": csrf_from(page)})
+    assert b"Forensics finished" in customer.get("/me").data
+    assert b"<strong>no</strong> further access" in public.get("/incidents/acme-2026").data
+
+    admin.post(
+        f"/admin/updates/{draft.id}/correct",
+        data={
+            "csrf_token": csrf_from(page),
+            "title": "Forensics finished (corrected)",
+            "body": "One more server was accessed.",
+        },
+    )
+    seen = public.get("/incidents/acme-2026").get_data(as_text=True)
+    assert "Correction" in seen and "Forensics finished (corrected)" in seen
+    assert "The investigators found" in seen  # the original stays as it was published
+    assert seen.index("(corrected)") < seen.index("The investigators found")  # newest first
+    db.session.expire_all()
+    assert db.session.get(IncidentUpdate, draft.id).body.startswith("The investigators")
+    actions = db.session.scalars(select(AuditEvent.action)).all()
+    assert {"update.drafted", "update.published", "update.corrected"} <= set(actions)
+
+
+def test_the_public_page_holds_nothing_personal(customer, app):
+    page = app.test_client().get("/incidents/acme-2026").get_data(as_text=True)
+    assert "Unauthorized access to customer records" in page
+    assert "c@example.com" not in page and "Person Number1" not in page
+    assert app.test_client().get("/incidents/no-such").status_code == 404
+
+
+def test_bad_incident_input_changes_nothing(admin, incident):
+    response = save_incident(admin, discovered_on="not a date", title="New title")
+    assert response.status_code == 200
+    db.session.expire_all()
+    from portal.models import Incident
+
+    assert db.session.scalars(select(Incident)).one().title != "New title"
+
+
+def test_an_agent_gets_403_on_every_admin_route(app, clock):
+    agent = app.test_client()
+    set_up(app, agent, "agent.x@example.com", "agent", clock)
+    token = csrf_from(agent.get("/staff/cases"))
+    admin_rules = [r for r in app.url_map.iter_rules() if r.endpoint.startswith("admin.")]
+    assert len(admin_rules) >= 8
+    for rule in admin_rules:
+        path = re.sub(r"<[^>]+>", "x", re.sub(r"<int:[^>]+>", "1", rule.rule))
+        if "GET" in rule.methods:
+            assert agent.get(path).status_code == 403, path
+        if "POST" in rule.methods:
+            assert agent.post(path, data={"csrf_token": token}).status_code == 403, path

@@ -283,3 +283,7 @@ def smtp_server():
     yield sink, controller
     with contextlib.suppress(AssertionError, RuntimeError):  # already stopped by the test
         controller.stop()
+
+
+# The staff tests' movable clock, shared as a fixture.
+from tests.staff_flow import clock  # noqa: E402, F401

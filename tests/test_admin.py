@@ -13,7 +13,7 @@ from portal.services.imports import import_customers
 from portal.services.notices import queue_notices
 from tests.conftest import customer_row
 from tests.customer_flow import csrf_from, sign_in
-from tests.test_staff import clock, set_up  # noqa: F401 (clock is a fixture)
+from tests.staff_flow import set_up
 
 HOSTILE = (
     "Hello <script>alert(1)</script>\n\n"

@@ -153,11 +153,7 @@ def test_sms_provider_failures_retry_or_fail(app, sms_provider):
 
 
 def _concrete(rule) -> str:
-    return (
-        rule.rule.replace("<token>", "x")
-        .replace("<int:message_id>", "1")
-        .replace("<int:offer_id>", "1")
-    )
+    return re.sub(r"<[^>]+>", "x", re.sub(r"<int:[^>]+>", "1", rule.rule))
 
 
 def test_every_post_without_a_csrf_token_is_refused(client, app, notified):

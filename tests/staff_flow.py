@@ -1,0 +1,90 @@
+"""Helpers that walk staff through set-up and sign-in, with a clock the tests can move."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pyotp
+import pytest
+from sqlalchemy import select
+
+from portal.extensions import db, vault
+from portal.models import StaffMember
+from portal.models.base import utcnow
+from portal.services.staff import invite
+from tests.conftest import BASE_URL
+from tests.customer_flow import csrf_from
+
+PASSWORD = "lantern orchard velvet compass"
+REAL_NOW = utcnow
+
+
+class Clock:
+    """Moves the authenticator's clock (and the services' time) forward in steps."""
+
+    def __init__(self, monkeypatch):
+        self.offset = timedelta(0)
+        moved = lambda: REAL_NOW() + self.offset  # noqa: E731
+        for module in (
+            "portal.services.totp",
+            "portal.services.staff",
+            "portal.models.base",
+            "portal.services.cases",
+        ):
+            monkeypatch.setattr(f"{module}.utcnow", moved)
+
+    def tick(self, seconds: int = 30) -> None:
+        self.offset += timedelta(seconds=seconds)
+
+    def now(self):
+        return REAL_NOW() + self.offset
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    return Clock(monkeypatch)
+
+
+def member(email: str) -> StaffMember:
+    db.session.expire_all()
+    return next(m for m in db.session.scalars(select(StaffMember)) if m.email == email)
+
+
+def code_for(email: str, clock: Clock) -> str:
+    m = member(email)
+    return pyotp.TOTP(vault.open(m.totp_sealed, f"staff.totp.{m.public_id}")).at(clock.now())
+
+
+def set_up(app, client, email: str, role: str, clock: Clock) -> list[str]:
+    """Invitation to a fully signed-in session; return the recovery codes shown."""
+    link = invite(email, role, actor="test")
+    path = link.removeprefix(BASE_URL)
+    page = client.get(path)
+    assert page.status_code == 200
+    response = client.post(
+        path, data={"csrf_token": csrf_from(page), "password": PASSWORD, "confirm": PASSWORD}
+    )
+    assert response.headers["Location"] == "/staff/setup-authenticator", response.data[:500]
+    page = client.get("/staff/setup-authenticator")
+    assert b"data:image/svg+xml" in page.data
+    response = client.post(
+        "/staff/setup-authenticator",
+        data={"csrf_token": csrf_from(page), "code": code_for(email, clock)},
+    )
+    codes = re.findall(r'<li class="code">([A-Z0-9-]+)</li>', response.get_data(as_text=True))
+    assert len(codes) == 10
+    return codes
+
+
+def log_in(client, email: str, clock: Clock, *, code: str | None = None):
+    page = client.get("/staff/login")
+    response = client.post(
+        "/staff/login", data={"csrf_token": csrf_from(page), "email": email, "password": PASSWORD}
+    )
+    assert response.headers.get("Location") == "/staff/code", response.data[:300]
+    clock.tick()
+    page = client.get("/staff/code")
+    return client.post(
+        "/staff/code", data={"csrf_token": csrf_from(page), "code": code or code_for(email, clock)}
+    )

@@ -151,6 +151,8 @@ def load(env: dict[str, str] | None = None, instance_path: str | Path = "instanc
         "PROXY_HOPS": int(env.get("PORTAL_PROXY_HOPS", "0")),
         "MAIL_FROM": env.get("PORTAL_MAIL_FROM") or f"notices@{parts.hostname}",
         # Where operational alerts go (a code pool ran dry, say); default: the sender address.
+        # The organisation is regulated by NYDFS (23 NYCRR 500): its 72-hour duty applies.
+        "NYDFS_COVERED": env.get("PORTAL_NYDFS_COVERED", "") in ("1", "true", "yes"),
         "ALERT_EMAIL": env.get("PORTAL_ALERT_EMAIL")
         or env.get("PORTAL_MAIL_FROM")
         or f"notices@{parts.hostname}",

@@ -29,6 +29,7 @@ SECRET_KEY = "test-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"
 DATA_KEY = new_data_key()
 TABLES = (
     "audit_event",
+    "obligation",
     "case_message",
     "support_case",
     "recovery_code",

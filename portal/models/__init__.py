@@ -7,6 +7,7 @@ from portal.models.data_class import DATA_CLASSES, DataClass
 from portal.models.guidance import GuidanceProgress
 from portal.models.incident import Incident
 from portal.models.notice import Notice
+from portal.models.obligation import Obligation
 from portal.models.outbox import OutboxMessage
 from portal.models.protection import ActivationCode, Enrollment, ProtectionOffer
 from portal.models.staff import RecoveryCode, StaffMember, StaffSession
@@ -29,6 +30,7 @@ __all__ = [
     "IncidentUpdate",
     "LoginSession",
     "Notice",
+    "Obligation",
     "OutboxMessage",
     "ProtectionOffer",
     "RecoveryCode",

@@ -27,6 +27,8 @@ class Incident(Base):
     occurred_on: Mapped[date | None] = mapped_column(Date)
     discovered_on: Mapped[date] = mapped_column(Date)
     contained_on: Mapped[date | None] = mapped_column(Date)
+    # When the organisation decided the incident is material (starts the SEC clock), if ever.
+    materiality_on: Mapped[date | None] = mapped_column(Date)
     what_happened: Mapped[str] = mapped_column(Text, default="")
     what_we_are_doing: Mapped[str] = mapped_column(Text, default="")
     more_information: Mapped[str] = mapped_column(Text, default="", server_default="")

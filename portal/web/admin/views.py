@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from sqlalchemy import select
 
 from portal.extensions import db
 from portal.models import Incident, StaffMember
-from portal.services import incidents, updates
+from portal.services import incidents, obligations, updates
 from portal.services import staff as staff_service
 from portal.web.access import staff
 from portal.web.admin.forms import IncidentForm, UpdateForm
@@ -93,7 +95,42 @@ def _incident(slug: str):
 @bp.get("/")
 @staff("admin")
 def console():
-    return render_template("admin/console.html", incidents=incidents.all_incidents())
+    items = incidents.all_incidents()
+    return render_template(
+        "admin/console.html", incidents=items, attention=obligations.attention(items)
+    )
+
+
+@bp.get("/obligations")
+@staff("admin")
+def obligation_list():
+    as_of, _duties = obligations.catalogue()
+    return render_template(
+        "admin/obligations.html",
+        as_of=as_of,
+        action=ActionForm(),
+        per_incident=[(i, obligations.for_incident(i)) for i in incidents.all_incidents()],
+    )
+
+
+@bp.post("/obligations/<slug>/<duty_id>")
+@staff("admin")
+def record_obligation(slug: str, duty_id: str):
+    item = _incident(slug)
+    try:
+        done_on = date.fromisoformat(request.form.get("done_on", ""))
+    except ValueError:
+        flash(_("Give the date it was done, like 2026-11-20."), "error")
+        return redirect(url_for("admin.obligation_list"))
+    try:
+        obligations.record_done(
+            item, duty_id, done_on=done_on, how=request.form.get("how", ""), actor=_actor()
+        )
+    except obligations.ObligationError as exc:
+        flash(str(exc), "error")
+    else:
+        flash(_("Recorded."), "info")
+    return redirect(url_for("admin.obligation_list"))
 
 
 @bp.route("/incidents/<slug>", methods=["GET", "POST"])

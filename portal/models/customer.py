@@ -63,6 +63,8 @@ class Customer(Base):
     # that could be reversed.
     password_hash: Mapped[str | None] = mapped_column(String(255))
     password_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # First time the customer opened their plan (a figure for the response team's funnel).
+    plan_viewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Wrong authenticator codes at sign-in, counted over a day like wrong one-time codes.
     totp_failures: Mapped[int] = mapped_column(default=0, server_default="0")
     totp_failed_since: Mapped[datetime | None] = mapped_column(UTCDateTime)

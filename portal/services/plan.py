@@ -77,6 +77,13 @@ def for_customer(customer: Customer, language: str) -> Plan:
     return build(exposed_keys(customer), done_steps(customer), language)
 
 
+def viewed(customer: Customer) -> None:
+    """Note the first time the plan was opened (for the response team's funnel)."""
+    if customer.plan_viewed_at is None:
+        customer.plan_viewed_at = utcnow()
+        db.session.commit()
+
+
 def toggle(customer: Customer, step_id: str, language: str) -> Plan:
     """Mark a step of this customer's own plan done, or not done again."""
     plan = for_customer(customer, language)

@@ -6,11 +6,12 @@ from datetime import date
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 
 from portal.extensions import db
 from portal.models import Incident, StaffMember
-from portal.services import incidents, obligations, updates
+from portal.services import audit, incidents, metrics, obligations, updates
 from portal.services import staff as staff_service
 from portal.web.access import staff
 from portal.web.admin.forms import IncidentForm, UpdateForm
@@ -214,3 +215,41 @@ def correct_update(update_id: int):
 
 def update_slug(update) -> str:
     return db.session.get(Incident, update.incident_id).slug
+
+
+STAGE_LABELS = {
+    "affected": _l("Affected"),
+    "delivered": _l("Notice delivered"),
+    "opened": _l("Link opened"),
+    "verified": _l("Verified"),
+    "plan_viewed": _l("Plan viewed"),
+    "steps_done": _l("Steps done"),
+    "password_reset": _l("Password reset"),
+    "enrolled": _l("Enrolled"),
+}
+
+
+@bp.get("/metrics")
+@staff("admin")
+def metrics_page():
+    data = metrics.figures(incidents.all_incidents())
+    peak = max([1] + [max(d.opened, d.verified) for d in data.days])
+    return render_template(
+        "admin/metrics.html", data=data, stages=metrics.STAGES, labels=STAGE_LABELS, peak=peak
+    )
+
+
+@bp.get("/metrics.csv")
+@staff("admin")
+def metrics_csv():
+    body = metrics.as_csv(metrics.figures(incidents.all_incidents()))
+    audit.record("metrics.exported", actor=_actor())
+    db.session.commit()
+    return (
+        body,
+        200,
+        {
+            "Content-Type": "text/csv; charset=utf-8",
+            "Content-Disposition": 'attachment; filename="portal-funnel.csv"',
+        },
+    )

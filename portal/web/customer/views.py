@@ -391,6 +391,7 @@ def _language() -> str:
 @customer
 def plan():
     customer_ = g.login_session.customer
+    plan_service.viewed(customer_)
     return render_template(
         "customer/plan.html",
         plan=plan_service.for_customer(customer_, _language()),

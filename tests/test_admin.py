@@ -151,3 +151,16 @@ def test_an_agent_gets_403_on_every_admin_route(app, clock):
             assert agent.get(path).status_code == 403, path
         if "POST" in rule.methods:
             assert agent.post(path, data={"csrf_token": token}).status_code == 403, path
+
+
+def test_the_audit_viewer_searches_and_verifies(admin, customer, app):
+    page = admin.get("/admin/audit?action=customer.verified")
+    text = page.get_data(as_text=True)
+    assert "customer.verified" in text and "staff.signed_in" not in text
+    everything = admin.get("/admin/audit").get_data(as_text=True)
+    assert "staff.password_set" in everything
+    verified = admin.post("/admin/audit/verify", data={"csrf_token": csrf_from(page)})
+    assert verified.status_code == 302
+    assert b"The audit chain is intact" in admin.get("/admin/audit").data
+    hostile = admin.get("/admin/audit?actor=%25&since=not-a-date&page=zz")
+    assert hostile.status_code == 200 and b"No events match." in hostile.data

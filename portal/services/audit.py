@@ -122,3 +122,43 @@ def verify_chain(batch_size: int = 5000) -> ChainReport:
             checked += 1
             last_id = event.id
         db.session.expunge_all()
+
+
+@dataclass
+class Page:
+    events: list[AuditEvent]
+    page: int
+    pages: int
+
+
+def search(
+    *,
+    actor: str = "",
+    action: str = "",
+    subject: str = "",
+    since=None,
+    until=None,
+    page: int = 1,
+    per_page: int = 50,
+) -> Page:
+    """Events matching the filters, newest first (text filters match the start of a value)."""
+    from sqlalchemy import func
+
+    query = select(AuditEvent)
+    if actor:
+        query = query.where(AuditEvent.actor.startswith(actor, autoescape=True))
+    if action:
+        query = query.where(AuditEvent.action.startswith(action, autoescape=True))
+    if subject:
+        query = query.where(AuditEvent.subject_id.startswith(subject, autoescape=True))
+    if since is not None:
+        query = query.where(AuditEvent.occurred_at >= since)
+    if until is not None:
+        query = query.where(AuditEvent.occurred_at < until)
+    total = db.session.scalar(select(func.count()).select_from(query.subquery()))
+    pages = max(1, -(-total // per_page))
+    page = min(max(1, page), pages)
+    events = db.session.scalars(
+        query.order_by(AuditEvent.id.desc()).offset((page - 1) * per_page).limit(per_page)
+    ).all()
+    return Page(list(events), page, pages)

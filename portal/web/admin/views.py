@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime, time, timedelta
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 from flask_babel import gettext as _
@@ -253,3 +253,54 @@ def metrics_csv():
             "Content-Disposition": 'attachment; filename="portal-funnel.csv"',
         },
     )
+
+
+def _day(value: str):
+    try:
+        return datetime.combine(date.fromisoformat(value), time.min, tzinfo=UTC) if value else None
+    except ValueError:
+        return None
+
+
+@bp.get("/audit")
+@staff("admin")
+def audit_log():
+    args = request.args
+    try:
+        page = int(args.get("page", "1"))
+    except ValueError:
+        page = 1
+    until = _day(args.get("until", ""))
+    result = audit.search(
+        actor=args.get("actor", "").strip(),
+        action=args.get("action", "").strip(),
+        subject=args.get("subject", "").strip(),
+        since=_day(args.get("since", "")),
+        until=until + timedelta(days=1) if until else None,
+        page=page,
+    )
+    return render_template("admin/audit.html", result=result, args=args, action=ActionForm())
+
+
+@bp.post("/audit/verify")
+@staff("admin")
+def audit_verify():
+    report = audit.verify_chain()
+    if report.broken_at is None:
+        flash(_("The audit chain is intact (%(count)d events).", count=report.checked), "info")
+    else:
+        flash(
+            _(
+                "The audit chain is broken at event %(id)d: %(reason)s",
+                id=report.broken_at,
+                reason=report.reason,
+            ),
+            "error",
+        )
+    audit.record(
+        "audit.verified",
+        actor=_actor(),
+        outcome="success" if report.broken_at is None else "failure",
+    )
+    db.session.commit()
+    return redirect(url_for("admin.audit_log"))

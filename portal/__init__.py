@@ -54,6 +54,14 @@ def register_extensions(app: Flask) -> None:
     from portal.i18n import language_for
 
     db.init_app(app)
+
+    @app.before_request
+    def _upload_limit():
+        # Registered before CSRFProtect reads the form, so the larger limit applies to the one
+        # route that takes a customer file; every other request keeps the small limit.
+        if request.endpoint == "admin.upload_import":
+            request.max_content_length = app.config["IMPORT_MAX_BYTES"]
+
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
             event.listen(db.engine, "connect", _sqlite_pragmas)

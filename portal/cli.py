@@ -159,7 +159,7 @@ def _transports():
 @click.option("--idle-seconds", default=2.0, show_default=True, help="Pause when nothing is due.")
 def outbox_work(once, idle_seconds):
     """Deliver queued messages; several workers may run at once on PostgreSQL."""
-    from portal.services import outbox
+    from portal.services import background, outbox
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     transports = _transports()
@@ -180,10 +180,31 @@ def outbox_work(once, idle_seconds):
             return
         while not stopping:
             result = outbox.deliver_batch(transports)
-            if result.claimed == 0 or result.sent + result.failed + result.expired == 0:
+            idle = result.claimed == 0 or result.sent + result.failed + result.expired == 0
+            # Nothing to deliver: take on a background job (an import, a campaign) instead.
+            if idle and background.run_one() is None:
                 time.sleep(idle_seconds)
     finally:
         transports.close()
+
+
+jobs_cli = click.Group("jobs", help="Background jobs (imports and campaigns from the console).")
+
+
+@jobs_cli.command("work")
+@click.option("--once", is_flag=True, help="Run what is waiting, then exit.")
+def jobs_work(once):
+    """Run background jobs (the outbox worker runs them too, when it is idle)."""
+    from portal.services import background
+
+    while True:
+        job = background.run_one()
+        if job is not None:
+            click.echo(f"Job {job.kind} {job.public_id}: {job.status}.")
+        elif once:
+            return
+        else:
+            time.sleep(2)
 
 
 @outbox_cli.command("status")
@@ -316,6 +337,7 @@ COMMANDS = [
     keys_cli,
     protection_cli,
     staff_cli,
+    jobs_cli,
     demo,
 ]
 

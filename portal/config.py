@@ -163,6 +163,8 @@ def load(env: dict[str, str] | None = None, instance_path: str | Path = "instanc
         "OUTBOX_RETRY_BASE_TTL": timedelta(seconds=30),
         "OUTBOX_RETRY_MAX_TTL": timedelta(hours=1),
         "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
+        # Only the console's CSV upload may be larger (a million rows is about 120 MB).
+        "IMPORT_MAX_BYTES": int(env.get("PORTAL_IMPORT_MAX_MB", "256")) * 1024 * 1024,
         "MAX_FORM_MEMORY_SIZE": 64 * 1024,
         "MAX_FORM_PARTS": 100,
         "SESSION_COOKIE_SECURE": production,

@@ -29,6 +29,7 @@ SECRET_KEY = "test-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"
 DATA_KEY = new_data_key()
 TABLES = (
     "audit_event",
+    "background_job",
     "obligation",
     "case_message",
     "support_case",
@@ -108,6 +109,14 @@ def database_url(migrated_database, tmp_path) -> str:
     path = tmp_path / "portal.db"
     shutil.copy(migrated_database, path)
     return f"sqlite:///{path}"
+
+
+@pytest.fixture(autouse=True)
+def own_instance_folder(tmp_path, monkeypatch):
+    """Each test keeps its instance files (uploads, development keys) to itself."""
+    folder = tmp_path / "instance"
+    folder.mkdir()
+    monkeypatch.setenv("PORTAL_INSTANCE_PATH", str(folder))
 
 
 @pytest.fixture(autouse=True)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import re
+from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from portal.extensions import db
-from portal.models import AuditEvent, IncidentUpdate
+from portal.models import AuditEvent, Customer, IncidentUpdate, OutboxMessage
+from portal.services import background
 from portal.services.imports import import_customers
 from portal.services.notices import queue_notices
 from tests.conftest import customer_row
@@ -164,3 +167,82 @@ def test_the_audit_viewer_searches_and_verifies(admin, customer, app):
     assert b"The audit chain is intact" in admin.get("/admin/audit").data
     hostile = admin.get("/admin/audit?actor=%25&since=not-a-date&page=zz")
     assert hostile.status_code == 200 and b"No events match." in hostile.data
+
+
+def _upload(admin, content: str):
+    page = admin.get("/admin/incidents/acme-2026/import")
+    return admin.post(
+        "/admin/incidents/acme-2026/import",
+        data={
+            "csrf_token": csrf_from(page),
+            "file": (io.BytesIO(content.encode()), "customers.csv"),
+        },
+        content_type="multipart/form-data",
+    )
+
+
+HEADER = "external_id,full_name,email,phone,locale,region,data_classes\n"
+
+
+def test_a_browser_upload_with_bad_rows_reports_and_writes_nothing(admin, incident, app):
+    bad = HEADER + "C-1,Ann,ann@example.com,,en,US-CA,ssn\nC-2,Bob,not-an-email,,en,,ssn\n"
+    response = _upload(admin, bad)
+    job_path = response.headers["Location"]
+    assert job_path.startswith("/admin/jobs/")
+    assert b"Status: queued" in admin.get(job_path).data
+    background.run_one()  # what the worker does
+    page = admin.get(job_path).get_data(as_text=True)
+    assert "1 problem(s) in 2 rows: nothing was written" in page
+    assert "email is not a valid address" in page and ">3<" in page
+    assert "Import them" not in page
+    assert db.session.scalars(select(Customer)).all() == []
+
+
+def test_a_good_upload_imports_after_confirmation(admin, incident, app):
+    good = HEADER + "C-1,Ann,ann@example.com,,en,US-CA,ssn\nC-2,Bob,bob@example.com,,en,,ssn\n"
+    check_path = _upload(admin, good).headers["Location"]
+    background.run_one()
+    page = admin.get(check_path)
+    assert b"2 rows checked: no problems." in page.data
+    assert db.session.scalars(select(Customer)).all() == []  # not before the confirmation
+    confirm = admin.post(check_path + "/confirm", data={"csrf_token": csrf_from(page)})
+    import_path = confirm.headers["Location"]
+    assert import_path != check_path
+    background.run_one()
+    progress = admin.get(import_path + "/progress")
+    assert b"Status: done" in progress.data and progress.headers["HX-Refresh"] == "true"
+    assert b"Imported 2 rows: 2 new" in admin.get(import_path).data
+    assert len(db.session.scalars(select(Customer)).all()) == 2
+    uploads = list((Path(app.instance_path) / "uploads").glob("*.csv"))
+    assert uploads == []  # the uploaded file is gone once imported
+
+
+def test_the_campaign_sends_and_retries(admin, incident, app, write_csv):
+    import_customers(
+        incident,
+        write_csv([customer_row(n, email=f"p{n}@example.com", phone="") for n in range(1, 4)]),
+        actor="test",
+    )
+    page = admin.get("/admin/incidents/acme-2026/campaign")
+    assert b"not yet notified (3)" in page.data
+    response = admin.post(
+        "/admin/incidents/acme-2026/campaign/send", data={"csrf_token": csrf_from(page)}
+    )
+    background.run_one()
+    assert b"3 notice(s) queued" in admin.get(response.headers["Location"]).data
+    db.session.execute(
+        update(OutboxMessage).where(OutboxMessage.notice_id.is_not(None)).values(status="failed")
+    )
+    db.session.commit()
+    page = admin.get("/admin/incidents/acme-2026/campaign")
+    assert b"Try the failed ones again (3)" in page.data
+    admin.post(
+        "/admin/incidents/acme-2026/campaign/resend-failed", data={"csrf_token": csrf_from(page)}
+    )
+    statuses = {
+        m.status
+        for m in db.session.scalars(
+            select(OutboxMessage).where(OutboxMessage.notice_id.is_not(None))
+        )
+    }
+    assert statuses == {"queued"}

@@ -6,6 +6,7 @@ from portal.models.customer import Customer, Exposure
 from portal.models.data_class import DATA_CLASSES, DataClass
 from portal.models.guidance import GuidanceProgress
 from portal.models.incident import Incident
+from portal.models.job import Job
 from portal.models.notice import Notice
 from portal.models.obligation import Obligation
 from portal.models.outbox import OutboxMessage
@@ -28,6 +29,7 @@ __all__ = [
     "GuidanceProgress",
     "Incident",
     "IncidentUpdate",
+    "Job",
     "LoginSession",
     "Notice",
     "Obligation",

@@ -252,7 +252,9 @@ def _batches(rows: Iterator[Row], size: int) -> Iterator[list[Row]]:
         yield batch
 
 
-def import_customers(incident: Incident, path: Path | str, *, actor: str) -> ImportReport:
+def import_customers(
+    incident: Incident, path: Path | str, *, actor: str, progress=None
+) -> ImportReport:
     """Validate then upsert the file; raise ImportRejected (writing nothing) on any problem."""
     path = Path(path)
     report = validate(path)
@@ -272,6 +274,8 @@ def import_customers(incident: Incident, path: Path | str, *, actor: str) -> Imp
     for batch in _batches(_rows(path), BATCH_SIZE):
         report.rows += len(batch)
         _upsert_batch(incident.id, batch, report)
+        if progress is not None:
+            progress(report.rows)
     audit.record(
         "customers.imported",
         actor=actor,

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from functools import partial
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, select, update
 from sqlalchemy.orm import selectinload
 
 from portal.extensions import db
 from portal.mail.compose import compose_notice
-from portal.models import Customer, Exposure, Incident, Notice
+from portal.models import Customer, Exposure, Incident, Notice, OutboxMessage
 from portal.models.base import utcnow
 from portal.services import audit, guidance, outbox, reference_codes, tokens
 
@@ -46,7 +47,9 @@ def _fresh_reference_codes(count: int) -> list[str]:
             return list(codes)
 
 
-def queue_notices(incident: Incident, *, actor: str, batch_size: int = BATCH_SIZE) -> int:
+def queue_notices(
+    incident: Incident, *, actor: str, batch_size: int = BATCH_SIZE, progress=None
+) -> int:
     """Create a Notice and its outbox message for every affected customer not yet notified.
 
     Each batch commits its notices together with their messages, so a notice is never marked
@@ -110,4 +113,71 @@ def queue_notices(incident: Incident, *, actor: str, batch_size: int = BATCH_SIZ
         # memory stays flat over a million notices without detaching the caller's objects.
         db.session.commit()
         queued += len(customers)
+        if progress is not None:
+            progress(queued)
     return queued
+
+
+@dataclass(frozen=True)
+class Campaign:
+    affected: int
+    notified: int
+    sent: int
+    failed: int
+    opened: int
+    verified: int
+
+
+def campaign(incident: Incident) -> Campaign:
+    """Where the notices of an incident stand (one aggregate query)."""
+    from sqlalchemy import func
+
+    def notices(condition):
+        return (
+            select(func.count())
+            .select_from(Notice)
+            .where(Notice.incident_id == incident.id, condition)
+            .scalar_subquery()
+        )
+
+    row = db.session.execute(
+        select(
+            select(func.count(func.distinct(Exposure.customer_id)))
+            .where(Exposure.incident_id == incident.id)
+            .scalar_subquery(),
+            notices(Notice.id.is_not(None)),
+            notices(Notice.sent_at.is_not(None)),
+            select(func.count())
+            .select_from(OutboxMessage)
+            .join(Notice, Notice.id == OutboxMessage.notice_id)
+            .where(Notice.incident_id == incident.id, OutboxMessage.status == "failed")
+            .scalar_subquery(),
+            notices(Notice.opened_at.is_not(None)),
+            notices(Notice.verified_at.is_not(None)),
+        )
+    ).one()
+    return Campaign(*(int(v or 0) for v in row))
+
+
+def requeue_failed(incident: Incident, *, actor: str) -> int:
+    """Try again every notice message of this incident that failed (an address since fixed)."""
+    failed = (
+        select(OutboxMessage.id)
+        .join(Notice, Notice.id == OutboxMessage.notice_id)
+        .where(Notice.incident_id == incident.id, OutboxMessage.status == "failed")
+    )
+    result = db.session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id.in_(failed))
+        .values(status="queued", attempts=0, next_attempt_at=utcnow(), last_error=""),
+        execution_options={"synchronize_session": False},
+    )
+    audit.record(
+        "notices.requeued",
+        actor=actor,
+        subject_type="incident",
+        subject_id=incident.slug,
+        details={"count": result.rowcount},
+    )
+    db.session.commit()
+    return result.rowcount

@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 
-from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    g,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 
 from portal.extensions import db
 from portal.models import Incident, StaffMember
-from portal.services import audit, incidents, metrics, obligations, updates
+from portal.services import audit, background, incidents, metrics, obligations, updates
+from portal.services import notices as notices_service
 from portal.services import staff as staff_service
 from portal.web.access import staff
 from portal.web.admin.forms import IncidentForm, UpdateForm
@@ -304,3 +318,118 @@ def audit_verify():
     )
     db.session.commit()
     return redirect(url_for("admin.audit_log"))
+
+
+def _fresh_or_reauth(target: str):
+    """Imports, campaigns and exports need password + code from the last five minutes."""
+    if staff_service.is_fresh(g.staff_session):
+        return None
+    flash(_("Confirm it is you first: this action needs your password and code again."), "info")
+    return redirect(url_for("staff.reauth", next=target))
+
+
+@bp.route("/incidents/<slug>/import", methods=["GET", "POST"])
+@staff("admin")
+def upload_import(slug: str):
+    item = _incident(slug)
+    if request.method == "POST":
+        if redirect_ := _fresh_or_reauth(url_for("admin.upload_import", slug=slug)):
+            return redirect_
+        upload = request.files.get("file")
+        if upload is None or not upload.filename:
+            flash(_("Choose a CSV file to upload."), "error")
+            return redirect(url_for("admin.upload_import", slug=slug))
+        folder = Path(current_app.instance_path) / "uploads"
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = folder / f"{secrets.token_hex(16)}.csv"  # never the uploader's file name
+        upload.save(path)
+        path.chmod(0o600)
+        job = background.submit(
+            "validate_import",
+            {"path": str(path), "incident_id": item.id, "actor": _actor()},
+            actor=_actor(),
+        )
+        return redirect(url_for("admin.job", public_id=job.public_id))
+    return render_template("admin/import.html", incident=item, action=ActionForm())
+
+
+def _job(public_id: str):
+    job = background.get(public_id)
+    if job is None:
+        abort(404)
+    return job
+
+
+@bp.get("/jobs/<public_id>")
+@staff("admin")
+def job(public_id: str):
+    item = _job(public_id)
+    return render_template(
+        "admin/job.html", job=item, report=background.report(item), action=ActionForm()
+    )
+
+
+@bp.get("/jobs/<public_id>/progress")
+@staff("admin")
+def job_progress(public_id: str):
+    item = _job(public_id)
+    response = make_response(render_template("admin/_job_progress.html", job=item))
+    if item.status in ("done", "failed"):
+        response.headers["HX-Refresh"] = "true"  # show the full report
+    return response
+
+
+@bp.post("/jobs/<public_id>/confirm")
+@staff("admin")
+def confirm_import(public_id: str):
+    item = _job(public_id)
+    report = background.report(item)
+    if item.kind != "validate_import" or item.status != "done" or report.get("problem_count"):
+        flash(_("Only a file that passed validation can be imported."), "error")
+        return redirect(url_for("admin.job", public_id=public_id))
+    if redirect_ := _fresh_or_reauth(url_for("admin.job", public_id=public_id)):
+        return redirect_
+    payload = background.payload(item)
+    follow = background.submit(
+        "import_customers",
+        {**payload, "rows": report.get("rows", 0), "actor": _actor()},
+        actor=_actor(),
+    )
+    return redirect(url_for("admin.job", public_id=follow.public_id))
+
+
+@bp.get("/incidents/<slug>/campaign")
+@staff("admin")
+def campaign(slug: str):
+    item = _incident(slug)
+    return render_template(
+        "admin/campaign.html",
+        incident=item,
+        figures=notices_service.campaign(item),
+        action=ActionForm(),
+    )
+
+
+@bp.post("/incidents/<slug>/campaign/<act>")
+@staff("admin")
+def campaign_act(slug: str, act: str):
+    item = _incident(slug)
+    if redirect_ := _fresh_or_reauth(url_for("admin.campaign", slug=slug)):
+        return redirect_
+    if act == "send":
+        figures = notices_service.campaign(item)
+        job = background.submit(
+            "send_notices",
+            {
+                "incident_id": item.id,
+                "actor": _actor(),
+                "total": figures.affected - figures.notified,
+            },
+            actor=_actor(),
+        )
+        return redirect(url_for("admin.job", public_id=job.public_id))
+    if act == "resend-failed":
+        count = notices_service.requeue_failed(item, actor=_actor())
+        flash(_("%(count)d failed notice(s) will be tried again.", count=count), "info")
+        return redirect(url_for("admin.campaign", slug=slug))
+    abort(404)

@@ -15,7 +15,7 @@ from portal.services import background
 from portal.services.imports import import_customers
 from portal.services.notices import queue_notices
 from tests.conftest import customer_row
-from tests.customer_flow import csrf_from, sign_in
+from tests.customer_flow import csrf_from, messages_to, sign_in
 from tests.staff_flow import set_up
 
 HOSTILE = (
@@ -246,3 +246,23 @@ def test_the_campaign_sends_and_retries(admin, incident, app, write_csv):
         )
     }
     assert statuses == {"queued"}
+
+
+def test_publishing_can_email_every_affected_customer_once(admin, customer, app):
+    page = admin.get("/admin/incidents/acme-2026")
+    admin.post(
+        "/admin/incidents/acme-2026/updates",
+        data={"csrf_token": csrf_from(page), "title": "Phone line extended", "body": "Now 24/7."},
+    )
+    draft = db.session.scalars(select(IncidentUpdate)).one()
+    response = admin.post(
+        f"/admin/updates/{draft.id}/publish", data={"csrf_token": csrf_from(page), "notify": "yes"}
+    )
+    job_path = response.headers["Location"]
+    background.run_one()
+    assert b"1 customer(s) will be emailed" in admin.get(job_path).data
+    from portal.services.updates import notify_affected
+
+    assert notify_affected(draft.id) == 0  # a second run sends nobody a second copy
+    mail = [m for m in messages_to("c@example.com") if "An update about" in m.row.subject]
+    assert len(mail) == 1 and "Phone line extended" in mail[0].text

@@ -167,3 +167,18 @@ def compose_assisted_link(*, link: str) -> Composed:
         text=render_template("emails/assisted_link.txt", **context),
         html=render_template("emails/assisted_link.html", **context),
     )
+
+
+def compose_update_notice(*, incident: Incident, update) -> Composed:
+    """There is news about the incident: the title, and where to read it."""
+    context = {
+        "incident": incident,
+        "update": update,
+        "organisation": current_app.config["ORGANISATION_NAME"],
+        "portal_address": current_app.config["BASE_URL"],
+    }
+    return Composed(
+        subject=_("An update about %(title)s", title=incident.title),
+        text=render_template("emails/update.txt", **context),
+        html=render_template("emails/update.html", **context),
+    )

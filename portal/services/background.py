@@ -162,8 +162,16 @@ def _send_notices(payload: dict, progress: Callable[[int, int], None]) -> dict:
     return {"queued": count}
 
 
+def _notify_update(payload: dict, progress: Callable[[int, int], None]) -> dict:
+    from portal.services.updates import notify_affected
+
+    sent = notify_affected(payload["update_id"], progress=progress)
+    return {"queued": sent}
+
+
 HANDLERS: dict[str, Callable[[dict, Callable[[int, int], None]], dict]] = {
     "validate_import": _validate_import,
     "import_customers": _import_customers,
     "send_notices": _send_notices,
+    "notify_update": _notify_update,
 }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from portal.extensions import db
 from portal.models import Incident, IncidentUpdate
@@ -108,3 +108,61 @@ def correct(update: IncidentUpdate, title: str, body: str, *, actor: str) -> Inc
     )
     db.session.commit()
     return correction
+
+
+def notify_affected(update_id: int, *, progress=None, batch_size: int = 500) -> int:
+    """Email everyone the incident touched that there is an update (once each, in batches)."""
+    from flask_babel import force_locale
+
+    from portal.i18n import language_for
+    from portal.mail.compose import compose_update_notice
+    from portal.models import Customer, Exposure, OutboxMessage
+    from portal.services import outbox
+
+    update = db.session.get(IncidentUpdate, update_id)
+    incident = db.session.get(Incident, update.incident_id)
+    affected = (
+        select(Exposure.customer_id)
+        .where(Exposure.incident_id == incident.id)
+        .distinct()
+        .scalar_subquery()
+    )
+    total = db.session.scalar(
+        select(func.count()).select_from(Customer).where(Customer.id.in_(affected))
+    )
+    queued, done, last = 0, 0, 0
+    while True:
+        customers = db.session.scalars(
+            select(Customer)
+            .where(Customer.id.in_(affected), Customer.id > last)
+            .order_by(Customer.id)
+            .limit(batch_size)
+        ).all()
+        if not customers:
+            break
+        keys = {f"update:{update.id}:{c.public_id}": c for c in customers}
+        already = set(
+            db.session.scalars(
+                select(OutboxMessage.dedupe_key).where(OutboxMessage.dedupe_key.in_(keys))
+            )
+        )
+        for key, customer in keys.items():
+            if key in already:
+                continue  # a rerun after a crash sends nobody a second copy
+            with force_locale(language_for(customer.locale)):
+                message = compose_update_notice(incident=incident, update=update)
+            outbox.enqueue_email(
+                dedupe_key=key,
+                recipient=customer.email,
+                subject=message.subject,
+                text=message.text,
+                html=message.html,
+                locale=customer.locale,
+            )
+            queued += 1
+        last = customers[-1].id
+        done += len(customers)
+        db.session.commit()
+        if progress is not None:
+            progress(done, total)
+    return queued

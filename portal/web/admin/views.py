@@ -209,6 +209,10 @@ def publish_update(update_id: int):
         updates.publish(update, actor=_actor())
     except updates.UpdateError as exc:
         flash(str(exc), "error")
+    else:
+        if request.form.get("notify") == "yes":
+            job = background.submit("notify_update", {"update_id": update.id}, actor=_actor())
+            return redirect(url_for("admin.job", public_id=job.public_id))
     return redirect(url_for("admin.incident", slug=update_slug(update)) + "#updates")
 
 

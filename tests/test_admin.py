@@ -266,3 +266,36 @@ def test_publishing_can_email_every_affected_customer_once(admin, customer, app)
     assert notify_affected(draft.id) == 0  # a second run sends nobody a second copy
     mail = [m for m in messages_to("c@example.com") if "An update about" in m.row.subject]
     assert len(mail) == 1 and "Phone line extended" in mail[0].text
+
+
+def test_an_admin_creates_an_incident_and_sees_the_data_involved(admin, app, write_csv):
+    page = admin.get("/admin/incidents/new")
+    bad = admin.post(
+        "/admin/incidents/new",
+        data={
+            "csrf_token": csrf_from(page),
+            "slug": "Bad Slug",
+            "title": "T",
+            "discovered_on": "2026-11-20",
+        },
+    )
+    assert b"lowercase letters" in bad.data
+    made = admin.post(
+        "/admin/incidents/new",
+        data={
+            "csrf_token": csrf_from(page),
+            "slug": "web-2026",
+            "title": "Web shop",
+            "discovered_on": "2026-11-20",
+        },
+    )
+    assert made.headers["Location"] == "/admin/incidents/web-2026"
+    from portal.services.incidents import get_by_slug
+
+    import_customers(
+        get_by_slug("web-2026"),
+        write_csv([customer_row(1, data_classes="payment_card:4242;email_address")]),
+        actor="test",
+    )
+    page = admin.get("/admin/incidents/web-2026").get_data(as_text=True)
+    assert "email_address (1)" in page and "payment_card (1)" in page

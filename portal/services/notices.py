@@ -181,3 +181,16 @@ def requeue_failed(incident: Incident, *, actor: str) -> int:
     )
     db.session.commit()
     return result.rowcount
+
+
+def data_classes_involved(incident: Incident) -> list[tuple[str, int]]:
+    """The data classes the imports say were involved, most customers first (one query)."""
+    from sqlalchemy import func
+
+    rows = db.session.execute(
+        select(Exposure.data_class, func.count())
+        .where(Exposure.incident_id == incident.id)
+        .group_by(Exposure.data_class)
+        .order_by(func.count().desc(), Exposure.data_class)
+    )
+    return [(key, count) for key, count in rows]

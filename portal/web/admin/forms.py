@@ -29,3 +29,12 @@ class IncidentForm(FlaskForm):
 class UpdateForm(FlaskForm):
     title = StringField(_l("Title"), validators=[DataRequired(), Length(max=200)])
     body = TextAreaField(_l("Text (Markdown)"), validators=[DataRequired(), Length(max=20000)])
+
+
+class NewIncidentForm(FlaskForm):
+    slug = StringField(
+        _l("Short name (lowercase, dashes), e.g. acme-2026"),
+        validators=[DataRequired(), Length(max=64)],
+    )
+    title = StringField(_l("Title"), validators=[DataRequired(), Length(max=200)])
+    discovered_on = DateField(_l("Discovered on"), validators=[DataRequired()])

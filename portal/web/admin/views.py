@@ -28,7 +28,7 @@ from portal.services import audit, background, incidents, metrics, obligations, 
 from portal.services import notices as notices_service
 from portal.services import staff as staff_service
 from portal.web.access import staff
-from portal.web.admin.forms import IncidentForm, UpdateForm
+from portal.web.admin.forms import IncidentForm, NewIncidentForm, UpdateForm
 from portal.web.staff.forms import ActionForm
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -148,6 +148,25 @@ def record_obligation(slug: str, duty_id: str):
     return redirect(url_for("admin.obligation_list"))
 
 
+@bp.route("/incidents/new", methods=["GET", "POST"])
+@staff("admin")
+def new_incident():
+    form = NewIncidentForm()
+    if form.validate_on_submit():
+        try:
+            item = incidents.create_incident(
+                slug=form.slug.data.strip(),
+                title=form.title.data,
+                discovered_on=form.discovered_on.data,
+                actor=_actor(),
+            )
+        except incidents.IncidentError as exc:
+            form.slug.errors.append(str(exc))
+        else:
+            return redirect(url_for("admin.incident", slug=item.slug))
+    return render_template("admin/new_incident.html", form=form)
+
+
 @bp.route("/incidents/<slug>", methods=["GET", "POST"])
 @staff("admin")
 def incident(slug: str):
@@ -260,6 +279,8 @@ def metrics_page():
 @bp.get("/metrics.csv")
 @staff("admin")
 def metrics_csv():
+    if redirect_ := _fresh_or_reauth(url_for("admin.metrics_page")):
+        return redirect_  # an export: password and code again first
     body = metrics.as_csv(metrics.figures(incidents.all_incidents()))
     audit.record("metrics.exported", actor=_actor())
     db.session.commit()

@@ -190,6 +190,7 @@ def incident(slug: str):
         incident=item,
         form=form,
         preview=preview,
+        involved=notices_service.data_classes_involved(item),
         updates=updates.for_incident(item),
         update_form=UpdateForm(),
         action=ActionForm(),

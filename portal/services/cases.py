@@ -19,7 +19,7 @@ from portal.i18n import language_for
 from portal.mail.compose import compose_case_reply, compose_security_notice
 from portal.models import Case, CaseMessage, Challenge, Customer, Notice, StaffMember
 from portal.models.base import utcnow
-from portal.services import audit, outbox, reference_codes, tokens
+from portal.services import audit, outbox, reference_codes
 from portal.validation import is_email, normalise_email
 
 # How soon a person should hear back, by topic: someone whose identity is being stolen first.
@@ -395,23 +395,10 @@ def resend_link(staff: StaffMember, case: Case, reason: str) -> None:
     notices = db.session.scalars(select(Notice).where(Notice.customer_id == customer.id)).all()
     if not notices:
         raise CaseError("This customer has no notice to resend.")
-    from portal.mail.compose import compose_new_link
+    from portal.services.verification import reissue_link
 
     for notice in notices:
-        notice.link_nonce = secrets.token_urlsafe(16)
-        with force_locale(language_for(customer.locale)):
-            message = compose_new_link(
-                incident=notice.incident,
-                link=tokens.notice_link(notice.public_id, notice.link_nonce),
-            )
-        outbox.enqueue_email(
-            dedupe_key=f"agent-link:{notice.public_id}:{secrets.token_hex(8)}",
-            recipient=customer.email,
-            subject=message.subject,
-            text=message.text,
-            html=message.html,
-            locale=customer.locale,
-        )
+        reissue_link(notice, customer, reason="agent-link")
     _tool_audit(staff, case, "agent.link_resent", reason)
     db.session.commit()
 

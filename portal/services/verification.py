@@ -385,6 +385,24 @@ def request_new_link(address: str) -> None:
     db.session.commit()
 
 
+def reissue_link(notice: Notice, customer: Customer, *, reason: str) -> None:
+    """A fresh access link for a notice, mailed to the address on file; earlier links die."""
+    notice.link_nonce = secrets.token_urlsafe(16)  # every earlier link stops working
+    with force_locale(language_for(customer.locale)):
+        message = compose_new_link(
+            incident=notice.incident,
+            link=tokens.notice_link(notice.public_id, notice.link_nonce),
+        )
+        outbox.enqueue_email(
+            dedupe_key=f"{reason}:{notice.public_id}:{secrets.token_hex(8)}",
+            recipient=customer.email,
+            subject=message.subject,
+            text=message.text,
+            html=message.html,
+            locale=customer.locale,
+        )
+
+
 def send_new_links(payload: dict) -> None:
     """Job: for each notice of a customer with this address, replace the link and mail it."""
     config = current_app.config
@@ -402,20 +420,7 @@ def send_new_links(payload: dict) -> None:
             # Per address and hour, a few links at most: nobody can flood a mailbox.
             if sent_recently >= config["NEW_LINKS_PER_HOUR"]:
                 continue
-            notice.link_nonce = secrets.token_urlsafe(16)  # every earlier link stops working
-            with force_locale(language_for(customer.locale)):
-                message = compose_new_link(
-                    incident=notice.incident,
-                    link=tokens.notice_link(notice.public_id, notice.link_nonce),
-                )
-                outbox.enqueue_email(
-                    dedupe_key=f"newlink:{notice.public_id}:{secrets.token_hex(8)}",
-                    recipient=customer.email,
-                    subject=message.subject,
-                    text=message.text,
-                    html=message.html,
-                    locale=customer.locale,
-                )
+            reissue_link(notice, customer, reason="newlink")
             audit.record(
                 "link.reissued",
                 actor="system:outbox",

@@ -13,6 +13,7 @@ import binascii
 import hashlib
 import hmac
 import os
+import threading
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -49,12 +50,34 @@ def decode_key(text: str) -> bytes:
     return raw
 
 
+class _NonceSource(threading.local):
+    """Fresh random nonces, read from the OS in blocks (one system call per 4,096 seals).
+
+    Every nonce is 96 bits straight from the CSPRNG, never reused: a block is consumed once, by
+    one thread (the pool is per thread).
+    """
+
+    BLOCK = NONCE_SIZE * 4096
+
+    def __init__(self):
+        self.pool = b""
+        self.offset = 0
+
+    def take(self) -> bytes:
+        if self.offset >= len(self.pool):
+            self.pool, self.offset = os.urandom(self.BLOCK), 0
+        nonce = self.pool[self.offset : self.offset + NONCE_SIZE]
+        self.offset += NONCE_SIZE
+        return nonce
+
+
 class DataVault:
     """Seal and open personal values; bound to the app's PORTAL_DATA_KEYS at start."""
 
     def __init__(self, keys: list[str] | None = None):
         self._keys: list[_Key] = []
         self._by_id: dict[bytes, _Key] = {}
+        self._nonces = _NonceSource()
         if keys:
             self.load_keys(keys)
 
@@ -76,7 +99,7 @@ class DataVault:
     def seal(self, value: str | bytes, context: str) -> bytes:
         """Encrypt value for the place named by context (e.g. 'customer.email.<row>')."""
         key = self._keys[0]
-        nonce = os.urandom(NONCE_SIZE)
+        nonce = self._nonces.take()
         header = FORMAT_VERSION + key.id + nonce
         data = value.encode() if isinstance(value, str) else value
         return header + key.aead.encrypt(nonce, data, context.encode() + key.id)

@@ -128,3 +128,25 @@ def test_a_value_sealed_with_a_removed_key_is_refused_clearly(app, canary):
 def test_malformed_data_keys_are_refused(bad):
     with pytest.raises(ValueError):
         DataVault([bad])
+
+
+def test_every_seal_uses_a_fresh_nonce_even_across_threads():
+    import threading
+
+    from portal.crypto import HEADER_SIZE
+
+    local = DataVault([new_data_key()])
+    nonces: list[bytes] = []
+    lock = threading.Lock()
+
+    def work():
+        mine = [local.seal("same value", "ctx")[5:HEADER_SIZE] for _ in range(6000)]
+        with lock:
+            nonces.extend(mine)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(nonces) == 24000 and len(set(nonces)) == 24000

@@ -26,6 +26,7 @@ from portal.models import (
 )
 from portal.models.base import utcnow
 from portal.services import outbox
+from portal.services.notices import affected_count, notice_count
 
 STAGES = (
     "affected",
@@ -59,18 +60,11 @@ def funnel(incident: Incident) -> Funnel:
     )
 
     def notices(condition):
-        return (
-            select(func.count())
-            .select_from(Notice)
-            .where(Notice.incident_id == incident.id, condition)
-            .scalar_subquery()
-        )
+        return notice_count(incident.id, condition)
 
     row = db.session.execute(
         select(
-            select(func.count(func.distinct(Exposure.customer_id)))
-            .where(Exposure.incident_id == incident.id)
-            .scalar_subquery(),
+            affected_count(incident.id),
             notices(Notice.sent_at.is_not(None)),
             notices(Notice.opened_at.is_not(None)),
             notices(Notice.verified_at.is_not(None)),

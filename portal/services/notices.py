@@ -6,7 +6,7 @@ import secrets
 from dataclasses import dataclass
 from functools import partial
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import selectinload
 
 from portal.extensions import db
@@ -128,23 +128,34 @@ class Campaign:
     verified: int
 
 
+def affected_count(incident_id: int):
+    """A scalar subquery: how many customers the incident touched."""
+    return (
+        select(func.count(func.distinct(Exposure.customer_id)))
+        .where(Exposure.incident_id == incident_id)
+        .scalar_subquery()
+    )
+
+
+def notice_count(incident_id: int, condition):
+    """A scalar subquery: how many of the incident's notices meet the condition."""
+    return (
+        select(func.count())
+        .select_from(Notice)
+        .where(Notice.incident_id == incident_id, condition)
+        .scalar_subquery()
+    )
+
+
 def campaign(incident: Incident) -> Campaign:
     """Where the notices of an incident stand (one aggregate query)."""
-    from sqlalchemy import func
 
     def notices(condition):
-        return (
-            select(func.count())
-            .select_from(Notice)
-            .where(Notice.incident_id == incident.id, condition)
-            .scalar_subquery()
-        )
+        return notice_count(incident.id, condition)
 
     row = db.session.execute(
         select(
-            select(func.count(func.distinct(Exposure.customer_id)))
-            .where(Exposure.incident_id == incident.id)
-            .scalar_subquery(),
+            affected_count(incident.id),
             notices(Notice.id.is_not(None)),
             notices(Notice.sent_at.is_not(None)),
             select(func.count())
@@ -185,8 +196,6 @@ def requeue_failed(incident: Incident, *, actor: str) -> int:
 
 def data_classes_involved(incident: Incident) -> list[tuple[str, int]]:
     """The data classes the imports say were involved, most customers first (one query)."""
-    from sqlalchemy import func
-
     rows = db.session.execute(
         select(Exposure.data_class, func.count())
         .where(Exposure.incident_id == incident.id)

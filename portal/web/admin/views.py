@@ -30,6 +30,7 @@ from portal.services import staff as staff_service
 from portal.web.access import staff
 from portal.web.admin.forms import IncidentForm, NewIncidentForm, UpdateForm
 from portal.web.staff.forms import ActionForm
+from portal.web.staff.views import require_fresh
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -39,13 +40,6 @@ def _target(public_id: str) -> StaffMember:
     if member is None:
         abort(404)
     return member
-
-
-def _needs_reauth():
-    if staff_service.is_fresh(g.staff_session):
-        return None
-    flash(_("Confirm it is you first: this action needs your password and code again."), "info")
-    return redirect(url_for("staff.reauth", next=url_for("admin.staff_list")))
 
 
 @bp.get("/staff")
@@ -64,7 +58,7 @@ def staff_list():
 @bp.post("/staff/<public_id>/disable")
 @staff("admin")
 def disable(public_id: str):
-    if (redirect_ := _needs_reauth()) is not None:
+    if redirect_ := require_fresh(url_for("admin.staff_list")):
         return redirect_
     member = _target(public_id)
     if member.id == g.staff_session.staff_id:
@@ -78,7 +72,7 @@ def disable(public_id: str):
 @bp.post("/staff/<public_id>/end-sessions")
 @staff("admin")
 def end_sessions(public_id: str):
-    if (redirect_ := _needs_reauth()) is not None:
+    if redirect_ := require_fresh(url_for("admin.staff_list")):
         return redirect_
     staff_service.end_sessions(_target(public_id), actor=f"staff:{g.staff_session.staff.public_id}")
     flash(_("Their sessions have ended."), "info")
@@ -88,7 +82,7 @@ def end_sessions(public_id: str):
 @bp.post("/staff/<public_id>/reset-mfa")
 @staff("admin")
 def reset_mfa(public_id: str):
-    if (redirect_ := _needs_reauth()) is not None:
+    if redirect_ := require_fresh(url_for("admin.staff_list")):
         return redirect_
     link = staff_service.reset_mfa(
         _target(public_id), actor=f"staff:{g.staff_session.staff.public_id}"
@@ -280,7 +274,7 @@ def metrics_page():
 @bp.get("/metrics.csv")
 @staff("admin")
 def metrics_csv():
-    if redirect_ := _fresh_or_reauth(url_for("admin.metrics_page")):
+    if redirect_ := require_fresh(url_for("admin.metrics_page")):
         return redirect_  # an export: password and code again first
     body = metrics.as_csv(metrics.figures(incidents.all_incidents()))
     audit.record("metrics.exported", actor=_actor())
@@ -346,20 +340,12 @@ def audit_verify():
     return redirect(url_for("admin.audit_log"))
 
 
-def _fresh_or_reauth(target: str):
-    """Imports, campaigns and exports need password + code from the last five minutes."""
-    if staff_service.is_fresh(g.staff_session):
-        return None
-    flash(_("Confirm it is you first: this action needs your password and code again."), "info")
-    return redirect(url_for("staff.reauth", next=target))
-
-
 @bp.route("/incidents/<slug>/import", methods=["GET", "POST"])
 @staff("admin")
 def upload_import(slug: str):
     item = _incident(slug)
     if request.method == "POST":
-        if redirect_ := _fresh_or_reauth(url_for("admin.upload_import", slug=slug)):
+        if redirect_ := require_fresh(url_for("admin.upload_import", slug=slug)):
             return redirect_
         upload = request.files.get("file")
         if upload is None or not upload.filename:
@@ -413,7 +399,7 @@ def confirm_import(public_id: str):
     if item.kind != "validate_import" or item.status != "done" or report.get("problem_count"):
         flash(_("Only a file that passed validation can be imported."), "error")
         return redirect(url_for("admin.job", public_id=public_id))
-    if redirect_ := _fresh_or_reauth(url_for("admin.job", public_id=public_id)):
+    if redirect_ := require_fresh(url_for("admin.job", public_id=public_id)):
         return redirect_
     payload = background.payload(item)
     follow = background.submit(
@@ -440,7 +426,7 @@ def campaign(slug: str):
 @staff("admin")
 def campaign_act(slug: str, act: str):
     item = _incident(slug)
-    if redirect_ := _fresh_or_reauth(url_for("admin.campaign", slug=slug)):
+    if redirect_ := require_fresh(url_for("admin.campaign", slug=slug)):
         return redirect_
     if act == "send":
         figures = notices_service.campaign(item)

@@ -52,6 +52,15 @@ def _member():
     return g.staff_session.staff
 
 
+def require_fresh(next_url: str):
+    """Sensitive acts need password + code from the last five minutes: a redirect to prove it
+    again, or None when the proof is fresh."""
+    if staff_service.is_fresh(g.staff_session):
+        return None
+    flash(_("Confirm it is you first: this action needs your password and code again."), "info")
+    return redirect(url_for("staff.reauth", next=next_url))
+
+
 # --- set-up from an invitation ---
 
 
@@ -279,9 +288,8 @@ def tool(public_id: str, tool: str):
     item = _case(public_id)
     if tool not in (*TOOLS, "correct-contact"):
         abort(404)
-    if not staff_service.is_fresh(g.staff_session):
-        flash(_("Confirm it is you first: this action needs your password and code again."), "info")
-        return redirect(url_for("staff.reauth", next=url_for("staff.case", public_id=public_id)))
+    if redirect_ := require_fresh(url_for("staff.case", public_id=public_id)):
+        return redirect_
     form = ToolForm()
     if not form.validate_on_submit():
         flash(_("Give the reason for this action (it is recorded)."), "error")

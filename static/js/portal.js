@@ -15,4 +15,25 @@
   document.querySelectorAll("[data-print]").forEach(function (button) {
     button.addEventListener("click", function () { window.print(); });
   });
+
+  // After htmx replaces part of the page, put the person's focus where a page load would:
+  // on a message that needs reading (an error summary, an error page's heading), or else back
+  // on the control they used, which the swap replaced (a ticked step keeps its place).
+  var lastFocused = null;
+  document.addEventListener("htmx:beforeRequest", function () {
+    lastFocused = document.activeElement && document.activeElement.id;
+  });
+  document.addEventListener("htmx:afterSettle", function (event) {
+    var scope = event.detail.target && event.detail.target.isConnected
+      ? event.detail.target : document;
+    var message = scope.querySelector("[data-focus]") || document.querySelector("#main [data-focus]");
+    if (message) {
+      message.focus();
+      return;
+    }
+    if (lastFocused && (!document.activeElement || document.activeElement === document.body)) {
+      var again = document.getElementById(lastFocused);
+      if (again) { again.focus(); }
+    }
+  });
 })();

@@ -1,0 +1,87 @@
+"""Affected people for the browser journeys: an incident, a CSV import and their notices,
+made the way an operator makes them (the services behind the `portal` commands)."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import tempfile
+from datetime import date
+from pathlib import Path
+
+from tests.browser.conftest import Live, code_in, link_in
+from tests.conftest import HEADER
+
+_numbers = itertools.count(1)
+SLUG = "acme-2026"
+
+
+def incident(live: Live):
+    """The module's incident (created once), with a support line and its hours."""
+    from portal.models import Incident
+    from portal.services.incidents import create_incident
+
+    def make():
+        from portal.extensions import db
+
+        existing = db.session.query(Incident).filter_by(slug=SLUG).one_or_none()
+        if existing is not None:
+            return existing.id
+        return create_incident(
+            slug=SLUG,
+            title="Unauthorized access to customer records",
+            discovered_on=date(2026, 10, 9),
+            occurred_on=date(2026, 10, 2),
+            what_happened="Someone copied part of our customer database.",
+            what_we_are_doing="We closed the access and hired investigators.",
+            contact_phone="1-800-555-0199",
+            contact_hours="Monday to Friday, 8 am to 8 pm Pacific",
+            actor="test",
+        ).id
+
+    return live.run(make)
+
+
+def notify(live: Live, *, locale: str = "en", phone: str = "", data_classes: str = "") -> dict:
+    """Import one affected person and send their notice; return their details."""
+    from portal.extensions import db
+    from portal.models import Incident
+    from portal.services.imports import import_customers
+    from portal.services.notices import queue_notices
+
+    incident(live)
+    n = next(_numbers)
+    person = {
+        "external_id": f"B-{n:05d}",
+        "full_name": f"Browser Person{n}",
+        "email": f"browser{n}@example.com",
+        "phone": phone,
+        "locale": locale,
+        "region": "US-CA",
+        "data_classes": data_classes or "email_address;payment_card:4242;ssn:6789;password",
+    }
+    folder = Path(tempfile.mkdtemp())
+    path = folder / "people.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(HEADER)
+        writer.writerow([person[h] for h in HEADER])
+
+    def load():
+        found = db.session.query(Incident).filter_by(slug=SLUG).one()
+        import_customers(found, path, actor="test")
+        queue_notices(found, actor="test")
+
+    live.run(load)
+    subject = "Aviso" if locale == "es" else "Notice of Data Breach"
+    notice = live.wait_for_mail(person["email"], subject)
+    person["link"] = link_in(notice.text, live.base)
+    return person
+
+
+def code_for(live: Live, person: dict, seen: int = 0) -> str:
+    """The newest code sent to this person, by text when they have a phone, else by email."""
+    if person["phone"]:
+        return code_in(live.wait_for_text(person["phone"], seen=seen))
+    subject = "código" if person["locale"] == "es" else "code"
+    return code_in(live.wait_for_mail(person["email"], subject, seen=seen).text)

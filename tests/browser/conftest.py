@@ -50,7 +50,7 @@ class SMSSink:
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server's name)
+            def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if self.headers.get("Authorization") == f"Bearer {sink.token}":
                     sink.texts.append(json.loads(body))
@@ -299,7 +299,8 @@ class Person:
     def _console(self, message) -> None:
         # Chromium reports every 4xx answer as a console error; a 422 for a form with a mistake,
         # or a 404/410/429 page, is what the person should see, not a problem of the page.
-        if message.type == "error" and "the server responded with a status of 4" not in message.text:
+        answered_4xx = "the server responded with a status of 4" in message.text
+        if message.type == "error" and not answered_4xx:
             self.problems.append(f"console: {message.text} at {message.location}")
 
     def goto(self, path: str):

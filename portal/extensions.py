@@ -16,4 +16,5 @@ csrf = CSRFProtect()
 babel = Babel()
 vault = DataVault()
 # Storage comes from RATELIMIT_STORAGE_URI (Redis, shared by every instance, in production).
+# Every limit names what it counts (a customer, a subject, a network): portal/web/limits.py.
 limiter = Limiter(key_func=get_remote_address, strategy="moving-window")

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import logging
+import math
+import time
+from datetime import timedelta
 
-from flask import Flask, g, render_template
+from flask import Flask, g, make_response, render_template, request
 from flask.globals import request_ctx
+from flask_babel import format_timedelta
 from flask_babel import gettext as _
+from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
@@ -39,7 +44,43 @@ def render_error(code: int):
     return page, code
 
 
+def _seconds_until_allowed() -> int:
+    """How long until the limit that was hit lets one more request through."""
+    from portal.extensions import limiter
+
+    hit = limiter.current_limit  # the breached limit, for this request
+    if hit is None:
+        return 3600
+    return max(1, math.ceil(hit.reset_at - time.time()))
+
+
+def render_rate_limited():
+    """Too many requests: what happened, when to try again, and a way to a person.
+
+    An htmx request gets only the message, in the element htmx swaps into the page's main area.
+    """
+    seconds = _seconds_until_allowed()
+    minutes = max(1, math.ceil(seconds / 60))
+    wait = format_timedelta(timedelta(minutes=minutes), granularity="minute")
+    # Staff pages never send anyone to the customers' help form.
+    for_staff = request.blueprint in ("staff", "admin")
+    headers = request.headers
+    fragment = "HX-Request" in headers and "HX-History-Restore-Request" not in headers
+    template = "errors/_rate_limited.html" if fragment else "errors/rate_limited.html"
+    response = make_response(
+        render_template(template, wait=wait, for_staff=for_staff, fragment=fragment), 429
+    )
+    response.headers["Retry-After"] = str(seconds)
+    response.vary.add("HX-Request")
+    return response
+
+
 def register(app: Flask) -> None:
+    @app.errorhandler(RateLimitExceeded)
+    def rate_limited(error: RateLimitExceeded):
+        # A limit (per customer, per subject or per network) was hit; Flask-Limiter logs which.
+        return render_rate_limited()
+
     @app.errorhandler(CSRFError)
     def csrf_error(error: CSRFError):
         # A security event worth a line (no token values in it), then the ordinary 400 page.

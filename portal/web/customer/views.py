@@ -18,14 +18,13 @@ from flask import (
 from flask_babel import force_locale, get_locale
 from flask_babel import gettext as _
 
-from portal.extensions import limiter, vault
+from portal.extensions import limiter
 from portal.models.base import utcnow
 from portal.services import (
     authenticator,
     cases,
     dashboard,
     passwords,
-    reference_codes,
     sessions,
     verification,
 )
@@ -39,7 +38,7 @@ from portal.services.verification import (
     TooManyCodes,
     VerificationLocked,
 )
-from portal.validation import normalise_email
+from portal.web import limits
 from portal.web.access import customer, public
 from portal.web.customer.forms import (
     ActionForm,
@@ -64,17 +63,6 @@ def _is_htmx() -> bool:
     return "HX-Request" in request.headers and "HX-History-Restore-Request" not in request.headers
 
 
-def _signin_key() -> str:
-    # Per address, keyed by its blind index: the limit cannot reveal or store the address.
-    return (
-        "signin:" + vault.blind_index(normalise_email(request.form.get("email", "")), "email").hex()
-    )
-
-
-def _reference_key() -> str:
-    return "ref:" + reference_codes.normalise(request.form.get("reference", ""))[:16]
-
-
 def _begin(challenge) -> object:
     """Bind this browser to a new challenge and go to the code page (in their language)."""
     session[CHALLENGE_KEY] = challenge.public_id
@@ -88,7 +76,8 @@ def _locked():
 
 @bp.route("/a/<token>", methods=["GET", "POST"])
 @public
-@limiter.limit("20 per hour", methods=["POST"])
+@limiter.limit(limits.LINK_PER_NOTICE, key_func=limits.notice, methods=["POST"])
+@limiter.limit(limits.LINK_PER_NETWORK, key_func=limits.network, methods=["POST"])
 def link(token: str):
     form = ActionForm()
     try:
@@ -112,8 +101,8 @@ def link(token: str):
 
 @bp.route("/start", methods=["GET", "POST"])
 @public
-@limiter.limit("10 per minute;60 per hour", methods=["POST"])
-@limiter.limit("5 per 15 minutes", methods=["POST"], key_func=_reference_key)
+@limiter.limit(limits.START_PER_REFERENCE, key_func=limits.reference, methods=["POST"])
+@limiter.limit(limits.START_PER_NETWORK, key_func=limits.network, methods=["POST"])
 def start():
     form = ReferenceForm()
     if form.validate_on_submit():
@@ -130,7 +119,8 @@ def start():
 
 @bp.route("/verify", methods=["GET", "POST"])
 @public
-@limiter.limit("30 per 15 minutes", methods=["POST"])
+@limiter.limit(limits.VERIFY_PER_CHALLENGE, key_func=limits.challenge, methods=["POST"])
+@limiter.limit(limits.VERIFY_PER_NETWORK, key_func=limits.network, methods=["POST"])
 def verify():
     if CHALLENGE_KEY not in session:
         return redirect(url_for("public.index"))
@@ -189,7 +179,8 @@ def _hx_redirect(url: str):
 
 @bp.post("/verify/resend")
 @public
-@limiter.limit("10 per 15 minutes")
+@limiter.limit(limits.RESEND_PER_CHALLENGE, key_func=limits.challenge)
+@limiter.limit(limits.RESEND_PER_NETWORK, key_func=limits.network)
 def resend():
     message, ok = _("We sent the same code again. It may take a minute to arrive."), True
     try:
@@ -210,7 +201,8 @@ def resend():
 
 @bp.route("/link/new", methods=["GET", "POST"])
 @public
-@limiter.limit("10 per hour", methods=["POST"])
+@limiter.limit(limits.NEW_LINK_PER_EMAIL, key_func=limits.email, methods=["POST"])
+@limiter.limit(limits.NEW_LINK_PER_NETWORK, key_func=limits.network, methods=["POST"])
 def new_link():
     form = NewLinkForm()
     if form.validate_on_submit():
@@ -266,7 +258,7 @@ def _fresh() -> bool:
 
 @bp.post("/me/confirm")
 @customer
-@limiter.limit("10 per hour")
+@limiter.limit(limits.CONFIRM_PER_CUSTOMER, key_func=limits.customer)
 def confirm():
     """Send a fresh code before a sensitive act; come back to it afterwards."""
     try:
@@ -308,7 +300,7 @@ def authenticator_setup():
 
 @bp.post("/me/authenticator/confirm")
 @customer
-@limiter.limit("10 per 15 minutes")
+@limiter.limit(limits.AUTHENTICATOR_PER_CUSTOMER, key_func=limits.customer)
 def authenticator_confirm():
     form = CodeForm()
     customer_ = g.login_session.customer
@@ -351,8 +343,8 @@ def authenticator_remove():
 
 @bp.route("/signin", methods=["GET", "POST"])
 @public
-@limiter.limit("10 per 15 minutes", methods=["POST"])
-@limiter.limit("5 per 15 minutes", methods=["POST"], key_func=_signin_key)
+@limiter.limit(limits.SIGNIN_PER_EMAIL, key_func=limits.email, methods=["POST"])
+@limiter.limit(limits.SIGNIN_PER_NETWORK, key_func=limits.network, methods=["POST"])
 def signin():
     form = SignInForm()
     if form.validate_on_submit():
@@ -424,7 +416,7 @@ def toggle_step(step_id: str):
 
 @bp.route("/me/password", methods=["GET", "POST"])
 @customer
-@limiter.limit("10 per hour", methods=["POST"])
+@limiter.limit(limits.PASSWORD_PER_CUSTOMER, key_func=limits.customer, methods=["POST"])
 def password():
     form = PasswordForm()
     if not _fresh():
@@ -466,7 +458,7 @@ def protection():
 
 @bp.post("/me/protection/<int:offer_id>")
 @customer
-@limiter.limit("20 per hour")
+@limiter.limit(limits.ENROLL_PER_CUSTOMER, key_func=limits.customer)
 def enroll(offer_id: int):
     customer_ = g.login_session.customer
     offer = protection_service.offer_for_customer(offer_id, customer_)
@@ -491,7 +483,7 @@ def enroll(offer_id: int):
 
 @bp.route("/me/cases", methods=["GET", "POST"])
 @customer
-@limiter.limit("10 per hour", methods=["POST"])
+@limiter.limit(limits.QUESTION_PER_CUSTOMER, key_func=limits.customer, methods=["POST"])
 def my_cases():
     customer_ = g.login_session.customer
     form = CaseForm()
@@ -513,7 +505,7 @@ def my_cases():
 
 @bp.route("/me/cases/<public_id>", methods=["GET", "POST"])
 @customer
-@limiter.limit("30 per hour", methods=["POST"])
+@limiter.limit(limits.REPLY_PER_CUSTOMER, key_func=limits.customer, methods=["POST"])
 def my_case(public_id: str):
     customer_ = g.login_session.customer
     case = cases.customer_case(customer_, public_id)
@@ -532,16 +524,10 @@ def my_case(public_id: str):
     )
 
 
-def _help_contact_key() -> str:
-    # Per contact, keyed by a digest: the limit neither stores nor reveals the address.
-    contact = normalise_email(request.form.get("contact", ""))
-    return "help:" + vault.blind_index(contact, "help-contact").hex()
-
-
 @bp.route("/help", methods=["GET", "POST"])
 @public
-@limiter.limit("5 per hour", methods=["POST"])
-@limiter.limit("3 per hour", methods=["POST"], key_func=_help_contact_key)
+@limiter.limit(limits.HELP_PER_CONTACT, key_func=limits.help_contact, methods=["POST"])
+@limiter.limit(limits.HELP_PER_NETWORK, key_func=limits.network, methods=["POST"])
 def help_request():
     form = HelpForm()
     if form.validate_on_submit():
@@ -570,7 +556,8 @@ def help_sent():
 
 @bp.route("/assisted/<token>", methods=["GET", "POST"])
 @public
-@limiter.limit("10 per hour", methods=["POST"])
+@limiter.limit(limits.ASSISTED_PER_LINK, key_func=limits.link_token, methods=["POST"])
+@limiter.limit(limits.ASSISTED_PER_NETWORK, key_func=limits.network, methods=["POST"])
 def assisted(token: str):
     """The one-time sign-in link an agent sent; GET only shows a button (scanners open links)."""
     try:

@@ -19,6 +19,7 @@ from flask_babel import gettext as _
 from portal.extensions import limiter
 from portal.services import cases, dashboard
 from portal.services import staff as staff_service
+from portal.web import limits
 from portal.web.access import public, staff, staff_pending
 from portal.web.customer.views import safe_next
 from portal.web.security import staff_cookie_name
@@ -66,7 +67,8 @@ def require_fresh(next_url: str):
 
 @bp.route("/setup/<token>", methods=["GET", "POST"])
 @public
-@limiter.limit("10 per hour", methods=["POST"])
+@limiter.limit(limits.STAFF_SETUP_PER_INVITATION, key_func=limits.link_token, methods=["POST"])
+@limiter.limit(limits.STAFF_SETUP_PER_NETWORK, key_func=limits.network, methods=["POST"])
 def setup(token: str):
     try:
         member = staff_service.invitation(token)  # a GET spends nothing
@@ -115,7 +117,8 @@ def setup_authenticator():
 
 @bp.route("/login", methods=["GET", "POST"])
 @public
-@limiter.limit("20 per 15 minutes", methods=["POST"])
+@limiter.limit(limits.STAFF_LOGIN_PER_ACCOUNT, key_func=limits.staff_email, methods=["POST"])
+@limiter.limit(limits.STAFF_LOGIN_PER_NETWORK, key_func=limits.network, methods=["POST"])
 def login():
     form = LoginForm()
     if form.validate_on_submit():
@@ -133,7 +136,8 @@ def login():
 
 @bp.route("/code", methods=["GET", "POST"])
 @staff_pending
-@limiter.limit("20 per 15 minutes", methods=["POST"])
+@limiter.limit(limits.STAFF_CODE_PER_ACCOUNT, key_func=limits.staff_member, methods=["POST"])
+@limiter.limit(limits.STAFF_CODE_PER_NETWORK, key_func=limits.network, methods=["POST"])
 def code():
     if g.staff_session.mfa_at is not None:
         return redirect(url_for("staff.queue"))

@@ -1,0 +1,159 @@
+"""Whom a rate limit counts, and how many: every limit's key and number, in one place.
+
+Three kinds of key (the README's "Rate limits" table gives each number its reason):
+
+- a signed-in person (the customer's or staff member's random public id): people who share
+  an address never share an allowance;
+- a subject (the notice behind a link, a reference code, the pending challenge, a typed email
+  address as a keyed digest): one target cannot be hammered from however many addresses;
+- a network (an IPv4 address, an IPv6 /64), with numbers high enough for a carrier-grade NAT
+  or an office that hundreds of notified people share on notice day.
+
+Keys never hold personal data in clear: typed addresses are keyed digests under a purpose of
+their own, so a key in Redis cannot even be matched against the database's blind indexes.
+These limits are a second layer: the services count codes, tries and failures in the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+
+from flask import g, request, session
+
+from portal.extensions import vault
+from portal.services import reference_codes, tokens
+from portal.validation import normalise_email
+
+# --- the numbers (moving windows; a window's count is per key and per endpoint) --------------
+
+# The notice link's button (sends a code). The service sends at most 5 codes an hour per
+# customer; the link layer stops a flood before it reaches the database.
+LINK_PER_NOTICE = "10 per hour"
+LINK_PER_NETWORK = "600 per hour"
+# The paper letter's reference code.
+START_PER_REFERENCE = "5 per 15 minutes"
+START_PER_NETWORK = "300 per hour"
+# Typing the one-time code (the service allows 5 wrong tries per code; unreadable input such
+# as letters counts against no code, so this is what bounds it).
+VERIFY_PER_CHALLENGE = "15 per hour"
+VERIFY_PER_NETWORK = "1000 per hour"
+RESEND_PER_CHALLENGE = "5 per hour"  # the service sends the same code 3 times at most
+RESEND_PER_NETWORK = "300 per hour"
+# "Send me a new link": the worker mails at most 3 links an hour to one address.
+NEW_LINK_PER_EMAIL = "10 per hour"
+NEW_LINK_PER_NETWORK = "100 per hour"
+# Sign-in with an authenticator app (the service also counts wrong codes per customer).
+SIGNIN_PER_EMAIL = "5 per 15 minutes"
+SIGNIN_PER_NETWORK = "100 per hour"
+# Help for people who cannot get in: each request becomes a case a person reads.
+HELP_PER_CONTACT = "3 per hour"
+HELP_PER_NETWORK = "50 per hour"
+# An agent's one-time sign-in link.
+ASSISTED_PER_LINK = "5 per hour"
+ASSISTED_PER_NETWORK = "60 per hour"
+
+# Signed in: per customer only (they proved who they are; their neighbours are not them).
+CONFIRM_PER_CUSTOMER = "10 per hour"  # each sends a code
+PASSWORD_PER_CUSTOMER = "10 per hour"  # noqa: S105 (a rate, not a password)
+AUTHENTICATOR_PER_CUSTOMER = "10 per 15 minutes"
+ENROLL_PER_CUSTOMER = "20 per hour"
+QUESTION_PER_CUSTOMER = "10 per hour"
+REPLY_PER_CUSTOMER = "30 per hour"
+
+# Staff: per account and per address (an office of agents starts a shift together).
+STAFF_SETUP_PER_INVITATION = "10 per hour"
+STAFF_SETUP_PER_NETWORK = "30 per hour"
+STAFF_LOGIN_PER_ACCOUNT = "30 per 15 minutes"
+STAFF_LOGIN_PER_NETWORK = "100 per 15 minutes"
+STAFF_CODE_PER_ACCOUNT = "20 per 15 minutes"
+STAFF_CODE_PER_NETWORK = "100 per 15 minutes"
+
+
+# --- the keys --------------------------------------------------------------------------------
+
+
+def network() -> str:
+    """The client's network: its IPv4 address, or the /64 of an IPv6 address.
+
+    One IPv6 subscriber (a home, a phone) holds a whole /64 and can pick any address in it, so
+    counting single IPv6 addresses would count nothing. The address is the client's own only
+    when PORTAL_PROXY_HOPS matches the proxies in front (ProxyFix, in create_app).
+    """
+    address = request.remote_addr or ""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return "net:" + (address or "unknown")
+    if ip.version == 6:
+        if ip.ipv4_mapped is not None:
+            return f"net:{ip.ipv4_mapped}"
+        return f"net:{ipaddress.IPv6Network((ip, 64), strict=False)}"
+    return f"net:{ip}"
+
+
+def customer() -> str:
+    """The signed-in customer (set by the access gate before any customer view runs)."""
+    return "customer:" + g.login_session.customer.public_id
+
+
+def staff_member() -> str:
+    """The staff member of this (possibly half-finished) staff session."""
+    return "staff:" + g.staff_session.staff.public_id
+
+
+def _digest(value: str) -> str:
+    # For high-entropy tokens only: a digest keeps the bearer secret itself out of Redis.
+    return hashlib.sha256(value.encode()).hexdigest()[:32]
+
+
+def notice() -> str:
+    """The notice behind a link: every link ever sent for one notice shares one allowance."""
+    token = (request.view_args or {}).get("token", "")
+    try:
+        public_id, _nonce = tokens.load_notice_token(token)
+    except tokens.InvalidToken:
+        # Not a link we signed (or a dead one): it opens nothing, and counts on its own.
+        return "link:" + _digest(token)
+    return "notice:" + public_id
+
+
+def reference() -> str:
+    """The reference code typed from a letter, as stored (case, spaces and dashes ignored)."""
+    code = reference_codes.normalise(request.form.get("reference", ""))[:16]
+    return "ref:" + code if code else network()
+
+
+def challenge() -> str:
+    """The challenge this browser is answering (a random id kept in its session)."""
+    from portal.web.customer.views import CHALLENGE_KEY  # the views own the session's keys
+
+    public_id = session.get(CHALLENGE_KEY)
+    return "challenge:" + public_id if public_id else network()
+
+
+def _typed_address(field: str, purpose: str) -> str:
+    typed = normalise_email(request.form.get(field, ""))
+    if not typed:
+        return network()  # nothing typed: no subject, so the address stands in for one
+    return purpose + ":" + vault.blind_index(typed, "rate-limit-" + purpose).hex()
+
+
+def email() -> str:
+    """The email address typed into a sign-in or new-link form, as a keyed digest."""
+    return _typed_address("email", "email")
+
+
+def help_contact() -> str:
+    """The contact address typed into the help form, as a keyed digest."""
+    return _typed_address("contact", "help-contact")
+
+
+def staff_email() -> str:
+    """The staff account a sign-in names, as a keyed digest."""
+    return _typed_address("email", "staff-email")
+
+
+def link_token() -> str:
+    """A one-time link's token (an agent's sign-in link, a staff invitation), as a digest."""
+    return "token:" + _digest((request.view_args or {}).get("token", ""))

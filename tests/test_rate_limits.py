@@ -243,16 +243,6 @@ def test_the_limit_page_is_in_the_visitors_language(client, two_customers):
     assert re.search(r"\d+ minutos|1 hora", page)  # how long to wait, in their words
 
 
-def test_an_htmx_request_gets_only_the_message_for_the_main_area(client, two_customers):
-    response = _exhaust_sign_in(client, headers={"HX-Request": "true"})
-    assert is_rate_limited(response)
-    body = response.get_data(as_text=True).strip()
-    assert body.startswith('<div id="main-content">') and body.endswith("</div>")
-    assert "<html" not in body and "<body" not in body
-    assert 'href="/help"' in body
-    assert "HX-Request" in response.headers.get("Vary", "")
-
-
 # --- staff ---
 
 

@@ -57,21 +57,17 @@ def _seconds_until_allowed() -> int:
 def render_rate_limited():
     """Too many requests: what happened, when to try again, and a way to a person.
 
-    An htmx request gets only the message, in the element htmx swaps into the page's main area.
+    htmx requests get the same page: the htmx config in base.html swaps its main content in.
     """
     seconds = _seconds_until_allowed()
     minutes = max(1, math.ceil(seconds / 60))
     wait = format_timedelta(timedelta(minutes=minutes), granularity="minute")
     # Staff pages never send anyone to the customers' help form.
     for_staff = request.blueprint in ("staff", "admin")
-    headers = request.headers
-    fragment = "HX-Request" in headers and "HX-History-Restore-Request" not in headers
-    template = "errors/_rate_limited.html" if fragment else "errors/rate_limited.html"
     response = make_response(
-        render_template(template, wait=wait, for_staff=for_staff, fragment=fragment), 429
+        render_template("errors/rate_limited.html", wait=wait, for_staff=for_staff), 429
     )
     response.headers["Retry-After"] = str(seconds)
-    response.vary.add("HX-Request")
     return response
 
 

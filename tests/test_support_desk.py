@@ -290,6 +290,8 @@ def test_an_unverified_request_is_linked_to_its_customer_after_an_identity_check
     staff_path = f"/staff/cases/{case.public_id}"
     page = agent.get(staff_path)
     assert b"Whose request is this?" in page.data
+    assert b"Look up the contact they gave" in page.data
+    assert b"Look up the name they gave" in page.data
     assert b"/tools/" not in page.data  # no tools before the case is someone's
 
     found = search(agent, "Ann Example", kind="name", case=case.public_id)

@@ -158,6 +158,8 @@ def load(env: dict[str, str] | None = None, instance_path: str | Path = "instanc
         or f"notices@{parts.hostname}",
         "ORGANISATION_NAME": env.get("PORTAL_ORGANISATION_NAME") or "Example Corp",
         "NOTICE_LINK_TTL": timedelta(days=int(env.get("PORTAL_NOTICE_LINK_DAYS", "90"))),
+        # The link that lets someone who is not signed in read the answer to their request.
+        "HELP_CASE_LINK_TTL": timedelta(days=14),
         "OUTBOX_BATCH_SIZE": 100,
         "OUTBOX_MAX_ATTEMPTS": 10,
         "OUTBOX_RETRY_BASE_TTL": timedelta(seconds=30),

@@ -32,6 +32,7 @@ PUBLIC_ROUTES = {
     "customer.language",
     "customer.help_request",
     "customer.help_sent",
+    "customer.help_case",
     "customer.assisted",
     "staff.setup",
     "staff.login",

@@ -155,6 +155,32 @@ def compose_case_reply() -> Composed:
     )
 
 
+def compose_help_reply(*, link: str, days: int, sms: bool) -> Composed:
+    """We answered a request from someone not signed in: a link to that one conversation.
+
+    The reply itself stays behind the link: the message says only that there is one.
+    """
+    organisation = current_app.config["ORGANISATION_NAME"]
+    if sms:
+        text = _(
+            "%(organisation)s: we answered your request for help. Read the answer here: %(link)s",
+            organisation=organisation,
+            link=link,
+        )
+        return Composed("", text, "")
+    context = {
+        "organisation": organisation,
+        "link": link,
+        "days": days,
+        "portal_address": current_app.config["BASE_URL"],
+    }
+    return Composed(
+        subject=_("An answer to your request from %(organisation)s", organisation=organisation),
+        text=render_template("emails/help_reply.txt", **context),
+        html=render_template("emails/help_reply.html", **context),
+    )
+
+
 def compose_assisted_link(*, link: str) -> Composed:
     """The one-time sign-in link an agent sends after checking who someone is by phone."""
     context = {

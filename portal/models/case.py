@@ -11,7 +11,7 @@ from portal.models.base import Base, UTCDateTime
 from portal.models.customer import Customer
 from portal.models.staff import StaffMember
 
-CASE_TOPICS = ("cannot_finish", "identity_theft", "my_data", "cannot_verify", "other")
+CASE_TOPICS = ("cannot_finish", "identity_theft", "my_data", "cannot_verify", "callback", "other")
 CASE_STATUSES = ("new", "open", "waiting", "resolved")
 MESSAGE_KINDS = ("customer", "reply", "note", "event")
 
@@ -20,7 +20,8 @@ class Case(Base):
     __tablename__ = "support_case"
     __table_args__ = (
         CheckConstraint(
-            "topic IN ('cannot_finish', 'identity_theft', 'my_data', 'cannot_verify', 'other')",
+            "topic IN ('cannot_finish', 'identity_theft', 'my_data', 'cannot_verify', 'callback', "
+            "'other')",
             name="topic",
         ),
         CheckConstraint("status IN ('new', 'open', 'waiting', 'resolved')", name="status"),
@@ -39,6 +40,11 @@ class Case(Base):
     unverified: Mapped[bool] = mapped_column(default=False)
     # For unverified requests: what they told us (name, contact, reference), sealed.
     contact_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # For a callback request: the number to call and when (sealed together).
+    callback_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # The nonce in the newest link mailed to the writer of an unverified request; replacing it
+    # retires every older link to the case.
+    help_link_nonce: Mapped[str | None] = mapped_column(String(32))
     assignee_id: Mapped[int | None] = mapped_column(
         ForeignKey("staff_member.id", ondelete="SET NULL"), index=True
     )

@@ -53,6 +53,11 @@ class Customer(Base):
     # Keyed digest of the normalised address: find a customer by email without storing it.
     email_index: Mapped[bytes] = mapped_column(LargeBinary(16), index=True)
     phone_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # Keyed digests of the normalised full name and phone, for the support desk's lookup.
+    # Null on rows imported before the indexes existed, until they are imported again (or a
+    # key rotation passes over them).
+    name_index: Mapped[bytes | None] = mapped_column(LargeBinary(16), index=True)
+    phone_index: Mapped[bytes | None] = mapped_column(LargeBinary(16), index=True)
     locale: Mapped[str] = mapped_column(String(16), default="en")
     region: Mapped[str] = mapped_column(String(8), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.now())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 import secrets
 from dataclasses import dataclass
@@ -16,21 +17,31 @@ from sqlalchemy import func, or_, select
 
 from portal.extensions import db, vault
 from portal.i18n import language_for
-from portal.mail.compose import compose_case_reply, compose_security_notice
+from portal.mail.compose import compose_case_reply, compose_help_reply, compose_security_notice
 from portal.models import Case, CaseMessage, Challenge, Customer, Notice, StaffMember
 from portal.models.base import utcnow
-from portal.services import audit, outbox, reference_codes
-from portal.validation import is_email, normalise_email
+from portal.services import audit, outbox, reference_codes, tokens
+from portal.validation import (
+    is_e164,
+    is_email,
+    normalise_email,
+    normalise_phone,
+)
 
 # How soon a person should hear back, by topic: someone whose identity is being stolen first.
 RESPONSE_TARGETS = {
     "identity_theft": timedelta(hours=4),
+    # Someone waiting by the phone: as soon as a stolen identity.
+    "callback": timedelta(hours=4),
     "cannot_verify": timedelta(hours=8),
     "cannot_finish": timedelta(hours=24),
     "my_data": timedelta(hours=48),
     "other": timedelta(hours=72),
 }
-CUSTOMER_TOPICS = ("cannot_finish", "identity_theft", "my_data", "other")
+CUSTOMER_TOPICS = ("cannot_finish", "identity_theft", "my_data", "callback", "other")
+HELP_TOPICS = ("cannot_verify", "callback")
+# What an agent may open on a customer's behalf (a callback is asked for by the customer).
+STAFF_TOPICS = ("cannot_verify", "cannot_finish", "identity_theft", "my_data", "other")
 CASE_STATUSES_LABELS = [
     ("new", _l("New")),
     ("open", _l("Open")),
@@ -42,6 +53,7 @@ TOPIC_LABELS = {
     "identity_theft": _l("I think my identity was stolen"),
     "my_data": _l("A question about my data"),
     "cannot_verify": _l("I can't verify"),
+    "callback": _l("Please call me back"),
     "other": _l("Something else"),
 }
 PAGE_SIZE = 25
@@ -50,11 +62,24 @@ ASSISTED_TTL = timedelta(hours=1)
 
 
 class CaseError(Exception):
-    """Something to tell the person, in words; nothing was changed."""
+    """Something to tell the person, in words; nothing was changed. `field` names the form
+    field it is about, when there is one."""
+
+    def __init__(self, message: str, field: str = ""):
+        super().__init__(message)
+        self.field = field
 
 
 class Forbidden(Exception):
     """This staff member may not touch this case (recorded as an authorization failure)."""
+
+
+class HelpLinkInvalid(CaseError):
+    """A help-case link that is tampered, replaced, or no longer for someone signed out."""
+
+
+class HelpLinkExpired(HelpLinkInvalid):
+    """A genuine help-case link, older than its lifetime."""
 
 
 def _seal(case_public_id: str, text: str, part: str) -> bytes:
@@ -108,14 +133,55 @@ def _new_case(topic: str, customer_id: int | None, unverified: bool) -> Case:
     return case
 
 
+def _callback_details(phone: str, window: str) -> dict:
+    """The number to call and when, checked: an E.164 number and a short free-text window."""
+    phone, window = normalise_phone(phone or ""), " ".join((window or "").split())
+    if not is_e164(phone):
+        raise CaseError(
+            _("Give the number to call with + and the country code, like +14155550123."),
+            field="callback_phone",
+        )
+    if not window or len(window) > 200:
+        raise CaseError(
+            _("Tell us when we may call you (for example: weekdays 9 to 11 am)."),
+            field="callback_window",
+        )
+    return {"phone": phone, "window": window}
+
+
+def _set_callback(case: Case, details: dict) -> None:
+    case.callback_sealed = _seal(case.public_id, json.dumps(details), "callback")
+
+
+def callback_of(case: Case) -> dict | None:
+    """{"phone", "window"} of a callback request, or None."""
+    if case.callback_sealed is None:
+        return None
+    return json.loads(_open(case.public_id, case.callback_sealed, "callback"))
+
+
 # --- the customer's side --------------------------------------------------------------------
 
 
-def open_case(customer: Customer, topic: str, body: str) -> Case:
+def open_case(
+    customer: Customer,
+    topic: str,
+    body: str,
+    *,
+    callback_phone: str = "",
+    callback_window: str = "",
+) -> Case:
     if topic not in CUSTOMER_TOPICS:
         raise CaseError(_("Please choose what your question is about."))
     body = _check_text(body)
+    callback = (
+        _callback_details(callback_phone or customer.phone or "", callback_window)
+        if topic == "callback"
+        else None
+    )
     case = _new_case(topic, customer.id, unverified=False)
+    if callback:
+        _set_callback(case, callback)
     _message(case, "customer", body)
     audit.record(
         "case.opened",
@@ -128,30 +194,61 @@ def open_case(customer: Customer, topic: str, body: str) -> Case:
     return case
 
 
-def help_request(*, name: str, contact: str, reference: str, body: str) -> None:
-    """'I can't verify': an unverified case. The same answer whoever asks; nothing looked up."""
+def help_request(
+    *,
+    name: str,
+    contact: str,
+    reference: str,
+    body: str,
+    topic: str = "cannot_verify",
+    callback_phone: str = "",
+    callback_window: str = "",
+    locale: str = "en",
+) -> None:
+    """'I can't verify' or 'call me back' from someone not signed in: an unverified case.
+
+    The same answer whoever asks; nothing looked up.
+    """
     name, contact = (name or "").strip(), (contact or "").strip()
+    if topic not in HELP_TOPICS:
+        raise CaseError(_("Please choose what your question is about."))
     if not name or len(name) > 200:
-        raise CaseError(_("Please tell us your name."))
-    if not (
-        is_email(contact)
-        or (contact.startswith("+") and contact[1:].isdigit() and 8 <= len(contact) <= 16)
-    ):
+        raise CaseError(_("Please tell us your name."), field="name")
+    if not (is_email(contact) or is_e164(normalise_phone(contact))):
         raise CaseError(
-            _("Give an email address, or a phone number starting with + and the country code.")
+            _("Give an email address, or a phone number starting with + and the country code."),
+            field="contact",
         )
+    if not is_email(contact):
+        contact = normalise_phone(contact)
     body = _check_text(body)
-    case = _new_case("cannot_verify", None, unverified=True)
+    callback = None
+    if topic == "callback":
+        # The number they gave as their contact is the one to call, unless they gave another.
+        fallback = contact if not is_email(contact) else ""
+        callback = _callback_details(callback_phone or fallback, callback_window)
+    case = _new_case(topic, None, unverified=True)
     case.contact_sealed = _seal(
         case.public_id,
         json.dumps(
-            {"name": name, "contact": contact, "reference": reference_codes.normalise(reference)}
+            {
+                "name": name,
+                "contact": contact,
+                "reference": reference_codes.normalise(reference),
+                "locale": locale,
+            }
         ),
         "contact",
     )
+    if callback:
+        _set_callback(case, callback)
     _message(case, "customer", body)
     audit.record(
-        "case.help_requested", actor="visitor", subject_type="case", subject_id=case.public_id
+        "case.help_requested",
+        actor="visitor",
+        subject_type="case",
+        subject_id=case.public_id,
+        details={"topic": topic},
     )
     db.session.commit()
 
@@ -207,6 +304,53 @@ def customer_reply(customer: Customer, case: Case, body: str) -> None:
         subject_id=case.public_id,
     )
     db.session.commit()
+
+
+# --- the writer of a help request, through the link in our answer ------------------------
+
+
+def help_case(token: str) -> Case:
+    """The one case a help-case link opens; HelpLinkInvalid or HelpLinkExpired otherwise.
+
+    A GET may call this freely: reading spends nothing (mail scanners open links).
+    """
+    try:
+        public_id, nonce = tokens.load_help_case_token(token)
+    except tokens.ExpiredToken as exc:
+        raise HelpLinkExpired(
+            _("This link has expired. Write to us again and we will send a new one.")
+        ) from exc
+    except tokens.InvalidToken as exc:
+        raise HelpLinkInvalid(_("This link does not work.")) from exc
+    case = db.session.scalar(select(Case).where(Case.public_id == public_id))
+    # Only the newest link to a case works, and only while the case belongs to nobody: once an
+    # agent has linked it to a customer, it is read behind that customer's sign-in.
+    if (
+        case is None
+        or case.customer_id is not None
+        or not case.help_link_nonce
+        or not hmac.compare_digest(str(nonce), case.help_link_nonce)
+    ):
+        raise HelpLinkInvalid(
+            _(
+                "This link does not work any more: a newer one was sent, or the conversation "
+                "is now on your personal page. Use the newest email from us, or sign in."
+            )
+        )
+    return case
+
+
+def help_case_reply(token: str, body: str) -> Case:
+    """The writer answers through the link; the case comes back to the agents."""
+    case = help_case(token)
+    _message(case, "customer", _check_text(body))
+    if case.status in ("waiting", "resolved"):
+        case.status = "open"
+    audit.record(
+        "case.help_replied", actor="visitor", subject_type="case", subject_id=case.public_id
+    )
+    db.session.commit()
+    return case
 
 
 # --- the agents' side -----------------------------------------------------------------------------
@@ -305,7 +449,7 @@ def claim(staff: StaffMember, case: Case) -> None:
 
 
 def reply(staff: StaffMember, case: Case, body: str) -> None:
-    """An answer the customer sees; they get an email that holds no content."""
+    """An answer the customer sees; they get a message that holds no content."""
     _message(case, "reply", _check_text(body), staff)
     if case.assignee_id is None:
         case.assignee_id = staff.id
@@ -316,6 +460,10 @@ def reply(staff: StaffMember, case: Case, body: str) -> None:
         subject_type="case",
         subject_id=case.public_id,
     )
+    if case.customer is None:
+        _tell_help_writer(case)
+        db.session.commit()
+        return
     address = _reply_address(case)
     if address:
         customer = case.customer
@@ -333,10 +481,41 @@ def reply(staff: StaffMember, case: Case, body: str) -> None:
 
 
 def _reply_address(case: Case) -> str | None:
-    if case.customer is not None:
-        return case.customer.email
+    return case.customer.email if case.customer is not None else None
+
+
+def _tell_help_writer(case: Case) -> None:
+    """Someone not signed in gets a link to this one conversation, by the contact they gave.
+
+    A fresh nonce per answer: only the newest link works, so a link left in an old message or
+    a forwarded one stops opening the case. The message says only that there is an answer.
+    """
     contact = contact_of(case) or {}
-    return contact.get("contact") if is_email(contact.get("contact", "")) else None
+    address = contact.get("contact", "")
+    if not address:
+        return
+    case.help_link_nonce = secrets.token_urlsafe(16)
+    link = tokens.help_case_link(case.public_id, case.help_link_nonce)
+    ttl = current_app.config["HELP_CASE_LINK_TTL"]
+    locale = contact.get("locale") or "en"
+    key = f"help-reply:{case.public_id}:{case.help_link_nonce}"
+    expires_at = utcnow() + ttl  # a link that arrives after it expired only confuses
+    with force_locale(language_for(locale)):
+        message = compose_help_reply(link=link, days=ttl.days, sms=not is_email(address))
+    if is_email(address):
+        outbox.enqueue_email(
+            dedupe_key=key,
+            recipient=address,
+            subject=message.subject,
+            text=message.text,
+            html=message.html,
+            locale=locale,
+            expires_at=expires_at,
+        )
+    else:
+        outbox.enqueue_sms(
+            dedupe_key=key, recipient=address, text=message.text, expires_at=expires_at
+        )
 
 
 def note(staff: StaffMember, case: Case, body: str) -> None:
@@ -367,44 +546,117 @@ def set_status(staff: StaffMember, case: Case, status: str) -> None:
     db.session.commit()
 
 
-# --- agent tools on the case's customer (re-authenticated, with a reason, audited) ---
+# --- cases an agent starts or attaches to a customer ---
 
 
-def _require(case: Case, reason: str) -> Customer:
-    if case.customer is None:
-        raise CaseError("This case has no verified customer; link it to one first.")
-    if len((reason or "").strip()) < 5:
-        raise CaseError("Give the reason for this action (it is recorded).")
-    return case.customer
+def open_case_for(staff: StaffMember, customer: Customer, topic: str, body: str) -> Case:
+    """A case opened on the customer's behalf (they called): theirs, assigned to this agent.
+
+    What the agent writes is an internal note; the customer sees the case and the replies.
+    """
+    if topic not in STAFF_TOPICS:
+        raise CaseError(_("Choose what the case is about."))
+    body = _check_text(body)
+    case = _new_case(topic, customer.id, unverified=False)
+    case.assignee_id = staff.id
+    case.status = "open"
+    _event(case, staff, f"Opened on the customer's behalf by {staff.email}")
+    _message(case, "note", body, staff)
+    audit.record(
+        "case.opened",
+        actor=f"staff:{staff.public_id}",
+        subject_type="case",
+        subject_id=case.public_id,
+        details={"topic": topic, "customer": customer.public_id},
+    )
+    db.session.commit()
+    return case
 
 
-def _tool_audit(staff: StaffMember, case: Case, action: str, reason: str, **details) -> None:
+def link_case(
+    staff: StaffMember, case: Case, customer: Customer, reason: str, *, identity_checked: bool
+) -> None:
+    """Make an unverified request the customer's, after the agent checked who wrote it.
+
+    From then on it is an ordinary case of theirs: the tools work on it, replies go to the
+    address on file, and the link mailed to the writer stops opening it (the thread may now
+    hold what only the customer should read).
+    """
+    if case.customer_id is not None:
+        raise CaseError(_("This case already belongs to a customer."))
+    if not identity_checked:
+        raise CaseError(_("Confirm that you checked who they are before linking."))
+    reason = _reason(reason)
+    case.customer_id = customer.id
+    case.customer = customer
+    case.unverified = False
+    case.help_link_nonce = None
+    _event(
+        case, staff, f"Linked to customer {customer.external_id} after an identity check: {reason}"
+    )
+    audit.record(
+        "case.linked",
+        actor=f"staff:{staff.public_id}",
+        subject_type="customer",
+        subject_id=customer.public_id,
+        details={"case": case.public_id, "reason": reason},
+    )
+    db.session.commit()
+
+
+# --- agent tools on a customer, from one of their cases or from their record ---
+# (re-authenticated by the view, with a reason, audited)
+
+
+def _reason(reason: str) -> str:
+    reason = (reason or "").strip()
+    if len(reason) < 5:
+        raise CaseError(_("Give the reason for this action (it is recorded)."))
+    return reason[:200]
+
+
+def _target(subject: Case | Customer, reason: str) -> tuple[Customer, Case | None, str]:
+    """The customer a tool acts on, the case it was used from (if any), and the reason."""
+    if isinstance(subject, Customer):
+        customer, case = subject, None
+    else:
+        case, customer = subject, subject.customer
+        if customer is None:
+            raise CaseError(_("This case has no verified customer; link it to one first."))
+    return customer, case, _reason(reason)
+
+
+def _tool_audit(
+    staff: StaffMember, customer: Customer, case: Case | None, action: str, reason: str, **details
+) -> None:
     audit.record(
         action,
         actor=f"staff:{staff.public_id}",
         subject_type="customer",
-        subject_id=case.customer.public_id,
-        details={"case": case.public_id, "reason": reason.strip()[:200], **details},
+        subject_id=customer.public_id,
+        details={"case": case.public_id if case else "", "reason": reason, **details},
     )
-    _event(case, staff, f"{action} — {reason.strip()[:200]}")
+    if case is not None:
+        _event(case, staff, f"{action} — {reason}")
 
 
-def resend_link(staff: StaffMember, case: Case, reason: str) -> None:
+def resend_link(staff: StaffMember, subject: Case | Customer, reason: str) -> None:
     """A fresh notice link to the address on file; every older link stops working."""
-    customer = _require(case, reason)
+    customer, case, reason = _target(subject, reason)
     notices = db.session.scalars(select(Notice).where(Notice.customer_id == customer.id)).all()
     if not notices:
-        raise CaseError("This customer has no notice to resend.")
+        raise CaseError(_("This customer has no notice to resend."))
     from portal.services.verification import reissue_link
 
     for notice in notices:
         reissue_link(notice, customer, reason="agent-link")
-    _tool_audit(staff, case, "agent.link_resent", reason)
+    _tool_audit(staff, customer, case, "agent.link_resent", reason)
     db.session.commit()
 
 
-def clear_lock(staff: StaffMember, case: Case, reason: str) -> None:
-    customer = _require(case, reason)
+def clear_lock(staff: StaffMember, subject: Case | Customer, reason: str) -> None:
+    """Lift the code lock and forgive the day's failures."""
+    customer, case, reason = _target(subject, reason)
     customer.verification_locked_at = None
     customer.totp_failures = 0
     # Failures of the last day are forgiven with the lock, or the next typo would re-lock.
@@ -413,7 +665,7 @@ def clear_lock(staff: StaffMember, case: Case, reason: str) -> None:
     ):
         challenge.tries = 0
         challenge.consumed_at = challenge.consumed_at or utcnow()
-    _tool_audit(staff, case, "agent.lock_cleared", reason)
+    _tool_audit(staff, customer, case, "agent.lock_cleared", reason)
     db.session.commit()
 
 
@@ -424,12 +676,12 @@ def _assisted_serializer() -> URLSafeTimedSerializer:
     )
 
 
-def confirm_identity(staff: StaffMember, case: Case, reason: str) -> None:
+def confirm_identity(staff: StaffMember, subject: Case | Customer, reason: str) -> None:
     """After checking who they are by phone: mail a link that signs them in once, for an hour.
 
     The agent never signs in as the customer; the link goes only to the address on file.
     """
-    customer = _require(case, reason)
+    customer, case, reason = _target(subject, reason)
     from portal.services.verification import _code_digest
 
     nonce = secrets.token_urlsafe(24)
@@ -459,7 +711,7 @@ def confirm_identity(staff: StaffMember, case: Case, reason: str) -> None:
         locale=customer.locale,
         expires_at=challenge.expires_at,
     )
-    _tool_audit(staff, case, "agent.identity_confirmed", reason)
+    _tool_audit(staff, customer, case, "agent.identity_confirmed", reason)
     db.session.commit()
 
 
@@ -511,17 +763,22 @@ def check_assisted_link(token: str) -> None:
 
 
 def correct_contact(
-    staff: StaffMember, case: Case, reason: str, *, email: str = "", phone: str = ""
+    staff: StaffMember,
+    subject: Case | Customer,
+    reason: str,
+    *,
+    email: str = "",
+    phone: str = "",
 ) -> None:
     """Correct the email or phone on file; the old and the new address are both told."""
-    customer = _require(case, reason)
-    email, phone = (email or "").strip(), (phone or "").strip()
+    customer, case, reason = _target(subject, reason)
+    email, phone = (email or "").strip(), normalise_phone(phone or "")
     if not email and not phone:
-        raise CaseError("Give the corrected email or phone.")
+        raise CaseError(_("Give the corrected email or phone."))
     if email and not is_email(email):
-        raise CaseError("That email address is not valid.")
-    if phone and not (phone.startswith("+") and phone[1:].isdigit() and 8 <= len(phone) <= 16):
-        raise CaseError("A phone number is in E.164 form, like +14155550123.")
+        raise CaseError(_("That email address is not valid."))
+    if phone and not is_e164(phone):
+        raise CaseError(_("A phone number is in E.164 form, like +14155550123."))
     old_email = customer.email
     changed = []
     if email and email != old_email:
@@ -530,9 +787,10 @@ def correct_contact(
         changed.append("email")
     if phone and phone != customer.phone:
         customer.phone = phone
+        customer.phone_index = vault.blind_index(phone, "phone")
         changed.append("phone")
     if not changed:
-        raise CaseError("That is already what we have on file.")
+        raise CaseError(_("That is already what we have on file."))
     customer.updated_at = utcnow()
     with force_locale(language_for(customer.locale)):
         message = compose_security_notice(
@@ -547,5 +805,5 @@ def correct_contact(
             html=message.html,
             locale=customer.locale,
         )
-    _tool_audit(staff, case, "agent.contact_corrected", reason, changed=changed)
+    _tool_audit(staff, customer, case, "agent.contact_corrected", reason, changed=changed)
     db.session.commit()

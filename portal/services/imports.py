@@ -15,7 +15,7 @@ from portal.extensions import db, vault
 from portal.models import DATA_CLASSES, Customer, Exposure, Incident
 from portal.models.customer import new_public_id
 from portal.services import audit
-from portal.validation import is_email, normalise_email
+from portal.validation import is_email, normalise_email, normalise_name, normalise_phone
 
 COLUMNS = ("external_id", "full_name", "email", "phone", "locale", "region", "data_classes")
 REQUIRED = ("external_id", "full_name", "email", "data_classes")
@@ -309,7 +309,16 @@ def import_customers(
     return report
 
 
-CONTACT_COLUMNS = ("name_sealed", "email_sealed", "email_index", "phone_sealed", "locale", "region")
+CONTACT_COLUMNS = (
+    "name_sealed",
+    "email_sealed",
+    "email_index",
+    "phone_sealed",
+    "locale",
+    "region",
+    "name_index",
+    "phone_index",
+)
 
 
 def _seal_contact(public_id: str, row: Row) -> tuple:
@@ -322,6 +331,9 @@ def _seal_contact(public_id: str, row: Row) -> tuple:
         vault.seal(phone, f"customer.phone.{public_id}") if phone else None,
         row.locale,
         row.region,
+        # Digests only, for the support desk's lookup by name or phone.
+        vault.blind_index(normalise_name(row.full_name), "name"),
+        vault.blind_index(normalise_phone(phone), "phone") if phone else None,
     )
 
 
@@ -333,7 +345,8 @@ def _contact_unchanged(existing, row: Row) -> bool:
         else None
     )
     return (
-        existing.locale == row.locale
+        existing.name_index is not None  # an older row gets its lookup indexes on re-import
+        and existing.locale == row.locale
         and existing.region == row.region
         and phone == row.phone
         and vault.open(existing.email_sealed, f"customer.email.{public_id}") == row.email
@@ -383,6 +396,7 @@ def _upsert_batch(incident_id: int, batch: list[Row], report: ImportReport) -> N
                 table.c.phone_sealed,
                 table.c.locale,
                 table.c.region,
+                table.c.name_index,
             ).where(table.c.external_id.in_(external_ids))
         )
     }

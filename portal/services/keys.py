@@ -8,7 +8,7 @@ from sqlalchemy.orm import selectinload
 from portal.extensions import db, vault
 from portal.models import Customer, Exposure, OutboxMessage
 from portal.services import audit
-from portal.validation import normalise_email
+from portal.validation import normalise_email, normalise_name, normalise_phone
 
 BATCH_SIZE = 500
 
@@ -39,9 +39,15 @@ def rotate(*, actor: str) -> dict[str, int]:
             for column in ("name", "email", "phone"):
                 attr = f"{column}_sealed"
                 setattr(c, attr, _reseal(getattr(c, attr), f"customer.{column}.{c.public_id}"))
-            if before != (c.name_sealed, c.email_sealed, c.phone_sealed):
-                # The blind index follows the newest key too.
+            # Rows from before the name and phone indexes get them here: rotation is the one
+            # pass that opens every row.
+            if before != (c.name_sealed, c.email_sealed, c.phone_sealed) or c.name_index is None:
+                # The blind indexes follow the newest key too.
                 c.email_index = vault.blind_index(normalise_email(c.email), "email")
+                c.name_index = vault.blind_index(normalise_name(c.name), "name")
+                c.phone_index = (
+                    vault.blind_index(normalise_phone(c.phone), "phone") if c.phone else None
+                )
                 counts["customer"] += 1
             for e in c.exposures:
                 context = Exposure.fragment_context(c.public_id, e.incident_id, e.data_class)

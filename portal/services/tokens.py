@@ -6,6 +6,7 @@ from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 NOTICE_LINK_SALT = "notice-link-v1"
+HELP_CASE_SALT = "help-case-v1"
 
 
 class InvalidToken(Exception):
@@ -31,9 +32,24 @@ def notice_link(public_id: str, nonce: str) -> str:
 
 def load_notice_token(token: str) -> tuple[str, str]:
     """Return (notice public id, nonce) from a link token; raise InvalidToken or ExpiredToken."""
-    max_age = int(current_app.config["NOTICE_LINK_TTL"].total_seconds())
+    return _load_pair(NOTICE_LINK_SALT, token, "NOTICE_LINK_TTL")
+
+
+def help_case_link(public_id: str, nonce: str) -> str:
+    """The link to one help request's conversation, for its writer who cannot sign in."""
+    token = _serializer(HELP_CASE_SALT).dumps([public_id, nonce])
+    return f"{current_app.config['BASE_URL']}/help/case/{token}"
+
+
+def load_help_case_token(token: str) -> tuple[str, str]:
+    """Return (case public id, nonce) from a help-case link; raise InvalidToken or ExpiredToken."""
+    return _load_pair(HELP_CASE_SALT, token, "HELP_CASE_LINK_TTL")
+
+
+def _load_pair(salt: str, token: str, ttl_setting: str) -> tuple[str, str]:
+    max_age = int(current_app.config[ttl_setting].total_seconds())
     try:
-        value = _serializer(NOTICE_LINK_SALT).loads(token, max_age=max_age)
+        value = _serializer(salt).loads(token, max_age=max_age)
     except SignatureExpired as exc:
         raise ExpiredToken() from exc
     except BadSignature as exc:

@@ -122,15 +122,16 @@ def _after_request(response):
 
 
 class ScrubTokens(logging.Filter):
-    """Access logs never keep a link's token: the path is a key to someone's notice."""
+    """Access logs never keep a link's token: the path is a key to someone's notice, sign-in or
+    conversation with support."""
 
-    _TOKEN_PATH = re.compile(r"/a/[^\s\"?]+")
+    _TOKEN_PATH = re.compile(r"(/a/|/assisted/|/help/case/)[^\s\"?]+")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = self._TOKEN_PATH.sub("/a/[token]", str(record.msg))
+        record.msg = self._TOKEN_PATH.sub(r"\1[token]", str(record.msg))
         if record.args:
             record.args = tuple(
-                self._TOKEN_PATH.sub("/a/[token]", a) if isinstance(a, str) else a
+                self._TOKEN_PATH.sub(r"\1[token]", a) if isinstance(a, str) else a
                 for a in (record.args if isinstance(record.args, tuple) else (record.args,))
             )
         return True

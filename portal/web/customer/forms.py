@@ -6,6 +6,7 @@ from wtforms import (
     BooleanField,
     EmailField,
     PasswordField,
+    RadioField,
     SelectChoice,
     SelectField,
     StringField,
@@ -109,6 +110,7 @@ class CaseForm(FlaskForm):
             SelectChoice("cannot_finish", _l("I can't finish something")),
             SelectChoice("identity_theft", _l("I think my identity was stolen")),
             SelectChoice("my_data", _l("A question about my data")),
+            SelectChoice("callback", _l("Please call me back")),
             SelectChoice("other", _l("Something else")),
         ],
         validators=[DataRequired()],
@@ -116,6 +118,16 @@ class CaseForm(FlaskForm):
     body = TextAreaField(
         _l("Your message"),
         validators=[DataRequired(_l("Please write a message.")), Length(max=5000)],
+    )
+    callback_phone = StringField(
+        _l("For a call back: the number to call, with + and the country code"),
+        description=_l("Leave it empty to be called on the number we have for you."),
+        validators=[Length(max=32)],
+        render_kw={"autocomplete": "tel", "inputmode": "tel"},
+    )
+    callback_window = StringField(
+        _l("For a call back: when may we call? (for example: weekdays 9 to 11 am)"),
+        validators=[Length(max=200)],
     )
 
 
@@ -126,6 +138,15 @@ class ReplyForm(FlaskForm):
 
 
 class HelpForm(FlaskForm):
+    topic = RadioField(
+        _l("How should we help?"),
+        choices=[
+            SelectChoice("cannot_verify", _l("Write to me")),
+            SelectChoice("callback", _l("Call me back")),
+        ],
+        default="cannot_verify",
+        validators=[DataRequired()],
+    )
     name = StringField(
         _l("Your name"),
         validators=[DataRequired(_l("Please tell us your name.")), Length(max=200)],
@@ -141,4 +162,13 @@ class HelpForm(FlaskForm):
     body = TextAreaField(
         _l("What went wrong?"),
         validators=[DataRequired(_l("Please tell us what went wrong.")), Length(max=5000)],
+    )
+    callback_phone = StringField(
+        _l("For a call back: the number to call, if it is not the one above"),
+        validators=[Length(max=32)],
+        render_kw={"autocomplete": "tel", "inputmode": "tel"},
+    )
+    callback_window = StringField(
+        _l("For a call back: when may we call? (for example: weekdays 9 to 11 am)"),
+        validators=[Length(max=200)],
     )

@@ -489,9 +489,15 @@ def my_cases():
     form = CaseForm()
     if form.validate_on_submit():
         try:
-            case = cases.open_case(customer_, form.topic.data, form.body.data)
+            case = cases.open_case(
+                customer_,
+                form.topic.data,
+                form.body.data,
+                callback_phone=form.callback_phone.data or "",
+                callback_window=form.callback_window.data or "",
+            )
         except cases.CaseError as exc:
-            form.body.errors.append(str(exc))
+            getattr(form, exc.field or "body").errors.append(str(exc))
         else:
             flash(_("Thank you. We will answer here, and email you when we do."), "info")
             return redirect(url_for("customer.my_case", public_id=case.public_id))
@@ -537,9 +543,13 @@ def help_request():
                 contact=form.contact.data,
                 reference=form.reference.data or "",
                 body=form.body.data,
+                topic=form.topic.data,
+                callback_phone=form.callback_phone.data or "",
+                callback_window=form.callback_window.data or "",
+                locale=str(get_locale()),
             )
         except cases.CaseError as exc:
-            form.contact.errors.append(str(exc))
+            getattr(form, exc.field or "contact").errors.append(str(exc))
         else:
             # The same answer whether or not we know this person.
             return redirect(url_for("customer.help_sent"))
@@ -552,6 +562,31 @@ def help_request():
 @public
 def help_sent():
     return render_template("customer/help_sent.html")
+
+
+@bp.route("/help/case/<token>", methods=["GET", "POST"])
+@public
+@limiter.limit("30 per hour", methods=["POST"])
+def help_case(token: str):
+    """The answer to a request from someone not signed in, through the link we sent them: that
+    one conversation, and a way to write back. Reading spends nothing."""
+    form = ReplyForm()
+    try:
+        if form.validate_on_submit():
+            cases.help_case_reply(token, form.body.data)
+            flash(_("Thank you. We will answer you the same way."), "info")
+            return redirect(url_for("customer.help_case", token=token))
+        case = cases.help_case(token)
+    except cases.HelpLinkInvalid as exc:
+        status = 410 if isinstance(exc, cases.HelpLinkExpired) else 404
+        return render_template("customer/help_case.html", error=str(exc)), status
+    return render_template(
+        "customer/help_case.html",
+        case=case,
+        form=form,
+        thread=cases.thread(case, for_staff=False),
+        topics=cases.TOPIC_LABELS,
+    ), (422 if request.method == "POST" else 200)
 
 
 @bp.route("/assisted/<token>", methods=["GET", "POST"])

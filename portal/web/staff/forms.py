@@ -3,7 +3,9 @@
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import (
+    BooleanField,
     EmailField,
+    HiddenField,
     PasswordField,
     SelectChoice,
     SelectField,
@@ -12,7 +14,7 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, Length, Optional
 
-from portal.services.cases import CASE_STATUSES_LABELS
+from portal.services.cases import CASE_STATUSES_LABELS, STAFF_TOPICS, TOPIC_LABELS
 
 
 class LoginForm(FlaskForm):
@@ -78,3 +80,47 @@ class ToolForm(FlaskForm):
     )
     email = EmailField(_l("Corrected email"), validators=[Optional(), Length(max=254)])
     phone = StringField(_l("Corrected phone (E.164)"), validators=[Optional(), Length(max=16)])
+
+
+class SearchForm(FlaskForm):
+    """Find a customer: an exact match on one of the things a caller can tell."""
+
+    kind = SelectField(
+        _l("Search by"),
+        choices=[
+            SelectChoice("", _l("Guess from what I type")),
+            SelectChoice("email", _l("Email address")),
+            SelectChoice("phone", _l("Phone number")),
+            SelectChoice("reference", _l("Reference code from the letter")),
+            SelectChoice("name", _l("Full name (exactly as on file)")),
+        ],
+    )
+    query = StringField(
+        _l("What the customer told you"),
+        validators=[DataRequired(), Length(max=254)],
+        render_kw={"autocomplete": "off", "spellcheck": "false"},
+    )
+    # Set when the search is for linking an unverified request to its customer.
+    case = HiddenField(validators=[Optional(), Length(max=32)])
+
+
+class OpenCaseForm(FlaskForm):
+    topic = SelectField(
+        _l("What is it about?"),
+        validators=[DataRequired()],
+        choices=[SelectChoice(topic, TOPIC_LABELS[topic]) for topic in STAFF_TOPICS],
+    )
+    body = TextAreaField(
+        _l("Internal note (the customer does not see it)"),
+        validators=[DataRequired(), Length(max=5000)],
+    )
+
+
+class LinkForm(FlaskForm):
+    customer = HiddenField(validators=[DataRequired(), Length(max=32)])
+    identity_checked = BooleanField(
+        _l("I checked who they are (for example, questions only the customer can answer)")
+    )
+    reason = StringField(
+        _l("Reason (recorded)"), validators=[DataRequired(), Length(min=5, max=200)]
+    )

@@ -1,4 +1,4 @@
-"""Staff: sign-in with two factors, the case queue, a case, and the agents' tools."""
+"""Staff: sign-in with two factors, the case queue, a case, finding a customer, the tools."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from flask import (
 from flask_babel import gettext as _
 
 from portal.extensions import limiter
-from portal.services import cases, dashboard
+from portal.services import cases, customers, dashboard
 from portal.services import staff as staff_service
 from portal.web import limits
 from portal.web.access import public, staff, staff_pending
@@ -26,9 +26,12 @@ from portal.web.security import staff_cookie_name
 from portal.web.staff.forms import (
     ActionForm,
     CodeForm,
+    LinkForm,
     LoginForm,
     MessageForm,
+    OpenCaseForm,
     ReauthForm,
+    SearchForm,
     SetupForm,
     StatusForm,
     ToolForm,
@@ -233,6 +236,8 @@ def case(public_id: str):
         case=item,
         thread=cases.thread(item, for_staff=True),
         contact=cases.contact_of(item),
+        callback=cases.callback_of(item),
+        search_form=SearchForm(case=item.public_id),
         views=views,
         overdue=cases.is_overdue(item),
         topics=cases.TOPIC_LABELS,
@@ -283,34 +288,156 @@ TOOLS = {
     "resend-link": cases.resend_link,
     "clear-lock": cases.clear_lock,
     "confirm-identity": cases.confirm_identity,
+    "correct-contact": cases.correct_contact,
 }
+
+
+def _run_tool(tool: str, subject, back: str):
+    """One tool on a customer, reached from a case or from their record: fresh proof of who
+    the agent is, a reason, then the act (the service records it)."""
+    if redirect_ := require_fresh(back):
+        return redirect_
+    form = ToolForm()
+    if not form.validate_on_submit():
+        flash(_("Give the reason for this action (it is recorded)."), "error")
+        return redirect(back)
+    contact = {"email": form.email.data or "", "phone": form.phone.data or ""}
+    try:
+        TOOLS[tool](
+            _member(), subject, form.reason.data, **(contact if tool == "correct-contact" else {})
+        )
+    except cases.CaseError as exc:
+        flash(str(exc), "error")
+    else:
+        flash(_("Done, and recorded."), "info")
+    return redirect(back)
 
 
 @bp.post("/cases/<public_id>/tools/<tool>")
 @staff(*AGENTS)
 def tool(public_id: str, tool: str):
     item = _case(public_id)
-    if tool not in (*TOOLS, "correct-contact"):
+    if tool not in TOOLS:
         abort(404)
-    if redirect_ := require_fresh(url_for("staff.case", public_id=public_id)):
+    return _run_tool(tool, item, url_for("staff.case", public_id=public_id))
+
+
+@bp.post("/cases/<public_id>/link")
+@staff(*AGENTS)
+def link(public_id: str):
+    """Make an unverified request the customer's, after an identity check."""
+    item = _case(public_id)
+    back = url_for("staff.case", public_id=public_id)
+    if redirect_ := require_fresh(back):
         return redirect_
-    form = ToolForm()
+    form = LinkForm()
     if not form.validate_on_submit():
         flash(_("Give the reason for this action (it is recorded)."), "error")
-        return redirect(url_for("staff.case", public_id=public_id))
+        return redirect(back)
+    found = customers.by_public_id(form.customer.data)
+    if found is None:
+        abort(404)
     try:
-        if tool == "correct-contact":
-            cases.correct_contact(
-                _member(),
-                item,
-                form.reason.data,
-                email=form.email.data or "",
-                phone=form.phone.data or "",
-            )
-        else:
-            TOOLS[tool](_member(), item, form.reason.data)
+        cases.link_case(
+            _member(),
+            item,
+            found,
+            form.reason.data,
+            identity_checked=form.identity_checked.data,
+        )
     except cases.CaseError as exc:
         flash(str(exc), "error")
     else:
-        flash(_("Done, and recorded."), "info")
-    return redirect(url_for("staff.case", public_id=public_id))
+        flash(_("The case is now the customer's, and that is recorded."), "info")
+    return redirect(back)
+
+
+# --- finding a customer, and their record ---
+
+
+# Per address and generous (a desk of agents may share one): it stops a stolen session from
+# sweeping the list by script; each search is also in the audit trail.
+@bp.route("/customers", methods=["GET", "POST"])
+@staff(*AGENTS)
+@limiter.limit("300 per 15 minutes", methods=["POST"])
+def find_customer():
+    """Exact look-up by email, phone, reference code or full name.
+
+    A POST, answered in place: what the caller told the agent never lands in a URL (browser
+    history, proxy and access logs).
+    """
+    form = SearchForm(case=request.args.get("case", ""))
+    results = None
+    if form.validate_on_submit():
+        try:
+            results = customers.search(_member(), form.kind.data, form.query.data)
+        except customers.SearchError as exc:
+            form.query.errors.append(str(exc))
+    # Linking an unverified request: only to a case this agent may work, and still unlinked.
+    linking = _case(form.case.data) if form.case.data else None
+    if linking is not None and linking.customer_id is not None:
+        linking = None
+    status = 422 if request.method == "POST" and results is None else 200
+    return render_template(
+        "staff/customers.html",
+        form=form,
+        results=results,
+        masked=customers.masked,
+        linking=linking,
+        link_form=LinkForm(),
+        fresh=staff_service.is_fresh(g.staff_session),
+    ), status
+
+
+def _customer(public_id: str):
+    found = customers.staff_customer(_member(), public_id)
+    if found is None:
+        abort(404)
+    return found
+
+
+@bp.get("/customers/<public_id>")
+@staff(*AGENTS)
+def customer_record(public_id: str):
+    found = _customer(public_id)
+    return render_template(
+        "staff/customer.html",
+        customer=found,
+        contact=customers.masked(found),
+        views=dashboard.for_customer(found),
+        cases=cases.customer_cases(found),
+        overdue=cases.is_overdue,
+        topics=cases.TOPIC_LABELS,
+        case_form=OpenCaseForm(),
+        tool_form=ToolForm(),
+        fresh=staff_service.is_fresh(g.staff_session),
+    )
+
+
+@bp.post("/customers/<public_id>/cases")
+@staff(*AGENTS)
+def open_case_for(public_id: str):
+    """Open a case on the customer's behalf (they called, or wrote from somewhere else)."""
+    found = _customer(public_id)
+    form = OpenCaseForm()
+    if form.validate_on_submit():
+        try:
+            item = cases.open_case_for(_member(), found, form.topic.data, form.body.data)
+        except cases.CaseError as exc:
+            flash(str(exc), "error")
+        else:
+            return redirect(url_for("staff.case", public_id=item.public_id))
+    else:
+        flash(_("Choose a topic and write a note first."), "error")
+    return redirect(url_for("staff.customer_record", public_id=public_id))
+
+
+@bp.post("/customers/<public_id>/tools/<tool>")
+@staff(*AGENTS)
+def customer_tool(public_id: str, tool: str):
+    if tool not in TOOLS:
+        abort(404)
+    found = customers.by_public_id(public_id)
+    if found is None:
+        abort(404)
+    return _run_tool(tool, found, url_for("staff.customer_record", public_id=public_id))

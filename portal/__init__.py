@@ -51,7 +51,7 @@ def register_proxy(app: Flask) -> None:
 
 def register_extensions(app: Flask) -> None:
     from portal.extensions import babel, csrf, db, limiter, migrate, vault
-    from portal.i18n import language_for
+    from portal.i18n import language_for, localized
 
     db.init_app(app)
 
@@ -79,9 +79,10 @@ def register_extensions(app: Flask) -> None:
         login_session = g.get("login_session")
         if login_session is not None:  # a signed-in customer reads their own language
             return language_for(login_session.customer.locale)
-        chosen = session.get("lang")  # picked on the page, or the notice's language
-        if chosen in app.config["LANGUAGES"]:
-            return chosen
+        # What the person picked on a page, else the language of the notice they came from.
+        for key in ("lang", "lang_default"):
+            if session.get(key) in app.config["LANGUAGES"]:
+                return session[key]
         return request.accept_languages.best_match(app.config["LANGUAGES"]) or "en"
 
     babel.init_app(
@@ -90,6 +91,7 @@ def register_extensions(app: Flask) -> None:
         default_translation_directories=str(ROOT / "portal" / "translations"),
     )
     app.jinja_env.globals["get_locale"] = get_locale
+    app.jinja_env.globals["localized"] = localized
     from portal.markdown import render as render_markdown
 
     app.jinja_env.filters["markdown"] = render_markdown

@@ -250,6 +250,10 @@ def keys_rotate():
 @click.option("--provider", "provider_name", help="The provider's name, e.g. Experian.")
 @click.option("--product", "product_name", help="The product, e.g. IdentityWorks 3B.")
 @click.option("--includes", help="What it includes, items separated by ';'.")
+@click.option(
+    "--includes-es",
+    help="The same list in Spanish, items separated by ';' (empty: Spanish readers see English).",
+)
 @click.option("--term-months", type=int)
 @click.option("--enroll-by", type=click.DateTime(["%Y-%m-%d"]), help="The enrollment deadline.")
 @click.option("--enroll-url", help="The provider's enrollment address (https).")
@@ -261,13 +265,16 @@ def keys_rotate():
     help="Data classes that qualify, comma list; empty: everyone affected.",
 )
 @click.option("--minors-product", help="A separate product for minors, if any.")
-def protection_offer(slug, includes, enroll_by, **fields):
+def protection_offer(slug, includes, includes_es, enroll_by, **fields):
     """Create or update the incident's identity-protection offer."""
     from portal.services.protection import ProtectionError, offer_for, save_offer
 
     incident = _incident(slug)
     if includes is not None:
         fields["includes"] = "\n".join(p.strip() for p in includes.split(";") if p.strip())
+    if includes_es is not None:
+        items = "\n".join(p.strip() for p in includes_es.split(";") if p.strip())
+        fields["translations"] = {"es": {"includes": items}}
     if enroll_by is not None:
         fields["enroll_by"] = enroll_by.date()
     creating = offer_for(incident.id) is None

@@ -1,11 +1,80 @@
-"""Which of the portal's languages a locale reads."""
+"""Which of the portal's languages a locale reads, and the organisation's text in that language."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from flask import current_app
+from flask_babel import get_locale
+from markupsafe import Markup, escape
+
+# The language the organisation writes its own text in first; other languages sit beside it.
+SOURCE_LANGUAGE = "en"
 
 
 def language_for(locale: str | None) -> str:
     """The portal language for a locale like "es-MX": its language if we have it, else English."""
     language = (locale or "").split("-")[0].split("_")[0].lower()
     return language if language in current_app.config["LANGUAGES"] else "en"
+
+
+class Localized(NamedTuple):
+    """A text of the organisation's and the language it is actually in.
+
+    In HTML a text shown in another language than the page's carries its own `lang`, so a
+    screen reader pronounces it right and nobody takes the English for a translation.
+    """
+
+    text: str
+    lang: str
+    fallback: bool  # True: not in the language asked for (the English stands in)
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __html__(self) -> str:
+        if self.fallback and self.text:
+            return Markup('<span lang="{}">{}</span>').format(self.lang, self.text)
+        return str(escape(self.text))
+
+    @property
+    def attr(self) -> Markup:
+        """` lang="en"` for an element holding a stand-in text; nothing otherwise."""
+        return Markup(' lang="{}"').format(self.lang) if self.fallback and self.text else Markup()
+
+    @property
+    def lines(self) -> list[str]:
+        return [line.strip() for line in self.text.splitlines() if line.strip()]
+
+
+def localized(obj, field: str, language: str | None = None) -> Localized:
+    """`obj.field` in `language` (default: the page's), else the English marked as English."""
+    language = language or str(get_locale() or SOURCE_LANGUAGE)
+    source = getattr(obj, field) or ""
+    if language == SOURCE_LANGUAGE:
+        return Localized(source, SOURCE_LANGUAGE, False)
+    text = ((obj.translations or {}).get(language) or {}).get(field) or ""
+    if text.strip():
+        return Localized(text, language, False)
+    return Localized(source, SOURCE_LANGUAGE, True)
+
+
+def translated_text(obj, language: str) -> dict[str, str]:
+    """The texts written for `obj` in `language`, field by field (for a form to show)."""
+    return dict((obj.translations or {}).get(language) or {})
+
+
+def with_translation(obj, language: str, texts: dict[str, str | None]) -> dict:
+    """`obj.translations` with `language`'s texts replaced by `texts` (an empty text removes
+    it). A new dict, so the change is seen; the caller validates lengths and assigns it."""
+    if language == SOURCE_LANGUAGE or language not in current_app.config["LANGUAGES"]:
+        raise ValueError(f"not a language to translate into: {language}")
+    unknown = set(texts) - set(obj.translated_fields)
+    if unknown:
+        raise ValueError(f"not translatable: {', '.join(sorted(unknown))}")
+    kept = {k: v for k, v in translated_text(obj, language).items() if k not in texts}
+    kept.update({k: v.strip() for k, v in texts.items() if v and v.strip()})
+    result = {k: dict(v) for k, v in (obj.translations or {}).items() if k != language}
+    if kept:
+        result[language] = kept
+    return result

@@ -13,9 +13,12 @@ _PARSER = MarkdownIt("commonmark", {"html": False, "linkify": False})
 _TAGS = {"p", "br", "strong", "em", "ul", "ol", "li", "a", "blockquote", "code", "h3", "h4"}
 
 
-def render(source: str) -> Markup:
-    """Safe HTML for a Markdown text (the only place the portal marks HTML as safe)."""
-    html = _PARSER.render(source or "")
+def render(source) -> Markup:
+    """Safe HTML for a Markdown text (the only place the portal marks HTML as safe).
+
+    A portal.i18n.Localized text standing in for another language keeps its own `lang`.
+    """
+    html = _PARSER.render(str(source or ""))
     cleaned = nh3.clean(
         html,
         tags=_TAGS,
@@ -23,4 +26,8 @@ def render(source: str) -> Markup:
         url_schemes={"https", "mailto", "tel"},
         link_rel="noopener noreferrer",
     )
-    return Markup(cleaned)  # noqa: S704 (sanitised by nh3 with an allow-list just above)
+    safe = Markup(cleaned)  # noqa: S704 (sanitised by nh3 with an allow-list just above)
+    lang_attr = getattr(source, "attr", Markup())
+    if lang_attr and safe:
+        return Markup("<div{}>{}</div>").format(lang_attr, safe)
+    return safe

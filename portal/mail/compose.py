@@ -10,7 +10,7 @@ from flask_babel import force_locale
 from flask_babel import gettext as _
 from markupsafe import escape
 
-from portal.i18n import language_for
+from portal.i18n import language_for, localized
 from portal.models import DATA_CLASSES, Incident
 
 
@@ -204,7 +204,7 @@ def compose_update_notice(*, incident: Incident, update) -> Composed:
         "portal_address": current_app.config["BASE_URL"],
     }
     return Composed(
-        subject=_("An update about %(title)s", title=incident.title),
+        subject=_("An update about %(title)s", title=localized(incident, "title").text),
         text=render_template("emails/update.txt", **context),
         html=render_template("emails/update.html", **context),
     )

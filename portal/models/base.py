@@ -1,9 +1,11 @@
 """The declarative base: named constraints so every migration can name what it changes."""
 
 from datetime import UTC, datetime
+from typing import ClassVar
 
-from sqlalchemy import DateTime, MetaData, TypeDecorator
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -42,3 +44,18 @@ def utcnow() -> datetime:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Translated:
+    """Text the organisation wrote in English, with its other languages beside it.
+
+    `translations` holds {"es": {"title": "...", ...}} for the fields named in
+    `translated_fields`; a language or field left out is shown in English, marked as such
+    (portal.i18n.localized). Always assigned as a new dict, never changed in place.
+    """
+
+    translated_fields: ClassVar[tuple[str, ...]] = ()
+    # JSONB on PostgreSQL: plain json has no equality, and some queries ask DISTINCT rows.
+    translations: Mapped[dict[str, dict[str, str]]] = mapped_column(
+        JSON().with_variant(JSONB(), "postgresql"), default=dict, server_default="{}"
+    )

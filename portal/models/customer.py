@@ -59,6 +59,8 @@ class Customer(Base):
     name_index: Mapped[bytes | None] = mapped_column(LargeBinary(16), index=True)
     phone_index: Mapped[bytes | None] = mapped_column(LargeBinary(16), index=True)
     locale: Mapped[str] = mapped_column(String(16), default="en")
+    # When the customer picked their language on the portal: a later import keeps their choice.
+    locale_chosen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     region: Mapped[str] = mapped_column(String(8), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.now())

@@ -7,13 +7,20 @@ from datetime import date, datetime
 from sqlalchemy import CheckConstraint, Date, String, Text, func
 from sqlalchemy.orm import Mapped, mapped_column
 
-from portal.models.base import Base, UTCDateTime
+from portal.models.base import Base, Translated, UTCDateTime
 
 INCIDENT_STATUSES = ("investigating", "notifying", "monitoring", "closed")
 
 
-class Incident(Base):
+class Incident(Translated, Base):
     __tablename__ = "incident"
+    translated_fields = (
+        "title",
+        "what_happened",
+        "what_we_are_doing",
+        "more_information",
+        "contact_hours",
+    )
     __table_args__ = (
         CheckConstraint(
             "status IN ('investigating', 'notifying', 'monitoring', 'closed')", name="status"

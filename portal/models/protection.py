@@ -17,12 +17,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from portal.models.base import Base, UTCDateTime
+from portal.models.base import Base, Translated, UTCDateTime
 from portal.models.incident import Incident
 
 
-class ProtectionOffer(Base):
+class ProtectionOffer(Translated, Base):
     __tablename__ = "protection_offer"
+    translated_fields = ("includes",)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     incident_id: Mapped[int] = mapped_column(

@@ -7,11 +7,12 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, String, Text, func
 from sqlalchemy.orm import Mapped, mapped_column
 
-from portal.models.base import Base, UTCDateTime
+from portal.models.base import Base, Translated, UTCDateTime
 
 
-class IncidentUpdate(Base):
+class IncidentUpdate(Translated, Base):
     __tablename__ = "incident_update"
+    translated_fields = ("title", "body")
     __table_args__ = (Index("ix_incident_update_published", "incident_id", "published_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from flask import current_app
 from flask_babel import gettext as _
 from sqlalchemy import select
 
 from portal.extensions import db, vault
+from portal.i18n import language_for
 from portal.models import Customer, Notice, StaffMember
+from portal.models.base import utcnow
 from portal.services import audit, reference_codes
 from portal.validation import (
     is_e164,
@@ -141,3 +144,15 @@ def mask_phone(phone: str | None) -> str:
 
 def masked(customer: Customer) -> Masked:
     return Masked(mask_email(customer.email), mask_phone(customer.phone))
+
+
+def choose_language(customer: Customer, language: str) -> None:
+    """Remember the language the customer picked on the portal: their pages and every message
+    from now on use it, and a later import of the organisation's file does not undo it."""
+    if language not in current_app.config["LANGUAGES"]:
+        raise ValueError(f"not a portal language: {language}")
+    if language_for(customer.locale) != language:  # "es-MX" already reads Spanish: keep it
+        customer.locale = language
+        customer.updated_at = utcnow()
+    customer.locale_chosen_at = utcnow()
+    db.session.flush()

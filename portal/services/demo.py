@@ -159,6 +159,30 @@ def _demo_incident(actor: str) -> Incident:
         contact_phone="1-800-555-0199",
         contact_hours="Monday to Friday, 8 am to 8 pm Eastern",
         contact_email="privacy@example.com",
+        # The same text for Spanish readers (the console edits it as "In Spanish").
+        translations={
+            "es": {
+                "title": "Acceso no autorizado a nuestra base de datos de clientes",
+                "what_happened": (
+                    "El 9 de octubre de 2026 descubrimos que un tercero no autorizado había usado "
+                    "la credencial robada de un empleado para copiar parte de nuestra base de "
+                    "datos de clientes entre el 2 y el 9 de octubre. Cerramos el acceso al día "
+                    "siguiente."
+                    "\n\n"
+                    "No hemos encontrado indicios de que la información se haya usado "
+                    "indebidamente, pero le informamos para que pueda protegerse."
+                ),
+                "what_we_are_doing": (
+                    "Cambiamos todas las credenciales de los empleados, agregamos llaves de "
+                    "seguridad físicas para todo el personal y contratamos a una empresa forense "
+                    "independiente. Denunciamos el incidente a las autoridades y a las fiscalías "
+                    "generales de los estados."
+                    "\n\n"
+                    "Le ofrecemos 24 meses de protección de identidad sin costo."
+                ),
+                "contact_hours": "de lunes a viernes, de 8 a. m. a 8 p. m., hora del Este",
+            }
+        },
         actor=actor,
     )
 
@@ -189,6 +213,13 @@ def _demo_protection(incident: Incident, actor: str) -> None:
         product_name="IdentityWorks 3B",
         includes="Credit monitoring at all three bureaus\nIdentity restoration specialists\n"
         "Up to $1 million identity theft insurance",
+        translations={
+            "es": {
+                "includes": "Monitoreo de crédito en las tres agencias\n"
+                "Especialistas en restauración de identidad\n"
+                "Seguro contra robo de identidad de hasta 1 millón de dólares"
+            }
+        },
         term_months=24,
         enroll_by=utcnow().date() + timedelta(days=120),
         enroll_url="https://www.experianidworks.com/3bcredit",

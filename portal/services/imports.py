@@ -346,7 +346,7 @@ def _contact_unchanged(existing, row: Row) -> bool:
     )
     return (
         existing.name_index is not None  # an older row gets its lookup indexes on re-import
-        and existing.locale == row.locale
+        and (existing.locale == row.locale or existing.locale_chosen_at is not None)
         and existing.region == row.region
         and phone == row.phone
         and vault.open(existing.email_sealed, f"customer.email.{public_id}") == row.email
@@ -370,9 +370,16 @@ _INSERT_CUSTOMER = (
     f"INSERT INTO customer (external_id, public_id, {', '.join(CONTACT_COLUMNS)}) "  # noqa: S608
     f"VALUES ({', '.join('?' * (len(CONTACT_COLUMNS) + 2))})"
 )
+# A language the customer picked on the portal outlives the organisation's file.
 _UPDATE_CUSTOMER = (
-    f"UPDATE customer SET {', '.join(c + ' = ?' for c in CONTACT_COLUMNS)}, "  # noqa: S608
-    "updated_at = CURRENT_TIMESTAMP WHERE id = ?"
+    "UPDATE customer SET "  # noqa: S608
+    + ", ".join(
+        "locale = CASE WHEN locale_chosen_at IS NULL THEN ? ELSE locale END"
+        if c == "locale"
+        else f"{c} = ?"
+        for c in CONTACT_COLUMNS
+    )
+    + ", updated_at = CURRENT_TIMESTAMP WHERE id = ?"
 )
 _INSERT_EXPOSURE = (
     "INSERT INTO exposure (customer_id, incident_id, data_class, fragment_sealed) "
@@ -395,6 +402,7 @@ def _upsert_batch(incident_id: int, batch: list[Row], report: ImportReport) -> N
                 table.c.email_sealed,
                 table.c.phone_sealed,
                 table.c.locale,
+                table.c.locale_chosen_at,
                 table.c.region,
                 table.c.name_index,
             ).where(table.c.external_id.in_(external_ids))

@@ -9,6 +9,7 @@ from flask_babel import gettext as _
 from sqlalchemy import select
 
 from portal.extensions import db
+from portal.i18n import with_translation
 from portal.models import Incident
 from portal.services import audit
 
@@ -60,8 +61,18 @@ EDITABLE = (
 )
 
 
-def update_incident(incident: Incident, *, actor: str, **fields) -> Incident:
-    """Change the incident's notice text and facts (Markdown is sanitised when shown)."""
+_LIMITS = {"title": 200, "contact_hours": 200}  # the sections: 20,000 characters
+
+
+def update_incident(
+    incident: Incident,
+    *,
+    actor: str,
+    translations: dict[str, dict[str, str]] | None = None,
+    **fields,
+) -> Incident:
+    """Change the incident's notice text and facts (Markdown is sanitised when shown), and its
+    text in other languages: {"es": {"title": ...}}; an empty text falls back to the English."""
     from portal.models.incident import INCIDENT_STATUSES
 
     unknown = set(fields) - set(EDITABLE)
@@ -79,15 +90,21 @@ def update_incident(incident: Incident, *, actor: str, **fields) -> Incident:
     for name in ("what_happened", "what_we_are_doing", "more_information"):
         if len(fields.get(name) or "") > 20000:
             raise IncidentError(_("Each section may hold at most 20,000 characters."))
+    for texts in (translations or {}).values():
+        for name, value in texts.items():
+            if len((value or "").strip()) > _LIMITS.get(name, 20000):
+                raise IncidentError(_("A translation is longer than the field allows."))
     for name, value in fields.items():
         setattr(incident, name, value.strip() if isinstance(value, str) else value)
     incident.title = title
+    for language, texts in (translations or {}).items():
+        incident.translations = with_translation(incident, language, texts)
     audit.record(
         "incident.updated",
         actor=actor,
         subject_type="incident",
         subject_id=incident.slug,
-        details={"fields": sorted(fields)},
+        details={"fields": sorted(fields), "languages": sorted(translations or {})},
     )
     db.session.commit()
     return incident

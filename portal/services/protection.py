@@ -15,7 +15,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from portal.extensions import db, vault
-from portal.i18n import language_for
+from portal.i18n import language_for, with_translation
 from portal.mail.compose import compose_alert, compose_protection_code
 from portal.models import (
     DATA_CLASSES,
@@ -87,9 +87,12 @@ def save_offer(incident: Incident, *, actor: str, **fields) -> ProtectionOffer:
     if int(fields.get("term_months") or 12) < 1:
         raise ProtectionError(_("The term must be at least one month."))
     offer = offer_for(incident.id) or ProtectionOffer(incident_id=incident.id)
+    translations = fields.pop("translations", None) or {}
     for name, value in fields.items():
         if value is not None:
             setattr(offer, name, value)
+    for language, texts in translations.items():  # {"es": {"includes": "..."}}
+        offer.translations = with_translation(offer, language, texts)
     db.session.add(offer)
     db.session.flush()
     audit.record(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from portal.extensions import db
+from portal.i18n import with_translation
 from portal.models import Incident, IncidentUpdate
 from portal.models.base import utcnow
 from portal.services import audit
@@ -21,6 +22,16 @@ def _check(title: str, body: str) -> tuple[str, str]:
     if not body or len(body) > 20000:
         raise UpdateError("Write the update (at most 20,000 characters).")
     return title, body
+
+
+def _translate(update: IncidentUpdate, translations: dict[str, dict[str, str]] | None) -> None:
+    """Set the update's title and text in other languages; an empty one falls back to English."""
+    for language, texts in (translations or {}).items():
+        if len((texts.get("title") or "").strip()) > 200:
+            raise UpdateError("A title is required (at most 200 characters).")
+        if len((texts.get("body") or "").strip()) > 20000:
+            raise UpdateError("Write the update (at most 20,000 characters).")
+        update.translations = with_translation(update, language, texts)
 
 
 def for_incident(incident: Incident) -> list[IncidentUpdate]:
@@ -50,9 +61,12 @@ def published(incident: Incident) -> list[IncidentUpdate]:
     )
 
 
-def draft(incident: Incident, title: str, body: str, *, actor: str) -> IncidentUpdate:
+def draft(
+    incident: Incident, title: str, body: str, *, actor: str, translations=None
+) -> IncidentUpdate:
     title, body = _check(title, body)
     update = IncidentUpdate(incident_id=incident.id, title=title, body=body)
+    _translate(update, translations)
     db.session.add(update)
     db.session.flush()
     audit.record(
@@ -77,15 +91,20 @@ def publish(update: IncidentUpdate, *, actor: str) -> None:
     db.session.commit()
 
 
-def edit_draft(update: IncidentUpdate, title: str, body: str, *, actor: str) -> None:
+def edit_draft(
+    update: IncidentUpdate, title: str, body: str, *, actor: str, translations=None
+) -> None:
     if update.published_at is not None:
         raise UpdateError("A published update is never edited; publish a correction instead.")
     update.title, update.body = _check(title, body)
+    _translate(update, translations)
     audit.record("update.edited", actor=actor, subject_type="incident_update", subject_id=update.id)
     db.session.commit()
 
 
-def correct(update: IncidentUpdate, title: str, body: str, *, actor: str) -> IncidentUpdate:
+def correct(
+    update: IncidentUpdate, title: str, body: str, *, actor: str, translations=None
+) -> IncidentUpdate:
     """A correction is published as a new update pointing at the original (kept as it was)."""
     if update.published_at is None:
         raise UpdateError("Only a published update can be corrected; edit the draft instead.")
@@ -97,6 +116,7 @@ def correct(update: IncidentUpdate, title: str, body: str, *, actor: str) -> Inc
         corrects_id=update.id,
         published_at=utcnow(),
     )
+    _translate(correction, translations)
     db.session.add(correction)
     db.session.flush()
     audit.record(

@@ -24,11 +24,37 @@ class IncidentForm(FlaskForm):
     contact_phone = StringField(_l("Contact phone"), validators=[Length(max=40)])
     contact_hours = StringField(_l("Contact hours"), validators=[Length(max=200)])
     contact_email = StringField(_l("Contact email"), validators=[Length(max=254)])
+    # The same text in Spanish (Incident.translated_fields): left empty, Spanish readers see
+    # the English, marked as English.
+    title_es = StringField(_l("Title in Spanish"), validators=[Length(max=200)])
+    what_happened_es = TextAreaField(
+        _l("What Happened in Spanish (Markdown)"), validators=[Length(max=20000)]
+    )
+    what_we_are_doing_es = TextAreaField(
+        _l("What We Are Doing in Spanish (Markdown)"), validators=[Length(max=20000)]
+    )
+    more_information_es = TextAreaField(
+        _l("For More Information in Spanish (Markdown)"), validators=[Length(max=20000)]
+    )
+    contact_hours_es = StringField(_l("Contact hours in Spanish"), validators=[Length(max=200)])
 
 
 class UpdateForm(FlaskForm):
     title = StringField(_l("Title"), validators=[DataRequired(), Length(max=200)])
     body = TextAreaField(_l("Text (Markdown)"), validators=[DataRequired(), Length(max=20000)])
+    title_es = StringField(_l("Title in Spanish"), validators=[Length(max=200)])
+    body_es = TextAreaField(_l("Text in Spanish (Markdown)"), validators=[Length(max=20000)])
+
+
+def translations_from(form: FlaskForm, names: tuple[str, ...], language: str = "es") -> dict:
+    """{language: {name: text}} from the form's `<name>_<language>` fields."""
+    return {language: {name: form[f"{name}_{language}"].data or "" for name in names}}
+
+
+def translation_data(obj, language: str = "es") -> dict:
+    """The form data of obj's texts in `language`, to show them for editing."""
+    texts = (obj.translations or {}).get(language) or {}
+    return {f"{name}_{language}": texts.get(name, "") for name in obj.translated_fields}
 
 
 class NewIncidentForm(FlaskForm):

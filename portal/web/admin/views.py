@@ -23,12 +23,18 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 
 from portal.extensions import db
-from portal.models import Incident, StaffMember
+from portal.models import Incident, IncidentUpdate, StaffMember
 from portal.services import audit, background, incidents, metrics, obligations, updates
 from portal.services import notices as notices_service
 from portal.services import staff as staff_service
 from portal.web.access import staff
-from portal.web.admin.forms import IncidentForm, NewIncidentForm, UpdateForm
+from portal.web.admin.forms import (
+    IncidentForm,
+    NewIncidentForm,
+    UpdateForm,
+    translation_data,
+    translations_from,
+)
 from portal.web.staff.forms import ActionForm
 from portal.web.staff.views import require_fresh
 
@@ -165,15 +171,18 @@ def new_incident():
 @staff("admin")
 def incident(slug: str):
     item = _incident(slug)
-    form = IncidentForm(obj=item)  # shown values only; saving lists the fields one by one
+    # Shown values only; saving lists the fields one by one.
+    form = IncidentForm(obj=item, data=translation_data(item))
     preview = None
     if form.validate_on_submit():
         fields = {name: getattr(form, name).data for name in incidents.EDITABLE}
+        translations = translations_from(form, Incident.translated_fields)
         if request.form.get("action") == "preview":
-            preview = fields  # shown as the customer will see it; nothing saved
+            # Shown as the customer will see it; nothing saved.
+            preview = fields | {"es": translations["es"]}
         else:
             try:
-                incidents.update_incident(item, actor=_actor(), **fields)
+                incidents.update_incident(item, actor=_actor(), translations=translations, **fields)
             except incidents.IncidentError as exc:
                 flash(str(exc), "error")
             else:
@@ -198,7 +207,13 @@ def new_update(slug: str):
     form = UpdateForm()
     if form.validate_on_submit():
         try:
-            updates.draft(item, form.title.data, form.body.data, actor=_actor())
+            updates.draft(
+                item,
+                form.title.data,
+                form.body.data,
+                actor=_actor(),
+                translations=translations_from(form, IncidentUpdate.translated_fields),
+            )
         except updates.UpdateError as exc:
             flash(str(exc), "error")
         else:
@@ -237,7 +252,13 @@ def correct_update(update_id: int):
     form = UpdateForm()
     if form.validate_on_submit():
         try:
-            updates.correct(update, form.title.data, form.body.data, actor=_actor())
+            updates.correct(
+                update,
+                form.title.data,
+                form.body.data,
+                actor=_actor(),
+                translations=translations_from(form, IncidentUpdate.translated_fields),
+            )
         except updates.UpdateError as exc:
             flash(str(exc), "error")
     else:

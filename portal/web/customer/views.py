@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from flask import (
     Blueprint,
     abort,
@@ -18,11 +20,12 @@ from flask import (
 from flask_babel import force_locale, get_locale
 from flask_babel import gettext as _
 
-from portal.extensions import limiter
+from portal.extensions import db, limiter
 from portal.models.base import utcnow
 from portal.services import (
     authenticator,
     cases,
+    customers,
     dashboard,
     passwords,
     sessions,
@@ -57,6 +60,8 @@ bp = Blueprint("customer", __name__)
 
 CHALLENGE_KEY = "challenge"  # the pending challenge this browser may answer
 NEXT_KEY = "next"  # where to return after a step-up
+LANG_KEY = "lang"  # the language the person picked with the switch (a choice, kept at sign-in)
+DEFAULT_LANG_KEY = "lang_default"  # the language of their notice or record (not a choice)
 
 
 def _is_htmx() -> bool:
@@ -66,7 +71,7 @@ def _is_htmx() -> bool:
 def _begin(challenge) -> object:
     """Bind this browser to a new challenge and go to the code page (in their language)."""
     session[CHALLENGE_KEY] = challenge.public_id
-    session.setdefault("lang", verification.language_of(challenge.customer))
+    session.setdefault(DEFAULT_LANG_KEY, verification.language_of(challenge.customer))
     return redirect(url_for("customer.verify"))
 
 
@@ -94,7 +99,7 @@ def link(token: str):
         return render_template("customer/too_many_codes.html"), 429
     # GET shows the page and spends nothing: mail scanners open links before people do.
     # In the customer's language unless they picked another on the page.
-    language_ = session.get("lang") or verification.language_of(landing.notice.customer)
+    language_ = session.get(LANG_KEY) or verification.language_of(landing.notice.customer)
     with force_locale(language_):
         return render_template("customer/link.html", landing=landing, form=form)
 
@@ -151,12 +156,21 @@ def verify():
 def _signed_in(customer_, verified_at) -> str:
     """Open a fresh session for a customer who just proved themselves; return where to go."""
     target = safe_next(session.get(NEXT_KEY)) or url_for("customer.me")
+    chosen = session.get(LANG_KEY)
     sessions.end_session(session.get("sid"))  # a step-up replaces the session it came from
     # A new session id on every sign-in: anything planted in the old cookie is discarded.
     session.clear()
+    # Only now, with the person proven, may a language picked before signing in become theirs
+    # (a stranger holding a letter could otherwise change what someone's messages say).
+    if chosen in current_app.config["LANGUAGES"]:
+        customers.choose_language(customer_, chosen)
+        session[LANG_KEY] = chosen
+    else:
+        session[DEFAULT_LANG_KEY] = verification.language_of(customer_)
     session["sid"] = sessions.open_session(
         customer_, verified_at=verified_at, user_agent=request.user_agent.string
     )
+    db.session.commit()
     return target
 
 
@@ -368,11 +382,32 @@ def signin():
 @bp.post("/language")
 @public
 def language():
-    """Switch the pages' language (a preference in the session, nothing more)."""
+    """Switch the pages' language; a signed-in customer keeps it for their pages and messages."""
     chosen = request.form.get("lang", "")
     if chosen in current_app.config["LANGUAGES"]:
-        session["lang"] = chosen
+        session[LANG_KEY] = chosen
+        # Public, so that the switch works before signing in; a live session makes it theirs.
+        login_session = sessions.load_session(session.get("sid"))
+        if login_session is not None:
+            customers.choose_language(login_session.customer, chosen)
+            db.session.commit()
     return redirect(safe_next(request.form.get("next")) or url_for("public.index"))
+
+
+@bp.app_template_global()
+def language_return_path() -> str:
+    """Where the language switch brings the person back: this page, query string and all."""
+    if request.method in ("GET", "HEAD"):
+        return request.full_path if request.query_string else request.path
+    # A page shown in answer to a form: its address, when it can be opened again ...
+    rule = request.url_rule
+    if rule is not None and "GET" in (rule.methods or ()):
+        return request.path
+    # ... else the page the form was on (the language view still checks it is ours).
+    referrer = urlsplit(request.referrer or "")
+    if referrer.netloc == request.host and referrer.path:
+        return referrer.path + (f"?{referrer.query}" if referrer.query else "")
+    return url_for("public.index")
 
 
 def _language() -> str:

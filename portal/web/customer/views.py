@@ -27,6 +27,7 @@ from portal.services import (
     cases,
     customers,
     dashboard,
+    incidents,
     passwords,
     sessions,
     verification,
@@ -60,8 +61,19 @@ bp = Blueprint("customer", __name__)
 
 CHALLENGE_KEY = "challenge"  # the pending challenge this browser may answer
 NEXT_KEY = "next"  # where to return after a step-up
+SUPPORT_KEY = "notice"  # the notice whose incident's helpline a stuck person is shown
 LANG_KEY = "lang"  # the language the person picked with the switch (a choice, kept at sign-in)
 DEFAULT_LANG_KEY = "lang_default"  # the language of their notice or record (not a choice)
+
+
+@bp.app_context_processor
+def _helpline():
+    """`helpline()` for the "ask a person" panel: looked up only on pages that show it."""
+
+    def helpline():
+        return incidents.support_line(session.get(SUPPORT_KEY))
+
+    return {"helpline": helpline}
 
 
 def _is_htmx() -> bool:
@@ -71,6 +83,8 @@ def _is_htmx() -> bool:
 def _begin(challenge) -> object:
     """Bind this browser to a new challenge and go to the code page (in their language)."""
     session[CHALLENGE_KEY] = challenge.public_id
+    if challenge.notice_id is not None:  # whose helpline to show if this person gets stuck
+        session[SUPPORT_KEY] = challenge.notice_id
     session.setdefault(DEFAULT_LANG_KEY, verification.language_of(challenge.customer))
     return redirect(url_for("customer.verify"))
 
@@ -148,7 +162,15 @@ def verify():
     elif request.method == "POST":
         status = 422
     template = "customer/_code_form.html" if _is_htmx() else "customer/verify.html"
-    response = make_response(render_template(template, form=form, resend=ActionForm()), status)
+    response = make_response(
+        render_template(
+            template,
+            form=form,
+            resend=ActionForm(),
+            delivery=verification.delivery(session.get(CHALLENGE_KEY)),
+        ),
+        status,
+    )
     response.vary.add("HX-Request")
     return response
 
@@ -196,9 +218,15 @@ def _hx_redirect(url: str):
 @limiter.limit(limits.RESEND_PER_CHALLENGE, key_func=limits.challenge)
 @limiter.limit(limits.RESEND_PER_NETWORK, key_func=limits.network)
 def resend():
+    channel = request.form.get("channel") or None  # the other contact on file, if asked
     message, ok = _("We sent the same code again. It may take a minute to arrive."), True
     try:
-        verification.resend_code(session.get(CHALLENGE_KEY))
+        challenge = verification.resend_code(session.get(CHALLENGE_KEY), channel)
+        if channel:
+            message = _(
+                "We sent the same code to %(channel)s. It may take a minute to arrive.",
+                channel=verification.describe_channel(challenge.customer, challenge.channel),
+            )
     except VerificationLocked:
         return _hx_redirect(url_for("customer.locked"))
     except (ResendLimited, ChallengeEnded) as exc:
@@ -571,6 +599,11 @@ def my_case(public_id: str):
 @limiter.limit(limits.HELP_PER_NETWORK, key_func=limits.network, methods=["POST"])
 def help_request():
     form = HelpForm()
+    if request.method == "GET" and request.args.get("reason") == "contact":
+        # From the code page: the phone or email on file is out of date.
+        form.body.data = _(
+            "My phone number or email address has changed, so your code does not reach me."
+        )
     if form.validate_on_submit():
         try:
             cases.help_request(

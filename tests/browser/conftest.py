@@ -359,6 +359,27 @@ class Person:
         self.page.wait_for_load_state()
         return self.page
 
+    def submit(self, name: str):
+        """Press a form's button and wait until its answer is on screen (a page load, or an
+        htmx swap settled): what a person waits for before reading."""
+        page = self.page
+        with page.expect_response(lambda r: r.request.method == "POST"):
+            page.get_by_role("button", name=name).click()
+        page.wait_for_load_state()
+        if self.js:
+            self.wait_until(
+                "!document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling')"
+            )
+        return page
+
+    def wait_until(self, expression: str, timeout: float = 10) -> None:
+        """Poll a JavaScript condition from outside the page (Playwright's own wait_for_function
+        evaluates strings inside it, which the portal's CSP rightly refuses)."""
+        deadline = time.monotonic() + timeout
+        while not self.page.evaluate(expression):
+            assert time.monotonic() < deadline, f"never true: {expression}"
+            time.sleep(0.05)
+
     def close(self):
         if self.auditor is not None:
             self.auditor.context.close()

@@ -123,3 +123,38 @@ def test_every_page_where_someone_can_get_stuck_leads_to_a_person(
     page.get_by_role("link", name="Unauthorized access to customer records").click()
     assert page.url == live.base + "/incidents/acme-2026"
     you.check("incident page")
+
+
+@pytest.mark.parametrize("js", [True, False], ids=["js", "nojs"])
+def test_resending_the_code_says_what_happened_each_time(live, person, js):
+    someone = notify(live)
+    you = person(js=js)
+    page = you.goto(someone["link"])
+    you.click("button", "Send me the code")
+    status = page.locator("#resend-status") if js else page.get_by_role("status").first
+    for _ in range(3):
+        you.submit("Send the code again")
+        assert "We sent the same code again" in status.inner_text()
+    you.submit("Send the code again")
+    assert "We have sent this code as often as we can" in status.inner_text()
+    you.check("resend limit")
+    # Every message carried the same code, so whichever arrives first works.
+    codes = {code_for(live, someone, seen=n) for n in range(4)}
+    assert len(codes) == 1
+
+
+@pytest.mark.parametrize("js", [True, False], ids=["js", "nojs"])
+def test_a_mistyped_address_for_a_new_link_is_explained_and_focused(live, person, js):
+    you = person(js=js, phone=True)
+    page = you.goto("/link/new")
+    page.get_by_label("Email address").fill("not an address")
+    you.submit("Send me a new link")
+    summary = page.get_by_role("alert")
+    assert "There is a problem" in summary.inner_text()
+    assert you.page.evaluate("document.activeElement.classList.contains('error-summary')")
+    # The summary's link takes the person to the field, which says what is wrong with it.
+    summary.get_by_role("link").click()
+    field = page.get_by_label("Email address")
+    assert field.get_attribute("aria-invalid") == "true"
+    assert "error" in field.get_attribute("aria-describedby")
+    you.check("new link mistake")

@@ -120,6 +120,11 @@ def link(token: str):
 
 @bp.route("/start", methods=["GET", "POST"])
 @public
+@limiter.limit(
+    limits.START_PER_REFERENCE_AND_NETWORK,
+    key_func=limits.and_network(limits.reference),
+    methods=["POST"],
+)
 @limiter.limit(limits.START_PER_REFERENCE, key_func=limits.reference, methods=["POST"])
 @limiter.limit(limits.START_PER_NETWORK, key_func=limits.network, methods=["POST"])
 def start():
@@ -243,6 +248,11 @@ def resend():
 
 @bp.route("/link/new", methods=["GET", "POST"])
 @public
+@limiter.limit(
+    limits.NEW_LINK_PER_EMAIL_AND_NETWORK,
+    key_func=limits.and_network(limits.email),
+    methods=["POST"],
+)
 @limiter.limit(limits.NEW_LINK_PER_EMAIL, key_func=limits.email, methods=["POST"])
 @limiter.limit(limits.NEW_LINK_PER_NETWORK, key_func=limits.network, methods=["POST"])
 def new_link():
@@ -385,6 +395,9 @@ def authenticator_remove():
 
 @bp.route("/signin", methods=["GET", "POST"])
 @public
+@limiter.limit(
+    limits.SIGNIN_PER_EMAIL_AND_NETWORK, key_func=limits.and_network(limits.email), methods=["POST"]
+)
 @limiter.limit(limits.SIGNIN_PER_EMAIL, key_func=limits.email, methods=["POST"])
 @limiter.limit(limits.SIGNIN_PER_NETWORK, key_func=limits.network, methods=["POST"])
 def signin():
@@ -595,6 +608,11 @@ def my_case(public_id: str):
 
 @bp.route("/help", methods=["GET", "POST"])
 @public
+@limiter.limit(
+    limits.HELP_PER_CONTACT_AND_NETWORK,
+    key_func=limits.and_network(limits.help_contact),
+    methods=["POST"],
+)
 @limiter.limit(limits.HELP_PER_CONTACT, key_func=limits.help_contact, methods=["POST"])
 @limiter.limit(limits.HELP_PER_NETWORK, key_func=limits.network, methods=["POST"])
 def help_request():
@@ -634,7 +652,8 @@ def help_sent():
 
 @bp.route("/help/case/<token>", methods=["GET", "POST"])
 @public
-@limiter.limit("30 per hour", methods=["POST"])
+@limiter.limit(limits.HELP_REPLY_PER_LINK, key_func=limits.link_token, methods=["POST"])
+@limiter.limit(limits.HELP_REPLY_PER_NETWORK, key_func=limits.network, methods=["POST"])
 def help_case(token: str):
     """The answer to a request from someone not signed in, through the link we sent them: that
     one conversation, and a way to write back. Reading spends nothing."""

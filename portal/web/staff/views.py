@@ -355,11 +355,11 @@ def link(public_id: str):
 # --- finding a customer, and their record ---
 
 
-# Per address and generous (a desk of agents may share one): it stops a stolen session from
-# sweeping the list by script; each search is also in the audit trail.
+# Per staff member (agents at one desk share an address, not an allowance): it stops a stolen
+# session from sweeping the list by script; each search is also in the audit trail.
 @bp.route("/customers", methods=["GET", "POST"])
 @staff(*AGENTS)
-@limiter.limit("300 per 15 minutes", methods=["POST"])
+@limiter.limit(limits.STAFF_SEARCH_PER_MEMBER, key_func=limits.staff_member, methods=["POST"])
 def find_customer():
     """Exact look-up by email, phone, reference code or full name.
 

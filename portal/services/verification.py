@@ -21,7 +21,7 @@ from portal.mail.compose import compose_code, compose_new_link
 from portal.models import Challenge, Customer, Incident, Notice, OutboxMessage
 from portal.models.base import utcnow
 from portal.services import audit, outbox, reference_codes, tokens
-from portal.services.customers import find_by_email
+from portal.services.customers import find_by_email, mask_email
 from portal.validation import normalise_email
 
 CUSTOMER = "customer"  # the actor of acts a not-yet-verified visitor starts
@@ -86,8 +86,7 @@ def describe_channel(customer: Customer, channel: str | None = None) -> str:
         return _(
             "a text message to the phone number ending in %(digits)s", digits=customer.phone[-2:]
         )
-    local, _at, domain = customer.email.partition("@")
-    return _("an email to %(address)s", address=f"{local[:1]}•••@{domain}")
+    return _("an email to %(address)s", address=mask_email(customer.email))
 
 
 def _channels(customer: Customer) -> list[str]:

@@ -158,3 +158,23 @@ def test_a_mistyped_address_for_a_new_link_is_explained_and_focused(live, person
     assert field.get_attribute("aria-invalid") == "true"
     assert "error" in field.get_attribute("aria-describedby")
     you.check("new link mistake")
+
+
+def test_an_answer_that_is_not_a_page_still_tells_the_person_something(live, person):
+    someone = notify(live)
+    you = person(js=True)
+    page = you.goto(someone["link"])
+    you.click("button", "Send me the code")
+    # A proxy in front of the portal answers for it, in plain text.
+    page.route(
+        "**/verify",
+        lambda route: (
+            route.fulfill(status=502, body="Bad gateway", content_type="text/plain")
+            if route.request.method == "POST"
+            else route.continue_()
+        ),
+    )
+    page.get_by_label("Verification code").fill("123456")
+    you.submit("Continue")
+    assert "Something went wrong on our side" in page.get_by_role("main").inner_text()
+    you.wait_until("document.activeElement.tagName === 'H1'")

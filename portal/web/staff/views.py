@@ -14,6 +14,7 @@ from flask import (
     request,
     url_for,
 )
+from flask_babel import format_datetime
 from flask_babel import gettext as _
 
 from portal.extensions import limiter
@@ -40,6 +41,15 @@ from portal.web.staff.forms import (
 bp = Blueprint("staff", __name__, url_prefix="/staff")
 
 AGENTS = ("agent", "admin")
+
+
+@bp.app_template_filter("staff_time")
+def staff_time(value, seconds: bool = False) -> str:
+    """A moment as staff read it, with its time zone: agents in several places (and the audit
+    trail they compare against) must not guess which clock a time is on."""
+    if value is None:
+        return "—"
+    return format_datetime(value, "yyyy-MM-dd HH:mm:ss zzz" if seconds else "yyyy-MM-dd HH:mm zzz")
 
 
 def _with_cookie(response, token: str):
@@ -169,6 +179,14 @@ def reauth():
         except staff_service.SignInFailed:
             form.code.errors.append(_("That password and code do not match."))
         else:
+            # Back where they were: the act itself is not repeated for them, so say what to do.
+            flash(
+                _(
+                    "Confirmed. Now do what you were doing again; for five minutes you will "
+                    "not be asked."
+                ),
+                "info",
+            )
             return redirect(target)
     return render_template("staff/reauth.html", form=form, target=target)
 
@@ -210,7 +228,12 @@ def queue():
     )
     response = make_response(
         render_template(
-            template, queue=result, args=args, overdue=cases.is_overdue, topics=cases.TOPIC_LABELS
+            template,
+            queue=result,
+            args=args,
+            overdue=cases.is_overdue,
+            topics=cases.TOPIC_LABELS,
+            statuses=cases.STATUS_LABELS,
         )
     )
     response.vary.add("HX-Request")
@@ -241,6 +264,7 @@ def case(public_id: str):
         views=views,
         overdue=cases.is_overdue(item),
         topics=cases.TOPIC_LABELS,
+        statuses=cases.STATUS_LABELS,
         message_form=MessageForm(),
         action=ActionForm(),
         status_form=StatusForm(status=item.status),
@@ -408,6 +432,7 @@ def customer_record(public_id: str):
         cases=cases.customer_cases(found),
         overdue=cases.is_overdue,
         topics=cases.TOPIC_LABELS,
+        statuses=cases.STATUS_LABELS,
         case_form=OpenCaseForm(),
         tool_form=ToolForm(),
         fresh=staff_service.is_fresh(g.staff_session),

@@ -25,6 +25,8 @@ demo: install
 	@echo "  The portal:          http://127.0.0.1:$(PORT)/"
 	@echo "  The demo's mailbox:  http://127.0.0.1:$(PORT)/dev/mail  (the notices the demo customers got)"
 	@echo "  Open a notice there, follow its link, and read the code from the mailbox too."
+	@echo "  The staff side: open the set-up link printed above (an authenticator app is needed),"
+	@echo "  then the queue is at http://127.0.0.1:$(PORT)/staff/cases and the console at /admin/"
 	@echo ""
 	@# The outbox worker runs beside the server: in development it "delivers" into /dev/mail.
 	$(BIN)/portal outbox work --idle-seconds 1 & worker=$$!; \

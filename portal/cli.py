@@ -329,10 +329,17 @@ def protection_export(slug, file):
 @click.command("demo")
 def demo():
     """Load a demo incident with demo customers and queue their notices."""
-    from portal.services.demo import load_demo
+    from portal.services.demo import DEMO_ADMIN, admin_invitation, load_demo
 
     slug, count = load_demo(actor=_actor())
     click.echo(f"Demo incident {slug}: {count} customers, notices queued.")
+    link = admin_invitation(actor=_actor())
+    if link is None:
+        login = f"{current_app.config['BASE_URL']}/staff/login"
+        click.echo(f"Staff: the demo admin {DEMO_ADMIN} is set up; sign in at {login}")
+    else:
+        click.echo(f"Staff: set up the demo admin {DEMO_ADMIN} (works once, within 24 hours):")
+        click.echo(link)
 
 
 COMMANDS = [

@@ -90,3 +90,13 @@ def datetime_with_zone(value) -> str:
     return f"{format_date(value, 'medium')}, {format_time(value, 'short')} " + format_datetime(
         value, "zzz"
     )
+
+
+def staff_datetime(value, seconds: bool = False) -> str:
+    """A moment as staff read it: sortable, with its time zone, so that agents in several places
+    (and the audit trail they compare against) never guess which clock a time is on."""
+    from flask_babel import format_datetime
+
+    if value is None:
+        return "—"
+    return format_datetime(value, "yyyy-MM-dd HH:mm:ss zzz" if seconds else "yyyy-MM-dd HH:mm zzz")

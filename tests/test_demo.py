@@ -13,6 +13,7 @@ import pytest
 
 from portal import ROOT
 from tests.conftest import free_port
+from tests.staff_flow import set_up
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -21,8 +22,8 @@ def _get(url: str) -> tuple[int, str]:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """`make demo` on a free port with a fresh instance folder; yield its base URL."""
+def demo_run(tmp_path_factory):
+    """`make demo` on a free port with a fresh instance folder; yield its base URL and log."""
     folder = tmp_path_factory.mktemp("demo")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_")}
@@ -47,15 +48,46 @@ def demo(tmp_path_factory):
                 if server.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(f"make demo did not serve: {(folder / 'demo.log').read_text()}")
                 time.sleep(0.5)
-        yield base
+        yield base, folder / "demo.log"
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
         log.close()
 
 
+@pytest.fixture(scope="module")
+def demo(demo_run):
+    return demo_run[0]
+
+
+def test_the_demo_prints_a_staff_set_up_link_that_opens_and_then_says_where_to_sign_in(
+    app, client, runner, clock
+):
+    first = runner.invoke(args=["demo"])
+    assert first.exit_code == 0, first.output
+    links = re.findall(r"^(https?://\S+/staff/setup/\S+)$", first.output, re.M)
+    assert len(links) == 1, first.output
+    assert links[0].startswith(app.config["BASE_URL"] + "/staff/setup/")
+    page = client.get(links[0].removeprefix(app.config["BASE_URL"]))
+    assert page.status_code == 200
+    assert b"admin@example.com" in page.data
+
+    # Run again before the set-up is done: a new link, and the one before stops working.
+    second = runner.invoke(args=["demo"])
+    again = re.findall(r"^(https?://\S+/staff/setup/\S+)$", second.output, re.M)
+    assert len(again) == 1 and again[0] != links[0]
+    assert client.get(links[0].removeprefix(app.config["BASE_URL"])).status_code == 404
+
+    # Once the admin is set up, the demo sends them to the sign-in page instead.
+    set_up(app, app.test_client(), "admin@example.com", "admin", clock)
+    third = runner.invoke(args=["demo"])
+    assert "/staff/setup/" not in third.output
+    assert f"sign in at {app.config['BASE_URL']}/staff/login" in third.output
+
+
 @pytest.mark.slow
-def test_make_demo_serves_the_portal_and_the_demo_mailbox(demo):
+def test_make_demo_serves_the_portal_and_the_demo_mailbox(demo_run):
+    demo, log = demo_run
     status, page = _get(demo + "/")
     assert status == 200
     assert "Help after a data breach" in page
@@ -64,6 +96,12 @@ def test_make_demo_serves_the_portal_and_the_demo_mailbox(demo):
     english = mailbox.count("Notice of Data Breach from Example Corp")
     spanish = mailbox.count("Aviso de filtración de datos de Example Corp")
     assert (english, spanish) == (8, 4)  # four demo customers read Spanish
+    # The staff side: the printed set-up link opens on the port the demo serves.
+    link = re.search(r"^(\S+/staff/setup/\S+)$", log.read_text(), re.M).group(1)
+    assert link.startswith(demo + "/staff/setup/")
+    status, setup = _get(link)
+    assert status == 200
+    assert "admin@example.com" in setup
 
 
 @pytest.mark.slow

@@ -381,3 +381,33 @@ def test_help_request_answers_alike_and_is_flagged_unverified(app, client, incid
 def test_the_audit_chain_holds_after_staff_work(app, runner, agent, customer_with_case):
     result = runner.invoke(args=["audit", "verify"])
     assert result.exit_code == 0 and "intact" in result.output
+
+
+def test_staff_read_a_case_status_in_words_beside_a_labelled_select_and_times_with_their_zone(
+    app, agent, clock, customer_with_case
+):
+    case = db.session.scalars(select(Case)).one()
+    queue = agent.get("/staff/cases").get_data(as_text=True)
+    assert "<td>New</td>" in queue and "<td>new</td>" not in queue
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC</a>", queue)  # the due time's zone
+
+    staff_path = f"/staff/cases/{case.public_id}"
+    page = agent.get(staff_path).get_data(as_text=True)
+    assert "Status: New" in page
+    label = re.search(r'<label for="([^"]+)">([^<]+)</label>\s*<select[^>]*id="([^"]+)"', page)
+    assert label and label.group(1) == label.group(3) and label.group(2) == "Change the status"
+    assert '<option value="waiting">Waiting on customer</option>' in page
+    assert re.search(r"· \d{4}-\d\d-\d\d \d\d:\d\d UTC</p>", page)  # each message's time
+
+    agent.post(
+        f"{staff_path}/status",
+        data={"csrf_token": csrf_from(agent.get(staff_path)), "status": "waiting"},
+    )
+    page = agent.get(staff_path).get_data(as_text=True)
+    assert "Status: Waiting on customer" in page
+    assert "Status: New → Waiting on customer" in page  # the history says it in words too
+
+    admin = app.test_client()
+    set_up(app, admin, "boss@example.com", "admin", clock)
+    audit = admin.get("/admin/audit").get_data(as_text=True)
+    assert re.search(r"<td>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC</td>", audit)

@@ -48,6 +48,7 @@ CASE_STATUSES_LABELS = [
     ("waiting", _l("Waiting on customer")),
     ("resolved", _l("Resolved")),
 ]
+STATUS_LABELS = dict(CASE_STATUSES_LABELS)  # what staff read instead of the stored code
 TOPIC_LABELS = {
     "cannot_finish": _l("I can't finish something"),
     "identity_theft": _l("I think my identity was stolen"),
@@ -545,7 +546,9 @@ def set_status(staff: StaffMember, case: Case, status: str) -> None:
     if status not in ("new", "open", "waiting", "resolved"):
         raise CaseError("Unknown status.")
     if status != case.status:
-        _event(case, staff, f"Status: {case.status} → {status}")
+        with force_locale("en"):  # the history is kept in one language, in words
+            before, after = STATUS_LABELS[case.status], STATUS_LABELS[status]
+            _event(case, staff, f"Status: {before} → {after}")
         case.status = status
         audit.record(
             "case.status_changed",

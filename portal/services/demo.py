@@ -12,10 +12,13 @@ from sqlalchemy import select
 from portal.extensions import db
 from portal.models import Incident
 from portal.models.base import utcnow
-from portal.services import imports, notices, protection
+from portal.services import imports, notices, protection, staff
 from portal.services.incidents import create_incident
 
 SLUG = "acme-2026"
+# The demo's admin: a reserved example address, invited like any staff member (no default
+# password exists, in the demo either).
+DEMO_ADMIN = "admin@example.com"
 
 # Reserved example domains and the 555-01xx fictional phone range: no real person is reached.
 DEMO_CUSTOMERS = [
@@ -231,3 +234,12 @@ def _demo_protection(incident: Incident, actor: str) -> None:
         # Demo codes only: a real pool comes from the provider's file.
         path.write_text("\n".join(f"DEMO{n:04d}XQ7" for n in range(1, 9)) + "\n", encoding="utf-8")
         protection.import_codes(incident, path, actor=actor)
+
+
+def admin_invitation(*, actor: str) -> str | None:
+    """A set-up link for the demo's admin, or None when that admin is already set up (they
+    sign in instead). The link is built from the base URL, so it opens on the demo's port."""
+    member = staff.by_email(DEMO_ADMIN)
+    if member is not None and member.ready and member.disabled_at is None:
+        return None
+    return staff.invite(DEMO_ADMIN, "admin", actor=actor)

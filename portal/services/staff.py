@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
@@ -501,9 +501,3 @@ def _tell(member: StaffMember, what: str) -> None:
         text=message.text,
         html=message.html,
     )
-
-
-def when(value: datetime | None) -> str:
-    from portal.i18n import datetime_with_zone
-
-    return datetime_with_zone(value)

@@ -57,7 +57,6 @@ def staff_list():
         members=members,
         action=ActionForm(),
         sessions={m.id: staff_service.live_sessions(m) for m in members},
-        when=staff_service.when,
     )
 
 

@@ -169,6 +169,14 @@ def reauth():
         except staff_service.SignInFailed:
             form.code.errors.append(_("That password and code do not match."))
         else:
+            # Back where they were: the act itself is not repeated for them, so say what to do.
+            flash(
+                _(
+                    "Confirmed. Now do what you were doing again; for five minutes you will "
+                    "not be asked."
+                ),
+                "info",
+            )
             return redirect(target)
     return render_template("staff/reauth.html", form=form, target=target)
 
@@ -210,7 +218,12 @@ def queue():
     )
     response = make_response(
         render_template(
-            template, queue=result, args=args, overdue=cases.is_overdue, topics=cases.TOPIC_LABELS
+            template,
+            queue=result,
+            args=args,
+            overdue=cases.is_overdue,
+            topics=cases.TOPIC_LABELS,
+            statuses=cases.STATUS_LABELS,
         )
     )
     response.vary.add("HX-Request")
@@ -241,6 +254,7 @@ def case(public_id: str):
         views=views,
         overdue=cases.is_overdue(item),
         topics=cases.TOPIC_LABELS,
+        statuses=cases.STATUS_LABELS,
         message_form=MessageForm(),
         action=ActionForm(),
         status_form=StatusForm(status=item.status),
@@ -406,9 +420,9 @@ def customer_record(public_id: str):
         contact=customers.masked(found),
         views=dashboard.for_customer(found),
         cases=cases.cases_for_staff(_member(), found),
-        statuses=dict(cases.CASE_STATUSES_LABELS),
         overdue=cases.is_overdue,
         topics=cases.TOPIC_LABELS,
+        statuses=cases.STATUS_LABELS,
         case_form=OpenCaseForm(),
         tool_form=ToolForm(),
         fresh=staff_service.is_fresh(g.staff_session),

@@ -1,0 +1,479 @@
+"""Staff and admins in a real browser, with JavaScript on and off: setting up an account from an
+invitation, the case queue, a tool behind re-authentication, letting a locked customer in, and
+running an incident from the console. Each ends where the customer sees the result."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import re
+import time
+from datetime import date
+
+import pytest
+from playwright.sync_api import expect
+from sqlalchemy import select
+
+from tests.browser.conftest import link_in
+from tests.browser.people import code_for, notify
+from tests.browser.staff import (
+    PASSWORD,
+    AuthenticatorClock,
+    authenticator_key,
+    invite,
+    reauthenticate,
+    set_up,
+)
+from tests.conftest import HEADER
+
+pytestmark = pytest.mark.slow
+JS = pytest.mark.parametrize("js", [True, False], ids=["js", "nojs"])
+_numbers = itertools.count(1)
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    return AuthenticatorClock(monkeypatch)
+
+
+def _wrong(code: str) -> str:
+    return f"{(int(code) + 1) % 1_000_000:06d}"
+
+
+def _line_with(text: str, part: str) -> str:
+    return next(line.strip() for line in text.splitlines() if part in line)
+
+
+def _help_case(live, contact: str) -> str:
+    """The public id of the request for help written with this contact."""
+    from portal.extensions import db
+    from portal.models import Case
+    from portal.services import cases
+
+    def find():
+        for case in db.session.scalars(select(Case).where(Case.unverified.is_(True))):
+            if (cases.contact_of(case) or {}).get("contact") == contact:
+                return case.public_id
+        raise AssertionError(f"no request for help from {contact}")
+
+    return live.run(find)
+
+
+def _open_from_queue(you, public_id: str, *, status: str):
+    """The agent finds the case in the queue (its row reads in words) and opens it."""
+    page = you.page
+    row = page.locator("tr", has=page.locator(f"a[href='/staff/cases/{public_id}']"))
+    expect(row.locator("td").nth(2)).to_have_text(status)
+    expect(row.locator("td").first).to_contain_text(re.compile(r"\d\d:\d\d UTC"))
+    row.locator("a").click()
+    page.wait_for_url(you.live.base + f"/staff/cases/{public_id}")
+    you.check("case")
+
+
+def _tool(page, button: str):
+    """One of the agent's tools: its own form, with the reason beside the button."""
+    return page.locator("form.tool", has=page.get_by_role("button", name=button))
+
+
+def _submit_code(you, typed: str) -> None:
+    """Type a code and wait until the answer is on the page (swapped in, or a new page)."""
+    page = you.page
+    page.get_by_label("Verification code").fill(typed)
+    you.click("button", "Continue")
+    page.wait_for_function("() => document.activeElement.closest('[role=alert]') !== null")
+
+
+# --- 1. set-up and sign-in ---
+
+
+@JS
+def test_an_invited_admin_sets_a_password_an_authenticator_and_recovery_codes_then_signs_in_again(
+    live, person, clock, js
+):
+    admin, link = invite(live, "admin")
+    you = person(js=js)
+    page = you.goto(link)
+    assert admin.email in page.get_by_role("main").inner_text()
+
+    # A password the rules refuse is explained where it was typed.
+    page.get_by_label("New password").fill("short")
+    page.get_by_label("The same password again").fill("short")
+    you.click("button", "Continue")
+    expect(page.get_by_role("alert")).to_contain_text("15")
+    you.check("password refused")
+    page.get_by_label("New password").fill(PASSWORD)
+    page.get_by_label("The same password again").fill(PASSWORD)
+    you.click("button", "Continue")
+    page.wait_for_url(live.base + "/staff/setup-authenticator")
+    you.check("authenticator")
+
+    # The QR code has a text alternative; the key beside it is what a person types into the app.
+    expect(page.get_by_role("img", name="QR code for your authenticator app")).to_be_visible()
+    admin.secret = authenticator_key(page)
+    assert re.fullmatch(r"[A-Z2-7]{32}", admin.secret)
+    page.get_by_label("Code from your authenticator app").fill(_wrong(clock.code(admin.secret)))
+    you.click("button", "Confirm")
+    expect(page.get_by_role("alert")).to_contain_text("That code does not match")
+    you.check("authenticator code refused")
+    used = clock.code(admin.secret)
+    page.get_by_label("Code from your authenticator app").fill(used)
+    you.click("button", "Confirm")
+    expect(page.get_by_role("heading", level=1)).to_contain_text("recovery codes")
+    you.check("recovery codes")
+    admin.recovery_codes = page.locator("ol.recovery li").all_inner_texts()
+    assert len(admin.recovery_codes) == 10
+    assert all(re.fullmatch(r"([A-Z0-9]{4}-){5}[A-Z0-9]{4}", c) for c in admin.recovery_codes)
+    you.click("link", "I have stored them: continue")
+    page.wait_for_url(live.base + "/staff/cases")
+    you.check("queue")
+
+    you.click("button", "Sign out")
+    page.wait_for_url(live.base + "/staff/login")
+    you.check("signed out")
+    page.goto(live.base + "/staff/cases")
+    assert page.url == live.base + "/staff/login"  # the session really ended
+
+    page.get_by_label("Email").fill(admin.email)
+    page.get_by_label("Password").fill(PASSWORD)
+    you.click("button", "Continue")
+    page.wait_for_url(live.base + "/staff/code")
+    you.check("code")
+    # The code that set the app up cannot be replayed: the app's next one signs in.
+    page.get_by_label("Code from your authenticator app").fill(used)
+    you.click("button", "Sign in")
+    expect(page.get_by_role("alert")).to_contain_text("That code does not match")
+    you.check("code replay refused")
+    page.get_by_label("Code from your authenticator app").fill(clock.next_code(admin.secret))
+    you.click("button", "Sign in")
+    page.wait_for_url(live.base + "/staff/cases")
+    expect(page.get_by_role("link", name="Console")).to_be_visible()  # an admin's way on
+    you.check("signed in again")
+
+
+# --- 2. the queue ---
+
+
+@JS
+def test_a_request_for_help_reaches_the_queue_and_its_writer_reads_the_reply_by_the_emailed_link(
+    live, person, clock, js
+):
+    n = next(_numbers)
+    writer = person(js=js, name=f"queue-writer-{js}")
+    contact = f"writer{n}.{'js' if js else 'nojs'}@example.com"
+    page = writer.goto("/help")
+    page.get_by_label("Your name").fill(f"Robin Writer{n}")
+    page.get_by_label("An email address or phone number").fill(contact)
+    page.get_by_label("What went wrong?").fill("The code never arrives on my new phone.")
+    writer.click("button", "Send")
+    page.wait_for_url(live.base + "/help/sent")
+    writer.check("help sent")
+    public_id = _help_case(live, contact)
+
+    you = person(js=js, name=f"queue-agent-{js}")
+    set_up(you, live, clock)
+    you.check("queue")
+    _open_from_queue(you, public_id, status="New")
+    desk = you.page
+    expect(desk.get_by_role("main")).to_contain_text("The code never arrives on my new phone.")
+    expect(desk.get_by_role("main")).to_contain_text("Unverified request.")
+    you.click("button", "Claim")
+    expect(desk.get_by_text("Status: Open")).to_be_visible()
+
+    desk.get_by_label("Message").fill("Please use the link in this email to write to us again.")
+    you.click("button", "Send reply to customer")
+    expect(desk.get_by_text("Status: Waiting on customer")).to_be_visible()
+    desk.get_by_label("Message").fill("Writer sounds genuine; check the reference next time.")
+    you.click("button", "Add internal note")
+    expect(desk.locator(".msg-note")).to_contain_text("Writer sounds genuine")
+    expect(desk.locator(".msg-note .muted")).to_contain_text(re.compile(r"\d\d:\d\d UTC"))
+    # The status is set with a labelled select whose options are words.
+    desk.get_by_label("Change the status").select_option(label="Resolved")
+    you.click("button", "Set status")
+    expect(desk.get_by_text("Status: Resolved")).to_be_visible()
+    you.check("case resolved")
+
+    # The writer's email holds no answer, only a link to this one conversation.
+    mail = live.wait_for_mail(contact, "An answer to your request")
+    assert "Please use the link" not in mail.text
+    link = _line_with(mail.text, "/help/case/")
+    assert link.startswith(live.base + "/help/case/")
+    page = writer.goto(link)
+    thread = page.locator("ol.thread")
+    expect(thread).to_contain_text("Please use the link in this email to write to us again.")
+    expect(thread).to_contain_text("The code never arrives on my new phone.")
+    assert "Writer sounds genuine" not in page.content()  # an internal note stays internal
+
+
+# --- 3. a tool behind re-authentication ---
+
+
+@JS
+def test_a_case_tool_asks_the_agent_to_prove_it_is_them_again_then_resends_the_link_recorded(
+    live, person, clock, js
+):
+    from portal.extensions import db
+    from portal.models import AuditEvent
+    from portal.services import cases
+    from portal.services.customers import find_by_email
+
+    someone = notify(live)
+
+    def open_case():
+        customer = find_by_email(someone["email"])[0]
+        return cases.open_case(customer, "cannot_finish", "I deleted the email with my link.")
+
+    public_id = live.run(lambda: open_case().public_id)
+    you = person(js=js)
+    agent = set_up(you, live, clock)
+    _open_from_queue(you, public_id, status="New")
+    page = you.page
+    you.click("button", "Claim")
+
+    clock.wait(6 * 60)  # six minutes on the phone: the sign-in's proof is too old for a tool
+    page.reload()
+    expect(page.get_by_text("Each of these asks for your password and code again")).to_be_visible()
+    resend = _tool(page, "Send a fresh notice link (old links stop working)")
+    resend.get_by_label("Reason (recorded)").fill("Customer deleted the notice email")
+    resend.get_by_role("button").click()
+    page.wait_for_url(re.compile(r"/staff/reauth\?"))
+    expect(page.get_by_role("status")).to_contain_text("Confirm it is you first")
+    you.check("re-authentication")
+    reauthenticate(you, agent, clock)
+    page.wait_for_url(live.base + f"/staff/cases/{public_id}")
+    expect(page.get_by_role("status")).to_contain_text("Now do what you were doing again")
+    assert len(live.mails(someone["email"])) == 1  # nothing was sent before the proof
+
+    resend = _tool(page, "Send a fresh notice link (old links stop working)")
+    resend.get_by_label("Reason (recorded)").fill("Customer deleted the notice email")
+    resend.get_by_role("button").click()
+    expect(page.get_by_role("status")).to_contain_text("Done, and recorded.")
+    expect(page.locator(".msg-event").last).to_contain_text("Customer deleted the notice email")
+    you.check("link resent")
+
+    fresh = link_in(live.wait_for_mail(someone["email"], "Your new link").text, live.base)
+    customer = person(js=js, name=f"tool-customer-{js}")
+    page = customer.goto(someone["link"])
+    expect(page.get_by_role("heading", level=1)).to_contain_text("replaced")
+    page = customer.goto(fresh)
+    expect(page.get_by_role("button", name="Send me the code")).to_be_visible()
+
+    def recorded():
+        return [
+            (event.actor, event.details)
+            for event in db.session.scalars(
+                select(AuditEvent).where(AuditEvent.action == "agent.link_resent")
+            )
+        ]
+
+    assert any(
+        actor.startswith("staff:") and "Customer deleted the notice email" in details
+        for actor, details in live.run(recorded)
+    )
+
+
+# --- 4. a locked customer reaches a person and is let in ---
+
+
+@JS
+def test_a_locked_customer_reaches_a_person_and_is_let_in_without_anyone_touching_the_database(
+    live, person, clock, js
+):
+    someone = notify(live)
+    customer = person(js=js, name=f"locked-customer-{js}")
+    page = customer.goto(someone["link"])
+
+    # Five wrong tries end a code; the link gives a second one; the tenth wrong try locks.
+    for challenge in range(2):
+        customer.click("button", "Send me the code")
+        page.wait_for_url(live.base + "/verify")
+        wrong = _wrong(code_for(live, someone, seen=challenge))
+        for _ in range(4):
+            _submit_code(customer, wrong)
+        if challenge == 0:
+            _submit_code(customer, wrong)
+            expect(page.get_by_role("alert")).to_contain_text("Too many wrong tries")
+            customer.check("code ended")
+            page.goto(someone["link"])
+    page.get_by_label("Verification code").fill(wrong)
+    page.get_by_role("button", name="Continue").click()
+    page.wait_for_url(live.base + "/locked")
+    customer.check("locked")
+    # The page offers a way to a person: a number to call, or a message to write.
+    text = page.get_by_role("main").inner_text()
+    to_help = page.locator("main a[href='/help']")
+    assert re.search(r"\d{3}[-. ]\d{3}[-. ]\d{4}", text) or to_help.count() == 1
+    to_help.click()
+    page.wait_for_url(live.base + "/help")
+    page.get_by_label("Your name").fill(someone["full_name"])
+    page.get_by_label("An email address or phone number").fill(someone["email"])
+    page.get_by_label("What went wrong?").fill("I typed the codes wrong and now I am locked.")
+    customer.click("button", "Send")
+    page.wait_for_url(live.base + "/help/sent")
+    customer.check("help sent")
+    public_id = _help_case(live, someone["email"])
+
+    you = person(js=js, name=f"locked-agent-{js}")
+    agent = set_up(you, live, clock)
+    _open_from_queue(you, public_id, status="New")
+    desk = you.page
+    # The lookup by the email they gave finds the customer, their codes marked as locked.
+    you.click("button", "Look up the contact they gave")
+    expect(desk.get_by_role("heading", name="Results")).to_be_visible()
+    row = desk.locator("tr", has=desk.get_by_role("link", name=someone["full_name"]))
+    expect(row).to_contain_text("locked")
+    you.check("lookup")
+    row.get_by_role("link", name=someone["full_name"]).click()
+    expect(desk.get_by_role("heading", level=1)).to_have_text(someone["full_name"])
+    expect(desk.get_by_text("Codes are locked for this customer")).to_be_visible()
+    you.check("customer record")
+
+    clock.wait(6 * 60)  # the identity check on the phone took a while
+    unlock = _tool(desk, "Clear the code lock")
+    unlock.get_by_label("Reason (recorded)").fill("Identity checked by phone: date of birth")
+    unlock.get_by_role("button").click()
+    desk.wait_for_url(re.compile(r"/staff/reauth\?"))
+    reauthenticate(you, agent, clock)
+    expect(desk.get_by_role("status")).to_contain_text("Now do what you were doing again")
+    unlock = _tool(desk, "Clear the code lock")
+    unlock.get_by_label("Reason (recorded)").fill("Identity checked by phone: date of birth")
+    unlock.get_by_role("button").click()
+    expect(desk.get_by_role("status")).to_contain_text("Done, and recorded.")
+    expect(desk.get_by_text("Codes are locked for this customer")).to_have_count(0)
+    sign_in = _tool(desk, "Identity confirmed by phone: send a one-time sign-in link")
+    sign_in.get_by_label("Reason (recorded)").fill("Identity checked by phone: date of birth")
+    sign_in.get_by_role("button").click()
+    expect(desk.get_by_role("status")).to_contain_text("Done, and recorded.")
+    you.check("customer let in")
+
+    mail = live.wait_for_mail(someone["email"], "Your sign-in link")
+    page = customer.goto(_line_with(mail.text, "/assisted/"))
+    customer.click("button", "Sign in")
+    page.wait_for_url(live.base + "/me")
+    customer.check("dashboard")
+
+
+# --- 5. the console: import, notices, an update in two languages ---
+
+
+def _wait_for_job(you, done: str, *, check: bool = False) -> None:
+    """The job page updates itself with JavaScript; without, the person presses Refresh."""
+    page = you.page
+    if you.js:
+        expect(page.get_by_role("main")).to_contain_text(done, timeout=30_000)
+    else:
+        deadline = time.monotonic() + 30
+        while done not in page.get_by_role("main").inner_text():
+            assert time.monotonic() < deadline, f"the job never said {done!r}"
+            time.sleep(0.3)
+            you.click("link", "Refresh")
+    if check:
+        you.check("job done")
+
+
+@JS
+def test_an_admin_imports_sends_notices_and_publishes_an_update_read_in_each_customers_language(
+    live, person, clock, js, tmp_path
+):
+    from portal.services.incidents import create_incident
+
+    mode = "js" if js else "nojs"
+    slug, title = f"harbor-{mode}", f"Harbor records exposure ({mode})"
+    live.run(
+        create_incident,
+        slug=slug,
+        title=title,
+        discovered_on=date(2026, 11, 2),
+        what_happened="A backup was left readable.",
+        what_we_are_doing="We closed it and are checking every backup.",
+        contact_phone="1-800-555-0142",
+        contact_hours="Every day, 8 am to 8 pm Eastern",
+        translations={
+            "es": {
+                "title": f"Exposición de registros de Harbor ({mode})",
+                "what_happened": "Una copia de seguridad quedó legible.",
+                "what_we_are_doing": "La cerramos y revisamos todas las copias.",
+                "contact_hours": "Todos los días, de 8 a. m. a 8 p. m., hora del Este",
+            }
+        },
+        actor="test",
+    )
+    people = {
+        language: {
+            "external_id": f"H-{mode}-{language}",
+            "full_name": f"Harbor {language.upper()} {mode}",
+            "email": f"harbor.{language}.{mode}@example.com",
+            "phone": "",
+            "locale": language,
+            "region": "US-FL",
+            "data_classes": "email_address;postal_address",
+        }
+        for language in ("en", "es")
+    }
+    upload = tmp_path / "affected.csv"
+    with upload.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(HEADER)
+        writer.writerows([row[h] for h in HEADER] for row in people.values())
+
+    you = person(js=js)
+    set_up(you, live, clock, role="admin")
+    page = you.page
+    you.click("link", "Console")
+    you.check("console")
+    you.click("link", title, exact=True)
+    you.click("link", "Import affected customers")
+    you.check("import")
+    page.get_by_label("CSV file (UTF-8)").set_input_files(upload)
+    you.click("button", "Upload and check")
+    _wait_for_job(you, "2 rows checked: no problems.", check=True)
+    you.click("button", "Import them")
+    _wait_for_job(you, "Imported 2 rows: 2 new")
+
+    you.click("link", "Back to the console")
+    you.click("link", title, exact=True)
+    you.click("link", "Notice campaign")
+    you.check("campaign")
+    you.click("button", "Send notices to everyone not yet notified (2)")
+    _wait_for_job(you, "2 notice(s) queued for delivery.")
+    links = {
+        "en": link_in(
+            live.wait_for_mail(people["en"]["email"], "Notice of Data Breach").text, live.base
+        ),
+        "es": link_in(live.wait_for_mail(people["es"]["email"], "Aviso").text, live.base),
+    }
+
+    you.click("link", "Back to the console")
+    you.click("link", title, exact=True)
+    draft = page.locator(
+        "form", has=page.get_by_role("heading", name="New update (saved as a draft)")
+    )
+    draft.get_by_label("Title", exact=True).fill("Backups are now encrypted")
+    draft.get_by_label("Text (Markdown)", exact=True).fill("Every backup is now encrypted.")
+    draft.get_by_label("Title in Spanish").fill("Las copias ya están cifradas")
+    draft.get_by_label("Text in Spanish (Markdown)").fill("Todas las copias están cifradas.")
+    you.click("button", "Save draft")
+    expect(page.get_by_role("status")).to_contain_text("Draft saved")
+    you.click("button", "Publish", exact=True)
+    expect(page.locator(".update h4")).to_contain_text("Backups are now encrypted")
+    you.check("published")
+
+    shown = {
+        "en": ("Backups are now encrypted", "Las copias ya están cifradas"),
+        "es": ("Las copias ya están cifradas", "Backups are now encrypted"),
+    }
+    labels = {
+        "en": ("Send me the code", "Verification code", "Continue"),
+        "es": ("Envíenme el código", "Código de verificación", "Continuar"),
+    }
+    for language, (theirs, other) in shown.items():
+        reader = person(language=language, js=js, name=f"update-{language}-{mode}")
+        page = reader.goto(links[language])
+        send, field, go = labels[language]
+        reader.click("button", send)
+        page.wait_for_url(live.base + "/verify")
+        page.get_by_label(field).fill(code_for(live, {**people[language], "link": ""}))
+        reader.click("button", go)
+        page.wait_for_url(live.base + "/me")
+        reader.check("dashboard")
+        updates = page.get_by_role("main").inner_text()
+        assert theirs in updates and other not in updates

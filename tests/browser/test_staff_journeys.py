@@ -279,7 +279,7 @@ def test_a_locked_customer_reaches_a_person_and_is_let_in_without_anyone_touchin
     live, person, clock, js
 ):
     someone = notify(live)
-    customer = person(js=js, name=f"locked-customer-{js}")
+    customer = person(js=js, phone=True, name=f"locked-customer-{js}")  # on their phone
     page = customer.goto(someone["link"])
 
     # Five wrong tries end a code; the link gives a second one; the tenth wrong try locks.

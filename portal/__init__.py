@@ -51,7 +51,7 @@ def register_proxy(app: Flask) -> None:
 
 def register_extensions(app: Flask) -> None:
     from portal.extensions import babel, csrf, db, limiter, migrate, vault
-    from portal.i18n import language_for, localized
+    from portal.i18n import datetime_with_zone, language_for, localized
 
     db.init_app(app)
 
@@ -92,6 +92,7 @@ def register_extensions(app: Flask) -> None:
     )
     app.jinja_env.globals["get_locale"] = get_locale
     app.jinja_env.globals["localized"] = localized
+    app.jinja_env.filters["when"] = datetime_with_zone
     from portal.markdown import render as render_markdown
 
     app.jinja_env.filters["markdown"] = render_markdown

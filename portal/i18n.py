@@ -78,3 +78,15 @@ def with_translation(obj, language: str, texts: dict[str, str | None]) -> dict:
     if kept:
         result[language] = kept
     return result
+
+
+def datetime_with_zone(value) -> str:
+    """A moment as a person reads it in their language, with its time zone named: a time without
+    its zone is a guess for someone in another state."""
+    from flask_babel import format_date, format_datetime, format_time
+
+    if value is None:
+        return "—"
+    return f"{format_date(value, 'medium')}, {format_time(value, 'short')} " + format_datetime(
+        value, "zzz"
+    )

@@ -97,18 +97,23 @@ def migrated_database(tmp_path_factory) -> str:
     return str(template)
 
 
-@pytest.fixture
-def database_url(migrated_database, tmp_path) -> str:
-    """A clean, migrated database for one test."""
+def clean_database(migrated_database: str, folder) -> str:
+    """Empty the PostgreSQL test database, or copy the migrated SQLite template into folder."""
     if pg_url():
         engine = create_engine(pg_url())
         with engine.begin() as conn:
             conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
         engine.dispose()
         return pg_url()
-    path = tmp_path / "portal.db"
+    path = folder / "portal.db"
     shutil.copy(migrated_database, path)
     return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def database_url(migrated_database, tmp_path) -> str:
+    """A clean, migrated database for one test."""
+    return clean_database(migrated_database, tmp_path)
 
 
 @pytest.fixture(autouse=True)
@@ -293,6 +298,37 @@ def smtp_server():
     yield sink, controller
     with contextlib.suppress(AssertionError, RuntimeError):  # already stopped by the test
         controller.stop()
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Debian's chromium, driven by Playwright (never a browser a test tool downloads)."""
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium")
+        pytest.skip(f"browser tests need Debian's chromium at {CHROMIUM}")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            # Without the background-networking flags chromium keeps dialling out of a closed
+            # network; without the sandbox it runs as root in CI.
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield browser
+        browser.close()
 
 
 # The staff tests' movable clock, shared as a fixture.

@@ -14,8 +14,6 @@ import pytest
 from portal import ROOT
 from tests.conftest import free_port
 
-CHROMIUM = "/usr/bin/chromium"
-
 
 def _get(url: str) -> tuple[int, str]:
     with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (loopback only)
@@ -68,33 +66,9 @@ def test_make_demo_serves_the_portal_and_the_demo_mailbox(demo):
     assert (english, spanish) == (8, 4)  # four demo customers read Spanish
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium")
-        pytest.skip(f"browser tests need Debian's chromium at {CHROMIUM}")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        yield browser
-        browser.close()
-
-
 @pytest.mark.slow
-def test_a_new_user_reads_a_notice_follows_its_link_and_sees_the_dashboard(demo, browser):
-    context = browser.new_context()
+def test_a_new_user_reads_a_notice_follows_its_link_and_sees_the_dashboard(demo, chromium):
+    context = chromium.new_context()
     page = context.new_page()
     problems = []
     page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)

@@ -218,7 +218,7 @@ def _exhaust_sign_in(client, **kwargs):
     """Try one email address with wrong codes until its sign-in limit is used up."""
     token = csrf_from(client.get("/signin"))
     data = {"csrf_token": token, "email": ANN, "code": "000000"}
-    for _ in range(allowance(limits.SIGNIN_PER_EMAIL)):
+    for _ in range(allowance(limits.SIGNIN_PER_EMAIL_AND_NETWORK)):
         assert client.post("/signin", data=data).status_code == 422
     return client.post("/signin", data=data, **kwargs)
 
@@ -241,6 +241,54 @@ def test_the_limit_page_is_in_the_visitors_language(client, two_customers):
     page = response.get_data(as_text=True)
     assert '<html lang="es">' in page
     assert re.search(r"\d+ minutos|1 hora", page)  # how long to wait, in their words
+
+
+def test_a_stranger_who_knows_an_email_cannot_lock_its_owner_out(client, two_customers):
+    token = csrf_from(client.get("/link/new"))
+    stranger = {"REMOTE_ADDR": "192.0.2.66"}
+    for _ in range(allowance(limits.NEW_LINK_PER_EMAIL_AND_NETWORK) + 3):
+        client.post("/link/new", data={"csrf_token": token, "email": ANN}, environ_base=stranger)
+    # The owner, on their own network, still gets their link.
+    own = client.post(
+        "/link/new",
+        data={"csrf_token": token, "email": ANN},
+        environ_base={"REMOTE_ADDR": "198.51.100.200"},
+    )
+    assert own.status_code == 302
+
+
+def test_one_phone_number_in_any_spelling_is_one_contact_for_help(client):
+    token = csrf_from(client.get("/help"))
+    spellings = ["+14155550102", "+1 415 555 0102", "+1-415-555-0102", "0014155550102"]
+    answers = [
+        client.post(
+            "/help",
+            data={
+                "csrf_token": token,
+                "topic": "cannot_verify",
+                "name": "Ann Example",
+                "contact": spelling,
+                "body": "The code goes to my old phone.",
+            },
+        )
+        for spelling in spellings
+    ]
+    allowed = allowance(limits.HELP_PER_CONTACT_AND_NETWORK)
+    assert [a.status_code for a in answers[:allowed]] == [302] * allowed
+    assert is_rate_limited(answers[allowed])
+
+
+def test_a_reference_code_is_never_kept_in_clear_by_the_limits(app, client, two_customers):
+    import redis
+
+    from tests.conftest import REDIS_URL
+
+    code = db.session.scalars(select(Notice.reference_code)).first()
+    token = csrf_from(client.get("/start"))
+    client.post("/start", data={"csrf_token": token, "reference": code})
+    keys = redis.Redis.from_url(REDIS_URL).keys("*")
+    assert keys, "the limits keep their counts in Redis"
+    assert not [k for k in keys if code.encode() in k.upper()]
 
 
 # --- staff ---

@@ -257,6 +257,38 @@ def test_a_locked_customer_found_by_lookup_is_let_in_by_an_agent(app, agent, clo
     assert len(events("agent.identity_confirmed")) == 1
 
 
+def test_from_a_record_an_agent_cannot_change_where_sign_in_messages_go(
+    app, agent, clock, notified
+):
+    record = f"/staff/customers/{customer(ANN).public_id}"
+    page = agent.get(record)
+    assert b"Correct contact details" not in page.data
+    moved = agent.post(
+        f"{record}/tools/correct-contact",
+        data={"csrf_token": csrf_from(page), "reason": "Caller says so", "email": "x@evil.test"},
+    )
+    assert moved.status_code == 404
+    assert customer(ANN).email == ANN
+
+
+def test_a_record_shows_an_agent_only_the_cases_they_may_work(app, agent, clock, notified):
+    from portal.models import StaffMember
+    from portal.services import cases
+
+    other = app.test_client()
+    set_up(app, other, "agent.b@example.com", "agent", clock)
+    theirs = cases.open_case_for(
+        db.session.scalars(select(StaffMember).order_by(StaffMember.id.desc())).first(),
+        customer(ANN),
+        "my_data",
+        "Agent B's call.",
+    )
+    db.session.commit()
+    assert theirs.assignee.email == "agent.b@example.com"
+    page = agent.get(f"/staff/customers/{customer(ANN).public_id}").get_data(as_text=True)
+    assert theirs.public_id not in page
+
+
 def test_an_agent_opens_a_case_on_a_customers_behalf(app, agent, notified):
     record = f"/staff/customers/{customer(ANN).public_id}"
     page = agent.get(record)

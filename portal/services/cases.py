@@ -269,6 +269,17 @@ def customer_cases(customer: Customer) -> list[Case]:
     )
 
 
+def cases_for_staff(staff: StaffMember, customer: Customer) -> list[Case]:
+    """A customer's cases as this staff member may see them (another agent's case is theirs)."""
+    return list(
+        db.session.scalars(
+            select(Case)
+            .where(Case.customer_id == customer.id, _visible(staff))
+            .order_by(Case.created_at.desc())
+        )
+    )
+
+
 def customer_case(customer: Customer, public_id: str) -> Case | None:
     """Only the customer's own case; another's is simply not found."""
     return db.session.scalar(

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from portal.extensions import db
 from portal.i18n import with_translation
-from portal.models import Incident
+from portal.models import Incident, Notice
 from portal.services import audit
 
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
@@ -112,3 +112,37 @@ def update_incident(
 
 def all_incidents() -> list[Incident]:
     return list(db.session.scalars(select(Incident).order_by(Incident.discovered_on.desc())))
+
+
+def _announced():
+    """Incidents people have been told about: at least one notice queued. Before that, an
+    incident is the response team's business, not the public's."""
+    return select(Notice.id).where(Notice.incident_id == Incident.id).exists()
+
+
+def announced_incidents() -> list[Incident]:
+    """The incidents the front page lists, newest first."""
+    return list(
+        db.session.scalars(
+            select(Incident)
+            .where(_announced())
+            .order_by(Incident.discovered_on.desc(), Incident.id.desc())
+        )
+    )
+
+
+def support_line(notice_id: int | None = None) -> Incident | None:
+    """The incident whose helpline (phone, hours, email) a stuck person should see: the one
+    their notice is about, else the newest announced incident that has a phone line."""
+    with_line = select(Incident).where(Incident.contact_phone != "")
+    if notice_id is not None:
+        incident = db.session.scalar(
+            with_line.join(Notice, Notice.incident_id == Incident.id).where(Notice.id == notice_id)
+        )
+        if incident is not None:
+            return incident
+    return db.session.scalar(
+        with_line.where(_announced())
+        .order_by(Incident.discovered_on.desc(), Incident.id.desc())
+        .limit(1)
+    )

@@ -504,4 +504,6 @@ def _tell(member: StaffMember, what: str) -> None:
 
 
 def when(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "—"
+    from portal.i18n import datetime_with_zone
+
+    return datetime_with_zone(value)

@@ -21,7 +21,7 @@ from portal.mail.compose import compose_code, compose_new_link
 from portal.models import Challenge, Customer, Incident, Notice, OutboxMessage
 from portal.models.base import utcnow
 from portal.services import audit, outbox, reference_codes, tokens
-from portal.services.customers import find_by_email
+from portal.services.customers import find_by_email, mask_email
 from portal.validation import normalise_email
 
 CUSTOMER = "customer"  # the actor of acts a not-yet-verified visitor starts
@@ -80,14 +80,43 @@ def _uses_sms(customer: Customer) -> bool:
     )
 
 
-def describe_channel(customer: Customer) -> str:
+def describe_channel(customer: Customer, channel: str | None = None) -> str:
     """Where the code goes, masked enough to reveal nothing to someone holding the link."""
-    if _uses_sms(customer):
+    if (channel or ("sms" if _uses_sms(customer) else "email")) == "sms":
         return _(
             "a text message to the phone number ending in %(digits)s", digits=customer.phone[-2:]
         )
-    local, _at, domain = customer.email.partition("@")
-    return _("an email to %(address)s", address=f"{local[:1]}•••@{domain}")
+    return _("an email to %(address)s", address=mask_email(customer.email))
+
+
+def _channels(customer: Customer) -> list[str]:
+    """Every way to reach this customer with a code, on file with the organisation."""
+    return (["sms"] if _uses_sms(customer) else []) + ["email"]
+
+
+@dataclass(frozen=True)
+class CodeDelivery:
+    """Where the pending code went, and where else it can go (the other contact on file)."""
+
+    sent_to: str
+    other_channel: str | None
+    other_to: str | None
+
+
+def delivery(challenge_public_id: str | None) -> CodeDelivery | None:
+    """For the code page: where the code went; None when there is no pending code."""
+    try:
+        challenge = _active_challenge(challenge_public_id)
+    except (ChallengeEnded, VerificationLocked):
+        return None
+    customer = challenge.customer
+    others = [c for c in _channels(customer) if c != challenge.channel]
+    other = others[0] if others else None
+    return CodeDelivery(
+        sent_to=describe_channel(customer, challenge.channel),
+        other_channel=other,
+        other_to=describe_channel(customer, other) if other else None,
+    )
 
 
 # --- the link ---
@@ -352,9 +381,13 @@ def _lock(customer: Customer) -> None:
     )
 
 
-def resend_code(challenge_public_id: str | None) -> Challenge:
-    """Send the same code again (an earlier message keeps working), a few times at most."""
+def resend_code(challenge_public_id: str | None, channel: str | None = None) -> Challenge:
+    """Send the same code again (an earlier message keeps working), a few times at most;
+    to the customer's other contact on file when asked (a phone number that is out of date)."""
     challenge = _active_challenge(challenge_public_id)
+    # Only a channel already on file: this page must never let anyone add an address.
+    if channel is not None and channel not in _channels(challenge.customer):
+        raise ResendLimited(_("We have no other way to reach you on file. Please ask a person."))
     if challenge.resends >= current_app.config["CODE_MAX_RESENDS"] or challenge.code_sealed is None:
         raise ResendLimited(
             _(
@@ -363,6 +396,8 @@ def resend_code(challenge_public_id: str | None) -> Challenge:
             )
         )
     challenge.resends += 1
+    if channel is not None:
+        challenge.channel = channel
     code = vault.open(challenge.code_sealed, f"challenge.code.{challenge.public_id}")
     _send_code(challenge, challenge.customer, code)
     db.session.commit()

@@ -23,7 +23,7 @@ from flask import g, request, session
 
 from portal.extensions import vault
 from portal.services import reference_codes, tokens
-from portal.validation import normalise_email
+from portal.validation import normalise_email, normalise_phone
 
 # --- the numbers (moving windows; a window's count is per key and per endpoint) --------------
 
@@ -31,8 +31,13 @@ from portal.validation import normalise_email
 # customer; the link layer stops a flood before it reaches the database.
 LINK_PER_NOTICE = "10 per hour"
 LINK_PER_NETWORK = "600 per hour"
-# The paper letter's reference code.
-START_PER_REFERENCE = "5 per 15 minutes"
+# The paper letter's reference code. A subject a stranger can type (a code, an email address,
+# a contact) is counted twice: tightly per subject from one network, and loosely per subject
+# from everywhere. The tight one stops guessing; the loose one is high enough that a stranger
+# who knows a victim's address cannot lock the victim out from their own network, yet still
+# ends a spread-out attack.
+START_PER_REFERENCE_AND_NETWORK = "5 per 15 minutes"
+START_PER_REFERENCE = "30 per hour"
 START_PER_NETWORK = "300 per hour"
 # Typing the one-time code (the service allows 5 wrong tries per code; unreadable input such
 # as letters counts against no code, so this is what bounds it).
@@ -41,13 +46,19 @@ VERIFY_PER_NETWORK = "1000 per hour"
 RESEND_PER_CHALLENGE = "5 per hour"  # the service sends the same code 3 times at most
 RESEND_PER_NETWORK = "300 per hour"
 # "Send me a new link": the worker mails at most 3 links an hour to one address.
-NEW_LINK_PER_EMAIL = "10 per hour"
+NEW_LINK_PER_EMAIL_AND_NETWORK = "10 per hour"
+NEW_LINK_PER_EMAIL = "30 per hour"
 NEW_LINK_PER_NETWORK = "100 per hour"
 # Sign-in with an authenticator app (the service also counts wrong codes per customer).
-SIGNIN_PER_EMAIL = "5 per 15 minutes"
+SIGNIN_PER_EMAIL_AND_NETWORK = "5 per 15 minutes"
+SIGNIN_PER_EMAIL = "30 per hour"
 SIGNIN_PER_NETWORK = "100 per hour"
 # Help for people who cannot get in: each request becomes a case a person reads.
-HELP_PER_CONTACT = "3 per hour"
+HELP_PER_CONTACT_AND_NETWORK = "3 per hour"
+HELP_PER_CONTACT = "20 per hour"
+# Replies on a help request's conversation link (one person writing to an agent).
+HELP_REPLY_PER_LINK = "30 per hour"
+HELP_REPLY_PER_NETWORK = "60 per hour"
 HELP_PER_NETWORK = "50 per hour"
 # An agent's one-time sign-in link.
 ASSISTED_PER_LINK = "5 per hour"
@@ -68,6 +79,9 @@ STAFF_LOGIN_PER_ACCOUNT = "30 per 15 minutes"
 STAFF_LOGIN_PER_NETWORK = "100 per 15 minutes"
 STAFF_CODE_PER_ACCOUNT = "20 per 15 minutes"
 STAFF_CODE_PER_NETWORK = "100 per 15 minutes"
+# Customer lookups: an agent answers a call in minutes; a stolen staff session must not page
+# through the customer list.
+STAFF_SEARCH_PER_MEMBER = "60 per 15 minutes"
 
 
 # --- the keys --------------------------------------------------------------------------------
@@ -119,9 +133,12 @@ def notice() -> str:
 
 
 def reference() -> str:
-    """The reference code typed from a letter, as stored (case, spaces and dashes ignored)."""
+    """The reference code typed from a letter (case, spaces and dashes ignored), as a keyed
+    digest: a code opens a person's notice, so it stays out of Redis and the logs."""
     code = reference_codes.normalise(request.form.get("reference", ""))[:16]
-    return "ref:" + code if code else network()
+    if not code:
+        return network()
+    return "ref:" + vault.blind_index(code, "rate-limit-ref").hex()
 
 
 def challenge() -> str:
@@ -133,7 +150,10 @@ def challenge() -> str:
 
 
 def _typed_address(field: str, purpose: str) -> str:
-    typed = normalise_email(request.form.get(field, ""))
+    raw = request.form.get(field, "")
+    # One person's phone number in any spelling ("+1 415-555 0102", "0014155550102") is one
+    # subject, as the service stores it; an email address is one subject in any case.
+    typed = normalise_email(raw) if "@" in raw else normalise_phone(raw)
     if not typed:
         return network()  # nothing typed: no subject, so the address stands in for one
     return purpose + ":" + vault.blind_index(typed, "rate-limit-" + purpose).hex()
@@ -152,6 +172,16 @@ def help_contact() -> str:
 def staff_email() -> str:
     """The staff account a sign-in names, as a keyed digest."""
     return _typed_address("email", "staff-email")
+
+
+def and_network(subject):
+    """The same subject, counted per network: `and_network(limits.email)`."""
+
+    def key() -> str:
+        return subject() + "|" + network()
+
+    key.__name__ = subject.__name__ + "_and_network"
+    return key
 
 
 def link_token() -> str:

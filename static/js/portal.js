@@ -16,6 +16,23 @@
     button.addEventListener("click", function () { window.print(); });
   });
 
+  // An error answer that is not one of our pages (a proxy's 502, say) has no main content to
+  // swap in: say so in the page's language, from its own inert template, rather than leave a
+  // blank page.
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var xhr = event.detail.xhr;
+    if (xhr.status < 400 || xhr.status === 422 || /id="main"/.test(xhr.responseText || "")) {
+      return;
+    }
+    event.detail.shouldSwap = false;
+    var main = document.getElementById("main");
+    var template = document.getElementById("answer-unreadable");
+    if (main && template) {
+      main.replaceChildren(template.content.cloneNode(true));
+      main.querySelector("[data-focus]").focus();
+    }
+  });
+
   // After htmx replaces part of the page, put the person's focus where a page load would:
   // on a message that needs reading (an error summary, an error page's heading), or else back
   // on the control they used, which the swap replaced (a ticked step keeps its place).

@@ -11,7 +11,6 @@ import email.policy
 import json
 import os
 import re
-import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,14 +20,12 @@ from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
-from sqlalchemy import create_engine, text
 from werkzeug.serving import make_server
 
 from portal import ROOT, create_app
 from portal.extensions import db
-from tests.conftest import TABLES, SMTPSink, base_env, free_port, pg_url
+from tests.conftest import SMTPSink, base_env, clean_database, free_port
 
-CHROMIUM = "/usr/bin/chromium"
 HERE = Path(__file__).parent
 AXE = HERE / "vendor" / "axe-core-4.14.1.min.js"
 REDIS_URL = os.environ.get("PORTAL_TEST_BROWSER_REDIS_URL", "redis://127.0.0.1:6379/14")
@@ -142,18 +139,6 @@ def link_in(text_: str, base: str) -> str:
     raise AssertionError("no access link in the message")
 
 
-def _fresh_database(migrated_database: str, folder: Path) -> str:
-    if pg_url():
-        engine = create_engine(pg_url())
-        with engine.begin() as conn:
-            conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
-        engine.dispose()
-        return pg_url()
-    path = folder / "live.db"
-    shutil.copy(migrated_database, path)
-    return f"sqlite:///{path}"
-
-
 def _worker(app, stopping: threading.Event) -> None:
     """`portal outbox work`, in a thread: deliver what is due, run jobs when idle."""
     from portal.cli import _transports
@@ -190,7 +175,7 @@ def live(migrated_database, tmp_path_factory):
     previous = os.environ.get("PORTAL_INSTANCE_PATH")
     os.environ["PORTAL_INSTANCE_PATH"] = str(folder)
     env = base_env(
-        _fresh_database(migrated_database, folder),
+        clean_database(migrated_database, folder),
         PORTAL_BASE_URL=base,
         PORTAL_SMTP_URL=f"smtp://127.0.0.1:{controller.port}",
         PORTAL_SMS_URL=sms_url,
@@ -224,31 +209,6 @@ def live(migrated_database, tmp_path_factory):
 @pytest.fixture(autouse=True)
 def own_instance_folder():
     """The live server keeps the instance folder it started with (overrides the suite's)."""
-
-
-@pytest.fixture(scope="session")
-def chromium():
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium")
-        pytest.skip(f"browser tests need Debian's chromium at {CHROMIUM}")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        yield browser
-        browser.close()
 
 
 def _english_phrases() -> list[str]:
@@ -358,6 +318,27 @@ class Person:
         self.page.get_by_role(role, name=name, **kwargs).click()
         self.page.wait_for_load_state()
         return self.page
+
+    def submit(self, name: str):
+        """Press a form's button and wait until its answer is on screen (a page load, or an
+        htmx swap settled): what a person waits for before reading."""
+        page = self.page
+        with page.expect_response(lambda r: r.request.method == "POST"):
+            page.get_by_role("button", name=name).click()
+        page.wait_for_load_state()
+        if self.js:
+            self.wait_until(
+                "!document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling')"
+            )
+        return page
+
+    def wait_until(self, expression: str, timeout: float = 10) -> None:
+        """Poll a JavaScript condition from outside the page (Playwright's own wait_for_function
+        evaluates strings inside it, which the portal's CSP rightly refuses)."""
+        deadline = time.monotonic() + timeout
+        while not self.page.evaluate(expression):
+            assert time.monotonic() < deadline, f"never true: {expression}"
+            time.sleep(0.05)
 
     def close(self):
         if self.auditor is not None:

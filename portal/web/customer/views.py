@@ -27,6 +27,7 @@ from portal.services import (
     cases,
     customers,
     dashboard,
+    incidents,
     passwords,
     sessions,
     verification,
@@ -60,8 +61,19 @@ bp = Blueprint("customer", __name__)
 
 CHALLENGE_KEY = "challenge"  # the pending challenge this browser may answer
 NEXT_KEY = "next"  # where to return after a step-up
+SUPPORT_KEY = "notice"  # the notice whose incident's helpline a stuck person is shown
 LANG_KEY = "lang"  # the language the person picked with the switch (a choice, kept at sign-in)
 DEFAULT_LANG_KEY = "lang_default"  # the language of their notice or record (not a choice)
+
+
+@bp.app_context_processor
+def _helpline():
+    """`helpline()` for the "ask a person" panel: looked up only on pages that show it."""
+
+    def helpline():
+        return incidents.support_line(session.get(SUPPORT_KEY))
+
+    return {"helpline": helpline}
 
 
 def _is_htmx() -> bool:
@@ -71,6 +83,8 @@ def _is_htmx() -> bool:
 def _begin(challenge) -> object:
     """Bind this browser to a new challenge and go to the code page (in their language)."""
     session[CHALLENGE_KEY] = challenge.public_id
+    if challenge.notice_id is not None:  # whose helpline to show if this person gets stuck
+        session[SUPPORT_KEY] = challenge.notice_id
     session.setdefault(DEFAULT_LANG_KEY, verification.language_of(challenge.customer))
     return redirect(url_for("customer.verify"))
 
@@ -106,6 +120,11 @@ def link(token: str):
 
 @bp.route("/start", methods=["GET", "POST"])
 @public
+@limiter.limit(
+    limits.START_PER_REFERENCE_AND_NETWORK,
+    key_func=limits.and_network(limits.reference),
+    methods=["POST"],
+)
 @limiter.limit(limits.START_PER_REFERENCE, key_func=limits.reference, methods=["POST"])
 @limiter.limit(limits.START_PER_NETWORK, key_func=limits.network, methods=["POST"])
 def start():
@@ -148,7 +167,15 @@ def verify():
     elif request.method == "POST":
         status = 422
     template = "customer/_code_form.html" if _is_htmx() else "customer/verify.html"
-    response = make_response(render_template(template, form=form, resend=ActionForm()), status)
+    response = make_response(
+        render_template(
+            template,
+            form=form,
+            resend=ActionForm(),
+            delivery=verification.delivery(session.get(CHALLENGE_KEY)),
+        ),
+        status,
+    )
     response.vary.add("HX-Request")
     return response
 
@@ -196,9 +223,15 @@ def _hx_redirect(url: str):
 @limiter.limit(limits.RESEND_PER_CHALLENGE, key_func=limits.challenge)
 @limiter.limit(limits.RESEND_PER_NETWORK, key_func=limits.network)
 def resend():
+    channel = request.form.get("channel") or None  # the other contact on file, if asked
     message, ok = _("We sent the same code again. It may take a minute to arrive."), True
     try:
-        verification.resend_code(session.get(CHALLENGE_KEY))
+        challenge = verification.resend_code(session.get(CHALLENGE_KEY), channel)
+        if channel:
+            message = _(
+                "We sent the same code to %(channel)s. It may take a minute to arrive.",
+                channel=verification.describe_channel(challenge.customer, challenge.channel),
+            )
     except VerificationLocked:
         return _hx_redirect(url_for("customer.locked"))
     except (ResendLimited, ChallengeEnded) as exc:
@@ -215,6 +248,11 @@ def resend():
 
 @bp.route("/link/new", methods=["GET", "POST"])
 @public
+@limiter.limit(
+    limits.NEW_LINK_PER_EMAIL_AND_NETWORK,
+    key_func=limits.and_network(limits.email),
+    methods=["POST"],
+)
 @limiter.limit(limits.NEW_LINK_PER_EMAIL, key_func=limits.email, methods=["POST"])
 @limiter.limit(limits.NEW_LINK_PER_NETWORK, key_func=limits.network, methods=["POST"])
 def new_link():
@@ -355,6 +393,9 @@ def authenticator_remove():
 
 @bp.route("/signin", methods=["GET", "POST"])
 @public
+@limiter.limit(
+    limits.SIGNIN_PER_EMAIL_AND_NETWORK, key_func=limits.and_network(limits.email), methods=["POST"]
+)
 @limiter.limit(limits.SIGNIN_PER_EMAIL, key_func=limits.email, methods=["POST"])
 @limiter.limit(limits.SIGNIN_PER_NETWORK, key_func=limits.network, methods=["POST"])
 def signin():
@@ -565,10 +606,20 @@ def my_case(public_id: str):
 
 @bp.route("/help", methods=["GET", "POST"])
 @public
+@limiter.limit(
+    limits.HELP_PER_CONTACT_AND_NETWORK,
+    key_func=limits.and_network(limits.help_contact),
+    methods=["POST"],
+)
 @limiter.limit(limits.HELP_PER_CONTACT, key_func=limits.help_contact, methods=["POST"])
 @limiter.limit(limits.HELP_PER_NETWORK, key_func=limits.network, methods=["POST"])
 def help_request():
     form = HelpForm()
+    if request.method == "GET" and request.args.get("reason") == "contact":
+        # From the code page: the phone or email on file is out of date.
+        form.body.data = _(
+            "My phone number or email address has changed, so your code does not reach me."
+        )
     if form.validate_on_submit():
         try:
             cases.help_request(
@@ -599,7 +650,8 @@ def help_sent():
 
 @bp.route("/help/case/<token>", methods=["GET", "POST"])
 @public
-@limiter.limit("30 per hour", methods=["POST"])
+@limiter.limit(limits.HELP_REPLY_PER_LINK, key_func=limits.link_token, methods=["POST"])
+@limiter.limit(limits.HELP_REPLY_PER_NETWORK, key_func=limits.network, methods=["POST"])
 def help_case(token: str):
     """The answer to a request from someone not signed in, through the link we sent them: that
     one conversation, and a way to write back. Reading spends nothing."""

@@ -11,7 +11,7 @@ bp = Blueprint("public", __name__)
 @bp.get("/")
 @public
 def index():
-    return render_template("public/index.html")
+    return render_template("public/index.html", announced=incidents.announced_incidents())
 
 
 @bp.get("/healthz")

@@ -366,3 +366,30 @@ def test_the_link_page_speaks_the_customers_language_and_can_switch(client, inci
         data={"csrf_token": csrf_from(page), "lang": "es", "next": "https://evil.test/"},
     )
     assert away.headers["Location"] == "/"
+
+
+# --- a way out from every signed-in page ---
+
+
+def test_every_signed_in_customer_page_offers_to_sign_out(app, client, notified):
+    from portal.web.access import CUSTOMER, access_of
+
+    sign_in(client, ANN)
+    pages = [
+        rule.rule
+        for rule in app.url_map.iter_rules()
+        if "GET" in rule.methods
+        and not rule.arguments
+        and access_of(app.view_functions[rule.endpoint]) == CUSTOMER
+    ]
+    assert "/me/plan" in pages and "/me/cases" in pages
+    for path in pages:
+        page = client.get(path)
+        assert page.status_code == 200, path
+        assert re.search(
+            rb'<form method="post" action="/logout"[^>]*>(?:(?!</form>).)*'
+            rb'name="csrf_token"(?:(?!</form>).)*>Sign out</button>',
+            page.data,
+            re.S,
+        ), f"no way to sign out on {path}"
+    assert b"Sign out" not in client.get("/signed-out").data

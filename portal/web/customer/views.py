@@ -288,9 +288,7 @@ def signed_out():
 @customer
 def me():
     customer_ = g.login_session.customer
-    return render_template(
-        "customer/dashboard.html", views=dashboard.for_customer(customer_), logout=ActionForm()
-    )
+    return render_template("customer/dashboard.html", views=dashboard.for_customer(customer_))
 
 
 @bp.post("/logout")

@@ -136,7 +136,7 @@ def test_a_customer_with_a_phone_gets_the_code_by_text(
     )
     queue_notices(incident, actor="test")
     page = client.get(link_path("pat@example.com"))
-    assert b"a text message to the phone number ending in 77" in page.data
+    assert b"by text message to the phone number ending in 77" in page.data
     client.post(link_path("pat@example.com"), data={"csrf_token": csrf_from(page)})
 
     drain(Transports(sms=SMSTransport(url, "provider-token")))

@@ -84,7 +84,7 @@ def test_full_path_from_link_to_dashboard(client, notified):
         page = client.get(path)
         assert page.status_code == 200
         assert b"Send me the code" in page.data
-        assert "an email to a•••@example.com".encode() in page.data
+        assert "by email to a•••@example.com".encode() in page.data
     assert count(Challenge) == 0
 
     response = sign_in(client, ANN)
@@ -358,7 +358,7 @@ def test_logout_then_the_old_cookie_is_useless(client, app, notified):
     dashboard = sign_in(client, ANN)
     copied = client.get_cookie("portal").value
     response = client.post("/logout", data={"csrf_token": csrf_from(dashboard)})
-    assert response.headers["Location"] == "/signed-out"
+    assert response.headers["Location"] == "/signed-out?lang=en"  # the goodbye in their language
     assert "cookies" in response.headers["Clear-Site-Data"]
     replay = app.test_client()
     replay.set_cookie("portal", copied)

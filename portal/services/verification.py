@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import pyotp
 from flask import current_app
-from flask_babel import force_locale
+from flask_babel import force_locale, ngettext
 from flask_babel import gettext as _
 from sqlalchemy import func, select
 
@@ -84,9 +84,9 @@ def describe_channel(customer: Customer, channel: str | None = None) -> str:
     """Where the code goes, masked enough to reveal nothing to someone holding the link."""
     if (channel or ("sms" if _uses_sms(customer) else "email")) == "sms":
         return _(
-            "a text message to the phone number ending in %(digits)s", digits=customer.phone[-2:]
+            "by text message to the phone number ending in %(digits)s", digits=customer.phone[-2:]
         )
-    return _("an email to %(address)s", address=mask_email(customer.email))
+    return _("by email to %(address)s", address=mask_email(customer.email))
 
 
 def _channels(customer: Customer) -> list[str]:
@@ -356,12 +356,33 @@ def verify_code(challenge_public_id: str | None, typed: str) -> Challenge:
     remaining = config["CODE_MAX_TRIES"] - challenge.tries
     if remaining <= 0:
         challenge.code_sealed = None
+    # Say so before the lock: a person who is about to be paused should slow down, not find out.
+    before_lock = config["VERIFY_LOCK_FAILURES"] - _failures_in_window(customer.id)
     db.session.commit()
     if remaining <= 0:
         raise ChallengeEnded(_("Too many wrong tries for this code. Ask for a new one."))
-    raise CodeRejected(
-        _("That code is not right. Please check the message and try again."), remaining=remaining
-    )
+    message = _("That code is not right. Please check the message and try again.")
+    if before_lock <= 3:
+        message += " " + ngettext(
+            "One more wrong code today and we will pause codes to protect you.",
+            "After %(num)d more wrong codes today we will pause codes to protect you.",
+            before_lock,
+        )
+    raise CodeRejected(message, remaining=remaining)
+
+
+def start_again(challenge_public_id: str | None) -> Challenge:
+    """A fresh code for this browser when its code ran out (expired or too many wrong tries):
+    the same customer, notice and purpose; the caps on codes and failures still count."""
+    challenge = None
+    if challenge_public_id:
+        challenge = db.session.scalar(
+            select(Challenge).where(Challenge.public_id == challenge_public_id)
+        )
+    if challenge is None or challenge.consumed_at is not None:
+        raise ChallengeEnded(_("Please start again from the link in your notice."))
+    notice = db.session.get(Notice, challenge.notice_id) if challenge.notice_id else None
+    return _start(challenge.customer, notice, purpose=challenge.purpose)
 
 
 def _lock(customer: Customer) -> None:

@@ -284,6 +284,17 @@ class Person:
             ".map(v => v.id + ': ' + v.nodes.map(n => n.target.join(' ')).join(', ')); }"
         )
         assert result == [], f"axe on {page.url}: {result}"
+        # The header's controls (sign-out, the staff menu) sit on its band: white text that
+        # slipped below it would be white on the white page.
+        astray = page.evaluate(
+            "() => { const h = document.querySelector('header.site'); if (!h) return [];"
+            " const band = h.getBoundingClientRect();"
+            " return [...h.querySelectorAll('a, button')].filter(e => {"
+            " const b = e.getBoundingClientRect();"
+            " return b.width && (b.top < band.top - 1 || b.bottom > band.bottom + 1); })"
+            ".map(e => e.textContent.trim()); }"
+        )
+        assert astray == [], f"{page.url}: {astray} outside the header"
         wide = page.evaluate("document.documentElement.scrollWidth")
         viewport = page.viewport_size["width"]
         assert wide <= viewport, f"{page.url} is {wide}px wide on a {viewport}px screen"

@@ -394,8 +394,8 @@ def test_a_notified_customer_goes_the_whole_way_and_signs_out(live, person, way)
     # Signing out, and back in with the same link: the new password changed nothing of that.
     kept = "; ".join(f"{c['name']}={c['value']}" for c in you.context.cookies())
     you.click("button", say(lang, "Sign out"))
-    page.wait_for_url(live.base + "/signed-out")
-    you.check("signed out")
+    page.wait_for_url(live.base + f"/signed-out?lang={lang}")
+    you.check("signed out")  # in Spanish too: the check finds no English on a Spanish page
     expect(page.get_by_role("button", name=say(lang, "Sign out"))).to_have_count(0)
     # A copy of the old cookie opens nothing: the session ended on the server, not only here.
     again = page.request.get(live.base + "/me", headers={"Cookie": kept}, max_redirects=0)

@@ -50,7 +50,9 @@ def _type_code(you, code: str) -> str:
 
 
 @pytest.mark.parametrize("js", [True, False], ids=["js", "nojs"])
-def test_after_five_wrong_codes_the_page_says_so_and_ten_lead_to_a_person(live, person, js):
+def test_after_five_wrong_codes_the_page_offers_a_new_code_and_warns_before_the_lock(
+    live, person, js
+):
     someone = notify(live)
     you = person(js=js)
     page = you.goto(someone["link"])
@@ -59,16 +61,20 @@ def test_after_five_wrong_codes_the_page_says_so_and_ten_lead_to_a_person(live, 
     for _ in range(4):
         assert "That code is not right" in _type_code(you, _wrong(code))
     assert "Too many wrong tries for this code" in _type_code(you, _wrong(code))
-    # Even the right code now explains itself instead of doing nothing.
-    assert "Too many wrong tries for this code. Ask for a new one." in _type_code(you, code)
+    # The box is gone (typing again cannot work); the one step that can is offered instead.
+    assert page.get_by_label("Verification code").count() == 0
     you.check("code ended")
-
-    # A fresh start from the link; five more wrong codes in a day lock codes for the person.
-    you.goto(someone["link"])
-    you.click("button", "Send me the code")
+    you.submit("Send me a new code")
+    page.wait_for_url(live.base + "/verify")
     code = code_for(live, someone, seen=1)
-    for _ in range(4):
-        _type_code(you, _wrong(code))
+
+    # Ten wrong codes in a day pause codes: the person is told before, not after.
+    assert "today" not in _type_code(you, _wrong(code))  # six: no warning yet
+    warning = _type_code(you, _wrong(code))  # seven
+    assert "After 3 more wrong codes today we will pause codes to protect you." in warning
+    _type_code(you, _wrong(code))
+    assert "One more wrong code today" in _type_code(you, _wrong(code))  # nine
+    you.check("warned")
     page.get_by_label("Verification code").fill(_wrong(code))
     you.click("button", "Continue")
     page.wait_for_url(live.base + "/locked")
@@ -77,6 +83,24 @@ def test_after_five_wrong_codes_the_page_says_so_and_ten_lead_to_a_person(live, 
     assert "Monday to Friday, 8 am to 8 pm Pacific" in helpline.inner_text()
     assert helpline.get_by_role("link", name="Write to us").get_attribute("href") == "/help"
     you.check("locked")
+
+
+@pytest.mark.parametrize("js", [True, False], ids=["js", "nojs"])
+def test_a_new_code_after_a_used_up_one_lets_the_person_in(live, person, js):
+    someone = notify(live)
+    you = person(js=js, phone=True)
+    page = you.goto(someone["link"])
+    you.click("button", "Send me the code")
+    code = code_for(live, someone)
+    for _ in range(5):
+        _type_code(you, _wrong(code))
+    # The old code, even right, no longer works; a new one does.
+    you.submit("Send me a new code")
+    fresh = code_for(live, someone, seen=1)
+    page.get_by_label("Verification code").fill(fresh)
+    you.click("button", "Continue")
+    page.wait_for_url(live.base + "/me")
+    you.check("in")
 
 
 @pytest.mark.parametrize("js", [True, False], ids=["js", "nojs"])
@@ -90,7 +114,7 @@ def test_a_code_sent_to_an_old_phone_can_go_to_the_email_on_file_instead(live, p
     assert f"phone number ending in {digits}" in page.get_by_role("main").inner_text()
     code = code_for(live, someone)  # by text, to a phone the person no longer has
 
-    you.click("button", "Send it to an email to b")  # b•••@example.com: masked
+    you.click("button", "Send it by email to b")  # b•••@example.com: masked
     you.check("sent by email")
     by_email = live.wait_for_mail(someone["email"], "verification code")
     assert code in by_email.text  # the same code: the text message would still work too

@@ -149,7 +149,7 @@ def verify():
     if CHALLENGE_KEY not in session:
         return redirect(url_for("public.index"))
     form = CodeForm()
-    status = 200
+    status, ended = 200, False
     if form.validate_on_submit():
         try:
             challenge = verification.verify_code(session.get(CHALLENGE_KEY), form.code.data)
@@ -158,7 +158,7 @@ def verify():
             return _hx_redirect(url_for("customer.locked"))
         except ChallengeEnded as exc:
             form.code.errors.append(str(exc))
-            status = 422
+            ended, status = True, 422
         except CodeRejected as exc:
             form.code.errors.append(str(exc))
             status = 422
@@ -172,6 +172,7 @@ def verify():
             template,
             form=form,
             resend=ActionForm(),
+            ended=ended,
             delivery=verification.delivery(session.get(CHALLENGE_KEY)),
         ),
         status,
@@ -218,6 +219,22 @@ def _hx_redirect(url: str):
     return redirect(url)
 
 
+@bp.post("/verify/again")
+@public
+@limiter.limit(limits.RESEND_PER_CHALLENGE, key_func=limits.challenge)
+@limiter.limit(limits.RESEND_PER_NETWORK, key_func=limits.network)
+def start_again():
+    """A new code for this browser after its code ran out: no need to find the notice again."""
+    try:
+        return _begin(verification.start_again(session.get(CHALLENGE_KEY)))
+    except VerificationLocked:
+        return _locked()
+    except TooManyCodes:
+        return render_template("customer/too_many_codes.html"), 429
+    except ChallengeEnded:
+        return redirect(url_for("public.index"))
+
+
 @bp.post("/verify/resend")
 @public
 @limiter.limit(limits.RESEND_PER_CHALLENGE, key_func=limits.challenge)
@@ -229,7 +246,7 @@ def resend():
         challenge = verification.resend_code(session.get(CHALLENGE_KEY), channel)
         if channel:
             message = _(
-                "We sent the same code to %(channel)s. It may take a minute to arrive.",
+                "We sent the same code again, %(channel)s. It may take a minute to arrive.",
                 channel=verification.describe_channel(challenge.customer, challenge.channel),
             )
     except VerificationLocked:
@@ -281,7 +298,11 @@ def locked():
 @bp.get("/signed-out")
 @public
 def signed_out():
-    return render_template("customer/signed_out.html")
+    chosen = request.args.get("lang", "")
+    if chosen not in current_app.config["LANGUAGES"]:
+        return render_template("customer/signed_out.html")
+    with force_locale(chosen):
+        return render_template("customer/signed_out.html")
 
 
 @bp.get("/me")
@@ -296,7 +317,9 @@ def me():
 def logout():
     sessions.end_session(session.get("sid"))
     session.clear()
-    response = redirect(url_for("customer.signed_out"))
+    # The goodbye is in their language: the session (and with it the choice) is gone, and
+    # Clear-Site-Data drops the cookies, so the language rides in the address.
+    response = redirect(url_for("customer.signed_out", lang=_language()))
     # Tell the browser to drop what it kept of the signed-in pages.
     response.headers["Clear-Site-Data"] = '"cache", "cookies", "storage"'
     return response

@@ -193,11 +193,14 @@ def test_compiled_catalogues_match_their_sources():
 
     from portal import ROOT
 
+    def both(value):  # a plural's forms come as a list from one reader, a tuple from the other
+        return tuple(value) if isinstance(value, list | tuple) else value
+
     for po_path in Path(ROOT, "portal", "translations").glob("*/LC_MESSAGES/messages.po"):
         with po_path.open("rb") as handle:
-            source = {m.id: m.string for m in read_po(handle) if m.id and m.string}
+            source = {both(m.id): both(m.string) for m in read_po(handle) if m.id and m.string}
         with po_path.with_suffix(".mo").open("rb") as handle:
-            compiled = {m.id: m.string for m in read_mo(handle) if m.id and m.string}
+            compiled = {both(m.id): both(m.string) for m in read_mo(handle) if m.id and m.string}
         assert compiled == source, f"run `make translations` ({po_path.parent.parent.name})"
 
 

@@ -24,6 +24,7 @@ PUBLIC_ROUTES = {
     "customer.start",
     "customer.verify",
     "customer.resend",
+    "customer.start_again",
     "customer.new_link",
     "customer.new_link_sent",
     "customer.locked",

@@ -88,3 +88,18 @@ def log_in(client, email: str, clock: Clock, *, code: str | None = None):
     return client.post(
         "/staff/code", data={"csrf_token": csrf_from(page), "code": code or code_for(email, clock)}
     )
+
+
+def reauth(client, email: str, clock: Clock, target: str):
+    """Prove it is them again (password and a fresh code), then return to target."""
+    clock.tick()
+    page = client.get(f"/staff/reauth?next={target}")
+    return client.post(
+        "/staff/reauth",
+        data={
+            "csrf_token": csrf_from(page),
+            "next": target,
+            "password": PASSWORD,
+            "code": code_for(email, clock),
+        },
+    )

@@ -13,7 +13,7 @@ from portal.services.imports import import_customers
 from portal.services.notices import queue_notices
 from tests.conftest import BASE_URL, customer_row
 from tests.customer_flow import csrf_from, link_path, messages_to, sign_in
-from tests.staff_flow import PASSWORD, code_for, log_in, member, set_up
+from tests.staff_flow import PASSWORD, code_for, log_in, member, reauth, set_up
 
 
 @pytest.fixture
@@ -250,20 +250,6 @@ def test_another_agents_case_is_refused_and_recorded(app, agent, clock, customer
     assert len(denied.all()) == 1
 
 
-def _reauth(client, email, clock, target):
-    clock.tick()
-    page = client.get(f"/staff/reauth?next={target}")
-    return client.post(
-        "/staff/reauth",
-        data={
-            "csrf_token": csrf_from(page),
-            "next": target,
-            "password": PASSWORD,
-            "code": code_for(email, clock),
-        },
-    )
-
-
 def test_resending_a_link_revokes_the_old_one(app, agent, clock, customer_with_case):
     case = db.session.scalars(select(Case)).one()
     staff_path = f"/staff/cases/{case.public_id}"
@@ -276,7 +262,7 @@ def test_resending_a_link_revokes_the_old_one(app, agent, clock, customer_with_c
     )
     assert asked.headers["Location"].startswith("/staff/reauth")
     assert link_path("c@example.com") == old  # nothing happened yet
-    assert _reauth(agent, "agent.a@example.com", clock, staff_path).headers["Location"] == (
+    assert reauth(agent, "agent.a@example.com", clock, staff_path).headers["Location"] == (
         staff_path
     )
     page = agent.get(staff_path)
@@ -304,7 +290,7 @@ def test_identity_confirmed_by_phone_sends_a_one_time_sign_in(
 ):
     case = db.session.scalars(select(Case)).one()
     staff_path = f"/staff/cases/{case.public_id}"
-    _reauth(agent, "agent.a@example.com", clock, staff_path)
+    reauth(agent, "agent.a@example.com", clock, staff_path)
     page = agent.get(staff_path)
     agent.post(
         f"{staff_path}/tools/confirm-identity",
@@ -327,7 +313,7 @@ def test_identity_confirmed_by_phone_sends_a_one_time_sign_in(
 def test_correcting_contact_details_tells_both_addresses(app, agent, clock, customer_with_case):
     case = db.session.scalars(select(Case)).one()
     staff_path = f"/staff/cases/{case.public_id}"
-    _reauth(agent, "agent.a@example.com", clock, staff_path)
+    reauth(agent, "agent.a@example.com", clock, staff_path)
     page = agent.get(staff_path)
     agent.post(
         f"{staff_path}/tools/correct-contact",

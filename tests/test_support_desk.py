@@ -24,7 +24,7 @@ from tests.customer_flow import (
     start_from_link,
     submit_code,
 )
-from tests.staff_flow import PASSWORD, code_for, set_up
+from tests.staff_flow import reauth, set_up
 
 ANN = "ann@example.com"
 BOB = "bob@example.com"
@@ -65,20 +65,6 @@ def search(client, query: str, kind: str = "", case: str = ""):
     return client.post(
         "/staff/customers",
         data={"csrf_token": csrf_from(page), "kind": kind, "query": query, "case": case},
-    )
-
-
-def reauth(client, clock, target: str):
-    clock.tick()
-    page = client.get(f"/staff/reauth?next={target}")
-    return client.post(
-        "/staff/reauth",
-        data={
-            "csrf_token": csrf_from(page),
-            "next": target,
-            "password": PASSWORD,
-            "code": code_for(AGENT, clock),
-        },
     )
 
 
@@ -226,7 +212,7 @@ def test_a_locked_customer_found_by_lookup_is_let_in_by_an_agent(app, agent, clo
     )
     assert asked.headers["Location"].startswith("/staff/reauth")
     assert customer(ANN).verification_locked_at is not None  # nothing happened yet
-    assert reauth(agent, clock, record).headers["Location"] == record
+    assert reauth(agent, AGENT, clock, record).headers["Location"] == record
 
     page = agent.get(record)
     no_reason = agent.post(
@@ -346,7 +332,7 @@ def test_an_unverified_request_is_linked_to_its_customer_after_an_identity_check
         .startswith("/staff/reauth")
     )
     assert the_case().customer_id is None
-    reauth(agent, clock, staff_path)
+    reauth(agent, AGENT, clock, staff_path)
     done = link(identity_checked="y", reason="Answered questions on the letter")
     assert done.headers["Location"] == staff_path
     case = the_case()

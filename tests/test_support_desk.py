@@ -300,6 +300,32 @@ def test_an_agent_opens_a_case_on_a_customers_behalf(app, agent, notified):
 # --- a request from someone not signed in, linked to the customer it is about ---
 
 
+def test_a_call_back_number_from_a_stranger_stays_marked_after_linking(app, agent, clock, notified):
+    ask_for_help(
+        app.test_client(),
+        "bob.new@example.net",
+        topic="callback",
+        callback_phone="+447700900123",
+        callback_window="evenings",
+    )
+    case = the_case()
+    staff_path = f"/staff/cases/{case.public_id}"
+    found = search(agent, BOB, kind="email", case=case.public_id)
+    agent.post(
+        f"{staff_path}/link",
+        data={
+            "csrf_token": csrf_from(found),
+            "customer": customer(BOB).public_id,
+            "identity_checked": "y",
+            "reason": "Answered questions on the letter",
+        },
+    )
+    assert the_case().customer_id == customer(BOB).id
+    page = agent.get(staff_path).get_data(as_text=True)
+    assert "Call back on +447700900123" in page
+    assert "not the one on the customer's record" in page
+
+
 def test_an_unverified_request_is_linked_to_its_customer_after_an_identity_check(
     app, agent, clock, notified
 ):

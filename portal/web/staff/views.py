@@ -97,6 +97,8 @@ def setup_authenticator():
     if member.totp_enabled_at is not None:
         return redirect(url_for("staff.code"))
     form = CodeForm()
+    # Setting up there are no recovery codes yet: the label names only the app.
+    form.code.label.text = _("Code from your authenticator app")
     if form.validate_on_submit():
         try:
             codes = staff_service.confirm_authenticator(g.staff_session, form.code.data)

@@ -361,7 +361,7 @@ def help_case_reply(token: str, body: str) -> Case:
     audit.record(
         "case.help_replied", actor="visitor", subject_type="case", subject_id=case.public_id
     )
-    db.session.commit()
+    db.session.flush()
     return case
 
 
@@ -583,7 +583,7 @@ def open_case_for(staff: StaffMember, customer: Customer, topic: str, body: str)
         subject_id=case.public_id,
         details={"topic": topic, "customer": customer.public_id},
     )
-    db.session.commit()
+    db.session.flush()
     return case
 
 
@@ -615,7 +615,7 @@ def link_case(
         subject_id=customer.public_id,
         details={"case": case.public_id, "reason": reason},
     )
-    db.session.commit()
+    db.session.flush()
 
 
 # --- agent tools on a customer, from one of their cases or from their record ---

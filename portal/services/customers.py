@@ -100,7 +100,7 @@ def search(staff: StaffMember, kind: str, query: str) -> list[Customer]:
         subject_id=found[0].public_id if len(found) == 1 else "",
         details={"kind": kind, "results": len(found)},
     )
-    db.session.commit()
+    db.session.flush()
     return found
 
 
@@ -118,7 +118,7 @@ def staff_customer(staff: StaffMember, public_id: str) -> Customer | None:
             subject_type="customer",
             subject_id=customer.public_id,
         )
-        db.session.commit()
+        db.session.flush()
     return customer
 
 

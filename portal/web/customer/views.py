@@ -682,6 +682,7 @@ def help_case(token: str):
     try:
         if form.validate_on_submit():
             cases.help_case_reply(token, form.body.data)
+            db.session.commit()
             flash(_("Thank you. We will answer you the same way."), "info")
             return redirect(url_for("customer.help_case", token=token))
         case = cases.help_case(token)

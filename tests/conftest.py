@@ -9,6 +9,7 @@ import shutil
 import socket
 import threading
 from dataclasses import dataclass, field
+from datetime import date
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -191,21 +192,22 @@ def runner(app):
     return app.test_cli_runner()
 
 
+# The incident most tests are about (the browser journeys' too).
+INCIDENT = {
+    "slug": "acme-2026",
+    "title": "Unauthorized access to customer records",
+    "discovered_on": date(2026, 10, 9),
+    "occurred_on": date(2026, 10, 2),
+    "what_happened": "Someone copied part of our customer database.",
+    "what_we_are_doing": "We closed the access and hired investigators.",
+    "contact_phone": "1-800-555-0199",
+    "contact_hours": "Monday to Friday, 8 am to 8 pm",
+}
+
+
 @pytest.fixture
 def incident(app) -> Incident:
-    from datetime import date
-
-    return create_incident(
-        slug="acme-2026",
-        title="Unauthorized access to customer records",
-        discovered_on=date(2026, 10, 9),
-        occurred_on=date(2026, 10, 2),
-        what_happened="Someone copied part of our customer database.",
-        what_we_are_doing="We closed the access and hired investigators.",
-        contact_phone="1-800-555-0199",
-        contact_hours="Monday to Friday, 8 am to 8 pm",
-        actor="test",
-    )
+    return create_incident(**INCIDENT, actor="test")
 
 
 @pytest.fixture

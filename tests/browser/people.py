@@ -6,14 +6,13 @@ from __future__ import annotations
 import csv
 import itertools
 import tempfile
-from datetime import date
 from pathlib import Path
 
 from tests.browser.conftest import Live, code_in, link_in
-from tests.conftest import HEADER
+from tests.conftest import HEADER, INCIDENT
 
 _numbers = itertools.count(1)
-SLUG = "acme-2026"
+SLUG = INCIDENT["slug"]
 
 
 def incident(live: Live):
@@ -27,17 +26,8 @@ def incident(live: Live):
         existing = db.session.query(Incident).filter_by(slug=SLUG).one_or_none()
         if existing is not None:
             return existing.id
-        return create_incident(
-            slug=SLUG,
-            title="Unauthorized access to customer records",
-            discovered_on=date(2026, 10, 9),
-            occurred_on=date(2026, 10, 2),
-            what_happened="Someone copied part of our customer database.",
-            what_we_are_doing="We closed the access and hired investigators.",
-            contact_phone="1-800-555-0199",
-            contact_hours="Monday to Friday, 8 am to 8 pm Pacific",
-            actor="test",
-        ).id
+        fields = {**INCIDENT, "contact_hours": "Monday to Friday, 8 am to 8 pm Pacific"}
+        return create_incident(**fields, actor="test").id
 
     return live.run(make)
 

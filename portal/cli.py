@@ -237,12 +237,40 @@ def audit_verify():
 
 
 @keys_cli.command("rotate")
-def keys_rotate():
+@click.option("--batch-size", type=click.IntRange(1, 10_000), default=500, show_default=True)
+def keys_rotate(batch_size):
     """Re-encrypt personal data to the newest data key (safe to interrupt and rerun)."""
-    from portal.services.keys import rotate
+    from portal.extensions import db
+    from portal.services.keys import rotate, stale_counts
 
-    counts = rotate(actor=_actor())
+    def show(progress):
+        click.echo(
+            f"  {progress.table}: {progress.seen} rows checked, {progress.resealed} re-sealed"
+        )
+
+    counts = rotate(actor=_actor(), commit=db.session.commit, progress=show, batch_size=batch_size)
+    db.session.commit()
     click.echo("Re-encrypted: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".")
+    left = {table: n for table, n in stale_counts().items() if n}
+    if left:
+        # Written meanwhile by a process still running with the old key list: run again.
+        click.echo("Still under an older key: " + ", ".join(f"{k} {v}" for k, v in left.items()))
+        sys.exit(1)
+    click.echo("Nothing is sealed with an older key: the old key can be removed.")
+
+
+@keys_cli.command("status")
+def keys_status():
+    """How many rows per table still hold a value sealed with an older data key."""
+    from portal.services.keys import stale_counts
+
+    counts = stale_counts()
+    for table, n in counts.items():
+        click.echo(f"  {table}: {n}")
+    if any(counts.values()):
+        click.echo("Run `portal keys rotate` before removing an old key.")
+        sys.exit(1)
+    click.echo("Nothing is sealed with an older key.")
 
 
 @protection_cli.command("offer")

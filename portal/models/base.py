@@ -45,6 +45,11 @@ def utcnow() -> datetime:
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
+    @property
+    def seal_binding(self) -> str | None:
+        """The row identity its sealed values are bound to (see portal.models.sealed)."""
+        return getattr(self, "public_id", None)
+
 
 class Translated:
     """Text the organisation wrote in English, with its other languages beside it.

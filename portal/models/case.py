@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, LargeBinary, String, func
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.models.base import Base, UTCDateTime
 from portal.models.customer import Customer
+from portal.models.sealed import Sealed, SealedField
 from portal.models.staff import StaffMember
 
 CASE_TOPICS = ("cannot_finish", "identity_theft", "my_data", "cannot_verify", "callback", "other")
@@ -18,6 +19,7 @@ MESSAGE_KINDS = ("customer", "reply", "note", "event")
 
 class Case(Base):
     __tablename__ = "support_case"
+    __seal_prefix__ = "case"
     __table_args__ = (
         CheckConstraint(
             "topic IN ('cannot_finish', 'identity_theft', 'my_data', 'cannot_verify', 'callback', "
@@ -39,9 +41,9 @@ class Case(Base):
     # Unverified: whoever wrote has not proved who they are (agents see it flagged).
     unverified: Mapped[bool] = mapped_column(default=False)
     # For unverified requests: what they told us (name, contact, reference), sealed.
-    contact_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    contact_sealed: Mapped[bytes | None] = mapped_column(Sealed())
     # For a callback request: the number to call and when (sealed together).
-    callback_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    callback_sealed: Mapped[bytes | None] = mapped_column(Sealed())
     # The nonce in the newest link mailed to the writer of an unverified request; replacing it
     # retires every older link to the case.
     help_link_nonce: Mapped[str | None] = mapped_column(String(32))
@@ -55,9 +57,17 @@ class Case(Base):
     customer: Mapped[Customer | None] = relationship()
     assignee: Mapped[StaffMember | None] = relationship()
 
+    # What an unverified writer told us ({"name", "contact", "reference", "locale"}), and a
+    # callback's {"phone", "window"}.
+    contact = SealedField("contact_sealed", "json")
+    callback = SealedField("callback_sealed", "json")
+
 
 class CaseMessage(Base):
     __tablename__ = "case_message"
+    # Sealed to the case, as "case.message.<case>": a message moved to another case fails to open.
+    __seal_prefix__ = "case"
+    __seal_loads__ = ("case",)  # its binding reads the case's id
     __table_args__ = (
         CheckConstraint("kind IN ('customer', 'reply', 'note', 'event')", name="kind"),
     )
@@ -70,7 +80,14 @@ class CaseMessage(Base):
     # shown to the customer; event: the case's history (claimed, status changed...).
     kind: Mapped[str] = mapped_column(String(16))
     staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff_member.id", ondelete="SET NULL"))
-    body_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    body_sealed: Mapped[bytes] = mapped_column(Sealed("message"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.now())
 
     staff: Mapped[StaffMember | None] = relationship()
+    case: Mapped[Case] = relationship()
+
+    body = SealedField("body_sealed")
+
+    @property
+    def seal_binding(self) -> str:
+        return self.case.public_id

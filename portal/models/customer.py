@@ -6,10 +6,12 @@ import secrets
 import time
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, LargeBinary, String, UniqueConstraint, func
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.models.base import Base, UTCDateTime
+from portal.models.sealed import BlindIndex, Sealed, SealedField
+from portal.validation import normalise_email, normalise_name, normalise_phone
 
 
 def new_public_id() -> str:
@@ -21,43 +23,28 @@ def new_public_id() -> str:
     return f"{int(time.time()) & 0xFFFFFFFF:08x}{secrets.token_hex(12)}"
 
 
-def _sealed(column: str):
-    """A str property over the sealed column `<column>_sealed`, bound to this row."""
-    attr = f"{column}_sealed"
-
-    def getter(self) -> str | None:
-        from portal.extensions import vault
-
-        blob = getattr(self, attr)
-        return None if blob is None else vault.open(blob, f"customer.{column}.{self.public_id}")
-
-    def setter(self, value: str | None) -> None:
-        from portal.extensions import vault
-
-        if self.public_id is None:
-            self.public_id = new_public_id()
-        sealed = None if value is None else vault.seal(value, f"customer.{column}.{self.public_id}")
-        setattr(self, attr, sealed)
-
-    return property(getter, setter, doc=f"The customer's {column}, decrypted on read.")
-
-
 class Customer(Base):
     __tablename__ = "customer"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     public_id: Mapped[str] = mapped_column(String(32), unique=True, default=new_public_id)
     external_id: Mapped[str] = mapped_column(String(128), unique=True)
-    name_sealed: Mapped[bytes] = mapped_column(LargeBinary)
-    email_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    name_sealed: Mapped[bytes] = mapped_column(Sealed())
+    email_sealed: Mapped[bytes] = mapped_column(Sealed())
     # Keyed digest of the normalised address: find a customer by email without storing it.
-    email_index: Mapped[bytes] = mapped_column(LargeBinary(16), index=True)
-    phone_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    email_index: Mapped[bytes] = mapped_column(
+        BlindIndex("email", "email", normalise_email), index=True
+    )
+    phone_sealed: Mapped[bytes | None] = mapped_column(Sealed())
     # Keyed digests of the normalised full name and phone, for the support desk's lookup.
     # Null on rows imported before the indexes existed, until they are imported again (or a
     # key rotation passes over them).
-    name_index: Mapped[bytes | None] = mapped_column(LargeBinary(16), index=True)
-    phone_index: Mapped[bytes | None] = mapped_column(LargeBinary(16), index=True)
+    name_index: Mapped[bytes | None] = mapped_column(
+        BlindIndex("name", "name", normalise_name), index=True
+    )
+    phone_index: Mapped[bytes | None] = mapped_column(
+        BlindIndex("phone", "phone", normalise_phone), index=True
+    )
     locale: Mapped[str] = mapped_column(String(16), default="en")
     # When the customer picked their language on the portal: a later import keeps their choice.
     locale_chosen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -68,7 +55,7 @@ class Customer(Base):
     verification_locked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # An optional authenticator app for later visits: the seed is sealed, the last accepted
     # time step is kept so that a code cannot be replayed.
-    totp_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    totp_sealed: Mapped[bytes | None] = mapped_column(Sealed())
     totp_enabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     totp_last_step: Mapped[int | None] = mapped_column()
     # The password of the customer's account with the organisation: argon2id, never anything
@@ -83,15 +70,25 @@ class Customer(Base):
 
     exposures: Mapped[list[Exposure]] = relationship(back_populates="customer")
 
-    name = _sealed("name")
-    email = _sealed("email")
-    phone = _sealed("phone")
+    # Setting one seals it for this row and refreshes its blind index.
+    name = SealedField("name_sealed")
+    email = SealedField("email_sealed")
+    phone = SealedField("phone_sealed")
+    totp_secret = SealedField("totp_sealed")
+
+    @property
+    def seal_binding(self) -> str:
+        # A new customer gets its id on first use: its sealed values are bound to it.
+        if self.public_id is None:
+            self.public_id = new_public_id()
+        return self.public_id
 
 
 class Exposure(Base):
     """Customer x incident x data class, with at most a 4-character fragment to show masked."""
 
     __tablename__ = "exposure"
+    __seal_loads__ = ("customer",)  # its binding reads the customer's id
     __table_args__ = (
         UniqueConstraint("customer_id", "incident_id", "data_class", name="uq_exposure_once"),
         Index("ix_exposure_incident_customer", "incident_id", "customer_id"),
@@ -102,20 +99,18 @@ class Exposure(Base):
     incident_id: Mapped[int] = mapped_column(ForeignKey("incident.id", ondelete="CASCADE"))
     data_class: Mapped[str] = mapped_column(String(32))
     # Even a last-four is sealed: last four SSN digits are used as a secret elsewhere.
-    fragment_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    fragment_sealed: Mapped[bytes | None] = mapped_column(Sealed())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.now())
 
     customer: Mapped[Customer] = relationship(back_populates="exposures")
 
-    @staticmethod
-    def fragment_context(customer_public_id: str, incident_id: int, data_class: str) -> str:
-        return f"exposure.fragment.{customer_public_id}.{incident_id}.{data_class}"
+    fragment = SealedField("fragment_sealed")
 
     @property
-    def fragment(self) -> str | None:
-        from portal.extensions import vault
+    def seal_binding(self) -> str:
+        return self.binding(self.customer.public_id, self.incident_id, self.data_class)
 
-        if self.fragment_sealed is None:
-            return None
-        context = self.fragment_context(self.customer.public_id, self.incident_id, self.data_class)
-        return vault.open(self.fragment_sealed, context)
+    @staticmethod
+    def binding(customer_public_id: str, incident_id: int, data_class: str) -> str:
+        """The row identity a fragment is sealed to (also for bulk writes without the ORM)."""
+        return f"{customer_public_id}.{incident_id}.{data_class}"

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, Index, LargeBinary, String, Text
+from sqlalchemy import CheckConstraint, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from portal.models.base import Base, UTCDateTime
+from portal.models.sealed import Sealed, SealedField
 
 
 class Job(Base):
@@ -21,7 +22,7 @@ class Job(Base):
     public_id: Mapped[str] = mapped_column(String(32), unique=True)
     kind: Mapped[str] = mapped_column(String(40))
     # The job's arguments, sealed: an import job names a file of personal data.
-    payload_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    payload_sealed: Mapped[bytes] = mapped_column(Sealed())
     status: Mapped[str] = mapped_column(String(16), default="queued")
     done: Mapped[int] = mapped_column(default=0)
     total: Mapped[int] = mapped_column(default=0)
@@ -30,3 +31,5 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    payload = SealedField("payload_sealed", "json")

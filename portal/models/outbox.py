@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, LargeBinary, String, func
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from portal.models.base import Base, UTCDateTime
+from portal.models.sealed import Sealed, SealedField
 
 # A "job" is work for the worker that must not happen in the request (a new-link request
 # looks the address up there, so the request costs the same whether the address is known).
@@ -17,6 +18,7 @@ OUTBOX_STATUSES = ("queued", "sent", "failed", "expired")
 
 class OutboxMessage(Base):
     __tablename__ = "outbox_message"
+    __seal_prefix__ = "outbox"
     __table_args__ = (
         CheckConstraint("kind IN ('email', 'sms', 'webhook', 'job')", name="kind"),
         CheckConstraint("status IN ('queued', 'sent', 'failed', 'expired')", name="status"),
@@ -31,9 +33,9 @@ class OutboxMessage(Base):
     message_id: Mapped[str] = mapped_column(String(255))
     # Recipient and body are sealed (they hold links and personal data); the subject never
     # carries personal data, so operators can read the queue.
-    recipient_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    recipient_sealed: Mapped[bytes] = mapped_column(Sealed())
     subject: Mapped[str] = mapped_column(String(200), default="")
-    body_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    body_sealed: Mapped[bytes] = mapped_column(Sealed())
     locale: Mapped[str] = mapped_column(String(16), default="en")
     status: Mapped[str] = mapped_column(String(16), default="queued")
     attempts: Mapped[int] = mapped_column(default=0)
@@ -47,5 +49,10 @@ class OutboxMessage(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.now())
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    def context(self, part: str) -> str:
-        return f"outbox.{part}.{self.dedupe_key}"
+    recipient = SealedField("recipient_sealed")
+    # An email's bytes as sent, an SMS's text, a job's or webhook's JSON: read as bytes.
+    body = SealedField("body_sealed", "bytes")
+
+    @property
+    def seal_binding(self) -> str:
+        return self.dedupe_key  # unique and set before anything is sealed

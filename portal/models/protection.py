@@ -9,7 +9,6 @@ from sqlalchemy import (
     Date,
     ForeignKey,
     Index,
-    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -19,6 +18,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.models.base import Base, Translated, UTCDateTime
 from portal.models.incident import Incident
+from portal.models.sealed import BlindIndex, Sealed, SealedField
 
 
 class ProtectionOffer(Translated, Base):
@@ -66,12 +66,19 @@ class ActivationCode(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     offer_id: Mapped[int] = mapped_column(ForeignKey("protection_offer.id", ondelete="CASCADE"))
-    code_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    code_sealed: Mapped[bytes] = mapped_column(Sealed())
     # A keyed digest: duplicates are found without any code in plaintext.
-    code_index: Mapped[bytes] = mapped_column(LargeBinary(16))
+    code_index: Mapped[bytes] = mapped_column(BlindIndex("code", "activation-code.{row.offer_id}"))
     customer_id: Mapped[int | None] = mapped_column(ForeignKey("customer.id", ondelete="SET NULL"))
     assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.now())
+
+    code = SealedField("code_sealed")
+
+    @property
+    def seal_binding(self) -> str:
+        # The pool has no public ids: a code is bound to its offer and its own digest.
+        return f"{self.offer_id}.{self.code_index.hex()}"
 
 
 class Enrollment(Base):

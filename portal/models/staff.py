@@ -8,22 +8,27 @@ from sqlalchemy import CheckConstraint, ForeignKey, LargeBinary, String, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.models.base import Base, UTCDateTime
+from portal.models.sealed import BlindIndex, Sealed, SealedField
+from portal.validation import normalise_email
 
 STAFF_ROLES = ("agent", "admin")
 
 
 class StaffMember(Base):
     __tablename__ = "staff_member"
+    __seal_prefix__ = "staff"
     __table_args__ = (CheckConstraint("role IN ('agent', 'admin')", name="role"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     public_id: Mapped[str] = mapped_column(String(32), unique=True)
     # Staff addresses are looked up by a keyed digest and kept sealed, like customers'.
-    email_index: Mapped[bytes] = mapped_column(LargeBinary(16), unique=True)
-    email_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    email_index: Mapped[bytes] = mapped_column(
+        BlindIndex("email", "staff-email", normalise_email), unique=True
+    )
+    email_sealed: Mapped[bytes] = mapped_column(Sealed())
     role: Mapped[str] = mapped_column(String(16))
     password_hash: Mapped[str | None] = mapped_column(String(255))
-    totp_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    totp_sealed: Mapped[bytes | None] = mapped_column(Sealed())
     totp_enabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     totp_last_step: Mapped[int | None] = mapped_column()
     # Consecutive failed sign-ins; at 10 the account waits, 30 s doubling up to an hour.
@@ -34,11 +39,8 @@ class StaffMember(Base):
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.now())
 
-    @property
-    def email(self) -> str:
-        from portal.extensions import vault
-
-        return vault.open(self.email_sealed, f"staff.email.{self.public_id}")
+    email = SealedField("email_sealed")
+    totp_secret = SealedField("totp_sealed")
 
     @property
     def ready(self) -> bool:

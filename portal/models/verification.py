@@ -9,6 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.models.base import Base, UTCDateTime
 from portal.models.customer import Customer
+from portal.models.sealed import Sealed, SealedField
 
 
 class Challenge(Base):
@@ -31,7 +32,8 @@ class Challenge(Base):
     code_digest: Mapped[bytes] = mapped_column(LargeBinary(32))
     # The code itself, sealed, only so that "resend" can send the same code again; wiped as
     # soon as the challenge is used, dead or locked.
-    code_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    code_sealed: Mapped[bytes | None] = mapped_column(Sealed())
+    code = SealedField("code_sealed")
     tries: Mapped[int] = mapped_column(default=0)
     resends: Mapped[int] = mapped_column(default=0)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

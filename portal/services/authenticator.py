@@ -11,14 +11,14 @@ from flask_babel import force_locale
 from flask_babel import gettext as _
 from sqlalchemy import select
 
-from portal.extensions import db, vault
+from portal.extensions import db
 from portal.i18n import language_for
 from portal.mail.compose import compose_security_notice
 from portal.models import Customer
 from portal.models.base import utcnow
+from portal.models.sealed import matches
 from portal.services import audit, outbox, totp
 from portal.services.verification import CodeRejected, VerificationLocked
-from portal.validation import normalise_email
 
 
 class SignInFailed(Exception):
@@ -31,12 +31,8 @@ class Enrollment:
     qr_data_uri: str  # an SVG QR code as a data: URI (no markup of ours is built from it)
 
 
-def _context(customer: Customer) -> str:
-    return f"customer.totp.{customer.public_id}"
-
-
 def _pyotp(customer: Customer) -> pyotp.TOTP:
-    return pyotp.TOTP(vault.open(customer.totp_sealed, _context(customer)))
+    return pyotp.TOTP(customer.totp_secret)
 
 
 def is_enabled(customer: Customer) -> bool:
@@ -45,7 +41,7 @@ def is_enabled(customer: Customer) -> bool:
 
 def begin(customer: Customer) -> None:
     """Make a fresh 160-bit seed, sealed on the server (never in the cookie), pending a code."""
-    customer.totp_sealed = vault.seal(totp.new_secret(), _context(customer))
+    customer.totp_secret = totp.new_secret()
     customer.totp_enabled_at = None
     customer.totp_last_step = None
     audit.record(
@@ -73,9 +69,7 @@ def pending(customer: Customer) -> Enrollment | None:
 
 def _accept(customer: Customer, typed: str) -> bool:
     """A right code for now, of a step not used before (the step is remembered)."""
-    step = totp.accept(
-        vault.open(customer.totp_sealed, _context(customer)), typed, customer.totp_last_step
-    )
+    step = totp.accept(customer.totp_secret, typed, customer.totp_last_step)
     if step is None:
         return False
     customer.totp_last_step = step
@@ -139,10 +133,9 @@ def _notify(customer: Customer, kind: str, what: str) -> None:
 def sign_in(address: str, typed: str) -> Customer:
     """Email + authenticator code. Every failure looks the same: wrong, unknown or not set up."""
     config = current_app.config
-    indexes = vault.blind_indexes(normalise_email(address), "email")
     customer = db.session.scalar(
         select(Customer)
-        .where(Customer.email_index.in_(indexes), Customer.totp_enabled_at.is_not(None))
+        .where(matches(Customer.email_index, address), Customer.totp_enabled_at.is_not(None))
         .limit(1)
     )
     if customer is None:

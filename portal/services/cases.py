@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import json
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -15,7 +14,7 @@ from flask_babel import lazy_gettext as _l
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import func, or_, select
 
-from portal.extensions import db, vault
+from portal.extensions import db
 from portal.i18n import language_for
 from portal.mail.compose import compose_case_reply, compose_help_reply, compose_security_notice
 from portal.models import Case, CaseMessage, Challenge, Customer, Notice, StaffMember
@@ -24,7 +23,6 @@ from portal.services import audit, outbox, reference_codes, tokens
 from portal.validation import (
     is_e164,
     is_email,
-    normalise_email,
     normalise_phone,
 )
 
@@ -83,29 +81,18 @@ class HelpLinkExpired(HelpLinkInvalid):
     """A genuine help-case link, older than its lifetime."""
 
 
-def _seal(case_public_id: str, text: str, part: str) -> bytes:
-    return vault.seal(text, f"case.{part}.{case_public_id}")
-
-
-def _open(case_public_id: str, blob: bytes, part: str) -> str:
-    return vault.open(blob, f"case.{part}.{case_public_id}")
-
-
 def _message(case: Case, kind: str, body: str, staff: StaffMember | None = None) -> CaseMessage:
     message = CaseMessage(
-        case_id=case.id,
-        kind=kind,
-        staff_id=staff.id if staff else None,
-        body_sealed=_seal(case.public_id, body, "message"),
-        created_at=utcnow(),
+        case=case, kind=kind, staff_id=staff.id if staff else None, created_at=utcnow()
     )
+    message.body = body  # sealed to the case
     db.session.add(message)
     case.updated_at = utcnow()
     return message
 
 
 def message_text(case: Case, message: CaseMessage) -> str:
-    return _open(case.public_id, message.body_sealed, "message")
+    return message.body
 
 
 def _check_text(body: str) -> str:
@@ -151,14 +138,12 @@ def _callback_details(phone: str, window: str) -> dict:
 
 
 def _set_callback(case: Case, details: dict) -> None:
-    case.callback_sealed = _seal(case.public_id, json.dumps(details), "callback")
+    case.callback = details
 
 
 def callback_of(case: Case) -> dict | None:
     """{"phone", "window"} of a callback request, or None."""
-    if case.callback_sealed is None:
-        return None
-    return json.loads(_open(case.public_id, case.callback_sealed, "callback"))
+    return case.callback
 
 
 # --- the customer's side --------------------------------------------------------------------
@@ -229,18 +214,12 @@ def help_request(
         fallback = contact if not is_email(contact) else ""
         callback = _callback_details(callback_phone or fallback, callback_window)
     case = _new_case(topic, None, unverified=True)
-    case.contact_sealed = _seal(
-        case.public_id,
-        json.dumps(
-            {
-                "name": name,
-                "contact": contact,
-                "reference": reference_codes.normalise(reference),
-                "locale": locale,
-            }
-        ),
-        "contact",
-    )
+    case.contact = {
+        "name": name,
+        "contact": contact,
+        "reference": reference_codes.normalise(reference),
+        "locale": locale,
+    }
     if callback:
         _set_callback(case, callback)
     _message(case, "customer", body)
@@ -255,11 +234,7 @@ def help_request(
 
 
 def contact_of(case: Case) -> dict | None:
-    return (
-        json.loads(_open(case.public_id, case.contact_sealed, "contact"))
-        if case.contact_sealed
-        else None
-    )
+    return case.contact
 
 
 def customer_cases(customer: Customer) -> list[Case]:
@@ -796,12 +771,10 @@ def correct_contact(
     old_email = customer.email
     changed = []
     if email and email != old_email:
-        customer.email = email
-        customer.email_index = vault.blind_index(normalise_email(email), "email")
+        customer.email = email  # its blind index follows
         changed.append("email")
     if phone and phone != customer.phone:
         customer.phone = phone
-        customer.phone_index = vault.blind_index(phone, "phone")
         changed.append("phone")
     if not changed:
         raise CaseError(_("That is already what we have on file."))

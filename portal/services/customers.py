@@ -8,15 +8,15 @@ from flask import current_app
 from flask_babel import gettext as _
 from sqlalchemy import select
 
-from portal.extensions import db, vault
+from portal.extensions import db
 from portal.i18n import language_for
 from portal.models import Customer, Notice, StaffMember
 from portal.models.base import utcnow
+from portal.models.sealed import matches
 from portal.services import audit, reference_codes
 from portal.validation import (
     is_e164,
     is_email,
-    normalise_email,
     normalise_name,
     normalise_phone,
 )
@@ -32,10 +32,9 @@ class SearchError(Exception):
 
 def find_by_email(address: str) -> list[Customer]:
     """Customers whose email matches (case-insensitive), through the keyed blind index."""
-    indexes = vault.blind_indexes(normalise_email(address), "email")
     return list(
         db.session.scalars(
-            select(Customer).where(Customer.email_index.in_(indexes)).order_by(Customer.id)
+            select(Customer).where(matches(Customer.email_index, address)).order_by(Customer.id)
         )
     )
 
@@ -58,14 +57,14 @@ def _matches(kind: str, query: str):
     if kind == "email":
         if not is_email(query.strip()):
             raise SearchError(_("That is not an email address."))
-        return Customer.email_index.in_(vault.blind_indexes(normalise_email(query), "email"))
+        return matches(Customer.email_index, query)
     if kind == "phone":
         phone = normalise_phone(query)
         if not phone.startswith("+"):
             phone = "+" + phone  # typed without the +: the country code is still in front
         if not is_e164(phone):
             raise SearchError(_("Give the phone number with its country code, like +14155550123."))
-        return Customer.phone_index.in_(vault.blind_indexes(phone, "phone"))
+        return matches(Customer.phone_index, phone)
     if kind == "reference":
         code = reference_codes.normalise(query)
         if not reference_codes.is_well_formed(code):
@@ -75,7 +74,7 @@ def _matches(kind: str, query: str):
         name = normalise_name(query)
         if not name:
             raise SearchError(_("Type the customer's full name."))
-        return Customer.name_index.in_(vault.blind_indexes(name, "name"))
+        return matches(Customer.name_index, name)
     raise SearchError(_("Choose what to search by."))
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import select
 
-from portal.extensions import db, vault
+from portal.extensions import db
 from portal.models import (
     DATA_CLASSES,
     Customer,
@@ -16,6 +16,7 @@ from portal.models import (
     IncidentUpdate,
     ProtectionOffer,
 )
+from portal.models import sealed as sealed_
 from portal.models.data_class import DataClass
 from portal.services import plan, protection
 
@@ -55,8 +56,12 @@ def for_customer(customer: Customer) -> list[IncidentView]:
     )
     for data_class, sealed, incident in rows:
         view = views.setdefault(incident.id, IncidentView(incident))
-        context = Exposure.fragment_context(customer.public_id, incident.id, data_class)
-        fragment = vault.open(sealed, context) if sealed is not None else None
+        binding = Exposure.binding(customer.public_id, incident.id, data_class)
+        fragment = (
+            sealed_.open_text(Exposure, "fragment_sealed", binding, sealed)
+            if sealed is not None
+            else None
+        )
         view.exposed.append(ExposedItem(DATA_CLASSES[data_class], fragment))
     for view in views.values():
         # The most sensitive first: what matters most is read first.

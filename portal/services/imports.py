@@ -11,11 +11,14 @@ from pathlib import Path
 from flask_babel import gettext as _
 from sqlalchemy import select
 
-from portal.extensions import db, vault
+from portal.extensions import db
 from portal.models import DATA_CLASSES, Customer, Exposure, Incident
 from portal.models.customer import new_public_id
+from portal.models.sealed import index_of
+from portal.models.sealed import open_text as _open
+from portal.models.sealed import seal as _seal
 from portal.services import audit
-from portal.validation import is_email, normalise_email, normalise_name, normalise_phone
+from portal.validation import is_email
 
 COLUMNS = ("external_id", "full_name", "email", "phone", "locale", "region", "data_classes")
 REQUIRED = ("external_id", "full_name", "email", "data_classes")
@@ -325,22 +328,22 @@ def _seal_contact(public_id: str, row: Row) -> tuple:
     """The customer's contact columns (CONTACT_COLUMNS order), sealed for this row."""
     phone = row.phone
     return (
-        vault.seal(row.full_name, f"customer.name.{public_id}"),
-        vault.seal(row.email, f"customer.email.{public_id}"),
-        vault.blind_index(normalise_email(row.email), "email"),
-        vault.seal(phone, f"customer.phone.{public_id}") if phone else None,
+        _seal(Customer, "name_sealed", public_id, row.full_name),
+        _seal(Customer, "email_sealed", public_id, row.email),
+        index_of(Customer.email_index, row.email),
+        _seal(Customer, "phone_sealed", public_id, phone) if phone else None,
         row.locale,
         row.region,
         # Digests only, for the support desk's lookup by name or phone.
-        vault.blind_index(normalise_name(row.full_name), "name"),
-        vault.blind_index(normalise_phone(phone), "phone") if phone else None,
+        index_of(Customer.name_index, row.full_name),
+        index_of(Customer.phone_index, phone) if phone else None,
     )
 
 
 def _contact_unchanged(existing, row: Row) -> bool:
     public_id = existing.public_id
     phone = (
-        vault.open(existing.phone_sealed, f"customer.phone.{public_id}")
+        _open(Customer, "phone_sealed", public_id, existing.phone_sealed)
         if existing.phone_sealed is not None
         else None
     )
@@ -349,8 +352,8 @@ def _contact_unchanged(existing, row: Row) -> bool:
         and (existing.locale == row.locale or existing.locale_chosen_at is not None)
         and existing.region == row.region
         and phone == row.phone
-        and vault.open(existing.email_sealed, f"customer.email.{public_id}") == row.email
-        and vault.open(existing.name_sealed, f"customer.name.{public_id}") == row.full_name
+        and _open(Customer, "email_sealed", public_id, existing.email_sealed) == row.email
+        and _open(Customer, "name_sealed", public_id, existing.name_sealed) == row.full_name
     )
 
 
@@ -455,12 +458,12 @@ def _upsert_exposures(
         customer_id, public_id = customer_ids[row.external_id]
         for data_class, fragment in row.exposures.items():
             current = existing.get((customer_id, data_class))
-            context = Exposure.fragment_context(public_id, incident_id, data_class)
+            binding = Exposure.binding(public_id, incident_id, data_class)
             if current is not None:
-                sealed_old = current.fragment_sealed
-                if (vault.open(sealed_old, context) if sealed_old else None) == fragment:
+                old = current.fragment_sealed
+                if (_open(Exposure, "fragment_sealed", binding, old) if old else None) == fragment:
                     continue
-            sealed = vault.seal(fragment, context) if fragment else None
+            sealed = _seal(Exposure, "fragment_sealed", binding, fragment) if fragment else None
             if current is None:
                 new_rows.append((customer_id, incident_id, data_class, sealed))
             else:

@@ -1,81 +1,110 @@
-"""Data-key rotation: re-seal personal data under the newest key, in resumable batches."""
+"""Data-key rotation: re-seal every sealed column under the newest key, in resumable batches.
+
+The columns come from the models' declarations (`portal.models.sealed`), so a sealed column
+added later is rotated without anyone remembering to add it here.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
 from portal.extensions import db, vault
-from portal.models import Customer, Exposure, OutboxMessage
+from portal.models.sealed import blind_index_columns, fields_of, sealed_columns
 from portal.services import audit
-from portal.validation import normalise_email, normalise_name, normalise_phone
 
 BATCH_SIZE = 500
 
 
-def _reseal(blob: bytes | None, context: str) -> bytes | None:
-    if blob is None or vault.is_current(blob):
-        return blob
-    return vault.seal(vault.open(blob, context), context)
+@dataclass
+class Progress:
+    """Where a rotation is: the table, rows looked at, rows re-sealed (so far, in that table)."""
+
+    table: str
+    seen: int
+    resealed: int
 
 
-def rotate(*, actor: str) -> dict[str, int]:
-    """Re-seal every value not under the newest key; each batch commits, so a rerun resumes."""
-    counts = {"customer": 0, "exposure": 0, "outbox_message": 0}
-    last = 0
-    while True:
-        customers = db.session.scalars(
-            select(Customer)
-            .where(Customer.id > last)
-            .order_by(Customer.id)
-            .limit(BATCH_SIZE)
-            .options(selectinload(Customer.exposures))
-        ).all()
-        if not customers:
-            break
-        for c in customers:
-            last = c.id
-            before = (c.name_sealed, c.email_sealed, c.phone_sealed)
-            for column in ("name", "email", "phone"):
-                attr = f"{column}_sealed"
-                setattr(c, attr, _reseal(getattr(c, attr), f"customer.{column}.{c.public_id}"))
-            # Rows from before the name and phone indexes get them here: rotation is the one
-            # pass that opens every row.
-            if before != (c.name_sealed, c.email_sealed, c.phone_sealed) or c.name_index is None:
-                # The blind indexes follow the newest key too.
-                c.email_index = vault.blind_index(normalise_email(c.email), "email")
-                c.name_index = vault.blind_index(normalise_name(c.name), "name")
-                c.phone_index = (
-                    vault.blind_index(normalise_phone(c.phone), "phone") if c.phone else None
-                )
-                counts["customer"] += 1
-            for e in c.exposures:
-                context = Exposure.fragment_context(c.public_id, e.incident_id, e.data_class)
-                resealed = _reseal(e.fragment_sealed, context)
-                if resealed is not e.fragment_sealed:
-                    e.fragment_sealed = resealed
-                    counts["exposure"] += 1
-        db.session.commit()
-        db.session.expunge_all()
-    last = 0
-    while True:
-        messages = db.session.scalars(
-            select(OutboxMessage)
-            .where(OutboxMessage.id > last)
-            .order_by(OutboxMessage.id)
-            .limit(BATCH_SIZE)
-        ).all()
-        if not messages:
-            break
-        for m in messages:
-            last = m.id
-            before = (m.recipient_sealed, m.body_sealed)
-            m.recipient_sealed = _reseal(m.recipient_sealed, m.context("recipient"))
-            m.body_sealed = _reseal(m.body_sealed, m.context("body"))
-            if before != (m.recipient_sealed, m.body_sealed):
-                counts["outbox_message"] += 1
-        db.session.commit()
-        db.session.expunge_all()
+def sealed_models() -> list[type]:
+    """Every model with a sealed column or a blind index, in a stable order."""
+    models = {c.model for c in sealed_columns()} | {c.model for c in blind_index_columns()}
+    return sorted(models, key=lambda m: m.__tablename__)
+
+
+def _needs_work(row, columns: list[str], indexes) -> bool:
+    for column in columns:
+        blob = getattr(row, column)
+        if blob is not None and not vault.is_current(blob):
+            return True
+    # A row from before an index existed gets it here: rotation is the one pass over every row.
+    return any(
+        getattr(row, index.column) is None and getattr(row, index.type.source) is not None
+        for index in indexes
+    )
+
+
+def _reseal(row, fields: dict[str, str]) -> None:
+    # Open everything with the row's current binding first, then write back: writing a value
+    # refreshes its indexes and seals it under the newest key (and a binding that reads an
+    # index, like an activation code's, moves with it).
+    plain = {name: getattr(row, name) for name in fields.values()}
+    for name, value in plain.items():
+        setattr(row, name, value)
+
+
+def rotate(
+    *,
+    actor: str,
+    commit: Callable[[], None],
+    progress: Callable[[Progress], None] = lambda _: None,
+    batch_size: int = BATCH_SIZE,
+) -> dict[str, int]:
+    """Re-seal every value not under the newest key; commit() after each batch, so a rerun
+    after a crash (even kill -9) resumes where it stopped. Returns rows re-sealed per table."""
+    counts: dict[str, int] = {}
+    for model in sealed_models():
+        fields = fields_of(model)
+        indexes = [i for i in blind_index_columns() if i.model is model]
+        loads = [selectinload(getattr(model, r)) for r in getattr(model, "__seal_loads__", ())]
+        table = model.__tablename__
+        counts[table] = seen = 0
+        last = 0
+        while True:
+            rows = db.session.scalars(
+                select(model)
+                .where(model.id > last)
+                .order_by(model.id)
+                .limit(batch_size)
+                .options(*loads)
+            ).all()
+            if not rows:
+                break
+            for row in rows:
+                last = row.id
+                if _needs_work(row, list(fields), indexes):
+                    _reseal(row, fields)
+                    counts[table] += 1
+            seen += len(rows)
+            db.session.flush()
+            commit()
+            db.session.expunge_all()
+            progress(Progress(table, seen, counts[table]))
     audit.record("keys.rotated", actor=actor, details=counts)
-    db.session.commit()
+    db.session.flush()
+    return counts
+
+
+def stale_counts() -> dict[str, int]:
+    """Rows per table that still hold a value under an older key (0 everywhere: done)."""
+    counts: dict[str, int] = {}
+    for column in sealed_columns():
+        model, attr = column.model, getattr(column.model, column.column)
+        # Bytes 2-5 of a sealed value name its key (see portal.crypto): counted in the database.
+        stale = db.session.scalar(
+            select(func.count()).where(func.substr(attr, 2, 4) != vault.newest_id)
+        )
+        counts[model.__tablename__] = counts.get(model.__tablename__, 0) + stale
     return counts

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from flask import current_app
 from sqlalchemy import func, select, update
 
-from portal.extensions import db, vault
+from portal.extensions import db
 from portal.mail.smtp import DeliveryError
 from portal.models import Notice, OutboxMessage
 from portal.models.base import utcnow
@@ -68,8 +68,8 @@ def enqueue_email(
         expires_at=expires_at,
         notice_id=notice_id,
     )
-    row.recipient_sealed = vault.seal(recipient, row.context("recipient"))
-    row.body_sealed = vault.seal(email.as_bytes(policy=SMTP), row.context("body"))
+    row.recipient = recipient
+    row.body = email.as_bytes(policy=SMTP)
     db.session.add(row)
     return row
 
@@ -79,8 +79,8 @@ def enqueue_sms(
 ) -> OutboxMessage:
     """Add a text message to the outbox in the caller's transaction."""
     row = _row("sms", dedupe_key, message_id=secrets.token_hex(16), expires_at=expires_at)
-    row.recipient_sealed = vault.seal(recipient, row.context("recipient"))
-    row.body_sealed = vault.seal(text, row.context("body"))
+    row.recipient = recipient
+    row.body = text
     db.session.add(row)
     return row
 
@@ -88,8 +88,8 @@ def enqueue_sms(
 def enqueue_job(*, dedupe_key: str, name: str, payload: dict) -> OutboxMessage:
     """Queue work for the worker, committed with the caller's transaction (payload is sealed)."""
     row = _row("job", dedupe_key, message_id=secrets.token_hex(16), subject=name)
-    row.recipient_sealed = vault.seal("", row.context("recipient"))
-    row.body_sealed = vault.seal(json.dumps(payload), row.context("body"))
+    row.recipient = ""
+    row.body = json.dumps(payload)
     db.session.add(row)
     return row
 
@@ -105,8 +105,8 @@ def enqueue_webhook(*, event: str, data: dict) -> OutboxMessage | None:
     event_id = secrets.token_hex(16)
     body = json.dumps({"id": event_id, "type": event, "data": data}, sort_keys=True)
     row = _row("webhook", f"webhook:{event_id}", message_id=event_id, subject=event)
-    row.recipient_sealed = vault.seal(url, row.context("recipient"))
-    row.body_sealed = vault.seal(body, row.context("body"))
+    row.recipient = url
+    row.body = body
     db.session.add(row)
     return row
 
@@ -126,11 +126,10 @@ class OpenedMessage:
 
 
 def open_message(row: OutboxMessage) -> OpenedMessage:
-    recipient = vault.open(row.recipient_sealed, row.context("recipient"))
+    recipient = row.recipient
     if row.kind != "email":
-        return OpenedMessage(row, recipient, vault.open(row.body_sealed, row.context("body")), "")
-    raw = vault.open_bytes(row.body_sealed, row.context("body"))
-    email = message_from_bytes(raw, policy=default_policy)
+        return OpenedMessage(row, recipient, row.body.decode(), "")
+    email = message_from_bytes(row.body, policy=default_policy)
     text = email.get_body(("plain",))
     html = email.get_body(("html",))
     return OpenedMessage(
@@ -182,19 +181,17 @@ class Transports:
 
 def _deliver(row: OutboxMessage, transports: Transports) -> None:
     """Hand one message to its transport (or run one job); raise DeliveryError on failure."""
-    recipient = vault.open(row.recipient_sealed, row.context("recipient"))
+    recipient = row.recipient
     if row.kind == "email":
-        body = vault.open_bytes(row.body_sealed, row.context("body"))
-        transports.email.send(current_app.config["MAIL_FROM"], recipient, body)
+        transports.email.send(current_app.config["MAIL_FROM"], recipient, row.body)
     elif row.kind == "sms":
-        transports.sms.send(recipient, vault.open(row.body_sealed, row.context("body")))
+        transports.sms.send(recipient, row.body.decode())
     elif row.kind == "webhook":
-        body = vault.open_bytes(row.body_sealed, row.context("body"))
-        transports.webhook.send(recipient, body, event=row.subject)
+        transports.webhook.send(recipient, row.body, event=row.subject)
     else:
         from portal.services import jobs
 
-        payload = json.loads(vault.open(row.body_sealed, row.context("body")))
+        payload = json.loads(row.body)
         try:
             # A failed job undoes only its own writes, not the rest of the batch.
             with db.session.begin_nested():

@@ -14,7 +14,7 @@ from flask_babel import gettext as _
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from portal.extensions import db, vault
+from portal.extensions import db
 from portal.i18n import language_for, with_translation
 from portal.mail.compose import compose_alert, compose_protection_code
 from portal.models import (
@@ -122,12 +122,8 @@ def is_eligible(offer: ProtectionOffer, customer: Customer) -> bool:
 # --- the code pool ---
 
 
-def _code_context(offer_id: int, index: bytes) -> str:
-    return f"activation_code.code.{offer_id}.{index.hex()}"
-
-
 def code_of(code: ActivationCode) -> str:
-    return vault.open(code.code_sealed, _code_context(code.offer_id, code.code_index))
+    return code.code
 
 
 def _read_codes(path: Path, report: CodeReport) -> list[tuple[int, str]]:
@@ -162,7 +158,7 @@ def import_codes(incident: Incident, path: Path | str, *, actor: str) -> CodeRep
     report = CodeReport()
     entries = _read_codes(Path(path), report)
     seen: dict[bytes, int] = {}
-    clean: list[tuple[str, bytes]] = []
+    clean: list[ActivationCode] = []
     for line, raw in entries:
         report.lines += 1
         code = raw.upper()
@@ -172,24 +168,26 @@ def import_codes(incident: Incident, path: Path | str, *, actor: str) -> CodeRep
         if not _CODE.match(code):
             report.add_problem(line, _("not an activation code (6 to 40 letters, digits, dashes)"))
             continue
-        index = vault.blind_index(code, f"activation-code.{offer.id}")
+        candidate = ActivationCode(offer_id=offer.id)
+        candidate.code = code  # sealed, with its keyed digest for finding duplicates
+        index = candidate.code_index
         if index in seen:
             report.add_problem(line, _("the same code as line %(line)d", line=seen[index]))
             continue
         seen[index] = line
-        clean.append((code, index))
+        clean.append(candidate)
     if clean:
         loaded = set(
             db.session.scalars(
                 select(ActivationCode.code_index).where(
                     ActivationCode.offer_id == offer.id,
-                    ActivationCode.code_index.in_([index for _code, index in clean]),
+                    ActivationCode.code_index.in_([c.code_index for c in clean]),
                 )
             )
         )
-        for _code, index in clean:
-            if index in loaded:
-                report.add_problem(seen[index], _("this code was loaded before"))
+        for candidate in clean:
+            if candidate.code_index in loaded:
+                report.add_problem(seen[candidate.code_index], _("this code was loaded before"))
     if report.problem_count:
         audit.record(
             "protection.codes_rejected",
@@ -201,14 +199,7 @@ def import_codes(incident: Incident, path: Path | str, *, actor: str) -> CodeRep
         )
         db.session.commit()
         raise CodesRejected(report)
-    for code, index in clean:
-        db.session.add(
-            ActivationCode(
-                offer_id=offer.id,
-                code_index=index,
-                code_sealed=vault.seal(code, _code_context(offer.id, index)),
-            )
-        )
+    db.session.add_all(clean)
     db.session.flush()
     report.added = len(clean)
     audit.record(

@@ -12,12 +12,13 @@ from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import select, update
 
-from portal.extensions import db, vault
+from portal.extensions import db
 from portal.mail.compose import compose_alert
 from portal.models import RecoveryCode, StaffMember, StaffSession
 from portal.models.base import utcnow
+from portal.models.sealed import matches
 from portal.services import audit, outbox, passwords, totp
-from portal.validation import is_email, normalise_email
+from portal.validation import is_email
 
 INVITE_SALT = "staff-invite-v1"
 INVITE_TTL = timedelta(hours=24)
@@ -50,13 +51,8 @@ def _actor(member: StaffMember) -> str:
     return f"staff:{member.public_id}"
 
 
-def _email_index(address: str) -> bytes:
-    return vault.blind_index(normalise_email(address), "staff-email")
-
-
 def by_email(address: str) -> StaffMember | None:
-    indexes = vault.blind_indexes(normalise_email(address), "staff-email")
-    return db.session.scalar(select(StaffMember).where(StaffMember.email_index.in_(indexes)))
+    return db.session.scalar(select(StaffMember).where(matches(StaffMember.email_index, address)))
 
 
 # --- invitation and set-up -------------------------------------------------------------------
@@ -79,13 +75,8 @@ def invite(address: str, role: str, *, actor: str) -> str:
     if member is not None and member.ready and member.disabled_at is None:
         raise StaffError("That staff member is already set up.")
     if member is None:
-        public_id = secrets.token_hex(16)
-        member = StaffMember(
-            public_id=public_id,
-            email_index=_email_index(address),
-            email_sealed=vault.seal(address.strip(), f"staff.email.{public_id}"),
-            role=role,
-        )
+        member = StaffMember(public_id=secrets.token_hex(16), role=role)
+        member.email = address.strip()  # sealed to this member, with its blind index
         db.session.add(member)
     member.role = role
     member.invite_nonce = secrets.token_hex(16)  # any earlier invitation stops working
@@ -149,9 +140,9 @@ def authenticator_enrollment(member: StaffMember) -> Enrollment:
     import segno
 
     if member.totp_sealed is None:
-        member.totp_sealed = vault.seal(totp.new_secret(), f"staff.totp.{member.public_id}")
+        member.totp_secret = totp.new_secret()
         db.session.commit()
-    secret = vault.open(member.totp_sealed, f"staff.totp.{member.public_id}")
+    secret = member.totp_secret
     import pyotp
 
     uri = pyotp.TOTP(secret).provisioning_uri(
@@ -166,7 +157,7 @@ def confirm_authenticator(session_: StaffSession, typed: str) -> list[str]:
     codes, shown this once."""
     member = session_.staff
     step = totp.accept(
-        vault.open(member.totp_sealed, f"staff.totp.{member.public_id}"),
+        member.totp_secret,
         typed,
         member.totp_last_step,
     )
@@ -304,7 +295,7 @@ def second_factor(session_: StaffSession, typed: str, *, user_agent: str = "") -
     if _locked(member):
         raise SignInFailed()
     step = totp.accept(
-        vault.open(member.totp_sealed, f"staff.totp.{member.public_id}"),
+        member.totp_secret,
         typed,
         member.totp_last_step,
     )
@@ -364,7 +355,7 @@ def reauthenticate(session_: StaffSession, password: str, typed: str) -> None:
         ok = False
     step = (
         totp.accept(
-            vault.open(member.totp_sealed, f"staff.totp.{member.public_id}"),
+            member.totp_secret,
             typed,
             member.totp_last_step,
         )

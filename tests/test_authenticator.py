@@ -9,7 +9,7 @@ import pyotp
 import pytest
 from sqlalchemy import select
 
-from portal.extensions import db, vault
+from portal.extensions import db
 from portal.models import AuditEvent, Customer
 from portal.models.base import utcnow
 from portal.services.imports import import_customers

@@ -4,9 +4,14 @@ declared column is rotated, and after the old key is removed every feature still
 from __future__ import annotations
 
 import email
+import os
 import re
+import signal
+import subprocess
+import sys
 
 import pyotp
+import pytest
 from sqlalchemy import LargeBinary, func, select
 
 from portal.config import new_data_key
@@ -18,7 +23,7 @@ from portal.services import background
 from portal.services.imports import import_customers
 from portal.services.keys import stale_counts
 from portal.services.notices import queue_notices
-from tests.conftest import DATA_KEY, customer_row
+from tests.conftest import DATA_KEY, base_env, customer_row
 from tests.customer_flow import (
     code_sent_to,
     csrf_from,
@@ -188,3 +193,44 @@ def test_rotating_then_removing_the_old_key_keeps_every_feature_working(
     ]
     customers = db.session.scalar(select(func.count()).select_from(Customer))
     assert customers == 2
+
+
+@pytest.mark.slow
+def test_a_rotation_killed_half_way_carries_on_when_run_again(
+    app, runner, incident, write_csv, database_url
+):
+    rows = [customer_row(n) for n in range(1, 301)]
+    import_customers(incident, write_csv(rows), actor="test")
+    db.session.commit()
+    newest = new_data_key()
+    env = {
+        **os.environ,
+        **base_env(database_url, PORTAL_DATA_KEYS=f"{newest},{DATA_KEY}"),
+        "PYTHONUNBUFFERED": "1",  # see each batch's progress line as it happens
+    }
+    portal = os.path.join(os.path.dirname(sys.executable), "portal")
+    child = subprocess.Popen(
+        [portal, "keys", "rotate", "--batch-size", "10"], env=env, stdout=subprocess.PIPE, text=True
+    )
+    for line in child.stdout:
+        if line.startswith("  customer: 30 rows"):  # three batches of customers committed
+            child.send_signal(signal.SIGKILL)
+            break
+    child.wait(timeout=60)
+    child.stdout.close()
+    assert child.returncode == -signal.SIGKILL
+
+    vault.load_keys([newest, DATA_KEY])
+    db.session.expire_all()
+    left = stale_counts()
+    assert 0 < left["customer"] < 300  # part done, part not
+
+    again = runner.invoke(args=["keys", "rotate"])
+    assert again.exit_code == 0, again.output
+    assert f"customer {left['customer']}," in again.output  # only what was left
+    vault.load_keys([newest])
+    db.session.expire_all()
+    assert len(_every_sealed_value_opens()) >= 4
+    assert sorted(c.email for c in db.session.scalars(select(Customer))) == sorted(
+        r["email"] for r in rows
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import selectinload
 
 from portal.extensions import db, vault
@@ -99,12 +99,15 @@ def rotate(
 
 def stale_counts() -> dict[str, int]:
     """Rows per table that still hold a value under an older key (0 everywhere: done)."""
-    counts: dict[str, int] = {}
+    columns: dict[type, list] = {}
     for column in sealed_columns():
-        model, attr = column.model, getattr(column.model, column.column)
-        # Bytes 2-5 of a sealed value name its key (see portal.crypto): counted in the database.
-        stale = db.session.scalar(
-            select(func.count()).where(func.substr(attr, 2, 4) != vault.newest_id)
+        columns.setdefault(column.model, []).append(getattr(column.model, column.column))
+    # Bytes 2-5 of a sealed value name its key (see portal.crypto): counted in the database.
+    return {
+        model.__tablename__: db.session.scalar(
+            select(func.count()).where(
+                or_(*(func.substr(attr, 2, 4) != vault.newest_id for attr in attrs))
+            )
         )
-        counts[model.__tablename__] = counts.get(model.__tablename__, 0) + stale
-    return counts
+        for model, attrs in sorted(columns.items(), key=lambda item: item[0].__tablename__)
+    }

@@ -22,7 +22,6 @@ from portal.services.notices import queue_notices
 from portal.services.outbox import Transports, drain, open_message
 from tests.conftest import customer_row
 from tests.customer_flow import code_sent_to, csrf_from, messages_to, sign_in, submit_code
-from tests.test_verification import move_clock
 
 ANN = "ann.smith@example.com"
 GOOD = "correct horse battery staple"
@@ -127,8 +126,8 @@ def test_parameters_changed_means_rehash_on_next_verify(signed_in, app):
     assert c.password_hash != old and "t=2" in c.password_hash
 
 
-def test_reset_needs_a_fresh_code_first_then_completes(signed_in, monkeypatch):
-    move_clock(monkeypatch, timedelta(minutes=11))
+def test_reset_needs_a_fresh_code_first_then_completes(signed_in, clock):
+    clock.move(timedelta(minutes=11))
     page = signed_in.get("/me/password")
     assert b"first confirm it is you" in page.data
     assert b'name="password"' not in page.data

@@ -15,11 +15,11 @@ from flask_babel import lazy_gettext as _l
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import func, or_, select
 
+from portal import clock
 from portal.extensions import db, vault
 from portal.i18n import language_for
 from portal.mail.compose import compose_case_reply, compose_help_reply, compose_security_notice
 from portal.models import Case, CaseMessage, Challenge, Customer, Notice, StaffMember
-from portal.models.base import utcnow
 from portal.services import audit, outbox, reference_codes, tokens
 from portal.validation import (
     is_e164,
@@ -97,10 +97,10 @@ def _message(case: Case, kind: str, body: str, staff: StaffMember | None = None)
         kind=kind,
         staff_id=staff.id if staff else None,
         body_sealed=_seal(case.public_id, body, "message"),
-        created_at=utcnow(),
+        created_at=clock.now(),
     )
     db.session.add(message)
-    case.updated_at = utcnow()
+    case.updated_at = clock.now()
     return message
 
 
@@ -118,7 +118,7 @@ def _check_text(body: str) -> str:
 
 
 def _new_case(topic: str, customer_id: int | None, unverified: bool) -> Case:
-    now = utcnow()
+    now = clock.now()
     case = Case(
         public_id=secrets.token_hex(16),
         customer_id=customer_id,
@@ -405,7 +405,7 @@ def queue(
     elif assignee == "nobody":
         query = query.where(Case.assignee_id.is_(None))
     if older_than_hours:
-        query = query.where(Case.created_at <= utcnow() - timedelta(hours=older_than_hours))
+        query = query.where(Case.created_at <= clock.now() - timedelta(hours=older_than_hours))
     total = db.session.scalar(select(func.count()).select_from(query.subquery()))
     pages = max(1, -(-total // PAGE_SIZE))
     page = min(max(1, page), pages)
@@ -416,7 +416,7 @@ def queue(
 
 
 def is_overdue(case: Case) -> bool:
-    return case.status != "resolved" and case.due_at < utcnow()
+    return case.status != "resolved" and case.due_at < clock.now()
 
 
 def staff_case(staff: StaffMember, public_id: str) -> Case:
@@ -511,7 +511,7 @@ def _tell_help_writer(case: Case) -> None:
     ttl = current_app.config["HELP_CASE_LINK_TTL"]
     locale = contact.get("locale") or "en"
     key = f"help-reply:{case.public_id}:{case.help_link_nonce}"
-    expires_at = utcnow() + ttl  # a link that arrives after it expired only confuses
+    expires_at = clock.now() + ttl  # a link that arrives after it expired only confuses
     with force_locale(language_for(locale)):
         message = compose_help_reply(link=link, days=ttl.days, sms=not is_email(address))
     if is_email(address):
@@ -678,7 +678,7 @@ def clear_lock(staff: StaffMember, subject: Case | Customer, reason: str) -> Non
         select(Challenge).where(Challenge.customer_id == customer.id, Challenge.tries > 0)
     ):
         challenge.tries = 0
-        challenge.consumed_at = challenge.consumed_at or utcnow()
+        challenge.consumed_at = challenge.consumed_at or clock.now()
     _tool_audit(staff, customer, case, "agent.lock_cleared", reason)
     db.session.commit()
 
@@ -704,8 +704,8 @@ def confirm_identity(staff: StaffMember, subject: Case | Customer, reason: str) 
         customer_id=customer.id,
         purpose="assisted",
         channel="email",
-        expires_at=utcnow() + ASSISTED_TTL,
-        created_at=utcnow(),
+        expires_at=clock.now() + ASSISTED_TTL,
+        created_at=clock.now(),
     )
     challenge.code_digest = _code_digest(challenge.public_id, nonce)
     db.session.add(challenge)
@@ -747,11 +747,11 @@ def use_assisted_link(token: str) -> Customer:
     if (
         challenge is None
         or challenge.consumed_at is not None
-        or challenge.expires_at <= utcnow()
+        or challenge.expires_at <= clock.now()
         or not hmac.compare_digest(_code_digest(public_id, str(nonce)), challenge.code_digest)
     ):
         raise CaseError(_("This sign-in link does not work any more."))
-    challenge.consumed_at = utcnow()
+    challenge.consumed_at = clock.now()
     audit.record(
         "customer.verified",
         actor=f"customer:{challenge.customer.public_id}",
@@ -772,7 +772,11 @@ def check_assisted_link(token: str) -> None:
     except (SignatureExpired, BadSignature, ValueError, TypeError) as exc:
         raise CaseError(_("This sign-in link does not work any more.")) from exc
     challenge = db.session.scalar(select(Challenge).where(Challenge.public_id == public_id))
-    if challenge is None or challenge.consumed_at is not None or challenge.expires_at <= utcnow():
+    if (
+        challenge is None
+        or challenge.consumed_at is not None
+        or challenge.expires_at <= clock.now()
+    ):
         raise CaseError(_("This sign-in link does not work any more."))
 
 
@@ -805,7 +809,7 @@ def correct_contact(
         changed.append("phone")
     if not changed:
         raise CaseError(_("That is already what we have on file."))
-    customer.updated_at = utcnow()
+    customer.updated_at = clock.now()
     with force_locale(language_for(customer.locale)):
         message = compose_security_notice(
             what=_("The contact details on your account were changed by our support team.")

@@ -12,10 +12,10 @@ from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import select, update
 
+from portal import clock
 from portal.extensions import db, vault
 from portal.mail.compose import compose_alert
 from portal.models import RecoveryCode, StaffMember, StaffSession
-from portal.models.base import utcnow
 from portal.services import audit, outbox, passwords, totp
 from portal.validation import is_email, normalise_email
 
@@ -172,7 +172,7 @@ def confirm_authenticator(session_: StaffSession, typed: str) -> list[str]:
     )
     if step is None:
         raise StaffError("That code does not match. Type the 6 digits the app shows now.")
-    now = utcnow()
+    now = clock.now()
     member.totp_last_step = step
     member.totp_enabled_at = now
     session_.mfa_at = session_.reauth_at = now
@@ -190,7 +190,7 @@ def confirm_authenticator(session_: StaffSession, typed: str) -> list[str]:
 
 def rotate(session_: StaffSession) -> str:
     """A new session id once both factors are done (the half-signed-in id is retired)."""
-    session_.revoked_at = utcnow()
+    session_.revoked_at = clock.now()
     db.session.commit()
     return _open(session_.staff, mfa=True, user_agent=session_.user_agent)
 
@@ -219,7 +219,7 @@ def _token_digest(token: str) -> bytes:
 
 def _open(member: StaffMember, *, mfa: bool, user_agent: str = "") -> str:
     token = secrets.token_urlsafe(32)
-    now = utcnow()
+    now = clock.now()
     db.session.add(
         StaffSession(
             token_digest=_token_digest(token),
@@ -242,7 +242,7 @@ def _dummy_hash() -> str:
 
 
 def _locked(member: StaffMember) -> bool:
-    return member.locked_until is not None and member.locked_until > utcnow()
+    return member.locked_until is not None and member.locked_until > clock.now()
 
 
 def _fail(member: StaffMember, factor: str) -> None:
@@ -251,7 +251,7 @@ def _fail(member: StaffMember, factor: str) -> None:
         # 30 s, doubling with every further failure, up to an hour: guessing stays hopeless,
         # and the real person is never locked out for long.
         wait = min(LOCK_MAX, LOCK_BASE * 2 ** (member.failed_logins - LOCK_AFTER))
-        member.locked_until = utcnow() + wait
+        member.locked_until = clock.now() + wait
         audit.record(
             "staff.locked",
             actor="staff",
@@ -326,7 +326,7 @@ def second_factor(session_: StaffSession, typed: str, *, user_agent: str = "") -
         _tell(member, "A recovery code was used to sign in to your staff account.")
     member.failed_logins = 0
     member.locked_until = None
-    session_.revoked_at = utcnow()  # the half session ends; a new id for the full one
+    session_.revoked_at = clock.now()  # the half session ends; a new id for the full one
     audit.record(
         "staff.signed_in",
         actor=_actor(member),
@@ -349,7 +349,7 @@ def _use_recovery_code(member: StaffMember, typed: str) -> bool:
             RecoveryCode.code_digest == _digest(cleaned),
             RecoveryCode.used_at.is_(None),
         )
-        .values(used_at=utcnow())
+        .values(used_at=clock.now())
     )
     return used.rowcount == 1
 
@@ -376,7 +376,7 @@ def reauthenticate(session_: StaffSession, password: str, typed: str) -> None:
         db.session.commit()
         raise SignInFailed()
     member.totp_last_step = step
-    session_.reauth_at = utcnow()
+    session_.reauth_at = clock.now()
     audit.record(
         "staff.reauthenticated",
         actor=_actor(member),
@@ -399,7 +399,7 @@ def load_session(token: str | None) -> StaffSession | None:
     )
     if row is None or row.revoked_at is not None or row.staff.disabled_at is not None:
         return None
-    now = utcnow()
+    now = clock.now()
     if row.mfa_at is None and now - row.created_at > PENDING_TTL:
         return None
     if now - row.last_seen_at > IDLE_TTL or now - row.created_at > MAX_TTL:
@@ -411,11 +411,11 @@ def load_session(token: str | None) -> StaffSession | None:
 
 
 def is_fresh(session_: StaffSession) -> bool:
-    return session_.reauth_at is not None and utcnow() - session_.reauth_at <= REAUTH_TTL
+    return session_.reauth_at is not None and clock.now() - session_.reauth_at <= REAUTH_TTL
 
 
 def sign_out(session_: StaffSession) -> None:
-    session_.revoked_at = utcnow()
+    session_.revoked_at = clock.now()
     audit.record(
         "staff.signed_out",
         actor=_actor(session_.staff),
@@ -433,7 +433,7 @@ def members() -> list[StaffMember]:
 
 
 def live_sessions(member: StaffMember) -> list[StaffSession]:
-    now = utcnow()
+    now = clock.now()
     return [
         s
         for s in db.session.scalars(
@@ -455,7 +455,7 @@ def end_sessions(member: StaffMember, *, actor: str, session_id: int | None = No
     )
     if session_id is not None:
         query = query.where(StaffSession.id == session_id)
-    db.session.execute(query.values(revoked_at=utcnow()))
+    db.session.execute(query.values(revoked_at=clock.now()))
     audit.record(
         "staff.sessions_ended",
         actor=actor,
@@ -468,7 +468,7 @@ def end_sessions(member: StaffMember, *, actor: str, session_id: int | None = No
 
 def disable(member: StaffMember, *, actor: str) -> None:
     """Leaving staff: the account stops working and every session ends at once."""
-    member.disabled_at = utcnow()
+    member.disabled_at = clock.now()
     end_sessions(member, actor=actor)
     audit.record("staff.disabled", actor=actor, subject_type="staff", subject_id=member.public_id)
     db.session.commit()

@@ -157,9 +157,9 @@ def test_tampered_link(client, notified):
     assert count(Challenge) == 0 and count(LoginSession) == 0
 
 
-def test_expired_link(client, app, notified):
+def test_expired_link(client, app, notified, clock):
     path = link_path(ANN)
-    app.config["NOTICE_LINK_TTL"] = timedelta(seconds=-1)
+    clock.move(app.config["NOTICE_LINK_TTL"] + timedelta(seconds=1))
     response = client.get(path)
     assert response.status_code == 410
     _calm_page(response, b"This link has expired")

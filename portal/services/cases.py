@@ -8,11 +8,9 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
-from flask import current_app
 from flask_babel import force_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import func, or_, select
 
 from portal import clock
@@ -58,8 +56,6 @@ TOPIC_LABELS = {
     "other": _l("Something else"),
 }
 PAGE_SIZE = 25
-ASSISTED_SALT = "assisted-signin-v1"
-ASSISTED_TTL = timedelta(hours=1)
 
 
 class CaseError(Exception):
@@ -327,7 +323,7 @@ def help_case(token: str) -> Case:
     A GET may call this freely: reading spends nothing (mail scanners open links).
     """
     try:
-        public_id, nonce = tokens.load_help_case_token(token)
+        public_id, nonce = tokens.load(tokens.Purpose.HELP_CASE, token)
     except tokens.ExpiredToken as exc:
         raise HelpLinkExpired(
             _("This link has expired. Write to us again and we will send a new one.")
@@ -507,8 +503,8 @@ def _tell_help_writer(case: Case) -> None:
     if not address:
         return
     case.help_link_nonce = secrets.token_urlsafe(16)
-    link = tokens.help_case_link(case.public_id, case.help_link_nonce)
-    ttl = current_app.config["HELP_CASE_LINK_TTL"]
+    link = tokens.link(tokens.Purpose.HELP_CASE, case.public_id, case.help_link_nonce)
+    ttl = tokens.lifetime(tokens.Purpose.HELP_CASE)
     locale = contact.get("locale") or "en"
     key = f"help-reply:{case.public_id}:{case.help_link_nonce}"
     expires_at = clock.now() + ttl  # a link that arrives after it expired only confuses
@@ -683,13 +679,6 @@ def clear_lock(staff: StaffMember, subject: Case | Customer, reason: str) -> Non
     db.session.commit()
 
 
-def _assisted_serializer() -> URLSafeTimedSerializer:
-    config = current_app.config
-    return URLSafeTimedSerializer(
-        [*config["SECRET_KEY_FALLBACKS"], config["SECRET_KEY"]], salt=ASSISTED_SALT
-    )
-
-
 def confirm_identity(staff: StaffMember, subject: Case | Customer, reason: str) -> None:
     """After checking who they are by phone: mail a link that signs them in once, for an hour.
 
@@ -704,14 +693,13 @@ def confirm_identity(staff: StaffMember, subject: Case | Customer, reason: str) 
         customer_id=customer.id,
         purpose="assisted",
         channel="email",
-        expires_at=clock.now() + ASSISTED_TTL,
+        expires_at=clock.now() + tokens.lifetime(tokens.Purpose.ASSISTED_SIGN_IN),
         created_at=clock.now(),
     )
     challenge.code_digest = _code_digest(challenge.public_id, nonce)
     db.session.add(challenge)
     db.session.flush()
-    token = _assisted_serializer().dumps([challenge.public_id, nonce])
-    link = f"{current_app.config['BASE_URL']}/assisted/{token}"
+    link = tokens.link(tokens.Purpose.ASSISTED_SIGN_IN, challenge.public_id, nonce)
     from portal.mail.compose import compose_assisted_link
 
     with force_locale(language_for(customer.locale)):
@@ -736,10 +724,8 @@ def use_assisted_link(token: str) -> Customer:
     from portal.services.verification import _code_digest
 
     try:
-        public_id, nonce = _assisted_serializer().loads(
-            token, max_age=int(ASSISTED_TTL.total_seconds())
-        )
-    except (SignatureExpired, BadSignature, ValueError, TypeError) as exc:
+        public_id, nonce = tokens.load(tokens.Purpose.ASSISTED_SIGN_IN, token)
+    except tokens.InvalidToken as exc:
         raise CaseError(_("This sign-in link does not work any more.")) from exc
     challenge = db.session.scalar(
         select(Challenge).where(Challenge.public_id == public_id, Challenge.purpose == "assisted")
@@ -766,10 +752,8 @@ def use_assisted_link(token: str) -> Customer:
 def check_assisted_link(token: str) -> None:
     """GET: is the link usable? Spends nothing (mail scanners open links)."""
     try:
-        public_id, _nonce = _assisted_serializer().loads(
-            token, max_age=int(ASSISTED_TTL.total_seconds())
-        )
-    except (SignatureExpired, BadSignature, ValueError, TypeError) as exc:
+        public_id, _nonce = tokens.load(tokens.Purpose.ASSISTED_SIGN_IN, token)
+    except tokens.InvalidToken as exc:
         raise CaseError(_("This sign-in link does not work any more.")) from exc
     challenge = db.session.scalar(select(Challenge).where(Challenge.public_id == public_id))
     if (

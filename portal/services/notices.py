@@ -89,7 +89,7 @@ def queue_notices(
                 locale=customer.locale,
                 incident=incident,
                 exposures=exposures,
-                link=tokens.notice_link(notice.public_id, notice.link_nonce),
+                link=tokens.link(tokens.Purpose.NOTICE_LINK, notice.public_id, notice.link_nonce),
                 reference_code=reference_codes.display(notice.reference_code),
                 steps=partial(guidance.step_titles, {key for key, _f in exposures}),
             )

@@ -9,18 +9,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import current_app
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import select, update
 
 from portal import clock
 from portal.extensions import db, vault
 from portal.mail.compose import compose_alert
 from portal.models import RecoveryCode, StaffMember, StaffSession
-from portal.services import audit, outbox, passwords, totp
+from portal.services import audit, outbox, passwords, tokens, totp
 from portal.validation import is_email, normalise_email
 
-INVITE_SALT = "staff-invite-v1"
-INVITE_TTL = timedelta(hours=24)
 PENDING_TTL = timedelta(minutes=10)  # password done, code not yet: this long at most
 IDLE_TTL = timedelta(minutes=15)
 MAX_TTL = timedelta(hours=12)
@@ -62,13 +59,6 @@ def by_email(address: str) -> StaffMember | None:
 # --- invitation and set-up -------------------------------------------------------------------
 
 
-def _serializer() -> URLSafeTimedSerializer:
-    config = current_app.config
-    return URLSafeTimedSerializer(
-        [*config["SECRET_KEY_FALLBACKS"], config["SECRET_KEY"]], salt=INVITE_SALT
-    )
-
-
 def invite(address: str, role: str, *, actor: str) -> str:
     """Create (or re-invite) a staff member; return the one-time set-up link (24 hours)."""
     if not is_email(address.strip()):
@@ -99,17 +89,16 @@ def invite(address: str, role: str, *, actor: str) -> str:
         details={"role": role},
     )
     db.session.commit()
-    token = _serializer().dumps([member.public_id, member.invite_nonce])
-    return f"{current_app.config['BASE_URL']}/staff/setup/{token}"
+    return tokens.link(tokens.Purpose.STAFF_INVITE, member.public_id, member.invite_nonce)
 
 
 def invitation(token: str) -> StaffMember:
     """The staff member an unspent invitation is for; StaffError otherwise. Spends nothing."""
     try:
-        public_id, nonce = _serializer().loads(token, max_age=int(INVITE_TTL.total_seconds()))
-    except SignatureExpired as exc:
+        public_id, nonce = tokens.load(tokens.Purpose.STAFF_INVITE, token)
+    except tokens.ExpiredToken as exc:
         raise StaffError("This invitation has expired. Ask an admin for a new one.") from exc
-    except (BadSignature, ValueError, TypeError) as exc:
+    except tokens.InvalidToken as exc:
         raise StaffError("This invitation link is not valid.") from exc
     member = db.session.scalar(select(StaffMember).where(StaffMember.public_id == public_id))
     if (

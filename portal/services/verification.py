@@ -124,7 +124,7 @@ def delivery(challenge_public_id: str | None) -> CodeDelivery | None:
 
 def _notice_from_token(token: str) -> Notice:
     try:
-        public_id, nonce = tokens.load_notice_token(token)
+        public_id, nonce = tokens.load(tokens.Purpose.NOTICE_LINK, token)
     except tokens.ExpiredToken as exc:
         raise LinkInvalid("expired") from exc
     except tokens.InvalidToken as exc:
@@ -447,7 +447,7 @@ def reissue_link(notice: Notice, customer: Customer, *, reason: str) -> None:
     with force_locale(language_for(customer.locale)):
         message = compose_new_link(
             incident=notice.incident,
-            link=tokens.notice_link(notice.public_id, notice.link_nonce),
+            link=tokens.link(tokens.Purpose.NOTICE_LINK, notice.public_id, notice.link_nonce),
         )
         outbox.enqueue_email(
             dedupe_key=f"{reason}:{notice.public_id}:{secrets.token_hex(8)}",

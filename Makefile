@@ -40,6 +40,7 @@ bench: install
 	$(BIN)/python bench/import_bench.py
 	$(BIN)/python bench/outbox_bench.py
 	$(BIN)/python bench/password_bench.py
+	$(BIN)/python bench/new_link_bench.py
 
 lint: install
 	$(BIN)/ruff check .

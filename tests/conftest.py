@@ -9,7 +9,7 @@ import shutil
 import socket
 import threading
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime, timedelta
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -18,9 +18,11 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, select, text
 
 from portal import ROOT, create_app
+from portal import clock as portal_clock
 from portal.config import new_data_key
 from portal.extensions import db
 from portal.models import Incident, OutboxMessage
+from portal.models.base import Base
 from portal.services.incidents import create_incident
 from portal.services.outbox import open_message
 
@@ -28,28 +30,8 @@ PG_URL = os.environ.get("PORTAL_TEST_DATABASE_URL")
 BASE_URL = "https://portal.example.test"
 SECRET_KEY = "test-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"
 DATA_KEY = new_data_key()
-TABLES = (
-    "audit_event",
-    "background_job",
-    "obligation",
-    "case_message",
-    "support_case",
-    "recovery_code",
-    "staff_session",
-    "staff_member",
-    "enrollment",
-    "activation_code",
-    "protection_offer",
-    "guidance_progress",
-    "login_session",
-    "challenge",
-    "outbox_message",
-    "notice",
-    "incident_update",
-    "exposure",
-    "customer",
-    "incident",
-)
+# Every table the models declare, children first; alembic's own bookkeeping is not one of them.
+TABLES = tuple(table.name for table in reversed(Base.metadata.sorted_tables))
 REDIS_URL = os.environ.get("PORTAL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
@@ -180,6 +162,35 @@ def make_app():
         with app.app_context():
             db.session.remove()
             db.engine.dispose()
+
+
+class Clock:
+    """The portal's clock as a test moves it: real time plus the offset the test has moved it
+    by. Services, views, signed links and authenticator codes all read it."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def now(self) -> datetime:
+        return portal_clock.system_time() + self.offset
+
+    def move(self, delta: timedelta) -> None:
+        self.offset += delta
+
+    def tick(self, seconds: int = 30) -> None:
+        """Wait this long; 30 s is an authenticator app's next code."""
+        self.move(timedelta(seconds=seconds))
+
+    def move_to(self, when: datetime) -> None:
+        self.offset = when - portal_clock.system_time()
+
+
+@pytest.fixture
+def clock(monkeypatch) -> Clock:
+    """The one seam for time: the portal reads portal.clock.now(), and this test moves it."""
+    moved = Clock()
+    monkeypatch.setattr(portal_clock, "source", moved.now)
+    return moved
 
 
 @pytest.fixture
@@ -331,7 +342,3 @@ def chromium():
         )
         yield browser
         browser.close()
-
-
-# The staff tests' movable clock, shared as a fixture.
-from tests.staff_flow import clock  # noqa: E402, F401

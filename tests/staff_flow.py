@@ -1,49 +1,19 @@
-"""Helpers that walk staff through set-up and sign-in, with a clock the tests can move."""
+"""Helpers that walk staff through set-up and sign-in, on the tests' movable clock."""
 
 from __future__ import annotations
 
 import re
-from datetime import timedelta
 
 import pyotp
-import pytest
 from sqlalchemy import select
 
 from portal.extensions import db, vault
 from portal.models import StaffMember
-from portal.models.base import utcnow
 from portal.services.staff import invite
-from tests.conftest import BASE_URL
+from tests.conftest import BASE_URL, Clock
 from tests.customer_flow import csrf_from
 
 PASSWORD = "lantern orchard velvet compass"
-REAL_NOW = utcnow
-
-
-class Clock:
-    """Moves the authenticator's clock (and the services' time) forward in steps."""
-
-    def __init__(self, monkeypatch):
-        self.offset = timedelta(0)
-        moved = lambda: REAL_NOW() + self.offset  # noqa: E731
-        for module in (
-            "portal.services.totp",
-            "portal.services.staff",
-            "portal.models.base",
-            "portal.services.cases",
-        ):
-            monkeypatch.setattr(f"{module}.utcnow", moved)
-
-    def tick(self, seconds: int = 30) -> None:
-        self.offset += timedelta(seconds=seconds)
-
-    def now(self):
-        return REAL_NOW() + self.offset
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    return Clock(monkeypatch)
 
 
 def member(email: str) -> StaffMember:

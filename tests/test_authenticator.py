@@ -9,15 +9,14 @@ import pyotp
 import pytest
 from sqlalchemy import select
 
+from portal import clock as portal_clock
 from portal.extensions import db
 from portal.models import AuditEvent, Customer
-from portal.models.base import utcnow
 from portal.services.imports import import_customers
 from portal.services.notices import queue_notices
 from portal.web.customer.views import safe_next
 from tests.conftest import customer_row
 from tests.customer_flow import code_sent_to, csrf_from, messages_to, sign_in, submit_code
-from tests.test_verification import move_clock
 
 ANN = "ann@example.com"
 
@@ -46,13 +45,14 @@ def enroll(client) -> pyotp.TOTP:
     assert b"data:image/svg+xml" in page.data  # the QR code, drawn by segno
     totp = pyotp.TOTP(secret_of(customer()))
     response = client.post(
-        "/me/authenticator/confirm", data={"csrf_token": csrf_from(page), "code": totp.now()}
+        "/me/authenticator/confirm",
+        data={"csrf_token": csrf_from(page), "code": totp.at(portal_clock.now())},
     )
     assert response.headers["Location"] == "/me/authenticator"
     return totp
 
 
-def test_set_up_and_sign_in_later_without_a_new_link(signed_in, app, monkeypatch):
+def test_set_up_and_sign_in_later_without_a_new_link(signed_in, app, clock):
     totp = enroll(signed_in)
     assert customer().totp_enabled_at is not None
     assert len(base64.b32decode(secret_of(customer()))) * 8 >= 160
@@ -61,12 +61,11 @@ def test_set_up_and_sign_in_later_without_a_new_link(signed_in, app, monkeypatch
     assert secret_of(customer()) not in notice[0].text
 
     # Half a minute later (the code used at set-up cannot be replayed), from another browser.
-    later_time = utcnow() + timedelta(seconds=30)
-    monkeypatch.setattr("portal.services.totp.utcnow", lambda: later_time)
+    clock.tick(30)
     later = app.test_client()
     page = later.get("/signin")
     response = later.post(
-        "/signin", data={"csrf_token": csrf_from(page), "email": ANN, "code": totp.at(later_time)}
+        "/signin", data={"csrf_token": csrf_from(page), "email": ANN, "code": totp.at(clock.now())}
     )
     assert response.headers["Location"] == "/me"
     assert later.get("/me").status_code == 200
@@ -113,8 +112,8 @@ def test_ten_wrong_authenticator_codes_lock(signed_in, app):
     assert "verification.locked" in db.session.scalars(select(AuditEvent.action)).all()
 
 
-def test_set_up_needs_a_fresh_proof_and_the_step_up_comes_back(signed_in, monkeypatch):
-    move_clock(monkeypatch, timedelta(minutes=11))  # still signed in, but not freshly
+def test_set_up_needs_a_fresh_proof_and_the_step_up_comes_back(signed_in, clock):
+    clock.move(timedelta(minutes=11))  # still signed in, but not freshly
     signed_in.get("/me")
     page = signed_in.get("/me/authenticator")
     assert b"first confirm it is you" in page.data
@@ -141,7 +140,8 @@ def test_the_seed_never_travels_in_the_cookie(signed_in):
     totp = pyotp.TOTP(secret_of(customer()))
     page = signed_in.get("/me/authenticator")
     signed_in.post(
-        "/me/authenticator/confirm", data={"csrf_token": csrf_from(page), "code": totp.now()}
+        "/me/authenticator/confirm",
+        data={"csrf_token": csrf_from(page), "code": totp.at(portal_clock.now())},
     )
     after = signed_in.get("/me/authenticator").get_data(as_text=True)
     assert "data:image/svg+xml" not in after  # never shown again once confirmed

@@ -12,10 +12,10 @@ import pytest
 from limits import parse
 from sqlalchemy import event, select
 
+from portal import clock as portal_clock
 from portal.extensions import db
 from portal.mail.sms import SMSTransport
 from portal.models import DATA_CLASSES, AuditEvent, Challenge, IncidentUpdate, Notice
-from portal.models.base import utcnow
 from portal.services import reference_codes
 from portal.services.imports import import_customers
 from portal.services.incidents import create_incident
@@ -269,7 +269,7 @@ def test_dashboard_query_count_does_not_grow(app, incident, write_csv):
                     incident_id=target.id,
                     title=f"Update {n}",
                     body="Details.",
-                    published_at=utcnow() - timedelta(days=n),
+                    published_at=portal_clock.now() - timedelta(days=n),
                 )
             )
     db.session.commit()
@@ -285,7 +285,7 @@ def test_dashboard_query_count_does_not_grow(app, incident, write_csv):
 
 
 def test_updates_show_newest_first_and_drafts_never(client, notified, incident):
-    now = utcnow()
+    now = portal_clock.now()
     db.session.add_all(
         [
             IncidentUpdate(

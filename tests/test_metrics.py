@@ -7,9 +7,9 @@ import io
 
 from sqlalchemy import event, select, update
 
+from portal import clock as portal_clock
 from portal.extensions import db
 from portal.models import Customer, GuidanceProgress, Notice
-from portal.models.base import utcnow
 from portal.services import metrics, protection
 from portal.services.imports import import_customers
 from portal.services.notices import queue_notices
@@ -25,7 +25,7 @@ def scenario(incident, write_csv, runner, tmp_path, count: int) -> None:
     import_customers(incident, write_csv(rows), actor="test")
     queue_notices(incident, actor="test")
     notices = db.session.scalars(select(Notice).order_by(Notice.id)).all()
-    now = utcnow()
+    now = portal_clock.now()
     for i, notice in enumerate(notices):
         notice.sent_at = now if i < 8 else None
         notice.opened_at = now if i < 6 else None
@@ -96,7 +96,7 @@ def test_the_metrics_page_costs_the_same_for_more_customers(
     more = [customer_row(n, email=f"q{n}@example.com", phone="") for n in range(100, 400)]
     import_customers(incident, write_csv(more), actor="test")
     queue_notices(incident, actor="test")
-    db.session.execute(update(Notice).values(opened_at=utcnow()))
+    db.session.execute(update(Notice).values(opened_at=portal_clock.now()))
     db.session.commit()
     assert _page_queries(app, admin) == small
     assert metrics.funnel(incident).counts["opened"] == 310

@@ -96,7 +96,7 @@ def test_notice_carries_a_working_link_on_its_own_line_and_a_reference_code(
     assert len(links) == 1
     link = links[0]
     assert link == link.strip() and " " not in link
-    assert tokens.load_notice_token(link.removeprefix(BASE_URL + "/a/")) == (
+    assert tokens.load(tokens.Purpose.NOTICE_LINK, link.removeprefix(BASE_URL + "/a/")) == (
         notice.public_id,
         notice.link_nonce,
     )
@@ -126,20 +126,22 @@ def test_link_tokens_are_bound_to_their_purpose_and_signature(app, incident, imp
 
     tampered = token[:-2] + ("AA" if token[-2:] != "AA" else "BB")
     with pytest.raises(tokens.InvalidToken):
-        tokens.load_notice_token(tampered)
+        tokens.load(tokens.Purpose.NOTICE_LINK, tampered)
     other_purpose = tokens._serializer("pwreset-v1").dumps(["x", "y"])
     with pytest.raises(tokens.InvalidToken):
-        tokens.load_notice_token(other_purpose)
+        tokens.load(tokens.Purpose.NOTICE_LINK, other_purpose)
 
 
-def test_link_expires_after_its_lifetime(app, incident, imported, outbox):
+def test_link_expires_after_its_lifetime(app, incident, imported, outbox, clock):
     from datetime import timedelta
 
     queue_notices(incident, actor="test")
     token = _zelda(outbox).text.split(BASE_URL + "/a/")[1].split()[0]
-    app.config["NOTICE_LINK_TTL"] = timedelta(seconds=-1)
+    clock.move(app.config["NOTICE_LINK_TTL"] - timedelta(minutes=1))
+    assert tokens.load(tokens.Purpose.NOTICE_LINK, token)  # still good on its last day
+    clock.move(timedelta(minutes=2))
     with pytest.raises(tokens.ExpiredToken):
-        tokens.load_notice_token(token)
+        tokens.load(tokens.Purpose.NOTICE_LINK, token)
 
 
 def test_spanish_speaker_gets_the_notice_in_spanish(app, incident, imported, outbox):

@@ -14,10 +14,10 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
+from portal import clock as portal_clock
 from portal.extensions import db
 from portal.mail.smtp import SMTPTransport
 from portal.models import AuditEvent, Notice, OutboxMessage
-from portal.models.base import utcnow
 from portal.services import outbox as outbox_service
 from portal.services.imports import import_customers
 from portal.services.notices import queue_notices
@@ -77,7 +77,7 @@ def test_refused_connection_keeps_messages_queued_with_growing_backoff(app, smtp
     queue(5)
     transport = Transports(email=SMTPTransport(f"smtp://127.0.0.1:{port}", timeout=2))
 
-    now = utcnow()
+    now = portal_clock.now()
     first = outbox_service.drain(transport, now=now)
     after_first = [r.next_attempt_at for r in rows()]
     later = max(after_first) + timedelta(seconds=1)
@@ -132,7 +132,7 @@ def test_temporary_rejection_is_retried_until_max_attempts(app, smtp_server):
     queue(1)
     transport = Transports(email=SMTPTransport(smtp_url(controller)))
 
-    now = utcnow()
+    now = portal_clock.now()
     for _attempt in range(3):
         outbox_service.drain(transport, now=now)
         (row,) = rows()
@@ -148,10 +148,10 @@ def test_temporary_rejection_is_retried_until_max_attempts(app, smtp_server):
 
 def test_expired_message_is_dropped_not_sent_late(app, smtp_server):
     sink, controller = smtp_server
-    queue(1, expires_at=utcnow() + timedelta(minutes=10))
+    queue(1, expires_at=portal_clock.now() + timedelta(minutes=10))
     transport = Transports(email=SMTPTransport(smtp_url(controller)))
 
-    result = outbox_service.drain(transport, now=utcnow() + timedelta(minutes=11))
+    result = outbox_service.drain(transport, now=portal_clock.now() + timedelta(minutes=11))
     transport.close()
 
     assert result.expired == 1

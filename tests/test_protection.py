@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import threading
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -112,11 +112,13 @@ def test_enrolling_needs_consent(offered, client):
     assert db.session.scalars(select(Enrollment)).all() == []
 
 
-def test_after_the_deadline_enrollment_is_refused_and_changes_nothing(offered, client, monkeypatch):
+def test_after_the_deadline_enrollment_is_refused_and_changes_nothing(offered, client, clock):
+    # The page is opened minutes before the last day ends (UTC) and sent just after.
+    clock.move_to(datetime.combine(offered.enroll_by, time(23, 58), UTC))
     sign_in(client, ANN)
     page = client.get("/me/protection")
-    later = protection.utcnow() + timedelta(days=61)
-    monkeypatch.setattr("portal.services.protection.utcnow", lambda: later)
+    assert page.status_code == 200 and b"Enrollment closed" not in page.data
+    clock.move(timedelta(minutes=4))
     response = client.post("/me/protection/1", data={"csrf_token": csrf_from(page), "consent": "y"})
     assert response.status_code == 403
     assert b"Enrollment closed on" in response.data

@@ -128,7 +128,9 @@ def two_hundred_notices(app, incident, write_csv) -> list[str]:
     queue_notices(incident, actor="test")
     notices = db.session.scalars(select(Notice).order_by(Notice.id)).all()
     return [
-        tokens.notice_link(n.public_id, n.link_nonce).removeprefix(app.config["BASE_URL"])
+        tokens.link(tokens.Purpose.NOTICE_LINK, n.public_id, n.link_nonce).removeprefix(
+            app.config["BASE_URL"]
+        )
         for n in notices
     ]
 

@@ -449,9 +449,7 @@ def test_a_help_case_link_opens_that_case_alone_and_nothing_else(app, agent, clo
     # Another case: a genuinely signed token naming the second case with the first's nonce.
     db.session.expire_all()
     first, second = db.session.get(Case, first.id), db.session.get(Case, second.id)
-    forged = tokens._serializer(tokens.HELP_CASE_SALT).dumps(
-        [second.public_id, first.help_link_nonce]
-    )
+    forged = tokens.issue(tokens.Purpose.HELP_CASE, second.public_id, first.help_link_nonce)
     assert visitor.get(f"/help/case/{forged}").status_code == 404
 
     # Wrong purpose: a notice link's token here, and this token on the other links.
@@ -461,11 +459,11 @@ def test_a_help_case_link_opens_that_case_alone_and_nothing_else(app, agent, clo
     assert visitor.get(f"/a/{help_token}").status_code == 404
     assert visitor.get(f"/assisted/{help_token}").status_code == 404
 
-    # Expired.
-    app.config["HELP_CASE_LINK_TTL"] = timedelta(seconds=-1)
+    # Expired: two weeks and a minute later; then back to today.
+    clock.move(timedelta(days=14, minutes=1))
     expired = visitor.get(new)
     assert expired.status_code == 410 and b"expired" in expired.data
-    app.config["HELP_CASE_LINK_TTL"] = timedelta(days=14)
+    clock.move(-timedelta(days=14, minutes=1))
     assert visitor.get(new).status_code == 200
 
     # Linked to a customer: the conversation is now behind that customer's sign-in.

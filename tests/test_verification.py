@@ -9,7 +9,6 @@ from sqlalchemy import func, select
 
 from portal.extensions import db
 from portal.models import AuditEvent, Challenge, Customer, LoginSession, Notice
-from portal.models.base import utcnow
 from portal.services import tokens
 from portal.services.imports import import_customers
 from portal.services.notices import queue_notices
@@ -26,7 +25,6 @@ from tests.customer_flow import (
     submit_code,
 )
 
-REAL_UTCNOW = utcnow
 ANN = "ann@example.com"
 BOB = "bob@example.com"
 
@@ -61,18 +59,6 @@ def count(model) -> int:
 def actions() -> list[str]:
     db.session.expire_all()
     return list(db.session.scalars(select(AuditEvent.action).order_by(AuditEvent.id)))
-
-
-def move_clock(monkeypatch, delta: timedelta) -> None:
-    """Every service reads the time through utcnow: move it to real time + delta for everyone."""
-    moved = lambda: REAL_UTCNOW() + delta  # noqa: E731
-    for module in (
-        "portal.services.verification",
-        "portal.services.sessions",
-        "portal.services.outbox",
-        "portal.models.base",
-    ):
-        monkeypatch.setattr(f"{module}.utcnow", moved)
 
 
 # --- acceptance 1: the whole way in ---
@@ -171,9 +157,9 @@ def test_tampered_link(client, notified):
     assert count(Challenge) == 0 and count(LoginSession) == 0
 
 
-def test_expired_link(client, app, notified):
+def test_expired_link(client, app, notified, clock):
     path = link_path(ANN)
-    app.config["NOTICE_LINK_TTL"] = timedelta(seconds=-1)
+    clock.move(app.config["NOTICE_LINK_TTL"] + timedelta(seconds=1))
     response = client.get(path)
     assert response.status_code == 410
     _calm_page(response, b"This link has expired")
@@ -239,10 +225,10 @@ def test_a_code_from_another_challenge_is_refused(app, notified):
     assert submit_code(first, first_code).headers["Location"] == "/me"
 
 
-def test_a_code_after_ten_minutes_is_refused(client, notified, monkeypatch):
+def test_a_code_after_ten_minutes_is_refused(client, notified, clock):
     start_from_link(client, link_path(ANN))
     code = code_sent_to(ANN)
-    move_clock(monkeypatch, timedelta(minutes=10, seconds=1))
+    clock.move(timedelta(minutes=10, seconds=1))
     response = submit_code(client, code)
     assert response.status_code == 422 and b"expired" in response.data
 
@@ -372,20 +358,21 @@ def test_logout_is_post_only(client, notified):
     assert client.get("/me").status_code == 200
 
 
-def test_idle_sixteen_minutes_signs_out(client, notified, monkeypatch):
+def test_idle_sixteen_minutes_signs_out(client, notified, clock):
     sign_in(client, ANN)
-    move_clock(monkeypatch, timedelta(minutes=16))
+    clock.move(timedelta(minutes=16))
     assert client.get("/me").headers["Location"] == "/signed-out"
 
 
-def test_activity_keeps_the_session_but_not_past_twelve_hours(client, notified, monkeypatch):
+def test_activity_keeps_the_session_but_not_past_twelve_hours(client, notified, clock):
+    signed_in_at = clock.now()
     sign_in(client, ANN)
     for minutes in range(14, 12 * 60, 14):
-        move_clock(monkeypatch, timedelta(minutes=minutes))
+        clock.move_to(signed_in_at + timedelta(minutes=minutes))
         if client.get("/me").status_code != 200:
             break
     assert minutes > 11 * 60  # kept alive by activity for most of the day
-    move_clock(monkeypatch, timedelta(hours=12, minutes=1))
+    clock.move_to(signed_in_at + timedelta(hours=12, minutes=1))
     assert client.get("/me").headers["Location"] == "/signed-out"
 
 

@@ -1,6 +1,6 @@
 """The declarative base: named constraints so every migration can name what it changes."""
 
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import ClassVar
 
 from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator
@@ -35,11 +35,6 @@ class UTCDateTime(TypeDecorator):
         if value is not None and value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
         return value
-
-
-def utcnow() -> datetime:
-    """The current time, aware, in UTC."""
-    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):

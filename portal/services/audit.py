@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from flask import current_app, g, has_request_context
 from sqlalchemy import select, text
 
+from portal import clock
 from portal.extensions import db
 from portal.models import AuditEvent
-from portal.models.base import utcnow
 
 GENESIS = "0" * 64
 # One arbitrary constant: the PostgreSQL advisory lock that serialises appends to the chain.
@@ -75,7 +75,7 @@ def record(
         select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)
     ).scalar_one_or_none()
     event = AuditEvent(
-        occurred_at=utcnow(),
+        occurred_at=clock.now(),
         actor=actor[:120],
         action=action,
         subject_type=subject_type,

@@ -11,11 +11,11 @@ from flask_babel import force_locale
 from flask_babel import gettext as _
 from sqlalchemy import select
 
+from portal import clock
 from portal.extensions import db
 from portal.i18n import language_for
 from portal.mail.compose import compose_security_notice
 from portal.models import Customer
-from portal.models.base import utcnow
 from portal.models.sealed import matches
 from portal.services import audit, outbox, totp
 from portal.services.verification import CodeRejected, VerificationLocked
@@ -90,7 +90,7 @@ def confirm(customer: Customer, typed: str) -> None:
             ),
             remaining=None,
         )
-    customer.totp_enabled_at = utcnow()
+    customer.totp_enabled_at = clock.now()
     audit.record(
         "authenticator.added",
         actor=f"customer:{customer.public_id}",
@@ -121,7 +121,7 @@ def _notify(customer: Customer, kind: str, what: str) -> None:
     with force_locale(language_for(customer.locale)):
         message = compose_security_notice(what=str(what))
     outbox.enqueue_email(
-        dedupe_key=f"{kind}:{customer.public_id}:{utcnow().timestamp()}",
+        dedupe_key=f"{kind}:{customer.public_id}:{clock.now().timestamp()}",
         recipient=customer.email,
         subject=message.subject,
         text=message.text,
@@ -160,7 +160,7 @@ def sign_in(address: str, typed: str) -> Customer:
         )
         db.session.commit()
         return customer
-    now = utcnow()
+    now = clock.now()
     if customer.totp_failed_since is None or (
         now - customer.totp_failed_since > config["VERIFY_LOCK_WINDOW_TTL"]
     ):

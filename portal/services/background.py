@@ -11,9 +11,9 @@ from pathlib import Path
 
 from sqlalchemy import or_, select, update
 
+from portal import clock
 from portal.extensions import db
 from portal.models import Incident, Job
-from portal.models.base import utcnow
 from portal.services import audit
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ def submit(kind: str, payload: dict, *, actor: str) -> Job:
     """Queue a job (every job is safe to run twice: a worker may die half-way)."""
     if kind not in HANDLERS:
         raise ValueError(f"unknown job {kind}")
-    job = Job(public_id=secrets.token_hex(16), kind=kind, created_by=actor, created_at=utcnow())
+    job = Job(public_id=secrets.token_hex(16), kind=kind, created_by=actor, created_at=clock.now())
     job.payload = payload
     db.session.add(job)
     audit.record(
@@ -52,7 +52,7 @@ def report(job: Job) -> dict:
 
 def run_one() -> Job | None:
     """Claim the oldest waiting job and run it to the end; None when there is none."""
-    now = utcnow()
+    now = clock.now()
     job = db.session.scalar(
         select(Job)
         .where(
@@ -93,7 +93,7 @@ def run_one() -> Job | None:
         db.session.refresh(job)
         job.status, job.result = "done", json.dumps(result)
         job.done = job.total = max(job.total, job.done, 1)
-    job.finished_at = utcnow()
+    job.finished_at = clock.now()
     audit.record(
         "job.finished",
         actor="system:jobs",

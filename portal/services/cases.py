@@ -7,18 +7,16 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
-from flask import current_app
 from flask_babel import force_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import func, or_, select
 
+from portal import clock
 from portal.extensions import db
 from portal.i18n import language_for
 from portal.mail.compose import compose_case_reply, compose_help_reply, compose_security_notice
 from portal.models import Case, CaseMessage, Challenge, Customer, Notice, StaffMember
-from portal.models.base import utcnow
 from portal.services import audit, outbox, reference_codes, tokens
 from portal.validation import (
     is_e164,
@@ -56,8 +54,6 @@ TOPIC_LABELS = {
     "other": _l("Something else"),
 }
 PAGE_SIZE = 25
-ASSISTED_SALT = "assisted-signin-v1"
-ASSISTED_TTL = timedelta(hours=1)
 
 
 class CaseError(Exception):
@@ -83,11 +79,11 @@ class HelpLinkExpired(HelpLinkInvalid):
 
 def _message(case: Case, kind: str, body: str, staff: StaffMember | None = None) -> CaseMessage:
     message = CaseMessage(
-        case=case, kind=kind, staff_id=staff.id if staff else None, created_at=utcnow()
+        case=case, kind=kind, staff_id=staff.id if staff else None, created_at=clock.now()
     )
     message.body = body  # sealed to the case
     db.session.add(message)
-    case.updated_at = utcnow()
+    case.updated_at = clock.now()
     return message
 
 
@@ -105,7 +101,7 @@ def _check_text(body: str) -> str:
 
 
 def _new_case(topic: str, customer_id: int | None, unverified: bool) -> Case:
-    now = utcnow()
+    now = clock.now()
     case = Case(
         public_id=secrets.token_hex(16),
         customer_id=customer_id,
@@ -302,7 +298,7 @@ def help_case(token: str) -> Case:
     A GET may call this freely: reading spends nothing (mail scanners open links).
     """
     try:
-        public_id, nonce = tokens.load_help_case_token(token)
+        public_id, nonce = tokens.load(tokens.Purpose.HELP_CASE, token)
     except tokens.ExpiredToken as exc:
         raise HelpLinkExpired(
             _("This link has expired. Write to us again and we will send a new one.")
@@ -380,7 +376,7 @@ def queue(
     elif assignee == "nobody":
         query = query.where(Case.assignee_id.is_(None))
     if older_than_hours:
-        query = query.where(Case.created_at <= utcnow() - timedelta(hours=older_than_hours))
+        query = query.where(Case.created_at <= clock.now() - timedelta(hours=older_than_hours))
     total = db.session.scalar(select(func.count()).select_from(query.subquery()))
     pages = max(1, -(-total // PAGE_SIZE))
     page = min(max(1, page), pages)
@@ -391,7 +387,7 @@ def queue(
 
 
 def is_overdue(case: Case) -> bool:
-    return case.status != "resolved" and case.due_at < utcnow()
+    return case.status != "resolved" and case.due_at < clock.now()
 
 
 def staff_case(staff: StaffMember, public_id: str) -> Case:
@@ -482,11 +478,11 @@ def _tell_help_writer(case: Case) -> None:
     if not address:
         return
     case.help_link_nonce = secrets.token_urlsafe(16)
-    link = tokens.help_case_link(case.public_id, case.help_link_nonce)
-    ttl = current_app.config["HELP_CASE_LINK_TTL"]
+    link = tokens.link(tokens.Purpose.HELP_CASE, case.public_id, case.help_link_nonce)
+    ttl = tokens.lifetime(tokens.Purpose.HELP_CASE)
     locale = contact.get("locale") or "en"
     key = f"help-reply:{case.public_id}:{case.help_link_nonce}"
-    expires_at = utcnow() + ttl  # a link that arrives after it expired only confuses
+    expires_at = clock.now() + ttl  # a link that arrives after it expired only confuses
     with force_locale(language_for(locale)):
         message = compose_help_reply(link=link, days=ttl.days, sms=not is_email(address))
     if is_email(address):
@@ -653,16 +649,9 @@ def clear_lock(staff: StaffMember, subject: Case | Customer, reason: str) -> Non
         select(Challenge).where(Challenge.customer_id == customer.id, Challenge.tries > 0)
     ):
         challenge.tries = 0
-        challenge.consumed_at = challenge.consumed_at or utcnow()
+        challenge.consumed_at = challenge.consumed_at or clock.now()
     _tool_audit(staff, customer, case, "agent.lock_cleared", reason)
     db.session.commit()
-
-
-def _assisted_serializer() -> URLSafeTimedSerializer:
-    config = current_app.config
-    return URLSafeTimedSerializer(
-        [*config["SECRET_KEY_FALLBACKS"], config["SECRET_KEY"]], salt=ASSISTED_SALT
-    )
 
 
 def confirm_identity(staff: StaffMember, subject: Case | Customer, reason: str) -> None:
@@ -679,14 +668,13 @@ def confirm_identity(staff: StaffMember, subject: Case | Customer, reason: str) 
         customer_id=customer.id,
         purpose="assisted",
         channel="email",
-        expires_at=utcnow() + ASSISTED_TTL,
-        created_at=utcnow(),
+        expires_at=clock.now() + tokens.lifetime(tokens.Purpose.ASSISTED_SIGN_IN),
+        created_at=clock.now(),
     )
     challenge.code_digest = _code_digest(challenge.public_id, nonce)
     db.session.add(challenge)
     db.session.flush()
-    token = _assisted_serializer().dumps([challenge.public_id, nonce])
-    link = f"{current_app.config['BASE_URL']}/assisted/{token}"
+    link = tokens.link(tokens.Purpose.ASSISTED_SIGN_IN, challenge.public_id, nonce)
     from portal.mail.compose import compose_assisted_link
 
     with force_locale(language_for(customer.locale)):
@@ -711,10 +699,8 @@ def use_assisted_link(token: str) -> Customer:
     from portal.services.verification import _code_digest
 
     try:
-        public_id, nonce = _assisted_serializer().loads(
-            token, max_age=int(ASSISTED_TTL.total_seconds())
-        )
-    except (SignatureExpired, BadSignature, ValueError, TypeError) as exc:
+        public_id, nonce = tokens.load(tokens.Purpose.ASSISTED_SIGN_IN, token)
+    except tokens.InvalidToken as exc:
         raise CaseError(_("This sign-in link does not work any more.")) from exc
     challenge = db.session.scalar(
         select(Challenge).where(Challenge.public_id == public_id, Challenge.purpose == "assisted")
@@ -722,11 +708,11 @@ def use_assisted_link(token: str) -> Customer:
     if (
         challenge is None
         or challenge.consumed_at is not None
-        or challenge.expires_at <= utcnow()
+        or challenge.expires_at <= clock.now()
         or not hmac.compare_digest(_code_digest(public_id, str(nonce)), challenge.code_digest)
     ):
         raise CaseError(_("This sign-in link does not work any more."))
-    challenge.consumed_at = utcnow()
+    challenge.consumed_at = clock.now()
     audit.record(
         "customer.verified",
         actor=f"customer:{challenge.customer.public_id}",
@@ -741,13 +727,15 @@ def use_assisted_link(token: str) -> Customer:
 def check_assisted_link(token: str) -> None:
     """GET: is the link usable? Spends nothing (mail scanners open links)."""
     try:
-        public_id, _nonce = _assisted_serializer().loads(
-            token, max_age=int(ASSISTED_TTL.total_seconds())
-        )
-    except (SignatureExpired, BadSignature, ValueError, TypeError) as exc:
+        public_id, _nonce = tokens.load(tokens.Purpose.ASSISTED_SIGN_IN, token)
+    except tokens.InvalidToken as exc:
         raise CaseError(_("This sign-in link does not work any more.")) from exc
     challenge = db.session.scalar(select(Challenge).where(Challenge.public_id == public_id))
-    if challenge is None or challenge.consumed_at is not None or challenge.expires_at <= utcnow():
+    if (
+        challenge is None
+        or challenge.consumed_at is not None
+        or challenge.expires_at <= clock.now()
+    ):
         raise CaseError(_("This sign-in link does not work any more."))
 
 
@@ -778,7 +766,7 @@ def correct_contact(
         changed.append("phone")
     if not changed:
         raise CaseError(_("That is already what we have on file."))
-    customer.updated_at = utcnow()
+    customer.updated_at = clock.now()
     with force_locale(language_for(customer.locale)):
         message = compose_security_notice(
             what=_("The contact details on your account were changed by our support team.")

@@ -8,10 +8,10 @@ from flask import current_app
 from flask_babel import gettext as _
 from sqlalchemy import select
 
+from portal import clock
 from portal.extensions import db
 from portal.i18n import language_for
 from portal.models import Customer, Notice, StaffMember
-from portal.models.base import utcnow
 from portal.models.sealed import matches
 from portal.services import audit, reference_codes
 from portal.validation import (
@@ -152,6 +152,6 @@ def choose_language(customer: Customer, language: str) -> None:
         raise ValueError(f"not a portal language: {language}")
     if language_for(customer.locale) != language:  # "es-MX" already reads Spanish: keep it
         customer.locale = language
-        customer.updated_at = utcnow()
-    customer.locale_chosen_at = utcnow()
+        customer.updated_at = clock.now()
+    customer.locale_chosen_at = clock.now()
     db.session.flush()

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from portal import clock
 from portal.extensions import db
 from portal.models import Incident
-from portal.models.base import utcnow
 from portal.services import imports, notices, protection, staff
 from portal.services.incidents import create_incident
 
@@ -224,7 +224,7 @@ def _demo_protection(incident: Incident, actor: str) -> None:
             }
         },
         term_months=24,
-        enroll_by=utcnow().date() + timedelta(days=120),
+        enroll_by=clock.now().date() + timedelta(days=120),
         enroll_url="https://www.experianidworks.com/3bcredit",
         enroll_phone="1-877-555-0100",
         terms_url="https://www.experianidworks.com/terms",

@@ -13,6 +13,7 @@ from datetime import date, timedelta
 
 from sqlalchemy import String, func, select
 
+from portal import clock
 from portal.extensions import db
 from portal.models import (
     Case,
@@ -24,7 +25,6 @@ from portal.models import (
     Notice,
     ProtectionOffer,
 )
-from portal.models.base import utcnow
 from portal.services import outbox
 from portal.services.notices import affected_count, notice_count
 
@@ -98,7 +98,7 @@ class Day:
 
 def daily(days: int = 14) -> list[Day]:
     """Links opened and customers verified per day, over the last `days` days (two queries)."""
-    since = utcnow() - timedelta(days=days)
+    since = clock.now() - timedelta(days=days)
 
     def per_day(column):
         # date() exists on both SQLite (text) and PostgreSQL (a date): read either as ISO text.
@@ -107,7 +107,7 @@ def daily(days: int = 14) -> list[Day]:
         return {date.fromisoformat(str(d)[:10]): n for d, n in rows}
 
     opened, verified = per_day(Notice.opened_at), per_day(Notice.verified_at)
-    today = utcnow().date()
+    today = clock.now().date()
     return [
         Day(d, opened.get(d, 0), verified.get(d, 0))
         for d in (today - timedelta(days=n) for n in range(days - 1, -1, -1))
@@ -121,7 +121,7 @@ class CaseFigures:
 
 
 def case_figures() -> CaseFigures:
-    now = utcnow()
+    now = clock.now()
     open_, overdue = db.session.execute(
         select(
             func.count().filter(Case.status != "resolved"),

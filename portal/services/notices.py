@@ -9,10 +9,10 @@ from functools import partial
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import selectinload
 
+from portal import clock
 from portal.extensions import db
 from portal.mail.compose import compose_notice
 from portal.models import Customer, Exposure, Incident, Notice, OutboxMessage
-from portal.models.base import utcnow
 from portal.services import audit, guidance, outbox, reference_codes, tokens
 
 BATCH_SIZE = 500
@@ -66,7 +66,7 @@ def queue_notices(
             .options(selectinload(Customer.exposures))
         ).all()
         codes = _fresh_reference_codes(len(customers))
-        now = utcnow()
+        now = clock.now()
         notices = [
             Notice(
                 public_id=secrets.token_urlsafe(16),
@@ -89,7 +89,7 @@ def queue_notices(
                 locale=customer.locale,
                 incident=incident,
                 exposures=exposures,
-                link=tokens.notice_link(notice.public_id, notice.link_nonce),
+                link=tokens.link(tokens.Purpose.NOTICE_LINK, notice.public_id, notice.link_nonce),
                 reference_code=reference_codes.display(notice.reference_code),
                 steps=partial(guidance.step_titles, {key for key, _f in exposures}),
             )
@@ -180,7 +180,7 @@ def requeue_failed(incident: Incident, *, actor: str) -> int:
     result = db.session.execute(
         update(OutboxMessage)
         .where(OutboxMessage.id.in_(failed))
-        .values(status="queued", attempts=0, next_attempt_at=utcnow(), last_error=""),
+        .values(status="queued", attempts=0, next_attempt_at=clock.now(), last_error=""),
         execution_options={"synchronize_session": False},
     )
     audit.record(

@@ -11,9 +11,9 @@ from pathlib import Path
 from flask import current_app
 from sqlalchemy import func, select
 
+from portal import clock
 from portal.extensions import db
 from portal.models import Customer, Exposure, Incident, Obligation
-from portal.models.base import utcnow
 from portal.services import audit
 
 CATALOGUE = Path(__file__).resolve().parent.parent / "obligations" / "catalogue.toml"
@@ -170,15 +170,15 @@ class DutyStatus:
 
     @property
     def overdue(self) -> bool:
-        return self.done is None and self.due_at < utcnow()
+        return self.done is None and self.due_at < clock.now()
 
     @property
     def due_soon(self) -> bool:
-        return self.done is None and not self.overdue and self.due_at - utcnow() <= SOON
+        return self.done is None and not self.overdue and self.due_at - clock.now() <= SOON
 
     @property
     def days_left(self) -> int:
-        return (self.due_at.date() - utcnow().date()).days
+        return (self.due_at.date() - clock.now().date()).days
 
 
 def for_incident(incident: Incident) -> list[DutyStatus]:
@@ -209,7 +209,7 @@ def record_done(
     how = (how or "").strip()
     if not how:
         raise ObligationError("Say how it was done (a reference, a filing number).")
-    if done_on > utcnow().date():
+    if done_on > clock.now().date():
         raise ObligationError("The date it was done cannot be in the future.")
     existing = db.session.scalar(
         select(Obligation).where(
@@ -218,7 +218,7 @@ def record_done(
     )
     obligation = existing or Obligation(incident_id=incident.id, duty_id=duty_id)
     obligation.done_on, obligation.how, obligation.done_by = done_on, how[:500], actor
-    obligation.recorded_at = utcnow()
+    obligation.recorded_at = clock.now()
     db.session.add(obligation)
     audit.record(
         "obligation.done",

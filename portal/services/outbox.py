@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 from flask import current_app
 from sqlalchemy import func, select, update
 
+from portal import clock
 from portal.extensions import db
 from portal.mail.smtp import DeliveryError
 from portal.models import Notice, OutboxMessage
-from portal.models.base import utcnow
 from portal.services import audit
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def enqueue_email(
     email["To"] = recipient  # the header policy refuses CR/LF: no header injection
     email["Subject"] = subject
     email["Message-ID"] = message_id
-    email["Date"] = format_datetime(utcnow())
+    email["Date"] = format_datetime(clock.now())
     email["Content-Language"] = locale
     email["Auto-Submitted"] = "auto-generated"
     # Quoted-printable keeps the message 7-bit clean for any server.
@@ -64,7 +64,7 @@ def enqueue_email(
         message_id=message_id,
         subject=subject,
         locale=locale,
-        next_attempt_at=utcnow(),
+        next_attempt_at=clock.now(),
         expires_at=expires_at,
         notice_id=notice_id,
     )
@@ -112,7 +112,7 @@ def enqueue_webhook(*, event: str, data: dict) -> OutboxMessage | None:
 
 
 def _row(kind: str, dedupe_key: str, **fields) -> OutboxMessage:
-    return OutboxMessage(kind=kind, dedupe_key=dedupe_key, next_attempt_at=utcnow(), **fields)
+    return OutboxMessage(kind=kind, dedupe_key=dedupe_key, next_attempt_at=clock.now(), **fields)
 
 
 @dataclass(frozen=True)
@@ -228,7 +228,7 @@ def deliver_batch(
     A message is marked sent only after the server accepted it, in the transaction that holds
     its row lock: a crash before the commit makes it due again (at least once, never lost).
     """
-    now = now or utcnow()
+    now = now or clock.now()
     limit = limit or current_app.config["OUTBOX_BATCH_SIZE"]
     max_attempts = current_app.config["OUTBOX_MAX_ATTEMPTS"]
     result = BatchResult()
@@ -324,7 +324,7 @@ class OutboxStatus:
 
 def status(now: datetime | None = None) -> OutboxStatus:
     """Counts by state and the oldest message waiting to go."""
-    now = now or utcnow()
+    now = now or clock.now()
     counts = dict.fromkeys(("queued", "sent", "failed", "expired"), 0)
     for state, count in db.session.execute(
         select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)

@@ -17,11 +17,11 @@ from flask_babel import force_locale
 from flask_babel import gettext as _
 from sqlalchemy import select
 
+from portal import clock
 from portal.extensions import db
 from portal.i18n import language_for
 from portal.mail.compose import compose_security_notice
 from portal.models import Customer, Incident, Notice
-from portal.models.base import utcnow
 from portal.services import audit, outbox, sessions
 
 MIN_LENGTH = 15  # the only factor here is knowledge: NIST asks for 15 at least
@@ -204,7 +204,7 @@ def change_password(customer: Customer, password: str, confirm: str, *, keep_tok
     Returns the token of the customer's new session (the current one is rotated).
     """
     password = check(customer, password, confirm)
-    now = utcnow()
+    now = clock.now()
     customer.password_hash = hash_password(password)
     customer.password_changed_at = now
     current = sessions.load_session(keep_token)

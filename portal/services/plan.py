@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import delete, select
 
+from portal import clock
 from portal.extensions import db
 from portal.models import Customer, Exposure, GuidanceProgress
-from portal.models.base import utcnow
 from portal.services import audit
 from portal.services.guidance import CHANGE_PASSWORD, Step, steps_for
 
@@ -80,7 +80,7 @@ def for_customer(customer: Customer, language: str) -> Plan:
 def viewed(customer: Customer) -> None:
     """Note the first time the plan was opened (for the response team's funnel)."""
     if customer.plan_viewed_at is None:
-        customer.plan_viewed_at = utcnow()
+        customer.plan_viewed_at = clock.now()
         db.session.commit()
 
 
@@ -95,7 +95,9 @@ def toggle(customer: Customer, step_id: str, language: str) -> Plan:
             )
         )
     else:
-        db.session.add(GuidanceProgress(customer_id=customer.id, step_id=step_id, done_at=utcnow()))
+        db.session.add(
+            GuidanceProgress(customer_id=customer.id, step_id=step_id, done_at=clock.now())
+        )
     audit.record(
         "plan.step_undone" if item.done else "plan.step_done",
         actor=f"customer:{customer.public_id}",

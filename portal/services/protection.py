@@ -14,6 +14,7 @@ from flask_babel import gettext as _
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from portal import clock
 from portal.extensions import db
 from portal.i18n import language_for, with_translation
 from portal.mail.compose import compose_alert, compose_protection_code
@@ -27,7 +28,6 @@ from portal.models import (
     OutboxMessage,
     ProtectionOffer,
 )
-from portal.models.base import utcnow
 from portal.services import audit, outbox
 
 _CODE = re.compile(r"^[A-Z0-9][A-Z0-9-]{4,38}[A-Z0-9]$")
@@ -103,11 +103,11 @@ def save_offer(incident: Incident, *, actor: str, **fields) -> ProtectionOffer:
 
 
 def is_closed(offer: ProtectionOffer) -> bool:
-    return utcnow().date() > offer.enroll_by
+    return clock.now().date() > offer.enroll_by
 
 
 def days_left(offer: ProtectionOffer) -> int:
-    return (offer.enroll_by - utcnow().date()).days
+    return (offer.enroll_by - clock.now().date()).days
 
 
 def is_eligible(offer: ProtectionOffer, customer: Customer) -> bool:
@@ -301,7 +301,7 @@ def _claim_code(offer: ProtectionOffer, customer_id: int) -> ActivationCode | No
         taken = db.session.execute(
             update(ActivationCode)
             .where(ActivationCode.id == candidate, ActivationCode.customer_id.is_(None))
-            .values(customer_id=customer_id, assigned_at=utcnow()),
+            .values(customer_id=customer_id, assigned_at=clock.now()),
             execution_options={"synchronize_session": False},
         )
         if taken.rowcount == 1:
@@ -328,7 +328,7 @@ def enroll(offer: ProtectionOffer, customer: Customer) -> Enrollment:
     if not is_eligible(offer, customer):
         raise NotEligible(_("This offer is not available for your account."))
     offer_id, customer_id = offer.id, customer.id
-    now = utcnow()
+    now = clock.now()
     enrollment = Enrollment(
         offer_id=offer_id,
         customer_id=customer_id,
@@ -371,7 +371,7 @@ def _give(
 ) -> None:
     enrollment.status = "enrolled"
     enrollment.code_id = code.id
-    enrollment.enrolled_at = utcnow()
+    enrollment.enrolled_at = clock.now()
     audit.record(
         "protection.enrolled",
         actor=f"customer:{customer.public_id}",
@@ -402,7 +402,7 @@ def _give(
 
 def _alert_pool_empty(offer: ProtectionOffer) -> None:
     """Tell the operators, at most once an hour per offer, that customers are waiting."""
-    hour = utcnow().strftime("%Y%m%d%H")
+    hour = clock.now().strftime("%Y%m%d%H")
     key = f"alert:pool-empty:{offer.id}:{hour}"
     if db.session.scalar(
         select(func.count()).select_from(OutboxMessage).where(OutboxMessage.dedupe_key == key)

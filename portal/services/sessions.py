@@ -9,9 +9,9 @@ from datetime import datetime, timedelta
 from flask import current_app
 from sqlalchemy import select, update
 
+from portal import clock
 from portal.extensions import db
 from portal.models import Customer, LoginSession
-from portal.models.base import utcnow
 from portal.services import audit
 
 # Writing last_seen on every click would make every page a write; a minute of slack is harmless
@@ -27,7 +27,7 @@ def _digest(token: str) -> bytes:
 def open_session(customer: Customer, *, verified_at: datetime, user_agent: str = "") -> str:
     """Start a session for a customer who just proved themselves; return the cookie's token."""
     token = secrets.token_urlsafe(32)  # 256 bits
-    now = utcnow()
+    now = clock.now()
     db.session.add(
         LoginSession(
             token_digest=_digest(token),
@@ -56,7 +56,7 @@ def load_session(token: str | None) -> LoginSession | None:
     if row is None or row.revoked_at is not None:
         return None
     config = current_app.config
-    now = utcnow()
+    now = clock.now()
     if now - row.last_seen_at > config["CUSTOMER_IDLE_TTL"]:
         return None
     if now - row.created_at > config["CUSTOMER_MAX_TTL"]:
@@ -69,7 +69,7 @@ def load_session(token: str | None) -> LoginSession | None:
 
 def is_fresh(row: LoginSession) -> bool:
     """Did this session prove itself with a code in the last few minutes (for sensitive acts)?"""
-    return utcnow() - row.verified_at <= current_app.config["STEP_UP_TTL"]
+    return clock.now() - row.verified_at <= current_app.config["STEP_UP_TTL"]
 
 
 def end_session(token: str | None) -> None:
@@ -77,7 +77,7 @@ def end_session(token: str | None) -> None:
     row = load_session(token)
     if row is None:
         return
-    row.revoked_at = utcnow()
+    row.revoked_at = clock.now()
     audit.record(
         "session.ended",
         actor=f"customer:{row.customer.public_id}",
@@ -92,5 +92,5 @@ def end_all_sessions(customer_id: int) -> None:
     db.session.execute(
         update(LoginSession)
         .where(LoginSession.customer_id == customer_id, LoginSession.revoked_at.is_(None))
-        .values(revoked_at=utcnow())
+        .values(revoked_at=clock.now())
     )

@@ -9,19 +9,16 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import current_app
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import select, update
 
+from portal import clock
 from portal.extensions import db
 from portal.mail.compose import compose_alert
 from portal.models import RecoveryCode, StaffMember, StaffSession
-from portal.models.base import utcnow
 from portal.models.sealed import matches
-from portal.services import audit, outbox, passwords, totp
+from portal.services import audit, outbox, passwords, tokens, totp
 from portal.validation import is_email
 
-INVITE_SALT = "staff-invite-v1"
-INVITE_TTL = timedelta(hours=24)
 PENDING_TTL = timedelta(minutes=10)  # password done, code not yet: this long at most
 IDLE_TTL = timedelta(minutes=15)
 MAX_TTL = timedelta(hours=12)
@@ -58,13 +55,6 @@ def by_email(address: str) -> StaffMember | None:
 # --- invitation and set-up -------------------------------------------------------------------
 
 
-def _serializer() -> URLSafeTimedSerializer:
-    config = current_app.config
-    return URLSafeTimedSerializer(
-        [*config["SECRET_KEY_FALLBACKS"], config["SECRET_KEY"]], salt=INVITE_SALT
-    )
-
-
 def invite(address: str, role: str, *, actor: str) -> str:
     """Create (or re-invite) a staff member; return the one-time set-up link (24 hours)."""
     if not is_email(address.strip()):
@@ -90,17 +80,16 @@ def invite(address: str, role: str, *, actor: str) -> str:
         details={"role": role},
     )
     db.session.commit()
-    token = _serializer().dumps([member.public_id, member.invite_nonce])
-    return f"{current_app.config['BASE_URL']}/staff/setup/{token}"
+    return tokens.link(tokens.Purpose.STAFF_INVITE, member.public_id, member.invite_nonce)
 
 
 def invitation(token: str) -> StaffMember:
     """The staff member an unspent invitation is for; StaffError otherwise. Spends nothing."""
     try:
-        public_id, nonce = _serializer().loads(token, max_age=int(INVITE_TTL.total_seconds()))
-    except SignatureExpired as exc:
+        public_id, nonce = tokens.load(tokens.Purpose.STAFF_INVITE, token)
+    except tokens.ExpiredToken as exc:
         raise StaffError("This invitation has expired. Ask an admin for a new one.") from exc
-    except (BadSignature, ValueError, TypeError) as exc:
+    except tokens.InvalidToken as exc:
         raise StaffError("This invitation link is not valid.") from exc
     member = db.session.scalar(select(StaffMember).where(StaffMember.public_id == public_id))
     if (
@@ -163,7 +152,7 @@ def confirm_authenticator(session_: StaffSession, typed: str) -> list[str]:
     )
     if step is None:
         raise StaffError("That code does not match. Type the 6 digits the app shows now.")
-    now = utcnow()
+    now = clock.now()
     member.totp_last_step = step
     member.totp_enabled_at = now
     session_.mfa_at = session_.reauth_at = now
@@ -181,7 +170,7 @@ def confirm_authenticator(session_: StaffSession, typed: str) -> list[str]:
 
 def rotate(session_: StaffSession) -> str:
     """A new session id once both factors are done (the half-signed-in id is retired)."""
-    session_.revoked_at = utcnow()
+    session_.revoked_at = clock.now()
     db.session.commit()
     return _open(session_.staff, mfa=True, user_agent=session_.user_agent)
 
@@ -210,7 +199,7 @@ def _token_digest(token: str) -> bytes:
 
 def _open(member: StaffMember, *, mfa: bool, user_agent: str = "") -> str:
     token = secrets.token_urlsafe(32)
-    now = utcnow()
+    now = clock.now()
     db.session.add(
         StaffSession(
             token_digest=_token_digest(token),
@@ -233,7 +222,7 @@ def _dummy_hash() -> str:
 
 
 def _locked(member: StaffMember) -> bool:
-    return member.locked_until is not None and member.locked_until > utcnow()
+    return member.locked_until is not None and member.locked_until > clock.now()
 
 
 def _fail(member: StaffMember, factor: str) -> None:
@@ -242,7 +231,7 @@ def _fail(member: StaffMember, factor: str) -> None:
         # 30 s, doubling with every further failure, up to an hour: guessing stays hopeless,
         # and the real person is never locked out for long.
         wait = min(LOCK_MAX, LOCK_BASE * 2 ** (member.failed_logins - LOCK_AFTER))
-        member.locked_until = utcnow() + wait
+        member.locked_until = clock.now() + wait
         audit.record(
             "staff.locked",
             actor="staff",
@@ -317,7 +306,7 @@ def second_factor(session_: StaffSession, typed: str, *, user_agent: str = "") -
         _tell(member, "A recovery code was used to sign in to your staff account.")
     member.failed_logins = 0
     member.locked_until = None
-    session_.revoked_at = utcnow()  # the half session ends; a new id for the full one
+    session_.revoked_at = clock.now()  # the half session ends; a new id for the full one
     audit.record(
         "staff.signed_in",
         actor=_actor(member),
@@ -340,7 +329,7 @@ def _use_recovery_code(member: StaffMember, typed: str) -> bool:
             RecoveryCode.code_digest == _digest(cleaned),
             RecoveryCode.used_at.is_(None),
         )
-        .values(used_at=utcnow())
+        .values(used_at=clock.now())
     )
     return used.rowcount == 1
 
@@ -367,7 +356,7 @@ def reauthenticate(session_: StaffSession, password: str, typed: str) -> None:
         db.session.commit()
         raise SignInFailed()
     member.totp_last_step = step
-    session_.reauth_at = utcnow()
+    session_.reauth_at = clock.now()
     audit.record(
         "staff.reauthenticated",
         actor=_actor(member),
@@ -390,7 +379,7 @@ def load_session(token: str | None) -> StaffSession | None:
     )
     if row is None or row.revoked_at is not None or row.staff.disabled_at is not None:
         return None
-    now = utcnow()
+    now = clock.now()
     if row.mfa_at is None and now - row.created_at > PENDING_TTL:
         return None
     if now - row.last_seen_at > IDLE_TTL or now - row.created_at > MAX_TTL:
@@ -402,11 +391,11 @@ def load_session(token: str | None) -> StaffSession | None:
 
 
 def is_fresh(session_: StaffSession) -> bool:
-    return session_.reauth_at is not None and utcnow() - session_.reauth_at <= REAUTH_TTL
+    return session_.reauth_at is not None and clock.now() - session_.reauth_at <= REAUTH_TTL
 
 
 def sign_out(session_: StaffSession) -> None:
-    session_.revoked_at = utcnow()
+    session_.revoked_at = clock.now()
     audit.record(
         "staff.signed_out",
         actor=_actor(session_.staff),
@@ -424,7 +413,7 @@ def members() -> list[StaffMember]:
 
 
 def live_sessions(member: StaffMember) -> list[StaffSession]:
-    now = utcnow()
+    now = clock.now()
     return [
         s
         for s in db.session.scalars(
@@ -446,7 +435,7 @@ def end_sessions(member: StaffMember, *, actor: str, session_id: int | None = No
     )
     if session_id is not None:
         query = query.where(StaffSession.id == session_id)
-    db.session.execute(query.values(revoked_at=utcnow()))
+    db.session.execute(query.values(revoked_at=clock.now()))
     audit.record(
         "staff.sessions_ended",
         actor=actor,
@@ -459,7 +448,7 @@ def end_sessions(member: StaffMember, *, actor: str, session_id: int | None = No
 
 def disable(member: StaffMember, *, actor: str) -> None:
     """Leaving staff: the account stops working and every session ends at once."""
-    member.disabled_at = utcnow()
+    member.disabled_at = clock.now()
     end_sessions(member, actor=actor)
     audit.record("staff.disabled", actor=actor, subject_type="staff", subject_id=member.public_id)
     db.session.commit()

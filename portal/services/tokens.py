@@ -1,12 +1,51 @@
-"""Signed tokens, one serializer per purpose (distinct salt, lifetime from config)."""
+"""Every signed token the portal mails or prints, in one table: purpose -> salt -> lifetime.
+
+A token carries a pair of strings (a public id and a nonce the row holds); the nonce makes it
+single-use or replaceable, the signature makes it unforgeable, and the salt binds it to its
+purpose, so a token made for one route opens nothing on another.
+"""
 
 from __future__ import annotations
 
-from flask import current_app
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
 
-NOTICE_LINK_SALT = "notice-link-v1"
-HELP_CASE_SALT = "help-case-v1"
+from flask import current_app
+from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
+
+from portal import clock
+
+
+class Purpose(StrEnum):
+    """What a signed token is for; each has its own row in KINDS."""
+
+    NOTICE_LINK = "notice_link"
+    HELP_CASE = "help_case"
+    STAFF_INVITE = "staff_invite"
+    ASSISTED_SIGN_IN = "assisted_sign_in"
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One row of the table: how a purpose's tokens are signed, how long they live, where."""
+
+    # The salt is part of every token already sent: changing it kills those links.
+    salt: str
+    ttl: str  # the config key of its lifetime
+    path: str  # where its link opens, under PORTAL_BASE_URL
+
+
+KINDS: dict[Purpose, Kind] = {
+    # The access link in a notice: `BASE_URL/a/<token>`.
+    Purpose.NOTICE_LINK: Kind("notice-link-v1", "NOTICE_LINK_TTL", "/a/"),
+    # One help request's conversation, for its writer who cannot sign in.
+    Purpose.HELP_CASE: Kind("help-case-v1", "HELP_CASE_LINK_TTL", "/help/case/"),
+    # A staff member's set-up link, printed by `portal staff invite`.
+    Purpose.STAFF_INVITE: Kind("staff-invite-v1", "STAFF_INVITE_TTL", "/staff/setup/"),
+    # The one-time sign-in an agent mails after checking who the caller is.
+    Purpose.ASSISTED_SIGN_IN: Kind("assisted-signin-v1", "ASSISTED_LINK_TTL", "/assisted/"),
+}
 
 
 class InvalidToken(Exception):
@@ -17,39 +56,45 @@ class ExpiredToken(InvalidToken):
     """The token was genuine but is older than its lifetime."""
 
 
+class _ClockSigner(TimestampSigner):
+    """Dates and ages tokens by the portal's clock, like every other lifetime."""
+
+    def get_timestamp(self) -> int:
+        return int(clock.now().timestamp())
+
+
 def _serializer(salt: str) -> URLSafeTimedSerializer:
     config = current_app.config
     # itsdangerous wants the keys oldest to newest: it signs with the last, accepts them all.
     keys = [*config.get("SECRET_KEY_FALLBACKS", []), config["SECRET_KEY"]]
-    return URLSafeTimedSerializer(keys, salt=salt)
+    return URLSafeTimedSerializer(keys, salt=salt, signer=_ClockSigner)
 
 
-def notice_link(public_id: str, nonce: str) -> str:
-    """The absolute access link for a notice, always from PORTAL_BASE_URL, never the request."""
-    token = _serializer(NOTICE_LINK_SALT).dumps([public_id, nonce])
-    return f"{current_app.config['BASE_URL']}/a/{token}"
+def lifetime(purpose: Purpose) -> timedelta:
+    """How long a token of this purpose is good for (from config)."""
+    return current_app.config[KINDS[purpose].ttl]
 
 
-def load_notice_token(token: str) -> tuple[str, str]:
-    """Return (notice public id, nonce) from a link token; raise InvalidToken or ExpiredToken."""
-    return _load_pair(NOTICE_LINK_SALT, token, "NOTICE_LINK_TTL")
+def issue(purpose: Purpose, public_id: str, nonce: str) -> str:
+    """A signed token for this purpose carrying (public id, nonce)."""
+    return _serializer(KINDS[purpose].salt).dumps([public_id, nonce])
 
 
-def help_case_link(public_id: str, nonce: str) -> str:
-    """The link to one help request's conversation, for its writer who cannot sign in."""
-    token = _serializer(HELP_CASE_SALT).dumps([public_id, nonce])
-    return f"{current_app.config['BASE_URL']}/help/case/{token}"
+def link(purpose: Purpose, public_id: str, nonce: str) -> str:
+    """The absolute link, always from PORTAL_BASE_URL, never from the request's Host."""
+    path = KINDS[purpose].path
+    return f"{current_app.config['BASE_URL']}{path}{issue(purpose, public_id, nonce)}"
 
 
-def load_help_case_token(token: str) -> tuple[str, str]:
-    """Return (case public id, nonce) from a help-case link; raise InvalidToken or ExpiredToken."""
-    return _load_pair(HELP_CASE_SALT, token, "HELP_CASE_LINK_TTL")
+def load(purpose: Purpose, token: str) -> tuple[str, str]:
+    """Return (public id, nonce) from a token of this purpose; raise InvalidToken or ExpiredToken.
 
-
-def _load_pair(salt: str, token: str, ttl_setting: str) -> tuple[str, str]:
-    max_age = int(current_app.config[ttl_setting].total_seconds())
+    Checks signature, purpose and age only: whether the nonce is still the row's is the
+    caller's question.
+    """
+    max_age = int(lifetime(purpose).total_seconds())
     try:
-        value = _serializer(salt).loads(token, max_age=max_age)
+        value = _serializer(KINDS[purpose].salt).loads(token, max_age=max_age)
     except SignatureExpired as exc:
         raise ExpiredToken() from exc
     except BadSignature as exc:

@@ -6,7 +6,7 @@ import hmac
 
 import pyotp
 
-from portal.models.base import utcnow
+from portal import clock
 
 STEP_SECONDS = 30
 
@@ -23,7 +23,7 @@ def accept(secret: str, typed: str, last_step: int | None) -> int | None:
     if code is None:
         return None
     totp = pyotp.TOTP(secret)
-    now_step = int(utcnow().timestamp()) // STEP_SECONDS
+    now_step = int(clock.now().timestamp()) // STEP_SECONDS
     for step in (now_step, now_step - 1):
         if hmac.compare_digest(totp.generate_otp(step), code):
             if last_step is not None and step <= last_step:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
+from portal import clock
 from portal.extensions import db
 from portal.i18n import with_translation
 from portal.models import Incident, IncidentUpdate
-from portal.models.base import utcnow
 from portal.services import audit
 
 
@@ -84,7 +84,7 @@ def publish(update: IncidentUpdate, *, actor: str) -> None:
     """Publish a draft: customers see it on their page, everyone on the public page."""
     if update.published_at is not None:
         raise UpdateError("This update is already published; publish a correction instead.")
-    update.published_at = utcnow()
+    update.published_at = clock.now()
     audit.record(
         "update.published", actor=actor, subject_type="incident_update", subject_id=update.id
     )
@@ -114,7 +114,7 @@ def correct(
         title=title,
         body=body,
         corrects_id=update.id,
-        published_at=utcnow(),
+        published_at=clock.now(),
     )
     _translate(correction, translations)
     db.session.add(correction)

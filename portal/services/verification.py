@@ -15,11 +15,11 @@ from flask_babel import force_locale, ngettext
 from flask_babel import gettext as _
 from sqlalchemy import func, select
 
+from portal import clock
 from portal.extensions import db
 from portal.i18n import language_for
 from portal.mail.compose import compose_code, compose_new_link
 from portal.models import Challenge, Customer, Incident, Notice, OutboxMessage
-from portal.models.base import utcnow
 from portal.services import audit, outbox, reference_codes, tokens
 from portal.services.customers import find_by_email, mask_email
 from portal.validation import normalise_email
@@ -124,7 +124,7 @@ def delivery(challenge_public_id: str | None) -> CodeDelivery | None:
 
 def _notice_from_token(token: str) -> Notice:
     try:
-        public_id, nonce = tokens.load_notice_token(token)
+        public_id, nonce = tokens.load(tokens.Purpose.NOTICE_LINK, token)
     except tokens.ExpiredToken as exc:
         raise LinkInvalid("expired") from exc
     except tokens.InvalidToken as exc:
@@ -142,7 +142,7 @@ def open_link(token: str) -> LinkLanding:
     """Check a notice link and say where its code would go. Spends nothing: scanners open links."""
     notice = _notice_from_token(token)
     if notice.opened_at is None:
-        notice.opened_at = utcnow()  # a figure for the response team, not a state of the link
+        notice.opened_at = clock.now()  # a figure for the response team, not a state of the link
     audit.record("link.opened", actor=CUSTOMER, subject_type="notice", subject_id=notice.public_id)
     db.session.commit()
     return LinkLanding(notice, notice.incident, describe_channel(notice.customer))
@@ -191,7 +191,7 @@ def _code_digest(challenge_public_id: str, code: str) -> bytes:
 
 
 def _failures_in_window(customer_id: int) -> int:
-    since = utcnow() - current_app.config["VERIFY_LOCK_WINDOW_TTL"]
+    since = clock.now() - current_app.config["VERIFY_LOCK_WINDOW_TTL"]
     return db.session.scalar(
         select(func.coalesce(func.sum(Challenge.tries), 0)).where(
             Challenge.customer_id == customer_id, Challenge.created_at >= since
@@ -203,7 +203,7 @@ def _start(customer: Customer, notice: Notice | None, purpose: str = "verify") -
     config = current_app.config
     if customer.verification_locked_at is not None:
         raise VerificationLocked()
-    now = utcnow()
+    now = clock.now()
     recent = db.session.scalar(
         select(func.count())
         .select_from(Challenge)
@@ -295,7 +295,7 @@ def _active_challenge(challenge_public_id: str | None) -> Challenge:
         raise VerificationLocked()
     if challenge.consumed_at is not None:
         raise ChallengeEnded(_("This code has already been used. Ask for a new one."))
-    if challenge.expires_at <= utcnow():
+    if challenge.expires_at <= clock.now():
         raise ChallengeEnded(_("This code has expired. Ask for a new one."))
     if challenge.tries >= current_app.config["CODE_MAX_TRIES"]:
         raise ChallengeEnded(_("Too many wrong tries for this code. Ask for a new one."))
@@ -324,7 +324,7 @@ def verify_code(challenge_public_id: str | None, typed: str) -> Challenge:
         )
     customer = challenge.customer
     if hmac.compare_digest(_code_digest(challenge.public_id, code), challenge.code_digest):
-        now = utcnow()
+        now = clock.now()
         challenge.consumed_at = now
         challenge.code_sealed = None
         if challenge.notice_id is not None:
@@ -386,7 +386,7 @@ def start_again(challenge_public_id: str | None) -> Challenge:
 
 
 def _lock(customer: Customer) -> None:
-    customer.verification_locked_at = utcnow()
+    customer.verification_locked_at = clock.now()
     for challenge in db.session.scalars(
         select(Challenge).where(
             Challenge.customer_id == customer.id, Challenge.code_sealed.is_not(None)
@@ -447,7 +447,7 @@ def reissue_link(notice: Notice, customer: Customer, *, reason: str) -> None:
     with force_locale(language_for(customer.locale)):
         message = compose_new_link(
             incident=notice.incident,
-            link=tokens.notice_link(notice.public_id, notice.link_nonce),
+            link=tokens.link(tokens.Purpose.NOTICE_LINK, notice.public_id, notice.link_nonce),
         )
         outbox.enqueue_email(
             dedupe_key=f"{reason}:{notice.public_id}:{secrets.token_hex(8)}",
@@ -462,7 +462,7 @@ def reissue_link(notice: Notice, customer: Customer, *, reason: str) -> None:
 def send_new_links(payload: dict) -> None:
     """Job: for each notice of a customer with this address, replace the link and mail it."""
     config = current_app.config
-    since = utcnow() - timedelta(hours=1)
+    since = clock.now() - timedelta(hours=1)
     for customer in find_by_email(payload["email"]):
         for notice in db.session.scalars(select(Notice).where(Notice.customer_id == customer.id)):
             sent_recently = db.session.scalar(

@@ -125,7 +125,7 @@ def notice() -> str:
     """The notice behind a link: every link ever sent for one notice shares one allowance."""
     token = (request.view_args or {}).get("token", "")
     try:
-        public_id, _nonce = tokens.load_notice_token(token)
+        public_id, _nonce = tokens.load(tokens.Purpose.NOTICE_LINK, token)
     except tokens.InvalidToken:
         # Not a link we signed (or a dead one): it opens nothing, and counts on its own.
         return "link:" + _digest(token)

@@ -5,38 +5,34 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 import pyotp
 
-from portal.models.base import utcnow as real_now
 from tests.browser.conftest import Live
+from tests.conftest import Clock
 
 PASSWORD = "lantern orchard velvet compass"
 _numbers = itertools.count(1)
 
 
 class AuthenticatorClock:
-    """The staff member's authenticator app and the portal's staff clock, moved together.
+    """The staff member's authenticator app, on the portal's clock (the tests' `clock`).
 
     A code is accepted once (replay protection), so a second sign-in needs the app's next code:
     a person waits up to 30 s for it, and a proof of identity grows old after five minutes.
-    The test moves this clock instead of sleeping; only the TOTP check and the staff sessions
-    read it (the live server runs in this process), everything else keeps real time.
+    The test moves the clock instead of sleeping; the live server runs in this process, so the
+    whole portal (not only the staff pages) sees the time move.
     """
 
-    def __init__(self, monkeypatch):
-        self.offset = timedelta(0)
-        moved = lambda: real_now() + self.offset  # noqa: E731
-        for module in ("portal.services.totp", "portal.services.staff"):
-            monkeypatch.setattr(f"{module}.utcnow", moved)
+    def __init__(self, clock: Clock):
+        self.clock = clock
 
     def wait(self, seconds: int) -> None:
-        self.offset += timedelta(seconds=seconds)
+        self.clock.tick(seconds)
 
     def code(self, secret: str) -> str:
         """What the app shows now."""
-        return pyotp.TOTP(secret).at(real_now() + self.offset)
+        return pyotp.TOTP(secret).at(self.clock.now())
 
     def next_code(self, secret: str) -> str:
         """The app's next code, after waiting for it."""

@@ -170,7 +170,7 @@ def _agent_answers(live, case_public_id: str, text: str) -> None:
     live.run(answer)
 
 
-def _expired_link(live, someone: dict) -> str:
+def _expired_link(live, clock, someone: dict) -> str:
     """Their notice's link as it was signed long ago: genuine, but past its lifetime."""
     from sqlalchemy import select
 
@@ -184,16 +184,12 @@ def _expired_link(live, someone: dict) -> str:
             .join(Customer, Notice.customer_id == Customer.id)
             .where(Customer.external_id == someone["external_id"])
         )
-        serializer = tokens._serializer(tokens.NOTICE_LINK_SALT)
-        lifetime = int(live.app.config["NOTICE_LINK_TTL"].total_seconds())
-
-        class SignedLongAgo(serializer.signer):
-            def get_timestamp(self) -> int:
-                return int(time.time()) - lifetime - 3600
-
-        serializer.signer = SignedLongAgo
-        token = serializer.dumps([notice.public_id, notice.link_nonce])
-        return f"{live.base}/a/{token}"
+        long_ago = tokens.lifetime(tokens.Purpose.NOTICE_LINK) + timedelta(hours=1)
+        clock.move(-long_ago)
+        try:
+            return tokens.link(tokens.Purpose.NOTICE_LINK, notice.public_id, notice.link_nonce)
+        finally:
+            clock.move(long_ago)
 
     return live.run(make)
 
@@ -414,12 +410,14 @@ def test_a_notified_customer_goes_the_whole_way_and_signs_out(live, person, way)
     [Way(phone=False, js=False, language="en"), Way(phone=True, js=True, language="es")],
     ids=str,
 )
-def test_an_expired_link_offers_a_new_one_and_a_person_and_the_new_link_works(live, person, way):
+def test_an_expired_link_offers_a_new_one_and_a_person_and_the_new_link_works(
+    live, person, clock, way
+):
     lang = way.language
     someone = notify(live, locale=lang)
     you = person(language=lang, js=way.js, phone=way.phone, name=f"expired-{way}")
     page = you.page
-    response = page.goto(_expired_link(live, someone))
+    response = page.goto(_expired_link(live, clock, someone))
     assert response.status == 410
     you.check("expired link")
     expect(page.get_by_role("heading", level=1)).to_have_text(say(lang, "This link has expired"))

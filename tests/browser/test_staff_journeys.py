@@ -32,8 +32,9 @@ _numbers = itertools.count(1)
 
 
 @pytest.fixture
-def clock(monkeypatch):
-    return AuthenticatorClock(monkeypatch)
+def clock(clock):
+    """The portal's clock (tests/conftest.py), read by the staff member's authenticator app."""
+    return AuthenticatorClock(clock)
 
 
 def _wrong(code: str) -> str:

@@ -20,8 +20,8 @@ from flask import (
 from flask_babel import force_locale, get_locale
 from flask_babel import gettext as _
 
+from portal import clock
 from portal.extensions import db, limiter
-from portal.models.base import utcnow
 from portal.services import (
     authenticator,
     cases,
@@ -436,7 +436,7 @@ def signin():
                 )
             )
         else:
-            return redirect(_signed_in(customer_, utcnow()))
+            return redirect(_signed_in(customer_, clock.now()))
     status = 422 if request.method == "POST" else 200
     return render_template("customer/signin.html", form=form), status
 
@@ -707,7 +707,7 @@ def assisted(token: str):
     try:
         if request.method == "POST":
             customer_ = cases.use_assisted_link(token)
-            return redirect(_signed_in(customer_, utcnow()))
+            return redirect(_signed_in(customer_, clock.now()))
         cases.check_assisted_link(token)
     except cases.CaseError as exc:
         return render_template(

@@ -10,9 +10,10 @@ from sqlalchemy import select
 
 from portal.extensions import db, vault
 from portal.i18n import language_for
-from portal.models import Customer, Notice, StaffMember
+from portal.models import AuditEvent, Customer, Notice, StaffMember
 from portal.models.base import utcnow
 from portal.services import audit, reference_codes
+from portal.unit_of_work import write_is_the_point
 from portal.validation import (
     is_e164,
     is_email,
@@ -112,6 +113,7 @@ def staff_customer(staff: StaffMember, public_id: str) -> Customer | None:
     """A customer's record for an agent; every look is recorded."""
     customer = by_public_id(public_id)
     if customer is not None:
+        write_is_the_point(AuditEvent)  # on a GET too: the record of the look is the point
         audit.record(
             "customer.viewed",
             actor=f"staff:{staff.public_id}",

@@ -54,6 +54,9 @@ def register_extensions(app: Flask) -> None:
     from portal.i18n import datetime_with_zone, language_for, localized, staff_datetime
 
     db.init_app(app)
+    from portal import unit_of_work
+
+    unit_of_work.init_app(app)  # first: each request commits once, after every other hook
 
     @app.before_request
     def _upload_limit():

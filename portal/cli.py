@@ -14,6 +14,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import FlaskGroup
 
+from portal import unit_of_work
 from portal.config import ConfigError
 
 
@@ -43,6 +44,7 @@ staff_cli = click.Group("staff", help="Staff accounts (agents and admins).")
 @staff_cli.command("invite")
 @click.option("--email", required=True)
 @click.option("--role", required=True, type=click.Choice(["agent", "admin"]))
+@unit_of_work.command
 def staff_invite(email, role):
     """Print a one-time set-up link (24 hours) for a staff member. No default account exists."""
     from portal.services.staff import StaffError, invite
@@ -67,6 +69,7 @@ def staff_invite(email, role):
 @click.option("--contact-phone", default="")
 @click.option("--contact-hours", default="")
 @click.option("--contact-email", default="")
+@unit_of_work.command
 def incident_create(slug, title, discovered, occurred, contained, **text):
     """Create an incident."""
     from portal.services.incidents import IncidentError, create_incident
@@ -92,6 +95,7 @@ def incident_create(slug, title, discovered, occurred, contained, **text):
 @customers_cli.command("import")
 @click.option("--incident", "slug", required=True)
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@unit_of_work.command
 def customers_import(slug, file):
     """Validate FILE.csv, then import it (nothing is written if any row is bad)."""
     from portal.services.imports import ImportRejected, import_customers
@@ -118,6 +122,7 @@ def customers_import(slug, file):
 
 @notices_cli.command("send")
 @click.option("--incident", "slug", required=True)
+@unit_of_work.command
 def notices_send(slug):
     """Queue a notice for every affected customer not yet notified (safe to run again)."""
     from portal.services.notices import queue_notices
@@ -179,11 +184,15 @@ def outbox_work(once, idle_seconds):
             )
             return
         while not stopping:
-            result = outbox.deliver_batch(transports)
+            with unit_of_work.unit():  # each batch is one unit: sent is recorded as sent
+                result = outbox.deliver_batch(transports)
             idle = result.claimed == 0 or result.sent + result.failed + result.expired == 0
             # Nothing to deliver: take on a background job (an import, a campaign) instead.
-            if idle and background.run_one() is None:
-                time.sleep(idle_seconds)
+            if idle:
+                with unit_of_work.unit():
+                    job = background.run_one()
+                if job is None:
+                    time.sleep(idle_seconds)
     finally:
         transports.close()
 
@@ -198,7 +207,8 @@ def jobs_work(once):
     from portal.services import background
 
     while True:
-        job = background.run_one()
+        with unit_of_work.unit():  # each job is one worker iteration
+            job = background.run_one()
         if job is not None:
             click.echo(f"Job {job.kind} {job.public_id}: {job.status}.")
         elif once:
@@ -208,6 +218,7 @@ def jobs_work(once):
 
 
 @outbox_cli.command("status")
+@unit_of_work.command
 def outbox_status():
     """Counts by state and the oldest message due."""
     from portal.services import outbox
@@ -221,6 +232,7 @@ def outbox_status():
 
 
 @audit_cli.command("verify")
+@unit_of_work.command
 def audit_verify():
     """Walk the audit hash chain and name the first broken link."""
     from portal.services.audit import verify_chain
@@ -238,9 +250,9 @@ def audit_verify():
 
 @keys_cli.command("rotate")
 @click.option("--batch-size", type=click.IntRange(1, 10_000), default=500, show_default=True)
+@unit_of_work.command
 def keys_rotate(batch_size):
     """Re-encrypt personal data to the newest data key (safe to interrupt and rerun)."""
-    from portal.extensions import db
     from portal.services.keys import rotate, stale_counts
 
     def show(progress):
@@ -248,8 +260,7 @@ def keys_rotate(batch_size):
             f"  {progress.table}: {progress.seen} rows checked, {progress.resealed} re-sealed"
         )
 
-    counts = rotate(actor=_actor(), commit=db.session.commit, progress=show, batch_size=batch_size)
-    db.session.commit()
+    counts = rotate(actor=_actor(), progress=show, batch_size=batch_size)
     click.echo("Re-encrypted: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".")
     left = {table: n for table, n in stale_counts().items() if n}
     if left:
@@ -293,6 +304,7 @@ def keys_status():
     help="Data classes that qualify, comma list; empty: everyone affected.",
 )
 @click.option("--minors-product", help="A separate product for minors, if any.")
+@unit_of_work.command
 def protection_offer(slug, includes, includes_es, enroll_by, **fields):
     """Create or update the incident's identity-protection offer."""
     from portal.services.protection import ProtectionError, offer_for, save_offer
@@ -321,6 +333,7 @@ def protection_offer(slug, includes, includes_es, enroll_by, **fields):
 @protection_cli.command("import-codes")
 @click.option("--incident", "slug", required=True)
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@unit_of_work.command
 def protection_import_codes(slug, file):
     """Load the provider's activation codes (one per line, or a CSV with a code column)."""
     from portal.services.protection import CodesRejected, ProtectionError, import_codes
@@ -343,6 +356,7 @@ def protection_import_codes(slug, file):
 @protection_cli.command("export")
 @click.option("--incident", "slug", required=True)
 @click.argument("file", type=click.Path(dir_okay=False, writable=True, path_type=Path))
+@unit_of_work.command
 def protection_export(slug, file):
     """Write who enrolled, when and with which code, for the provider (CSV)."""
     from portal.services.protection import ProtectionError, export
@@ -355,6 +369,7 @@ def protection_export(slug, file):
 
 
 @click.command("demo")
+@unit_of_work.command
 def demo():
     """Load a demo incident with demo customers and queue their notices."""
     from portal.services.demo import DEMO_ADMIN, admin_invitation, load_demo

@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, time, timedelta
 import pytest
 from sqlalchemy import func, select
 
+from portal import unit_of_work
 from portal.extensions import db
 from portal.models import ActivationCode, AuditEvent, Customer, Enrollment, OutboxMessage
 from portal.services import protection
@@ -261,8 +262,9 @@ def _run_threads(app, targets):
     def work(target):
         with app.app_context():
             try:
-                offer = protection.offer_for(1)
-                protection.enroll(offer, db.session.get(Customer, target))
+                with unit_of_work.unit():  # each thread is one request's unit of work
+                    offer = protection.offer_for(1)
+                    protection.enroll(offer, db.session.get(Customer, target))
             except Exception as exc:  # a test thread reports every failure
                 errors.append(repr(exc))
             finally:

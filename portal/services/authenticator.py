@@ -50,7 +50,7 @@ def begin(customer: Customer) -> None:
         subject_type="customer",
         subject_id=customer.public_id,
     )
-    db.session.commit()
+    db.session.flush()
 
 
 def pending(customer: Customer) -> Enrollment | None:
@@ -81,7 +81,6 @@ def confirm(customer: Customer, typed: str) -> None:
     if customer.totp_sealed is None or customer.totp_enabled_at is not None:
         raise CodeRejected(_("Start the set-up again."), remaining=None)
     if not _accept(customer, typed):
-        db.session.rollback()
         raise CodeRejected(
             _(
                 "That code does not match. Check the app shows %(organisation)s "
@@ -98,7 +97,7 @@ def confirm(customer: Customer, typed: str) -> None:
         subject_id=customer.public_id,
     )
     _notify(customer, "authenticator-added", _("An authenticator app was added to your account."))
-    db.session.commit()
+    db.session.flush()
 
 
 def remove(customer: Customer) -> None:
@@ -114,7 +113,7 @@ def remove(customer: Customer) -> None:
     _notify(
         customer, "authenticator-removed", _("The authenticator app was removed from your account.")
     )
-    db.session.commit()
+    db.session.flush()
 
 
 def _notify(customer: Customer, kind: str, what: str) -> None:
@@ -143,7 +142,8 @@ def sign_in(address: str, typed: str) -> Customer:
         raise SignInFailed()
     accepted = _accept(customer, typed)
     if customer.verification_locked_at is not None:
-        db.session.commit()
+        # The step is spent even so (flushed; the edge commits it with the refusal).
+        db.session.flush()
         # Only someone holding the right code learns the account is locked (and whom to call).
         if accepted:
             raise VerificationLocked()
@@ -158,7 +158,7 @@ def sign_in(address: str, typed: str) -> Customer:
             subject_id=customer.public_id,
             details={"purpose": "authenticator"},
         )
-        db.session.commit()
+        db.session.flush()
         return customer
     now = clock.now()
     if customer.totp_failed_since is None or (
@@ -183,7 +183,9 @@ def sign_in(address: str, typed: str) -> Customer:
             subject_id=customer.public_id,
             outcome="failure",
         )
-        db.session.commit()
+        db.session.flush()
         raise VerificationLocked()
-    db.session.commit()
+    # The failure counts although an error follows: the view answers it on purpose, and the
+    # edge commits a request it answered (only an error of ours rolls back).
+    db.session.flush()
     raise SignInFailed()

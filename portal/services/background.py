@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import or_, select, update
 
-from portal import clock
+from portal import clock, unit_of_work
 from portal.extensions import db
 from portal.models import Incident, Job
 from portal.services import audit
@@ -34,7 +34,6 @@ def submit(kind: str, payload: dict, *, actor: str) -> Job:
         subject_id=job.public_id,
         details={"kind": kind},
     )
-    db.session.commit()
     return job
 
 
@@ -51,7 +50,10 @@ def report(job: Job) -> dict:
 
 
 def run_one() -> Job | None:
-    """Claim the oldest waiting job and run it to the end; None when there is none."""
+    """Claim the oldest waiting job and run it to the end; None when there is none.
+
+    A worker iteration: the caller's edge commits the job's end (portal.unit_of_work.unit).
+    """
     now = clock.now()
     job = db.session.scalar(
         select(Job)
@@ -63,10 +65,11 @@ def run_one() -> Job | None:
         .with_for_update(skip_locked=True)
     )
     if job is None:
-        db.session.rollback()
         return None
     job.status, job.started_at, job.done = "running", now, 0
-    db.session.commit()
+    # Kept before the work starts: the admin's page shows the job running, and the row lock
+    # ends, so another worker takes the job only once it is stale (its worker died).
+    unit_of_work.checkpoint()
     payload = job.payload
 
     job_id = job.id
@@ -85,7 +88,7 @@ def run_one() -> Job | None:
     try:
         result = HANDLERS[job.kind](payload, progress)
     except Exception as exc:  # a job's failure is recorded on the job, never lost in a log
-        db.session.rollback()
+        unit_of_work.rollback()  # what the job did since its claim (an import is all or nothing)
         log.exception("job %s (%s) failed", job.public_id, job.kind)
         job = db.session.get(Job, job.id)
         job.status, job.result = "failed", json.dumps({"error": type(exc).__name__})
@@ -102,7 +105,6 @@ def run_one() -> Job | None:
         outcome="success" if job.status == "done" else "failure",
         details={"kind": job.kind},
     )
-    db.session.commit()
     return job
 
 

@@ -16,8 +16,9 @@ from portal import clock
 from portal.extensions import db
 from portal.i18n import language_for
 from portal.mail.compose import compose_case_reply, compose_help_reply, compose_security_notice
-from portal.models import Case, CaseMessage, Challenge, Customer, Notice, StaffMember
+from portal.models import AuditEvent, Case, CaseMessage, Challenge, Customer, Notice, StaffMember
 from portal.services import audit, outbox, reference_codes, tokens
+from portal.unit_of_work import write_is_the_point
 from portal.validation import (
     is_e164,
     is_email,
@@ -172,7 +173,7 @@ def open_case(
         subject_id=case.public_id,
         details={"topic": topic},
     )
-    db.session.commit()
+    db.session.flush()
     return case
 
 
@@ -226,7 +227,7 @@ def help_request(
         subject_id=case.public_id,
         details={"topic": topic},
     )
-    db.session.commit()
+    db.session.flush()
 
 
 def contact_of(case: Case) -> dict | None:
@@ -286,7 +287,7 @@ def customer_reply(customer: Customer, case: Case, body: str) -> None:
         subject_type="case",
         subject_id=case.public_id,
     )
-    db.session.commit()
+    db.session.flush()
 
 
 # --- the writer of a help request, through the link in our answer ------------------------
@@ -395,6 +396,8 @@ def staff_case(staff: StaffMember, public_id: str) -> Case:
     case = db.session.scalar(select(Case).where(Case.public_id == public_id))
     if case is None:
         raise CaseError("No such case.")
+    # Recorded on a GET too, on purpose: a refusal, and every staff look at a customer's data.
+    write_is_the_point(AuditEvent)
     if staff.role != "admin" and case.assignee_id not in (None, staff.id):
         audit.record(
             "authorization.denied",
@@ -404,12 +407,10 @@ def staff_case(staff: StaffMember, public_id: str) -> Case:
             outcome="failure",
             details={"reason": "assigned to another agent"},
         )
-        db.session.commit()
-        raise Forbidden()
+        raise Forbidden()  # the view answers 403; the edge commits the record with it
     audit.record(
         "case.viewed", actor=f"staff:{staff.public_id}", subject_type="case", subject_id=public_id
-    )  # every staff look at a customer's data is recorded
-    db.session.commit()
+    )
     return case
 
 
@@ -428,7 +429,7 @@ def claim(staff: StaffMember, case: Case) -> None:
         subject_type="case",
         subject_id=case.public_id,
     )
-    db.session.commit()
+    db.session.flush()
 
 
 def reply(staff: StaffMember, case: Case, body: str) -> None:
@@ -445,7 +446,7 @@ def reply(staff: StaffMember, case: Case, body: str) -> None:
     )
     if case.customer is None:
         _tell_help_writer(case)
-        db.session.commit()
+        db.session.flush()
         return
     address = _reply_address(case)
     if address:
@@ -460,7 +461,7 @@ def reply(staff: StaffMember, case: Case, body: str) -> None:
             html=message.html,
             locale=customer.locale if customer else "en",
         )
-    db.session.commit()
+    db.session.flush()
 
 
 def _reply_address(case: Case) -> str | None:
@@ -510,7 +511,7 @@ def note(staff: StaffMember, case: Case, body: str) -> None:
         subject_type="case",
         subject_id=case.public_id,
     )
-    db.session.commit()
+    db.session.flush()
 
 
 def set_status(staff: StaffMember, case: Case, status: str) -> None:
@@ -528,7 +529,7 @@ def set_status(staff: StaffMember, case: Case, status: str) -> None:
             subject_id=case.public_id,
             details={"status": status},
         )
-    db.session.commit()
+    db.session.flush()
 
 
 # --- cases an agent starts or attaches to a customer ---
@@ -636,7 +637,7 @@ def resend_link(staff: StaffMember, subject: Case | Customer, reason: str) -> No
     for notice in notices:
         reissue_link(notice, customer, reason="agent-link")
     _tool_audit(staff, customer, case, "agent.link_resent", reason)
-    db.session.commit()
+    db.session.flush()
 
 
 def clear_lock(staff: StaffMember, subject: Case | Customer, reason: str) -> None:
@@ -651,7 +652,7 @@ def clear_lock(staff: StaffMember, subject: Case | Customer, reason: str) -> Non
         challenge.tries = 0
         challenge.consumed_at = challenge.consumed_at or clock.now()
     _tool_audit(staff, customer, case, "agent.lock_cleared", reason)
-    db.session.commit()
+    db.session.flush()
 
 
 def confirm_identity(staff: StaffMember, subject: Case | Customer, reason: str) -> None:
@@ -689,7 +690,7 @@ def confirm_identity(staff: StaffMember, subject: Case | Customer, reason: str) 
         expires_at=challenge.expires_at,
     )
     _tool_audit(staff, customer, case, "agent.identity_confirmed", reason)
-    db.session.commit()
+    db.session.flush()
 
 
 def use_assisted_link(token: str) -> Customer:
@@ -720,7 +721,7 @@ def use_assisted_link(token: str) -> Customer:
         subject_id=challenge.customer.public_id,
         details={"purpose": "assisted"},
     )
-    db.session.commit()
+    db.session.flush()
     return challenge.customer
 
 
@@ -781,4 +782,4 @@ def correct_contact(
             locale=customer.locale,
         )
     _tool_audit(staff, customer, case, "agent.contact_corrected", reason, changed=changed)
-    db.session.commit()
+    db.session.flush()

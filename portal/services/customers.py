@@ -11,9 +11,10 @@ from sqlalchemy import select
 from portal import clock
 from portal.extensions import db
 from portal.i18n import language_for
-from portal.models import Customer, Notice, StaffMember
+from portal.models import AuditEvent, Customer, Notice, StaffMember
 from portal.models.sealed import matches
 from portal.services import audit, reference_codes
+from portal.unit_of_work import write_is_the_point
 from portal.validation import (
     is_e164,
     is_email,
@@ -111,6 +112,7 @@ def staff_customer(staff: StaffMember, public_id: str) -> Customer | None:
     """A customer's record for an agent; every look is recorded."""
     customer = by_public_id(public_id)
     if customer is not None:
+        write_is_the_point(AuditEvent)  # on a GET too: the record of the look is the point
         audit.record(
             "customer.viewed",
             actor=f"staff:{staff.public_id}",

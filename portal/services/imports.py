@@ -285,7 +285,7 @@ def import_customers(
             outcome="failure",
             details={"rows": report.rows, "problems": report.problem_count},
         )
-        db.session.commit()
+        db.session.flush()  # the command reports the rejection, and its edge keeps this record
         raise ImportRejected(report)
 
     report.rows = 0
@@ -307,8 +307,9 @@ def import_customers(
             "exposures_updated": report.exposures_updated,
         },
     )
-    # One transaction for the whole file: a crash half-way leaves the database as it was.
-    db.session.commit()
+    # One transaction for the whole file, committed by the caller's edge: a crash half-way
+    # leaves the database as it was.
+    db.session.flush()
     return report
 
 

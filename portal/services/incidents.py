@@ -42,7 +42,7 @@ def create_incident(
     db.session.add(incident)
     db.session.flush()
     audit.record("incident.created", actor=actor, subject_type="incident", subject_id=slug)
-    db.session.commit()
+    db.session.flush()
     return incident
 
 
@@ -106,7 +106,7 @@ def update_incident(
         subject_id=incident.slug,
         details={"fields": sorted(fields), "languages": sorted(translations or {})},
     )
-    db.session.commit()
+    db.session.flush()
     return incident
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import selectinload
 
+from portal import unit_of_work
 from portal.extensions import db, vault
 from portal.models.sealed import blind_index_columns, fields_of, sealed_columns
 from portal.services import audit
@@ -58,12 +59,12 @@ def _reseal(row, fields: dict[str, str]) -> None:
 def rotate(
     *,
     actor: str,
-    commit: Callable[[], None],
     progress: Callable[[Progress], None] = lambda _: None,
     batch_size: int = BATCH_SIZE,
 ) -> dict[str, int]:
-    """Re-seal every value not under the newest key; commit() after each batch, so a rerun
-    after a crash (even kill -9) resumes where it stopped. Returns rows re-sealed per table."""
+    """Re-seal every value not under the newest key. Each batch is a checkpoint (committed), so
+    a rerun after a crash (even kill -9) resumes where it stopped. Returns rows re-sealed per
+    table. A command's work: never in a request."""
     counts: dict[str, int] = {}
     for model in sealed_models():
         fields = fields_of(model)
@@ -89,7 +90,7 @@ def rotate(
                     counts[table] += 1
             seen += len(rows)
             db.session.flush()
-            commit()
+            unit_of_work.checkpoint()
             db.session.expunge_all()
             progress(Progress(table, seen, counts[table]))
     audit.record("keys.rotated", actor=actor, details=counts)

@@ -9,7 +9,7 @@ from functools import partial
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import selectinload
 
-from portal import clock
+from portal import clock, unit_of_work
 from portal.extensions import db
 from portal.mail.compose import compose_notice
 from portal.models import Customer, Exposure, Incident, Notice, OutboxMessage
@@ -109,9 +109,11 @@ def queue_notices(
             subject_id=incident.slug,
             details={"count": len(customers)},
         )
-        # After the commit every row is clean, and the session holds clean rows only weakly:
-        # memory stays flat over a million notices without detaching the caller's objects.
-        db.session.commit()
+        # Each batch is kept as it finishes, its notices with their messages, so a rerun carries
+        # on from here. After the commit every row is clean, and the session holds clean rows
+        # only weakly: memory stays flat over a million notices without detaching the caller's
+        # objects.
+        unit_of_work.checkpoint()
         queued += len(customers)
         if progress is not None:
             progress(queued)
@@ -190,7 +192,7 @@ def requeue_failed(incident: Incident, *, actor: str) -> int:
         subject_id=incident.slug,
         details={"count": result.rowcount},
     )
-    db.session.commit()
+    db.session.flush()
     return result.rowcount
 
 

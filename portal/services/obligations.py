@@ -227,5 +227,5 @@ def record_done(
         subject_id=incident.slug,
         details={"duty": duty_id},
     )
-    db.session.commit()
+    db.session.flush()
     return obligation

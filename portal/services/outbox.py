@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from flask import current_app
 from sqlalchemy import func, select, update
 
-from portal import clock
+from portal import clock, unit_of_work
 from portal.extensions import db
 from portal.mail.smtp import DeliveryError
 from portal.models import Notice, OutboxMessage
@@ -225,8 +225,9 @@ def deliver_batch(
 ) -> BatchResult:
     """Claim one batch of due messages, hand them to the transport, record what happened.
 
-    A message is marked sent only after the server accepted it, in the transaction that holds
-    its row lock: a crash before the commit makes it due again (at least once, never lost).
+    A worker iteration: the caller's edge commits it (portal.unit_of_work.unit). A message is
+    marked sent only after the server accepted it, in the transaction that holds its row lock:
+    a crash before the commit makes it due again (at least once, never lost).
     """
     now = now or clock.now()
     limit = limit or current_app.config["OUTBOX_BATCH_SIZE"]
@@ -292,7 +293,7 @@ def deliver_batch(
                 "expired": result.expired,
             },
         )
-    db.session.commit()
+    db.session.flush()
     if result.claimed:
         log.info(
             "outbox batch: sent=%d retried=%d failed=%d expired=%d",
@@ -309,6 +310,9 @@ def drain(transports: Transports, now: datetime | None = None) -> BatchResult:
     total = BatchResult()
     while True:
         batch = deliver_batch(transports, now=now)
+        # Each batch is kept as it is delivered: its row locks end, and a crash later does not
+        # send it again.
+        unit_of_work.checkpoint()
         for name in ("sent", "retried", "failed", "expired", "claimed"):
             setattr(total, name, getattr(total, name) + getattr(batch, name))
         if batch.claimed == 0 or batch.sent + batch.failed + batch.expired == 0:

@@ -230,5 +230,6 @@ def change_password(customer: Customer, password: str, confirm: str, *, keep_tok
         event="customer.password_changed",
         data={"customer": customer.external_id, "occurred_at": now.isoformat()},
     )
-    db.session.commit()
+    # One transaction with the new session: a failure anywhere keeps the old password, the
+    # other sessions and the messages as they were.
     return sessions.open_session(customer, verified_at=verified_at)

@@ -11,6 +11,7 @@ from portal.extensions import db
 from portal.models import Customer, Exposure, GuidanceProgress
 from portal.services import audit
 from portal.services.guidance import CHANGE_PASSWORD, Step, steps_for
+from portal.unit_of_work import write_is_the_point
 
 
 class StepNotInPlan(Exception):
@@ -80,8 +81,10 @@ def for_customer(customer: Customer, language: str) -> Plan:
 def viewed(customer: Customer) -> None:
     """Note the first time the plan was opened (for the response team's funnel)."""
     if customer.plan_viewed_at is None:
+        # Written on the GET of the plan: the first view is the point (the funnel's figure).
+        write_is_the_point(Customer.plan_viewed_at)
         customer.plan_viewed_at = clock.now()
-        db.session.commit()
+        db.session.flush()
 
 
 def toggle(customer: Customer, step_id: str, language: str) -> Plan:
@@ -105,5 +108,5 @@ def toggle(customer: Customer, step_id: str, language: str) -> Plan:
         subject_id=customer.public_id,
         details={"step": step_id},
     )
-    db.session.commit()
+    db.session.flush()
     return for_customer(customer, language)

@@ -98,7 +98,7 @@ def save_offer(incident: Incident, *, actor: str, **fields) -> ProtectionOffer:
     audit.record(
         "protection.offer_saved", actor=actor, subject_type="incident", subject_id=incident.slug
     )
-    db.session.commit()
+    db.session.flush()
     return offer
 
 
@@ -197,7 +197,7 @@ def import_codes(incident: Incident, path: Path | str, *, actor: str) -> CodeRep
             outcome="failure",
             details={"problems": report.problem_count},
         )
-        db.session.commit()
+        db.session.flush()  # the command reports the rejection, and its edge keeps this record
         raise CodesRejected(report)
     db.session.add_all(clean)
     db.session.flush()
@@ -210,7 +210,7 @@ def import_codes(incident: Incident, path: Path | str, *, actor: str) -> CodeRep
         details={"codes": report.added},
     )
     report.handed_to_waiting = _serve_waiting(offer)
-    db.session.commit()
+    db.session.flush()
     return report
 
 
@@ -336,11 +336,12 @@ def enroll(offer: ProtectionOffer, customer: Customer) -> Enrollment:
         requested_at=now,
         consented_at=now,
     )
-    db.session.add(enrollment)
     try:
-        db.session.flush()  # the unique (offer, customer) row: only one request gets past here
+        # The unique (offer, customer) row: only one request gets past here. A savepoint, so
+        # that the loser undoes only this insert, not the rest of its request.
+        with db.session.begin_nested():
+            db.session.add(enrollment)
     except IntegrityError:
-        db.session.rollback()
         return db.session.scalar(
             select(Enrollment).where(
                 Enrollment.offer_id == offer_id, Enrollment.customer_id == customer_id
@@ -357,7 +358,7 @@ def enroll(offer: ProtectionOffer, customer: Customer) -> Enrollment:
             subject_id=customer.public_id,
         )
         _alert_pool_empty(offer)
-    db.session.commit()
+    db.session.flush()
     return enrollment
 
 
@@ -510,5 +511,5 @@ def export(incident: Incident, path: Path | str, *, actor: str) -> int:
         subject_id=incident.slug,
         details={"rows": count},
     )
-    db.session.commit()
+    db.session.flush()
     return count

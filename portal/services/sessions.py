@@ -13,6 +13,7 @@ from portal import clock
 from portal.extensions import db
 from portal.models import Customer, LoginSession
 from portal.services import audit
+from portal.unit_of_work import write_is_the_point
 
 # Writing last_seen on every click would make every page a write; a minute of slack is harmless
 # against a 15-minute idle limit.
@@ -44,7 +45,7 @@ def open_session(customer: Customer, *, verified_at: datetime, user_agent: str =
         subject_type="customer",
         subject_id=customer.public_id,
     )
-    db.session.commit()
+    db.session.flush()
     return token
 
 
@@ -62,8 +63,10 @@ def load_session(token: str | None) -> LoginSession | None:
     if now - row.created_at > config["CUSTOMER_MAX_TTL"]:
         return None
     if now - row.last_seen_at > _TOUCH_EVERY:
+        # Written on any page, GETs too: the point is the idle timeout, which counts from here.
+        write_is_the_point(LoginSession.last_seen_at)
         row.last_seen_at = now
-        db.session.commit()
+        db.session.flush()
     return row
 
 
@@ -84,7 +87,7 @@ def end_session(token: str | None) -> None:
         subject_type="customer",
         subject_id=row.customer.public_id,
     )
-    db.session.commit()
+    db.session.flush()
 
 
 def end_all_sessions(customer_id: int) -> None:

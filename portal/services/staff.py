@@ -17,6 +17,7 @@ from portal.mail.compose import compose_alert
 from portal.models import RecoveryCode, StaffMember, StaffSession
 from portal.models.sealed import matches
 from portal.services import audit, outbox, passwords, tokens, totp
+from portal.unit_of_work import write_is_the_point
 from portal.validation import is_email
 
 PENDING_TTL = timedelta(minutes=10)  # password done, code not yet: this long at most
@@ -79,7 +80,6 @@ def invite(address: str, role: str, *, actor: str) -> str:
         subject_id=member.public_id,
         details={"role": role},
     )
-    db.session.commit()
     return tokens.link(tokens.Purpose.STAFF_INVITE, member.public_id, member.invite_nonce)
 
 
@@ -129,8 +129,11 @@ def authenticator_enrollment(member: StaffMember) -> Enrollment:
     import segno
 
     if member.totp_sealed is None:
+        # Kept on the GET that shows it: the point is that the code typed next is checked
+        # against the seed this page showed.
+        write_is_the_point(StaffMember.totp_sealed)
         member.totp_secret = totp.new_secret()
-        db.session.commit()
+        db.session.flush()
     secret = member.totp_secret
     import pyotp
 
@@ -164,14 +167,13 @@ def confirm_authenticator(session_: StaffSession, typed: str) -> list[str]:
         subject_id=member.public_id,
     )
     _tell(member, "An authenticator app was set up for your staff account.")
-    db.session.commit()
+    db.session.flush()
     return codes
 
 
 def rotate(session_: StaffSession) -> str:
     """A new session id once both factors are done (the half-signed-in id is retired)."""
     session_.revoked_at = clock.now()
-    db.session.commit()
     return _open(session_.staff, mfa=True, user_agent=session_.user_agent)
 
 
@@ -211,7 +213,7 @@ def _open(member: StaffMember, *, mfa: bool, user_agent: str = "") -> str:
             user_agent=user_agent[:200],
         )
     )
-    db.session.commit()
+    db.session.flush()
     return token
 
 
@@ -263,7 +265,9 @@ def sign_in(address: str, password: str, *, user_agent: str = "") -> str:
         passwords.hasher().verify(member.password_hash, passwords.normalise(password))
     except Exception:  # argon2 raises its own mismatch errors; all mean "no"
         _fail(member, "password")
-        db.session.commit()
+        # The failure counts towards the lock although an error follows: the view answers it
+        # on purpose, and the edge commits a request it answered.
+        db.session.flush()
         raise SignInFailed() from None
     if not member.ready:
         raise SignInFailed()  # set-up unfinished: only the invitation continues it
@@ -299,7 +303,8 @@ def second_factor(session_: StaffSession, typed: str, *, user_agent: str = "") -
             "Someone signed in to your staff account with the right password but "
             "a wrong code. If it was not you, change your password now.",
         )
-        db.session.commit()
+        # Kept although an error follows (the failure, the warning): the edge commits it.
+        db.session.flush()
         raise SignInFailed()
     else:
         factor = "recovery code"
@@ -314,7 +319,6 @@ def second_factor(session_: StaffSession, typed: str, *, user_agent: str = "") -
         subject_id=member.public_id,
         details={"factor": factor},
     )
-    db.session.commit()
     return _open(member, mfa=True, user_agent=user_agent)
 
 
@@ -353,7 +357,7 @@ def reauthenticate(session_: StaffSession, password: str, typed: str) -> None:
     )
     if step is None:
         _fail(member, "re-authentication")
-        db.session.commit()
+        db.session.flush()  # counts towards the lock: the edge commits it with the refusal
         raise SignInFailed()
     member.totp_last_step = step
     session_.reauth_at = clock.now()
@@ -363,7 +367,7 @@ def reauthenticate(session_: StaffSession, password: str, typed: str) -> None:
         subject_type="staff",
         subject_id=member.public_id,
     )
-    db.session.commit()
+    db.session.flush()
 
 
 def load_session(token: str | None) -> StaffSession | None:
@@ -385,8 +389,10 @@ def load_session(token: str | None) -> StaffSession | None:
     if now - row.last_seen_at > IDLE_TTL or now - row.created_at > MAX_TTL:
         return None
     if now - row.last_seen_at > timedelta(minutes=1):
+        # Written on any page, GETs too: the point is the idle timeout, which counts from here.
+        write_is_the_point(StaffSession.last_seen_at)
         row.last_seen_at = now
-        db.session.commit()
+        db.session.flush()
     return row
 
 
@@ -402,7 +408,7 @@ def sign_out(session_: StaffSession) -> None:
         subject_type="staff",
         subject_id=session_.staff.public_id,
     )
-    db.session.commit()
+    db.session.flush()
 
 
 # --- admin ---
@@ -443,7 +449,7 @@ def end_sessions(member: StaffMember, *, actor: str, session_id: int | None = No
         subject_id=member.public_id,
         details={"session": session_id},
     )
-    db.session.commit()
+    db.session.flush()
 
 
 def disable(member: StaffMember, *, actor: str) -> None:
@@ -451,7 +457,6 @@ def disable(member: StaffMember, *, actor: str) -> None:
     member.disabled_at = clock.now()
     end_sessions(member, actor=actor)
     audit.record("staff.disabled", actor=actor, subject_type="staff", subject_id=member.public_id)
-    db.session.commit()
 
 
 def reset_mfa(member: StaffMember, *, actor: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from portal import clock
+from portal import clock, unit_of_work
 from portal.extensions import db
 from portal.i18n import with_translation
 from portal.models import Incident, IncidentUpdate
@@ -72,7 +72,7 @@ def draft(
     audit.record(
         "update.drafted", actor=actor, subject_type="incident_update", subject_id=update.id
     )
-    db.session.commit()
+    db.session.flush()
     return update
 
 
@@ -88,7 +88,7 @@ def publish(update: IncidentUpdate, *, actor: str) -> None:
     audit.record(
         "update.published", actor=actor, subject_type="incident_update", subject_id=update.id
     )
-    db.session.commit()
+    db.session.flush()
 
 
 def edit_draft(
@@ -99,7 +99,7 @@ def edit_draft(
     update.title, update.body = _check(title, body)
     _translate(update, translations)
     audit.record("update.edited", actor=actor, subject_type="incident_update", subject_id=update.id)
-    db.session.commit()
+    db.session.flush()
 
 
 def correct(
@@ -126,7 +126,7 @@ def correct(
         subject_id=correction.id,
         details={"corrects": update.id},
     )
-    db.session.commit()
+    db.session.flush()
     return correction
 
 
@@ -182,7 +182,8 @@ def notify_affected(update_id: int, *, progress=None, batch_size: int = 500) -> 
             queued += 1
         last = customers[-1].id
         done += len(customers)
-        db.session.commit()
+        # Each batch is kept as it finishes: a rerun after a crash carries on from here.
+        unit_of_work.checkpoint()
         if progress is not None:
             progress(done, total)
     return queued

@@ -19,9 +19,10 @@ from portal import clock
 from portal.extensions import db
 from portal.i18n import language_for
 from portal.mail.compose import compose_code, compose_new_link
-from portal.models import Challenge, Customer, Incident, Notice, OutboxMessage
+from portal.models import AuditEvent, Challenge, Customer, Incident, Notice, OutboxMessage
 from portal.services import audit, outbox, reference_codes, tokens
 from portal.services.customers import find_by_email, mask_email
+from portal.unit_of_work import write_is_the_point
 from portal.validation import normalise_email
 
 CUSTOMER = "customer"  # the actor of acts a not-yet-verified visitor starts
@@ -141,10 +142,12 @@ def _notice_from_token(token: str) -> Notice:
 def open_link(token: str) -> LinkLanding:
     """Check a notice link and say where its code would go. Spends nothing: scanners open links."""
     notice = _notice_from_token(token)
+    # Written on this GET on purpose: the first opening is a figure for the response team's
+    # funnel (not a state of the link), and every opening of a personal link is recorded.
+    write_is_the_point(Notice.opened_at, AuditEvent)
     if notice.opened_at is None:
         notice.opened_at = clock.now()  # a figure for the response team, not a state of the link
     audit.record("link.opened", actor=CUSTOMER, subject_type="notice", subject_id=notice.public_id)
-    db.session.commit()
     return LinkLanding(notice, notice.incident, describe_channel(notice.customer))
 
 
@@ -237,7 +240,7 @@ def _start(customer: Customer, notice: Notice | None, purpose: str = "verify") -
         subject_id=customer.public_id,
         details={"channel": challenge.channel},
     )
-    db.session.commit()
+    db.session.flush()
     return challenge
 
 
@@ -337,7 +340,7 @@ def verify_code(challenge_public_id: str | None, typed: str) -> Challenge:
             subject_id=customer.public_id,
             details={"purpose": challenge.purpose},
         )
-        db.session.commit()
+        db.session.flush()
         return challenge
     challenge.tries += 1
     db.session.flush()
@@ -349,16 +352,18 @@ def verify_code(challenge_public_id: str | None, typed: str) -> Challenge:
         outcome="failure",
         details={"tries": challenge.tries},
     )
+    # The wrong try counts although an error follows: the view answers it on purpose (a 422 or
+    # the locked page), and the edge commits a request it answered.
     if _failures_in_window(customer.id) >= config["VERIFY_LOCK_FAILURES"]:
         _lock(customer)
-        db.session.commit()
+        db.session.flush()
         raise VerificationLocked()
     remaining = config["CODE_MAX_TRIES"] - challenge.tries
     if remaining <= 0:
         challenge.code_sealed = None
     # Say so before the lock: a person who is about to be paused should slow down, not find out.
     before_lock = config["VERIFY_LOCK_FAILURES"] - _failures_in_window(customer.id)
-    db.session.commit()
+    db.session.flush()
     if remaining <= 0:
         raise ChallengeEnded(_("Too many wrong tries for this code. Ask for a new one."))
     message = _("That code is not right. Please check the message and try again.")
@@ -421,7 +426,7 @@ def resend_code(challenge_public_id: str | None, channel: str | None = None) -> 
         challenge.channel = channel
     code = challenge.code
     _send_code(challenge, challenge.customer, code)
-    db.session.commit()
+    db.session.flush()
     return challenge
 
 
@@ -438,7 +443,7 @@ def request_new_link(address: str) -> None:
         payload={"email": normalised},
     )
     audit.record("link.requested", actor=CUSTOMER)  # no address: it may not be a customer's
-    db.session.commit()
+    db.session.flush()
 
 
 def reissue_link(notice: Notice, customer: Customer, *, reason: str) -> None:

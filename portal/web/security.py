@@ -81,6 +81,10 @@ def _staff_gate(level: str):
     roles = getattr(current_app.view_functions[request.endpoint], "roles", ())
     if g.staff_session.staff.role not in roles:
         member = g.staff_session.staff
+        from portal.models import AuditEvent
+        from portal.unit_of_work import write_is_the_point
+
+        write_is_the_point(AuditEvent)  # a refusal is recorded, on a GET too; the edge commits it
         audit.record(
             "authorization.denied",
             actor=f"staff:{member.public_id}",
@@ -88,9 +92,6 @@ def _staff_gate(level: str):
             subject_id=request.endpoint or "",
             outcome="failure",
         )
-        from portal.extensions import db
-
-        db.session.commit()
         abort(403)
     return None
 

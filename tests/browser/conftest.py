@@ -141,6 +141,7 @@ def link_in(text_: str, base: str) -> str:
 
 def _worker(app, stopping: threading.Event) -> None:
     """`portal outbox work`, in a thread: deliver what is due, run jobs when idle."""
+    from portal import unit_of_work
     from portal.cli import _transports
     from portal.services import background, outbox
 
@@ -149,9 +150,13 @@ def _worker(app, stopping: threading.Event) -> None:
         try:
             while not stopping.is_set():
                 try:
-                    result = outbox.deliver_batch(transports)
-                    if result.claimed == 0 and background.run_one() is None:
-                        stopping.wait(0.1)
+                    with unit_of_work.unit():  # a batch, then a job: one unit each
+                        result = outbox.deliver_batch(transports)
+                    if result.claimed == 0:
+                        with unit_of_work.unit():
+                            job = background.run_one()
+                        if job is None:
+                            stopping.wait(0.1)
                 finally:
                     db.session.remove()
         finally:

@@ -21,7 +21,7 @@ from flask_babel import force_locale, get_locale
 from flask_babel import gettext as _
 
 from portal import clock
-from portal.extensions import db, limiter
+from portal.extensions import limiter
 from portal.services import (
     authenticator,
     cases,
@@ -198,7 +198,6 @@ def _signed_in(customer_, verified_at) -> str:
     session["sid"] = sessions.open_session(
         customer_, verified_at=verified_at, user_agent=request.user_agent.string
     )
-    db.session.commit()
     return target
 
 
@@ -452,7 +451,6 @@ def language():
         login_session = sessions.load_session(session.get("sid"))
         if login_session is not None:
             customers.choose_language(login_session.customer, chosen)
-            db.session.commit()
     return redirect(safe_next(request.form.get("next")) or url_for("public.index"))
 
 
@@ -682,7 +680,6 @@ def help_case(token: str):
     try:
         if form.validate_on_submit():
             cases.help_case_reply(token, form.body.data)
-            db.session.commit()
             flash(_("Thank you. We will answer you the same way."), "info")
             return redirect(url_for("customer.help_case", token=token))
         case = cases.help_case(token)

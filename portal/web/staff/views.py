@@ -16,7 +16,7 @@ from flask import (
 )
 from flask_babel import gettext as _
 
-from portal.extensions import db, limiter
+from portal.extensions import limiter
 from portal.services import cases, customers, dashboard
 from portal.services import staff as staff_service
 from portal.web import limits
@@ -364,7 +364,6 @@ def link(public_id: str):
     except cases.CaseError as exc:
         flash(str(exc), "error")
     else:
-        db.session.commit()
         flash(_("The case is now the customer's, and that is recorded."), "info")
     return redirect(back)
 
@@ -388,7 +387,6 @@ def find_customer():
     if form.validate_on_submit():
         try:
             results = customers.search(_member(), form.kind.data, form.query.data)
-            db.session.commit()  # the search is in the audit trail even when nothing matched
         except customers.SearchError as exc:
             form.query.errors.append(str(exc))
     # Linking an unverified request: only to a case this agent may work, and still unlinked.
@@ -411,7 +409,6 @@ def _customer(public_id: str):
     found = customers.staff_customer(_member(), public_id)
     if found is None:
         abort(404)
-    db.session.commit()  # the look is recorded before anything is shown
     return found
 
 
@@ -446,7 +443,6 @@ def open_case_for(public_id: str):
         except cases.CaseError as exc:
             flash(str(exc), "error")
         else:
-            db.session.commit()
             return redirect(url_for("staff.case", public_id=item.public_id))
     else:
         flash(_("Choose a topic and write a note first."), "error")

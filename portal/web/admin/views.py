@@ -11,7 +11,6 @@ from flask import (
     abort,
     current_app,
     flash,
-    g,
     make_response,
     redirect,
     render_template,
@@ -20,6 +19,7 @@ from flask import (
 )
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from flask_login import current_user
 from sqlalchemy import select
 
 from portal.extensions import db
@@ -66,10 +66,10 @@ def disable(public_id: str):
     if redirect_ := require_fresh(url_for("admin.staff_list")):
         return redirect_
     member = _target(public_id)
-    if member.id == g.staff_session.staff_id:
+    if member.id == current_user.staff.id:
         flash(_("You cannot disable your own account."), "error")
     else:
-        staff_service.disable(member, actor=f"staff:{g.staff_session.staff.public_id}")
+        staff_service.disable(member, actor=f"staff:{current_user.staff.public_id}")
         flash(_("Disabled; every session of theirs has ended."), "info")
     return redirect(url_for("admin.staff_list"))
 
@@ -79,7 +79,7 @@ def disable(public_id: str):
 def end_sessions(public_id: str):
     if redirect_ := require_fresh(url_for("admin.staff_list")):
         return redirect_
-    staff_service.end_sessions(_target(public_id), actor=f"staff:{g.staff_session.staff.public_id}")
+    staff_service.end_sessions(_target(public_id), actor=f"staff:{current_user.staff.public_id}")
     flash(_("Their sessions have ended."), "info")
     return redirect(url_for("admin.staff_list"))
 
@@ -90,13 +90,13 @@ def reset_mfa(public_id: str):
     if redirect_ := require_fresh(url_for("admin.staff_list")):
         return redirect_
     link = staff_service.reset_mfa(
-        _target(public_id), actor=f"staff:{g.staff_session.staff.public_id}"
+        _target(public_id), actor=f"staff:{current_user.staff.public_id}"
     )
     return render_template("admin/setup_link.html", link=link)
 
 
 def _actor() -> str:
-    return f"staff:{g.staff_session.staff.public_id}"
+    return f"staff:{current_user.staff.public_id}"
 
 
 def _incident(slug: str):

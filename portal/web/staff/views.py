@@ -7,7 +7,6 @@ from flask import (
     abort,
     current_app,
     flash,
-    g,
     make_response,
     redirect,
     render_template,
@@ -15,6 +14,7 @@ from flask import (
     url_for,
 )
 from flask_babel import gettext as _
+from flask_login import current_user
 
 from portal.extensions import db, limiter
 from portal.services import cases, customers, dashboard
@@ -22,7 +22,7 @@ from portal.services import staff as staff_service
 from portal.web import limits
 from portal.web.access import public, staff, staff_pending
 from portal.web.customer.views import safe_next
-from portal.web.security import staff_cookie_name
+from portal.web.identity import staff_cookie_name
 from portal.web.staff.forms import (
     ActionForm,
     CodeForm,
@@ -53,13 +53,13 @@ def _with_cookie(response, token: str):
 
 
 def _member():
-    return g.staff_session.staff
+    return current_user.staff
 
 
 def require_fresh(next_url: str):
     """Sensitive acts need password + code from the last five minutes: a redirect to prove it
     again, or None when the proof is fresh."""
-    if staff_service.is_fresh(g.staff_session):
+    if current_user.is_fresh():
         return None
     flash(_("Confirm it is you first: this action needs your password and code again."), "info")
     return redirect(url_for("staff.reauth", next=next_url))
@@ -101,12 +101,12 @@ def setup_authenticator():
     form.code.label.text = _("Code from your authenticator app")
     if form.validate_on_submit():
         try:
-            codes = staff_service.confirm_authenticator(g.staff_session, form.code.data)
+            codes = staff_service.confirm_authenticator(current_user.session, form.code.data)
         except staff_service.StaffError as exc:
             form.code.errors.append(str(exc))
         else:
             # Shown once, on this response only; only their digests are stored.
-            token = staff_service.rotate(g.staff_session)
+            token = staff_service.rotate(current_user.session)
             return _with_cookie(
                 make_response(render_template("staff/recovery_codes.html", codes=codes)), token
             )
@@ -144,13 +144,13 @@ def login():
 @limiter.limit(limits.STAFF_CODE_PER_ACCOUNT, key_func=limits.staff_member, methods=["POST"])
 @limiter.limit(limits.STAFF_CODE_PER_NETWORK, key_func=limits.network, methods=["POST"])
 def code():
-    if g.staff_session.mfa_at is not None:
+    if current_user.is_authenticated:
         return redirect(url_for("staff.queue"))
     form = CodeForm()
     if form.validate_on_submit():
         try:
             token = staff_service.second_factor(
-                g.staff_session, form.code.data, user_agent=request.user_agent.string
+                current_user.session, form.code.data, user_agent=request.user_agent.string
             )
         except staff_service.SignInFailed:
             form.code.errors.append(_("That code does not match."))
@@ -167,7 +167,7 @@ def reauth():
     target = safe_next(request.values.get("next")) or url_for("staff.queue")
     if form.validate_on_submit():
         try:
-            staff_service.reauthenticate(g.staff_session, form.password.data, form.code.data)
+            staff_service.reauthenticate(current_user.session, form.password.data, form.code.data)
         except staff_service.SignInFailed:
             form.code.errors.append(_("That password and code do not match."))
         else:
@@ -186,7 +186,7 @@ def reauth():
 @bp.post("/logout")
 @staff_pending
 def logout():
-    staff_service.sign_out(g.staff_session)
+    staff_service.sign_out(current_user.session)
     response = redirect(url_for("staff.login"))
     response.delete_cookie(staff_cookie_name(), path="/")
     response.headers["Clear-Site-Data"] = '"cache", "cookies", "storage"'
@@ -261,7 +261,7 @@ def case(public_id: str):
         action=ActionForm(),
         status_form=StatusForm(status=item.status),
         tool_form=ToolForm(),
-        fresh=staff_service.is_fresh(g.staff_session),
+        fresh=current_user.is_fresh(),
     )
 
 
@@ -403,7 +403,7 @@ def find_customer():
         masked=customers.masked,
         linking=linking,
         link_form=LinkForm(),
-        fresh=staff_service.is_fresh(g.staff_session),
+        fresh=current_user.is_fresh(),
     ), status
 
 
@@ -430,7 +430,7 @@ def customer_record(public_id: str):
         statuses=cases.STATUS_LABELS,
         case_form=OpenCaseForm(),
         tool_form=ToolForm(),
-        fresh=staff_service.is_fresh(g.staff_session),
+        fresh=current_user.is_fresh(),
     )
 
 

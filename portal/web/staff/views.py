@@ -19,9 +19,10 @@ from flask_login import current_user
 from portal.extensions import db, limiter
 from portal.services import cases, customers, dashboard
 from portal.services import staff as staff_service
-from portal.web import limits
+from portal.web import freshness, limits
 from portal.web.access import public, staff, staff_pending
 from portal.web.customer.views import safe_next
+from portal.web.freshness import fresh_within
 from portal.web.identity import staff_cookie_name
 from portal.web.staff.forms import (
     ActionForm,
@@ -54,15 +55,6 @@ def _with_cookie(response, token: str):
 
 def _member():
     return current_user.staff
-
-
-def require_fresh(next_url: str):
-    """Sensitive acts need password + code from the last five minutes: a redirect to prove it
-    again, or None when the proof is fresh."""
-    if current_user.is_fresh():
-        return None
-    flash(_("Confirm it is you first: this action needs your password and code again."), "info")
-    return redirect(url_for("staff.reauth", next=next_url))
 
 
 # --- set-up from an invitation ---
@@ -163,6 +155,8 @@ def code():
 @bp.route("/reauth", methods=["GET", "POST"])
 @staff(*AGENTS)
 def reauth():
+    """Password and code again. A kept act is finished by its own route (the page posts there);
+    this one returns to a page or export asked for with a stale proof, or to target."""
     form = ReauthForm()
     target = safe_next(request.values.get("next")) or url_for("staff.queue")
     if form.validate_on_submit():
@@ -171,22 +165,16 @@ def reauth():
         except staff_service.SignInFailed:
             form.code.errors.append(_("That password and code do not match."))
         else:
-            # Back where they were: the act itself is not repeated for them, so say what to do.
-            flash(
-                _(
-                    "Confirmed. Now do what you were doing again; for five minutes you will "
-                    "not be asked."
-                ),
-                "info",
-            )
+            flash(_("Confirmed: for five minutes you will not be asked again."), "info")
             return redirect(target)
-    return render_template("staff/reauth.html", form=form, target=target)
+    return freshness.ask(form, target)
 
 
 @bp.post("/logout")
 @staff_pending
 def logout():
     staff_service.sign_out(current_user.session)
+    freshness.forget()
     response = redirect(url_for("staff.login"))
     response.delete_cookie(staff_cookie_name(), path="/")
     response.headers["Clear-Site-Data"] = '"cache", "cookies", "storage"'
@@ -309,10 +297,8 @@ TOOLS = {
 
 
 def _run_tool(tool: str, subject, back: str):
-    """One tool on a customer, reached from a case or from their record: fresh proof of who
-    the agent is, a reason, then the act (the service records it)."""
-    if redirect_ := require_fresh(back):
-        return redirect_
+    """One tool on a customer, reached from a case or from their record: a reason, then the act
+    (the service records it). Its routes need a fresh proof of who the agent is."""
     form = ToolForm()
     if not form.validate_on_submit():
         flash(_("Give the reason for this action (it is recorded)."), "error")
@@ -331,6 +317,7 @@ def _run_tool(tool: str, subject, back: str):
 
 @bp.post("/cases/<public_id>/tools/<tool>")
 @staff(*AGENTS)
+@fresh_within(minutes=5)
 def tool(public_id: str, tool: str):
     item = _case(public_id)
     if tool not in TOOLS:
@@ -340,12 +327,11 @@ def tool(public_id: str, tool: str):
 
 @bp.post("/cases/<public_id>/link")
 @staff(*AGENTS)
+@fresh_within(minutes=5)
 def link(public_id: str):
     """Make an unverified request the customer's, after an identity check."""
     item = _case(public_id)
     back = url_for("staff.case", public_id=public_id)
-    if redirect_ := require_fresh(back):
-        return redirect_
     form = LinkForm()
     if not form.validate_on_submit():
         flash(_("Give the reason for this action (it is recorded)."), "error")
@@ -461,6 +447,7 @@ RECORD_TOOLS = ("resend-link", "clear-lock", "confirm-identity")
 
 @bp.post("/customers/<public_id>/tools/<tool>")
 @staff(*AGENTS)
+@fresh_within(minutes=5)
 def customer_tool(public_id: str, tool: str):
     if tool not in RECORD_TOOLS:
         abort(404)

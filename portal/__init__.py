@@ -6,8 +6,9 @@ import logging
 import os
 from pathlib import Path
 
-from flask import Flask, g, has_request_context, request, session
+from flask import Flask, has_request_context, request, session
 from flask_babel import get_locale
+from flask_login import current_user
 from sqlalchemy import event
 
 from portal import config as portal_config
@@ -52,11 +53,14 @@ def register_proxy(app: Flask) -> None:
 def register_extensions(app: Flask) -> None:
     from portal.extensions import babel, csrf, db, limiter, migrate, vault
     from portal.i18n import datetime_with_zone, language_for, localized, staff_datetime
+    from portal.web import identity
+    from portal.web.access import CUSTOMER
 
     db.init_app(app)
     from portal import unit_of_work
 
     unit_of_work.init_app(app)  # first: each request commits once, after every other hook
+    identity.init_app(app)  # before CSRFProtect: see identity._forget_previous_user
 
     @app.before_request
     def _upload_limit():
@@ -79,9 +83,8 @@ def register_extensions(app: Flask) -> None:
     def select_locale():
         if not has_request_context():
             return None  # commands and workers pass the recipient's locale explicitly
-        login_session = g.get("login_session")
-        if login_session is not None:  # a signed-in customer reads their own language
-            return language_for(login_session.customer.locale)
+        if current_user.kind == CUSTOMER:  # a signed-in customer reads their own language
+            return language_for(current_user.customer.locale)
         # What the person picked on a page, else the language of the notice they came from.
         for key in ("lang", "lang_default"):
             if session.get(key) in app.config["LANGUAGES"]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 
 import pyotp
@@ -69,6 +70,29 @@ def reauth(client, email: str, clock: Clock, target: str):
         data={
             "csrf_token": csrf_from(page),
             "next": target,
+            "password": PASSWORD,
+            "code": code_for(email, clock),
+        },
+    )
+
+
+def confirm_it_is_you(client, asked, email: str, clock: Clock):
+    """Answer a request for a fresh proof as a person would: open the page it redirected to and
+    send the password and a new code wherever that page's form goes."""
+    clock.tick()
+    page = client.get(asked.headers["Location"])
+    form = re.search(
+        r'<form method="post" action="([^"]+)" class="panel".*?</form>',
+        page.get_data(as_text=True),
+        re.S,
+    )
+    assert form, "no 'Confirm it is you' form"
+    hidden = re.findall(r'<input type="hidden" name="(next|resume)" value="([^"]*)">', form[0])
+    return client.post(
+        html.unescape(form[1]),
+        data={
+            "csrf_token": csrf_from(page),
+            **{name: html.unescape(value) for name, value in hidden},
             "password": PASSWORD,
             "code": code_for(email, clock),
         },

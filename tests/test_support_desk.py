@@ -24,7 +24,7 @@ from tests.customer_flow import (
     start_from_link,
     submit_code,
 )
-from tests.staff_flow import reauth, set_up
+from tests.staff_flow import confirm_it_is_you, set_up
 
 ANN = "ann@example.com"
 BOB = "bob@example.com"
@@ -212,22 +212,23 @@ def test_a_locked_customer_found_by_lookup_is_let_in_by_an_agent(app, agent, clo
     )
     assert asked.headers["Location"].startswith("/staff/reauth")
     assert customer(ANN).verification_locked_at is not None  # nothing happened yet
-    assert reauth(agent, AGENT, clock, record).headers["Location"] == record
+    # The password and a new code, and the lock is cleared as asked: no reason typed again.
+    assert confirm_it_is_you(agent, asked, AGENT, clock).headers["Location"] == record
+    assert customer(ANN).verification_locked_at is None
 
     page = agent.get(record)
     no_reason = agent.post(
-        f"{record}/tools/clear-lock", data={"csrf_token": csrf_from(page), "reason": ""}
+        f"{record}/tools/confirm-identity", data={"csrf_token": csrf_from(page), "reason": ""}
     )
-    assert no_reason.status_code == 302 and customer(ANN).verification_locked_at is not None
-    for tool, reason in (
-        ("clear-lock", "Called in, locked out"),
-        ("confirm-identity", "Checked date of birth and letter code by phone"),
-    ):
-        done = agent.post(
-            f"{record}/tools/{tool}", data={"csrf_token": csrf_from(page), "reason": reason}
-        )
-        assert done.headers["Location"] == record
-    assert customer(ANN).verification_locked_at is None
+    assert no_reason.status_code == 302 and events("agent.identity_confirmed") == []
+    done = agent.post(
+        f"{record}/tools/confirm-identity",
+        data={
+            "csrf_token": csrf_from(page),
+            "reason": "Checked date of birth and letter code by phone",
+        },
+    )
+    assert done.headers["Location"] == record
 
     mail = [m for m in messages_to(ANN) if "sign-in link" in m.row.subject][-1]
     path = next(line for line in mail.text.splitlines() if "/assisted/" in line)
@@ -352,14 +353,10 @@ def test_an_unverified_request_is_linked_to_its_customer_after_an_identity_check
     link(identity_checked="y", reason="")
     assert the_case().customer_id is None
     clock.tick(6 * 60)
-    assert (
-        link(identity_checked="y", reason="Checked by phone")
-        .headers["Location"]
-        .startswith("/staff/reauth")
-    )
+    asked = link(identity_checked="y", reason="Answered questions on the letter")
+    assert asked.headers["Location"].startswith("/staff/reauth")
     assert the_case().customer_id is None
-    reauth(agent, AGENT, clock, staff_path)
-    done = link(identity_checked="y", reason="Answered questions on the letter")
+    done = confirm_it_is_you(agent, asked, AGENT, clock)  # the link is made as it was asked
     assert done.headers["Location"] == staff_path
     case = the_case()
     assert case.customer_id == customer(ANN).id and not case.unverified

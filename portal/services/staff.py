@@ -396,8 +396,10 @@ def load_session(token: str | None) -> StaffSession | None:
     return row
 
 
-def is_fresh(session_: StaffSession) -> bool:
-    return session_.reauth_at is not None and clock.now() - session_.reauth_at <= REAUTH_TTL
+def is_fresh(session_: StaffSession, within: timedelta | None = None) -> bool:
+    """Password and code given again within the window (REAUTH_TTL unless given)?"""
+    window = within or REAUTH_TTL
+    return session_.reauth_at is not None and clock.now() - session_.reauth_at <= window
 
 
 def sign_out(session_: StaffSession) -> None:

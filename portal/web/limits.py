@@ -19,7 +19,8 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 
-from flask import g, request, session
+from flask import request, session
+from flask_login import current_user
 
 from portal.extensions import vault
 from portal.services import reference_codes, tokens
@@ -107,13 +108,13 @@ def network() -> str:
 
 
 def customer() -> str:
-    """The signed-in customer (set by the access gate before any customer view runs)."""
-    return "customer:" + g.login_session.customer.public_id
+    """The signed-in customer (the access gate lets no one else reach a customer view)."""
+    return "customer:" + current_user.customer.public_id
 
 
 def staff_member() -> str:
     """The staff member of this (possibly half-finished) staff session."""
-    return "staff:" + g.staff_session.staff.public_id
+    return "staff:" + current_user.staff.public_id
 
 
 def _digest(value: str) -> str:

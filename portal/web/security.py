@@ -8,6 +8,7 @@ import secrets
 
 from flask import Flask, abort, current_app, g, redirect, request, session, url_for
 from flask_babel import refresh
+from flask_login import current_user
 
 from portal.web.access import CUSTOMER, DEVELOPMENT, PUBLIC, STAFF, STAFF_PENDING, access_of
 
@@ -28,8 +29,6 @@ def _before_request():
     # Flask-WTF caches the CSRF token on g; g lives as long as the app context, which a caller
     # (a test, a CLI shell) may hold across requests. The token must come from this session.
     g.pop("csrf_token", None)
-    g.login_session = None  # set below only for customer routes, from this request's cookie
-    g.staff_session = None  # likewise for staff routes, from the staff cookie
     refresh()  # likewise Flask-Babel's cached locale: pick it again for this request
     if request.endpoint is None:
         return None  # routing will answer 404 or 405
@@ -39,10 +38,8 @@ def _before_request():
     if level == PUBLIC:
         return None
     if level == CUSTOMER:
-        from portal.services.sessions import load_session
-
-        g.login_session = load_session(session.get("sid"))
-        if g.login_session is None:
+        # current_user comes from the customer's own session id only (portal/web/identity.py).
+        if current_user.kind != CUSTOMER:
             session.pop("sid", None)
             return redirect(url_for("customer.signed_out"))
         refresh()  # the customer's own language from here on
@@ -58,36 +55,25 @@ def _before_request():
     abort(403)
 
 
-def staff_cookie_name() -> str:
-    return (
-        "__Host-portal_staff"
-        if current_app.config["PORTAL_ENV"] == "production"
-        else ("portal_staff")
-    )
-
-
 def _staff_gate(level: str):
     """Staff routes read only the staff cookie: a customer session never opens them."""
     from portal.services import audit
-    from portal.services.staff import load_session
 
-    g.staff_session = load_session(request.cookies.get(staff_cookie_name()))
-    if g.staff_session is None:
+    if current_user.kind != STAFF:
         return redirect(url_for("staff.login"))
     if level == STAFF_PENDING:
         return None
-    if g.staff_session.mfa_at is None:
+    if not current_user.is_authenticated:
         return redirect(url_for("staff.code"))  # half signed in: the code page, nothing else
     roles = getattr(current_app.view_functions[request.endpoint], "roles", ())
-    if g.staff_session.staff.role not in roles:
-        member = g.staff_session.staff
+    if current_user.role not in roles:
         from portal.models import AuditEvent
         from portal.unit_of_work import write_is_the_point
 
         write_is_the_point(AuditEvent)  # a refusal is recorded, on a GET too; the edge commits it
         audit.record(
             "authorization.denied",
-            actor=f"staff:{member.public_id}",
+            actor=f"staff:{current_user.staff.public_id}",
             subject_type="route",
             subject_id=request.endpoint or "",
             outcome="failure",

@@ -240,15 +240,12 @@ def test_a_case_tool_asks_the_agent_to_prove_it_is_them_again_then_resends_the_l
     resend.get_by_role("button").click()
     page.wait_for_url(re.compile(r"/staff/reauth\?"))
     expect(page.get_by_role("status")).to_contain_text("Confirm it is you first")
+    expect(page.get_by_role("main")).to_contain_text("nothing to enter or choose again")
     you.check("re-authentication")
-    reauthenticate(you, agent, clock)
-    page.wait_for_url(live.base + f"/staff/cases/{public_id}")
-    expect(page.get_by_role("status")).to_contain_text("Now do what you were doing again")
     assert len(live.mails(someone["email"])) == 1  # nothing was sent before the proof
-
-    resend = _tool(page, "Send a fresh notice link (old links stop working)")
-    resend.get_by_label("Reason (recorded)").fill("Customer deleted the notice email")
-    resend.get_by_role("button").click()
+    reauthenticate(you, agent, clock)
+    # The link is resent as asked, with the reason given before the proof: nothing typed twice.
+    page.wait_for_url(live.base + f"/staff/cases/{public_id}")
     expect(page.get_by_role("status")).to_contain_text("Done, and recorded.")
     expect(page.locator(".msg-event").last).to_contain_text("Customer deleted the notice email")
     you.check("link resent")
@@ -336,10 +333,6 @@ def test_a_locked_customer_reaches_a_person_and_is_let_in_without_anyone_touchin
     unlock.get_by_role("button").click()
     desk.wait_for_url(re.compile(r"/staff/reauth\?"))
     reauthenticate(you, agent, clock)
-    expect(desk.get_by_role("status")).to_contain_text("Now do what you were doing again")
-    unlock = _tool(desk, "Clear the code lock")
-    unlock.get_by_label("Reason (recorded)").fill("Identity checked by phone: date of birth")
-    unlock.get_by_role("button").click()
     expect(desk.get_by_role("status")).to_contain_text("Done, and recorded.")
     expect(desk.get_by_text("Codes are locked for this customer")).to_have_count(0)
     sign_in = _tool(desk, "Identity confirmed by phone: send a one-time sign-in link")
@@ -480,3 +473,48 @@ def test_an_admin_imports_sends_notices_and_publishes_an_update_read_in_each_cus
         reader.check("dashboard")
         updates = page.get_by_role("main").inner_text()
         assert theirs in updates and other not in updates
+
+
+# --- 6. a proof that grew old while the admin looked for the file ---
+
+
+@JS
+def test_an_admin_whose_proof_grew_old_while_choosing_a_file_confirms_it_is_them_and_it_is_checked(
+    live, person, clock, js, tmp_path
+):
+    from portal.services.incidents import create_incident
+
+    mode = "js" if js else "nojs"
+    slug = f"ferry-{mode}"
+    live.run(
+        create_incident,
+        slug=slug,
+        title=f"Ferry bookings exposure ({mode})",
+        discovered_on=date(2026, 11, 4),
+        actor="test",
+    )
+    upload = tmp_path / "affected.csv"
+    with upload.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(HEADER)
+        for n in (1, 2):
+            email = f"ferry{n}.{mode}@example.com"
+            writer.writerow(
+                [f"F-{mode}-{n}", f"Ferry Rider{n}", email, "", "en", "", "email_address"]
+            )
+
+    you = person(js=js)
+    admin = set_up(you, live, clock, role="admin")
+    page = you.page
+    page.goto(live.base + f"/admin/incidents/{slug}/import")
+    page.get_by_label("CSV file (UTF-8)").set_input_files(upload)
+    clock.wait(6 * 60)  # the file took a while to find: the sign-in's proof is too old now
+    you.click("button", "Upload and check")
+    page.wait_for_url(re.compile(r"/staff/reauth\?"))
+    expect(page.get_by_role("status")).to_contain_text("Confirm it is you first")
+    expect(page.get_by_role("main")).to_contain_text("nothing to enter or choose again")
+    you.check("confirm before the upload")
+    reauthenticate(you, admin, clock)
+    # The file sent before the proof is the one checked: it is not chosen again.
+    page.wait_for_url(re.compile(r"/admin/jobs/"))
+    _wait_for_job(you, "2 rows checked: no problems.", check=True)

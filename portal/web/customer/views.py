@@ -9,7 +9,6 @@ from flask import (
     abort,
     current_app,
     flash,
-    g,
     make_response,
     redirect,
     render_template,
@@ -19,6 +18,7 @@ from flask import (
 )
 from flask_babel import force_locale, get_locale
 from flask_babel import gettext as _
+from flask_login import current_user
 
 from portal import clock
 from portal.extensions import limiter
@@ -307,7 +307,7 @@ def signed_out():
 @bp.get("/me")
 @customer
 def me():
-    customer_ = g.login_session.customer
+    customer_ = current_user.customer
     return render_template("customer/dashboard.html", views=dashboard.for_customer(customer_))
 
 
@@ -325,7 +325,7 @@ def logout():
 
 
 def _fresh() -> bool:
-    return sessions.is_fresh(g.login_session)
+    return current_user.is_fresh()
 
 
 @bp.post("/me/confirm")
@@ -334,7 +334,7 @@ def _fresh() -> bool:
 def confirm():
     """Send a fresh code before a sensitive act; come back to it afterwards."""
     try:
-        challenge = verification.start_step_up(g.login_session.customer)
+        challenge = verification.start_step_up(current_user.customer)
     except VerificationLocked:
         return _locked()
     except TooManyCodes:
@@ -349,7 +349,7 @@ def confirm():
 @bp.get("/me/authenticator")
 @customer
 def authenticator_page():
-    customer_ = g.login_session.customer
+    customer_ = current_user.customer
     return render_template(
         "customer/authenticator.html",
         enabled=authenticator.is_enabled(customer_),
@@ -366,7 +366,7 @@ def authenticator_page():
 def authenticator_setup():
     if not _fresh():  # adding a way in needs a fresh proof, not just an open session
         return redirect(url_for("customer.authenticator_page"))
-    authenticator.begin(g.login_session.customer)
+    authenticator.begin(current_user.customer)
     return redirect(url_for("customer.authenticator_page"))
 
 
@@ -375,7 +375,7 @@ def authenticator_setup():
 @limiter.limit(limits.AUTHENTICATOR_PER_CUSTOMER, key_func=limits.customer)
 def authenticator_confirm():
     form = CodeForm()
-    customer_ = g.login_session.customer
+    customer_ = current_user.customer
     if not _fresh():
         return redirect(url_for("customer.authenticator_page"))
     if form.validate_on_submit():
@@ -408,7 +408,7 @@ def authenticator_confirm():
 def authenticator_remove():
     if not _fresh():
         return redirect(url_for("customer.authenticator_page"))
-    authenticator.remove(g.login_session.customer)
+    authenticator.remove(current_user.customer)
     flash(_("The authenticator app was removed."), "info")
     return redirect(url_for("customer.authenticator_page"))
 
@@ -477,7 +477,7 @@ def _language() -> str:
 @bp.get("/me/plan")
 @customer
 def plan():
-    customer_ = g.login_session.customer
+    customer_ = current_user.customer
     plan_service.viewed(customer_)
     return render_template(
         "customer/plan.html",
@@ -489,7 +489,7 @@ def plan():
 @bp.post("/me/plan/<step_id>")
 @customer
 def toggle_step(step_id: str):
-    customer_ = g.login_session.customer
+    customer_ = current_user.customer
     try:
         updated = plan_service.toggle(customer_, step_id, _language())
     except plan_service.StepNotInPlan:
@@ -520,7 +520,7 @@ def password():
     if form.validate_on_submit():
         try:
             session["sid"] = passwords.change_password(
-                g.login_session.customer,
+                current_user.customer,
                 form.password.data,
                 form.confirm.data,
                 keep_token=session.get("sid"),
@@ -543,7 +543,7 @@ def password():
 @bp.get("/me/protection")
 @customer
 def protection():
-    customer_ = g.login_session.customer
+    customer_ = current_user.customer
     return render_template(
         "customer/protection.html",
         views=protection_service.offers_for(customer_),
@@ -555,7 +555,7 @@ def protection():
 @customer
 @limiter.limit(limits.ENROLL_PER_CUSTOMER, key_func=limits.customer)
 def enroll(offer_id: int):
-    customer_ = g.login_session.customer
+    customer_ = current_user.customer
     offer = protection_service.offer_for_customer(offer_id, customer_)
     if offer is None:
         abort(404)  # not an offer of this customer's incidents
@@ -580,7 +580,7 @@ def enroll(offer_id: int):
 @customer
 @limiter.limit(limits.QUESTION_PER_CUSTOMER, key_func=limits.customer, methods=["POST"])
 def my_cases():
-    customer_ = g.login_session.customer
+    customer_ = current_user.customer
     form = CaseForm()
     if form.validate_on_submit():
         try:
@@ -608,7 +608,7 @@ def my_cases():
 @customer
 @limiter.limit(limits.REPLY_PER_CUSTOMER, key_func=limits.customer, methods=["POST"])
 def my_case(public_id: str):
-    customer_ = g.login_session.customer
+    customer_ = current_user.customer
     case = cases.customer_case(customer_, public_id)
     if case is None:
         abort(404)  # only their own cases exist for them

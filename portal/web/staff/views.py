@@ -7,7 +7,6 @@ from flask import (
     abort,
     current_app,
     flash,
-    g,
     make_response,
     redirect,
     render_template,
@@ -15,14 +14,16 @@ from flask import (
     url_for,
 )
 from flask_babel import gettext as _
+from flask_login import current_user
 
 from portal.extensions import limiter
 from portal.services import cases, customers, dashboard
 from portal.services import staff as staff_service
-from portal.web import limits
+from portal.web import freshness, limits
 from portal.web.access import public, staff, staff_pending
 from portal.web.customer.views import safe_next
-from portal.web.security import staff_cookie_name
+from portal.web.freshness import fresh_within
+from portal.web.identity import staff_cookie_name
 from portal.web.staff.forms import (
     ActionForm,
     CodeForm,
@@ -53,16 +54,7 @@ def _with_cookie(response, token: str):
 
 
 def _member():
-    return g.staff_session.staff
-
-
-def require_fresh(next_url: str):
-    """Sensitive acts need password + code from the last five minutes: a redirect to prove it
-    again, or None when the proof is fresh."""
-    if staff_service.is_fresh(g.staff_session):
-        return None
-    flash(_("Confirm it is you first: this action needs your password and code again."), "info")
-    return redirect(url_for("staff.reauth", next=next_url))
+    return current_user.staff
 
 
 # --- set-up from an invitation ---
@@ -101,12 +93,12 @@ def setup_authenticator():
     form.code.label.text = _("Code from your authenticator app")
     if form.validate_on_submit():
         try:
-            codes = staff_service.confirm_authenticator(g.staff_session, form.code.data)
+            codes = staff_service.confirm_authenticator(current_user.session, form.code.data)
         except staff_service.StaffError as exc:
             form.code.errors.append(str(exc))
         else:
             # Shown once, on this response only; only their digests are stored.
-            token = staff_service.rotate(g.staff_session)
+            token = staff_service.rotate(current_user.session)
             return _with_cookie(
                 make_response(render_template("staff/recovery_codes.html", codes=codes)), token
             )
@@ -144,13 +136,13 @@ def login():
 @limiter.limit(limits.STAFF_CODE_PER_ACCOUNT, key_func=limits.staff_member, methods=["POST"])
 @limiter.limit(limits.STAFF_CODE_PER_NETWORK, key_func=limits.network, methods=["POST"])
 def code():
-    if g.staff_session.mfa_at is not None:
+    if current_user.is_authenticated:
         return redirect(url_for("staff.queue"))
     form = CodeForm()
     if form.validate_on_submit():
         try:
             token = staff_service.second_factor(
-                g.staff_session, form.code.data, user_agent=request.user_agent.string
+                current_user.session, form.code.data, user_agent=request.user_agent.string
             )
         except staff_service.SignInFailed:
             form.code.errors.append(_("That code does not match."))
@@ -163,30 +155,26 @@ def code():
 @bp.route("/reauth", methods=["GET", "POST"])
 @staff(*AGENTS)
 def reauth():
+    """Password and code again. A kept act is finished by its own route (the page posts there);
+    this one returns to a page or export asked for with a stale proof, or to target."""
     form = ReauthForm()
     target = safe_next(request.values.get("next")) or url_for("staff.queue")
     if form.validate_on_submit():
         try:
-            staff_service.reauthenticate(g.staff_session, form.password.data, form.code.data)
+            staff_service.reauthenticate(current_user.session, form.password.data, form.code.data)
         except staff_service.SignInFailed:
             form.code.errors.append(_("That password and code do not match."))
         else:
-            # Back where they were: the act itself is not repeated for them, so say what to do.
-            flash(
-                _(
-                    "Confirmed. Now do what you were doing again; for five minutes you will "
-                    "not be asked."
-                ),
-                "info",
-            )
+            flash(_("Confirmed: for five minutes you will not be asked again."), "info")
             return redirect(target)
-    return render_template("staff/reauth.html", form=form, target=target)
+    return freshness.ask(form, target)
 
 
 @bp.post("/logout")
 @staff_pending
 def logout():
-    staff_service.sign_out(g.staff_session)
+    staff_service.sign_out(current_user.session)
+    freshness.forget()
     response = redirect(url_for("staff.login"))
     response.delete_cookie(staff_cookie_name(), path="/")
     response.headers["Clear-Site-Data"] = '"cache", "cookies", "storage"'
@@ -261,7 +249,7 @@ def case(public_id: str):
         action=ActionForm(),
         status_form=StatusForm(status=item.status),
         tool_form=ToolForm(),
-        fresh=staff_service.is_fresh(g.staff_session),
+        fresh=current_user.is_fresh(),
     )
 
 
@@ -309,10 +297,8 @@ TOOLS = {
 
 
 def _run_tool(tool: str, subject, back: str):
-    """One tool on a customer, reached from a case or from their record: fresh proof of who
-    the agent is, a reason, then the act (the service records it)."""
-    if redirect_ := require_fresh(back):
-        return redirect_
+    """One tool on a customer, reached from a case or from their record: a reason, then the act
+    (the service records it). Its routes need a fresh proof of who the agent is."""
     form = ToolForm()
     if not form.validate_on_submit():
         flash(_("Give the reason for this action (it is recorded)."), "error")
@@ -331,6 +317,7 @@ def _run_tool(tool: str, subject, back: str):
 
 @bp.post("/cases/<public_id>/tools/<tool>")
 @staff(*AGENTS)
+@fresh_within(minutes=5)
 def tool(public_id: str, tool: str):
     item = _case(public_id)
     if tool not in TOOLS:
@@ -340,12 +327,11 @@ def tool(public_id: str, tool: str):
 
 @bp.post("/cases/<public_id>/link")
 @staff(*AGENTS)
+@fresh_within(minutes=5)
 def link(public_id: str):
     """Make an unverified request the customer's, after an identity check."""
     item = _case(public_id)
     back = url_for("staff.case", public_id=public_id)
-    if redirect_ := require_fresh(back):
-        return redirect_
     form = LinkForm()
     if not form.validate_on_submit():
         flash(_("Give the reason for this action (it is recorded)."), "error")
@@ -401,7 +387,7 @@ def find_customer():
         masked=customers.masked,
         linking=linking,
         link_form=LinkForm(),
-        fresh=staff_service.is_fresh(g.staff_session),
+        fresh=current_user.is_fresh(),
     ), status
 
 
@@ -427,7 +413,7 @@ def customer_record(public_id: str):
         statuses=cases.STATUS_LABELS,
         case_form=OpenCaseForm(),
         tool_form=ToolForm(),
-        fresh=staff_service.is_fresh(g.staff_session),
+        fresh=current_user.is_fresh(),
     )
 
 
@@ -457,6 +443,7 @@ RECORD_TOOLS = ("resend-link", "clear-lock", "confirm-identity")
 
 @bp.post("/customers/<public_id>/tools/<tool>")
 @staff(*AGENTS)
+@fresh_within(minutes=5)
 def customer_tool(public_id: str, tool: str):
     if tool not in RECORD_TOOLS:
         abort(404)

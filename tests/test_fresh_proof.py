@@ -1,0 +1,234 @@
+"""Proving it again: sensitive acts need a recent password and code, and asking for them never
+makes anyone enter or choose something twice."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from portal.extensions import db
+from portal.models import Customer, Job, Notice
+from portal.services import background
+from portal.services.imports import import_customers
+from tests.conftest import customer_row
+from tests.customer_flow import csrf_from
+from tests.staff_flow import PASSWORD, code_for, confirm_it_is_you, set_up
+
+ADMIN = "boss@example.com"
+CSV = (
+    "external_id,full_name,email,phone,locale,region,data_classes\n"
+    "C-1,Ann,ann@example.com,,en,US-CA,ssn\n"
+    "C-2,Bob,bob@example.com,,en,,ssn\n"
+)
+STALE = 6 * 60  # seconds: the sign-in's proof is older than the five minutes acts allow
+
+
+@pytest.fixture
+def admin(app, clock):
+    client = app.test_client()
+    set_up(app, client, ADMIN, "admin", clock)
+    return client
+
+
+def jobs() -> list[Job]:
+    db.session.expire_all()
+    return list(db.session.scalars(select(Job).order_by(Job.id)))
+
+
+def kept_files(app) -> list[Path]:
+    folder = Path(app.instance_path) / "kept"
+    return sorted(folder.iterdir()) if folder.exists() else []
+
+
+def upload(admin, page):
+    return admin.post(
+        "/admin/incidents/acme-2026/import",
+        data={"csrf_token": csrf_from(page), "file": (io.BytesIO(CSV.encode()), "customers.csv")},
+        content_type="multipart/form-data",
+    )
+
+
+def test_a_csv_uploaded_with_a_stale_proof_is_checked_after_reauthentication_without_a_new_upload(
+    admin, incident, app, clock
+):
+    page = admin.get("/admin/incidents/acme-2026/import")
+    clock.tick(STALE)  # six minutes finding the file
+    asked = upload(admin, page)
+    assert asked.headers["Location"].startswith("/staff/reauth")
+    assert jobs() == []  # nothing done yet
+    kept = [p for p in kept_files(app) if p.suffix != ".json"]
+    assert len(kept) == 1 and kept[0].read_text() == CSV  # in the instance folder ...
+    assert "customers" not in kept[0].name  # ... under a random name, not the sender's
+    assert kept[0].stem not in asked.headers["Location"]  # and never in an address
+    assert kept[0].stat().st_mode & 0o077 == 0
+
+    done = confirm_it_is_you(admin, asked, ADMIN, clock)
+    check_path = done.headers["Location"]
+    assert check_path.startswith("/admin/jobs/") and len(jobs()) == 1
+    assert kept_files(app) == []  # the kept copy is gone once used
+    background.run_one()
+    page = admin.get(check_path)
+    assert b"2 rows checked: no problems." in page.data
+    confirm = admin.post(check_path + "/confirm", data={"csrf_token": csrf_from(page)})
+    background.run_one()
+    assert b"Imported 2 rows: 2 new" in admin.get(confirm.headers["Location"]).data
+    assert len(db.session.scalars(select(Customer)).all()) == 2
+
+
+def test_a_campaign_started_with_a_stale_proof_sends_after_reauthentication_without_a_new_choice(
+    admin, incident, app, clock, write_csv
+):
+    import_customers(
+        incident,
+        write_csv([customer_row(n, email=f"p{n}@example.com", phone="") for n in range(1, 4)]),
+        actor="test",
+    )
+    page = admin.get("/admin/incidents/acme-2026/campaign")
+    clock.tick(STALE)
+    asked = admin.post(
+        "/admin/incidents/acme-2026/campaign/send", data={"csrf_token": csrf_from(page)}
+    )
+    assert asked.headers["Location"].startswith("/staff/reauth") and jobs() == []
+    reauth_page = admin.get(asked.headers["Location"])
+    assert b"Confirm it is you first" in reauth_page.data
+    assert b"nothing to enter or choose again" in reauth_page.data
+
+    done = confirm_it_is_you(admin, asked, ADMIN, clock)
+    assert done.headers["Location"].startswith("/admin/jobs/")
+    background.run_one()
+    assert b"3 notice(s) queued" in admin.get(done.headers["Location"]).data
+    assert len(db.session.scalars(select(Notice)).all()) == 3
+
+
+def test_a_wrong_code_keeps_the_act_and_asks_again(admin, incident, app, clock, write_csv):
+    import_customers(
+        incident, write_csv([customer_row(1, email="p1@example.com", phone="")]), actor="test"
+    )
+    page = admin.get("/admin/incidents/acme-2026/campaign")
+    clock.tick(STALE)
+    asked = admin.post(
+        "/admin/incidents/acme-2026/campaign/send", data={"csrf_token": csrf_from(page)}
+    )
+    page = admin.get(asked.headers["Location"])
+    resume = page.get_data(as_text=True).split('name="resume" value="')[1].split('"')[0]
+    wrong = admin.post(
+        "/admin/incidents/acme-2026/campaign/send",
+        data={
+            "csrf_token": csrf_from(page),
+            "resume": resume,
+            "password": PASSWORD,
+            "code": "000000",
+        },
+    )
+    assert wrong.status_code == 422 and b"That password and code do not match." in wrong.data
+    assert f'name="resume" value="{resume}"'.encode() in wrong.data and jobs() == []
+    clock.tick()
+    right = admin.post(
+        "/admin/incidents/acme-2026/campaign/send",
+        data={
+            "csrf_token": csrf_from(wrong),
+            "resume": resume,
+            "password": PASSWORD,
+            "code": code_for(ADMIN, clock),
+        },
+    )
+    assert right.headers["Location"].startswith("/admin/jobs/") and len(jobs()) == 1
+
+
+def test_a_kept_act_is_finished_only_by_the_session_that_kept_it(admin, incident, app, clock):
+    page = admin.get("/admin/incidents/acme-2026/import")
+    clock.tick(STALE)
+    asked = upload(admin, page)
+    resume = admin.get(asked.headers["Location"]).get_data(as_text=True)
+    resume = resume.split('name="resume" value="')[1].split('"')[0]
+
+    other = app.test_client()
+    set_up(app, other, "other.admin@example.com", "admin", clock)
+    page = other.get("/staff/cases")
+    clock.tick()
+    answer = other.post(
+        "/admin/incidents/acme-2026/import",
+        data={
+            "csrf_token": csrf_from(page),
+            "resume": resume,
+            "password": PASSWORD,
+            "code": code_for("other.admin@example.com", clock),
+        },
+    )
+    assert answer.status_code == 302 and not answer.headers["Location"].startswith("/admin/jobs/")
+    assert b"no longer kept" in other.get(answer.headers["Location"]).data
+    assert jobs() == []
+
+
+def test_a_page_or_export_asked_for_with_a_stale_proof_opens_after_reauthentication(
+    admin, incident, clock
+):
+    for path in ("/admin/incidents/acme-2026/import", "/admin/metrics.csv"):
+        clock.tick(STALE)
+        asked = admin.get(path)
+        assert asked.headers["Location"].startswith("/staff/reauth")
+        done = confirm_it_is_you(admin, asked, ADMIN, clock)
+        assert done.headers["Location"] == path  # the same address again, nothing to redo
+        assert admin.get(path).status_code == 200
+
+
+def test_an_abandoned_act_is_not_done_by_a_later_proof(admin, incident, app, clock, write_csv):
+    import_customers(
+        incident, write_csv([customer_row(1, email="p1@example.com", phone="")]), actor="test"
+    )
+    page = admin.get("/admin/incidents/acme-2026/campaign")
+    clock.tick(STALE)
+    admin.post("/admin/incidents/acme-2026/campaign/send", data={"csrf_token": csrf_from(page)})
+    # They left the "Confirm it is you" page, and later asked for an export instead.
+    asked = admin.get("/admin/metrics.csv")
+    assert confirm_it_is_you(admin, asked, ADMIN, clock).headers["Location"] == "/admin/metrics.csv"
+    assert jobs() == []
+
+
+def test_an_act_nobody_came_back_for_is_not_kept_past_fifteen_minutes(
+    admin, incident, app, clock, write_csv
+):
+    import_customers(
+        incident, write_csv([customer_row(1, email="p1@example.com", phone="")]), actor="test"
+    )
+    page = admin.get("/admin/incidents/acme-2026/campaign")
+    clock.tick(STALE)
+    asked = admin.post(
+        "/admin/incidents/acme-2026/campaign/send", data={"csrf_token": csrf_from(page)}
+    )
+    left = kept_files(app)
+    assert left
+    long_ago = time.time() - 16 * 60  # the files' own age: no clock of the app is involved
+    for path in left:
+        os.utime(path, (long_ago, long_ago))
+    done = confirm_it_is_you(admin, asked, ADMIN, clock)
+    assert not done.headers["Location"].startswith("/admin/jobs/") and jobs() == []
+    clock.tick(STALE)
+    admin.post("/admin/incidents/acme-2026/campaign/send", data={"csrf_token": csrf_from(page)})
+    assert not set(left) & set(kept_files(app))  # the next act kept cleared the old files
+
+
+def test_every_sensitive_act_asks_for_a_fresh_proof_first(admin, clock):
+    clock.tick(STALE)
+    token = csrf_from(admin.get("/staff/cases"))
+    posts = (
+        "/admin/staff/x/disable",
+        "/admin/staff/x/end-sessions",
+        "/admin/staff/x/reset-mfa",
+        "/admin/incidents/x/import",
+        "/admin/jobs/x/confirm",
+        "/admin/incidents/x/campaign/send",
+        "/staff/cases/x/tools/resend-link",
+        "/staff/cases/x/link",
+        "/staff/customers/x/tools/clear-lock",
+    )
+    for path in posts:
+        asked = admin.post(path, data={"csrf_token": token})
+        assert asked.headers["Location"].startswith("/staff/reauth"), path
+    for path in ("/admin/metrics.csv", "/admin/incidents/x/import"):
+        assert admin.get(path).headers["Location"].startswith("/staff/reauth"), path

@@ -1,33 +1,91 @@
-"""Shapes of values the portal accepts, shared by imports and forms."""
+"""The one rule for each kind of value the portal accepts, shared by the import and every form.
+
+An email address or a phone number is checked here and nowhere else: what the import takes, a
+form takes too, in the same form, so a person found by one is found by the other.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import unicodedata
 
-EMAIL = re.compile(
-    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@"
-    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
-)
+import idna
+from flask_babel import lazy_gettext as _l
+
+EMAIL_EXPECTED = _l("Enter an email address like name@example.com.")
+PHONE_EXPECTED = _l("Give the phone number with its country code, like +14155550123.")
 
 
-def is_email(value: str) -> bool:
-    """A deliverable-looking address: RFC 5321 lengths, a dotted domain, no doubled dots."""
-    return len(value) <= 254 and ".." not in value and EMAIL.match(value) is not None
+class Invalid(ValueError):
+    """Not a value the portal accepts; the message says what is expected, in words for a person."""
+
+
+# The local part as mail systems deliver it in practice: dot-separated runs of the characters
+# RFC 5322 allows unquoted. Quoted local parts and non-ASCII ones (SMTPUTF8) are refused: the
+# outbox speaks plain SMTP, and an address it cannot send to is no use to anyone.
+_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*\Z")
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
+_TOP_LEVEL = re.compile(r"(?:[a-z]{2,63}|xn--[a-z0-9-]{1,59})\Z")
+
+
+def email_address(typed: str) -> str:
+    """The address as the portal keeps and sends to it, or Invalid.
+
+    Trimmed; the domain in lower case and, when it is written in another script, in its ASCII
+    (IDNA 2008) form, so "ana@Bücher.de" is kept as "ana@xn--bcher-kva.de". The domain needs a
+    dot and a real top-level label: an address at "localhost" reaches nobody.
+    """
+    address = (typed or "").strip()
+    local, at, domain = address.rpartition("@")
+    if not at or len(local) > 64 or not _LOCAL.match(local):
+        raise Invalid(EMAIL_EXPECTED)
+    address = f"{local}@{_ascii_domain(domain)}"
+    if len(address) > 254:  # RFC 5321: longer addresses do not fit in a mail path
+        raise Invalid(EMAIL_EXPECTED)
+    return address
+
+
+def _ascii_domain(domain: str) -> str:
+    if not domain.isascii():
+        try:
+            # IDNA 2008 with the UTS 46 mapping (what browsers and mail clients do): "faß.de"
+            # stays its own domain instead of becoming "fass.de" as Python's IDNA 2003 codec
+            # would have it, which would send someone's mail to a stranger.
+            domain = idna.encode(domain, uts46=True).decode("ascii")
+        except UnicodeError:  # idna.IDNAError and the codec's own errors
+            raise Invalid(EMAIL_EXPECTED) from None
+    domain = domain.lower()
+    labels = domain.split(".")
+    if (
+        len(domain) > 253
+        or len(labels) < 2
+        or not all(_LABEL.match(label) for label in labels)
+        or not _TOP_LEVEL.match(labels[-1])
+    ):
+        raise Invalid(EMAIL_EXPECTED)
+    return domain
+
+
+def is_email(typed: str) -> bool:
+    """Whether `typed` is an address email_address() accepts."""
+    try:
+        email_address(typed)
+    except Invalid:
+        return False
+    return True
 
 
 def normalise_email(address: str) -> str:
-    """The form used for the blind index: trimmed and case-folded."""
+    """The form used for the blind index: the kept form, case-folded (a typed string that is no
+    address is only trimmed and case-folded: it finds nobody, as before)."""
+    with contextlib.suppress(Invalid):
+        address = email_address(address)
     return address.strip().casefold()
 
 
-E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}\Z")
 _PHONE_SEPARATORS = re.compile(r"[\s().-]")
-
-
-def is_e164(value: str) -> bool:
-    """A phone number in E.164 form: +, the country code, the number; nothing else."""
-    return E164.match(value) is not None
 
 
 def normalise_phone(typed: str) -> str:
@@ -37,6 +95,24 @@ def normalise_phone(typed: str) -> str:
     if phone.startswith("00"):
         phone = "+" + phone[2:]
     return phone
+
+
+def phone_number(typed: str) -> str:
+    """The number in E.164 form (+, the country code, the number) after normalise_phone(), or
+    Invalid: "+1 (415) 555-0123" and "0014155550123" are both "+14155550123"."""
+    phone = normalise_phone(typed or "")
+    if not _E164.match(phone):
+        raise Invalid(PHONE_EXPECTED)
+    return phone
+
+
+def is_phone(typed: str) -> bool:
+    """Whether `typed` is a number phone_number() accepts."""
+    try:
+        phone_number(typed)
+    except Invalid:
+        return False
+    return True
 
 
 def normalise_name(name: str) -> str:

@@ -20,9 +20,10 @@ from portal.models import AuditEvent, Case, CaseMessage, Challenge, Customer, No
 from portal.services import audit, outbox, reference_codes, tokens
 from portal.unit_of_work import write_is_the_point
 from portal.validation import (
-    is_e164,
+    Invalid,
+    email_address,
     is_email,
-    normalise_phone,
+    phone_number,
 )
 
 # How soon a person should hear back, by topic: someone whose identity is being stolen first.
@@ -120,12 +121,14 @@ def _new_case(topic: str, customer_id: int | None, unverified: bool) -> Case:
 
 def _callback_details(phone: str, window: str) -> dict:
     """The number to call and when, checked: an E.164 number and a short free-text window."""
-    phone, window = normalise_phone(phone or ""), " ".join((window or "").split())
-    if not is_e164(phone):
+    window = " ".join((window or "").split())
+    try:
+        phone = phone_number(phone or "")
+    except Invalid:
         raise CaseError(
             _("Give the number to call with + and the country code, like +14155550123."),
             field="callback_phone",
-        )
+        ) from None
     if not window or len(window) > 200:
         raise CaseError(
             _("Tell us when we may call you (for example: weekdays 9 to 11 am)."),
@@ -197,13 +200,13 @@ def help_request(
         raise CaseError(_("Please choose what your question is about."))
     if not name or len(name) > 200:
         raise CaseError(_("Please tell us your name."), field="name")
-    if not (is_email(contact) or is_e164(normalise_phone(contact))):
+    try:
+        contact = email_address(contact) if "@" in contact else phone_number(contact)
+    except Invalid:
         raise CaseError(
             _("Give an email address, or a phone number starting with + and the country code."),
             field="contact",
-        )
-    if not is_email(contact):
-        contact = normalise_phone(contact)
+        ) from None
     body = _check_text(body)
     callback = None
     if topic == "callback":
@@ -750,13 +753,17 @@ def correct_contact(
 ) -> None:
     """Correct the email or phone on file; the old and the new address are both told."""
     customer, case, reason = _target(subject, reason)
-    email, phone = (email or "").strip(), normalise_phone(phone or "")
+    email, phone = (email or "").strip(), (phone or "").strip()
     if not email and not phone:
         raise CaseError(_("Give the corrected email or phone."))
-    if email and not is_email(email):
-        raise CaseError(_("That email address is not valid."))
-    if phone and not is_e164(phone):
-        raise CaseError(_("A phone number is in E.164 form, like +14155550123."))
+    try:
+        email = email_address(email) if email else ""
+    except Invalid:
+        raise CaseError(_("That email address is not valid.")) from None
+    try:
+        phone = phone_number(phone) if phone else ""
+    except Invalid:
+        raise CaseError(_("A phone number is in E.164 form, like +14155550123.")) from None
     old_email = customer.email
     changed = []
     if email and email != old_email:

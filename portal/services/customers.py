@@ -16,10 +16,11 @@ from portal.models.sealed import matches
 from portal.services import audit, reference_codes
 from portal.unit_of_work import write_is_the_point
 from portal.validation import (
-    is_e164,
+    Invalid,
     is_email,
     normalise_name,
     normalise_phone,
+    phone_number,
 )
 
 SEARCH_KINDS = ("email", "phone", "reference", "name")
@@ -63,8 +64,10 @@ def _matches(kind: str, query: str):
         phone = normalise_phone(query)
         if not phone.startswith("+"):
             phone = "+" + phone  # typed without the +: the country code is still in front
-        if not is_e164(phone):
-            raise SearchError(_("Give the phone number with its country code, like +14155550123."))
+        try:
+            phone = phone_number(phone)
+        except Invalid as exc:
+            raise SearchError(str(exc)) from None
         return matches(Customer.phone_index, phone)
     if kind == "reference":
         code = reference_codes.normalise(query)

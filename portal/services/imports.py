@@ -18,14 +18,13 @@ from portal.models.sealed import index_of
 from portal.models.sealed import open_text as _open
 from portal.models.sealed import seal as _seal
 from portal.services import audit
-from portal.validation import is_email
+from portal.validation import Invalid, email_address, phone_number
 
 COLUMNS = ("external_id", "full_name", "email", "phone", "locale", "region", "data_classes")
 REQUIRED = ("external_id", "full_name", "email", "data_classes")
 MAX_REPORTED = 50
 BATCH_SIZE = 1000
 
-_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _LOCALE = re.compile(r"^[a-z]{2,3}(?:[-_][A-Za-z]{2})?$")
 _REGION = re.compile(r"^[A-Z]{2}(?:-[A-Z0-9]{1,3})?$")
 _FRAGMENT = re.compile(r"^[A-Za-z0-9]{1,4}$")
@@ -131,9 +130,14 @@ def _check_row(line: int, values: list[str] | None) -> tuple[Row | None, str | N
         return None, _("external_id must be at most 128 printable characters")
     if len(full_name) > 200 or _CONTROL.search(full_name):
         return None, _("full_name must be at most 200 printable characters")
-    if not is_email(email):
+    # The same rule as every form's (portal.validation): what /help takes, the file may hold.
+    try:
+        email = email_address(email)
+    except Invalid:
         return None, _("email is not a valid address")
-    if phone and not _E164.match(phone):
+    try:
+        phone = phone_number(phone) if phone else ""
+    except Invalid:
         return None, _("phone must be in E.164 form, like +14155550123")
     locale = locale or "en"
     if not _LOCALE.match(locale):
@@ -251,8 +255,8 @@ def _rows(path: Path) -> Iterator[Row]:
             line,
             external_id,
             full_name,
-            email,
-            phone or None,
+            email_address(email),  # the kept forms, as the first pass checked them
+            phone_number(phone) if phone else None,
             (locale or "en").replace("_", "-"),
             region,
             exposures,

@@ -12,12 +12,27 @@ from portal.extensions import db
 from portal.i18n import with_translation
 from portal.models import Incident, Notice
 from portal.services import audit
+from portal.validation import Invalid, email_address
 
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 
 
 class IncidentError(Exception):
     """The request cannot be carried out; the message says why, in words for a person."""
+
+
+def _checked_contact(fields: dict) -> dict:
+    """The fields with the contact email in its kept form (the one rule of portal.validation).
+
+    The contact phone is left as written: it is a helpline shown to people ("1-800-555-0199"),
+    in the form they dial it at home, not a number the portal sends anything to.
+    """
+    if fields.get("contact_email"):
+        try:
+            return {**fields, "contact_email": email_address(fields["contact_email"])}
+        except Invalid:
+            raise IncidentError(_("That email address is not valid.")) from None
+    return fields
 
 
 def get_by_slug(slug: str) -> Incident:
@@ -38,6 +53,7 @@ def create_incident(
         raise IncidentError(_("A title is required (at most 200 characters)."))
     if db.session.scalar(select(Incident.id).where(Incident.slug == slug)) is not None:
         raise IncidentError(_("An incident with the slug %(slug)s already exists.", slug=slug))
+    fields = _checked_contact(fields)
     incident = Incident(slug=slug, title=title, discovered_on=discovered_on, **fields)
     db.session.add(incident)
     db.session.flush()
@@ -87,6 +103,7 @@ def update_incident(
         raise IncidentError(_("Unknown status."))
     if fields.get("discovered_on", incident.discovered_on) is None:
         raise IncidentError(_("The discovery date is required."))
+    fields = _checked_contact(fields)
     for name in ("what_happened", "what_we_are_doing", "more_information"):
         if len(fields.get(name) or "") > 20000:
             raise IncidentError(_("Each section may hold at most 20,000 characters."))

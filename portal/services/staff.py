@@ -18,7 +18,7 @@ from portal.models import RecoveryCode, StaffMember, StaffSession
 from portal.models.sealed import matches
 from portal.services import audit, outbox, passwords, tokens, totp
 from portal.unit_of_work import write_is_the_point
-from portal.validation import is_email
+from portal.validation import Invalid, email_address, is_email
 
 PENDING_TTL = timedelta(minutes=10)  # password done, code not yet: this long at most
 IDLE_TTL = timedelta(minutes=15)
@@ -58,8 +58,10 @@ def by_email(address: str) -> StaffMember | None:
 
 def invite(address: str, role: str, *, actor: str) -> str:
     """Create (or re-invite) a staff member; return the one-time set-up link (24 hours)."""
-    if not is_email(address.strip()):
-        raise StaffError("Give a valid email address.")
+    try:
+        address = email_address(address)
+    except Invalid:
+        raise StaffError("Give a valid email address.") from None
     if role not in ("agent", "admin"):
         raise StaffError("The role is agent or admin.")
     member = by_email(address)

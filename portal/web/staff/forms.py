@@ -79,7 +79,9 @@ class ToolForm(FlaskForm):
         _l("Reason (recorded)"), validators=[DataRequired(), Length(min=5, max=200)]
     )
     email = EmailField(_l("Corrected email"), validators=[Optional(), Length(max=254)])
-    phone = StringField(_l("Corrected phone (E.164)"), validators=[Optional(), Length(max=16)])
+    # As long as the customers' phone fields: a number typed with spaces or brackets must reach
+    # the one rule (portal.validation), not fail here with the wrong message.
+    phone = StringField(_l("Corrected phone (E.164)"), validators=[Optional(), Length(max=32)])
 
 
 class SearchForm(FlaskForm):

@@ -98,6 +98,10 @@ def register_extensions(app: Flask) -> None:
     )
     app.jinja_env.globals["get_locale"] = get_locale
     app.jinja_env.globals["localized"] = localized
+    from portal.models.case import CaseStatus, MessageKind
+
+    # Templates compare with the same names the code uses, never a spelled-out value.
+    app.jinja_env.globals.update(CaseStatus=CaseStatus, MessageKind=MessageKind)
     app.jinja_env.filters["when"] = datetime_with_zone  # customers' pages
     app.jinja_env.filters["staff_time"] = staff_datetime  # staff pages
     from portal.markdown import render as render_markdown

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import CheckConstraint, ForeignKey, Index, String, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -12,21 +13,48 @@ from portal.models.customer import Customer
 from portal.models.sealed import Sealed, SealedField
 from portal.models.staff import StaffMember
 
-CASE_TOPICS = ("cannot_finish", "identity_theft", "my_data", "cannot_verify", "callback", "other")
-CASE_STATUSES = ("new", "open", "waiting", "resolved")
-MESSAGE_KINDS = ("customer", "reply", "note", "event")
+
+class CaseTopic(StrEnum):
+    """What a case is about (the stored value)."""
+
+    CANNOT_FINISH = "cannot_finish"
+    IDENTITY_THEFT = "identity_theft"
+    MY_DATA = "my_data"
+    CANNOT_VERIFY = "cannot_verify"
+    CALLBACK = "callback"
+    OTHER = "other"
+
+
+class CaseStatus(StrEnum):
+    """Where a case stands in the queue (the stored value)."""
+
+    NEW = "new"
+    OPEN = "open"
+    WAITING = "waiting"  # on the customer: an agent replied
+    RESOLVED = "resolved"
+
+
+class MessageKind(StrEnum):
+    """Who wrote a message in a case's thread, and so who may read it."""
+
+    CUSTOMER = "customer"  # from the customer, or the writer of a help request
+    REPLY = "reply"  # an agent's answer the customer sees
+    NOTE = "note"  # internal, never shown to the customer
+    EVENT = "event"  # the case's history (claimed, status changed...), for staff
+
+
+def _one_of(column: str, values: type[StrEnum]) -> str:
+    """A CHECK constraint's text naming every value of the enum, in its order."""
+    quoted = ", ".join(f"'{value}'" for value in values)
+    return f"{column} IN ({quoted})"
 
 
 class Case(Base):
     __tablename__ = "support_case"
     __seal_prefix__ = "case"
     __table_args__ = (
-        CheckConstraint(
-            "topic IN ('cannot_finish', 'identity_theft', 'my_data', 'cannot_verify', 'callback', "
-            "'other')",
-            name="topic",
-        ),
-        CheckConstraint("status IN ('new', 'open', 'waiting', 'resolved')", name="status"),
+        CheckConstraint(_one_of("topic", CaseTopic), name="topic"),
+        CheckConstraint(_one_of("status", CaseStatus), name="status"),
         Index("ix_support_case_queue", "status", "due_at"),
     )
 
@@ -37,7 +65,7 @@ class Case(Base):
         ForeignKey("customer.id", ondelete="SET NULL"), index=True
     )
     topic: Mapped[str] = mapped_column(String(20))
-    status: Mapped[str] = mapped_column(String(16), default="new")
+    status: Mapped[str] = mapped_column(String(16), default=CaseStatus.NEW)
     # Unverified: whoever wrote has not proved who they are (agents see it flagged).
     unverified: Mapped[bool] = mapped_column(default=False)
     # For unverified requests: what they told us (name, contact, reference), sealed.
@@ -68,17 +96,13 @@ class CaseMessage(Base):
     # Sealed to the case, as "case.message.<case>": a message moved to another case fails to open.
     __seal_prefix__ = "case"
     __seal_loads__ = ("case",)  # its binding reads the case's id
-    __table_args__ = (
-        CheckConstraint("kind IN ('customer', 'reply', 'note', 'event')", name="kind"),
-    )
+    __table_args__ = (CheckConstraint(_one_of("kind", MessageKind), name="kind"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     case_id: Mapped[int] = mapped_column(
         ForeignKey("support_case.id", ondelete="CASCADE"), index=True
     )
-    # customer: from the customer; reply: an agent's answer they see; note: internal, never
-    # shown to the customer; event: the case's history (claimed, status changed...).
-    kind: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(16))  # a MessageKind
     staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff_member.id", ondelete="SET NULL"))
     body_sealed: Mapped[bytes] = mapped_column(Sealed("message"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.now())

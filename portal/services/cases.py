@@ -17,6 +17,7 @@ from portal.extensions import db
 from portal.i18n import language_for
 from portal.mail.compose import compose_case_reply, compose_help_reply, compose_security_notice
 from portal.models import AuditEvent, Case, CaseMessage, Challenge, Customer, Notice, StaffMember
+from portal.models.case import CaseStatus, CaseTopic, MessageKind
 from portal.services import audit, outbox, reference_codes, tokens
 from portal.unit_of_work import write_is_the_point
 from portal.validation import (
@@ -28,33 +29,47 @@ from portal.validation import (
 
 # How soon a person should hear back, by topic: someone whose identity is being stolen first.
 RESPONSE_TARGETS = {
-    "identity_theft": timedelta(hours=4),
+    CaseTopic.IDENTITY_THEFT: timedelta(hours=4),
     # Someone waiting by the phone: as soon as a stolen identity.
-    "callback": timedelta(hours=4),
-    "cannot_verify": timedelta(hours=8),
-    "cannot_finish": timedelta(hours=24),
-    "my_data": timedelta(hours=48),
-    "other": timedelta(hours=72),
+    CaseTopic.CALLBACK: timedelta(hours=4),
+    CaseTopic.CANNOT_VERIFY: timedelta(hours=8),
+    CaseTopic.CANNOT_FINISH: timedelta(hours=24),
+    CaseTopic.MY_DATA: timedelta(hours=48),
+    CaseTopic.OTHER: timedelta(hours=72),
 }
-CUSTOMER_TOPICS = ("cannot_finish", "identity_theft", "my_data", "callback", "other")
-HELP_TOPICS = ("cannot_verify", "callback")
+CUSTOMER_TOPICS = (
+    CaseTopic.CANNOT_FINISH,
+    CaseTopic.IDENTITY_THEFT,
+    CaseTopic.MY_DATA,
+    CaseTopic.CALLBACK,
+    CaseTopic.OTHER,
+)
+HELP_TOPICS = (CaseTopic.CANNOT_VERIFY, CaseTopic.CALLBACK)
 # What an agent may open on a customer's behalf (a callback is asked for by the customer).
-STAFF_TOPICS = ("cannot_verify", "cannot_finish", "identity_theft", "my_data", "other")
+STAFF_TOPICS = (
+    CaseTopic.CANNOT_VERIFY,
+    CaseTopic.CANNOT_FINISH,
+    CaseTopic.IDENTITY_THEFT,
+    CaseTopic.MY_DATA,
+    CaseTopic.OTHER,
+)
 CASE_STATUSES_LABELS = [
-    ("new", _l("New")),
-    ("open", _l("Open")),
-    ("waiting", _l("Waiting on customer")),
-    ("resolved", _l("Resolved")),
+    (CaseStatus.NEW, _l("New")),
+    (CaseStatus.OPEN, _l("Open")),
+    (CaseStatus.WAITING, _l("Waiting on customer")),
+    (CaseStatus.RESOLVED, _l("Resolved")),
 ]
 STATUS_LABELS = dict(CASE_STATUSES_LABELS)  # what staff read instead of the stored code
 TOPIC_LABELS = {
-    "cannot_finish": _l("I can't finish something"),
-    "identity_theft": _l("I think my identity was stolen"),
-    "my_data": _l("A question about my data"),
-    "cannot_verify": _l("I can't verify"),
-    "callback": _l("Please call me back"),
-    "other": _l("Something else"),
+    CaseTopic.CANNOT_FINISH: _l("I can't finish something"),
+    CaseTopic.IDENTITY_THEFT: _l("I think my identity was stolen"),
+    CaseTopic.MY_DATA: _l("A question about my data"),
+    CaseTopic.CANNOT_VERIFY: _l("I can't verify"),
+    CaseTopic.CALLBACK: _l("Please call me back"),
+    CaseTopic.OTHER: _l("Something else"),
 }
+# What the customer sees of a case's thread; staff see every kind.
+CUSTOMER_KINDS = (MessageKind.CUSTOMER, MessageKind.REPLY)
 PAGE_SIZE = 25
 
 
@@ -79,7 +94,9 @@ class HelpLinkExpired(HelpLinkInvalid):
     """A genuine help-case link, older than its lifetime."""
 
 
-def _message(case: Case, kind: str, body: str, staff: StaffMember | None = None) -> CaseMessage:
+def _message(
+    case: Case, kind: MessageKind, body: str, staff: StaffMember | None = None
+) -> CaseMessage:
     message = CaseMessage(
         case=case, kind=kind, staff_id=staff.id if staff else None, created_at=clock.now()
     )
@@ -108,7 +125,7 @@ def _new_case(topic: str, customer_id: int | None, unverified: bool) -> Case:
         public_id=secrets.token_hex(16),
         customer_id=customer_id,
         topic=topic,
-        status="new",
+        status=CaseStatus.NEW,
         unverified=unverified,
         created_at=now,
         updated_at=now,
@@ -162,13 +179,13 @@ def open_case(
     body = _check_text(body)
     callback = (
         _callback_details(callback_phone or customer.phone or "", callback_window)
-        if topic == "callback"
+        if topic == CaseTopic.CALLBACK
         else None
     )
     case = _new_case(topic, customer.id, unverified=False)
     if callback:
         _set_callback(case, callback)
-    _message(case, "customer", body)
+    _message(case, MessageKind.CUSTOMER, body)
     audit.record(
         "case.opened",
         actor=f"customer:{customer.public_id}",
@@ -186,7 +203,7 @@ def help_request(
     contact: str,
     reference: str,
     body: str,
-    topic: str = "cannot_verify",
+    topic: str = CaseTopic.CANNOT_VERIFY,
     callback_phone: str = "",
     callback_window: str = "",
     locale: str = "en",
@@ -209,7 +226,7 @@ def help_request(
         ) from None
     body = _check_text(body)
     callback = None
-    if topic == "callback":
+    if topic == CaseTopic.CALLBACK:
         # The number they gave as their contact is the one to call, unless they gave another.
         fallback = contact if not is_email(contact) else ""
         callback = _callback_details(callback_phone or fallback, callback_window)
@@ -222,7 +239,7 @@ def help_request(
     }
     if callback:
         _set_callback(case, callback)
-    _message(case, "customer", body)
+    _message(case, MessageKind.CUSTOMER, body)
     audit.record(
         "case.help_requested",
         actor="visitor",
@@ -271,7 +288,7 @@ class ThreadItem:
 
 def thread(case: Case, *, for_staff: bool) -> list[ThreadItem]:
     """The case's messages in order; internal notes and history only for staff."""
-    kinds = ("customer", "reply", "note", "event") if for_staff else ("customer", "reply")
+    kinds = tuple(MessageKind) if for_staff else CUSTOMER_KINDS
     messages = db.session.scalars(
         select(CaseMessage)
         .where(CaseMessage.case_id == case.id, CaseMessage.kind.in_(kinds))
@@ -281,9 +298,9 @@ def thread(case: Case, *, for_staff: bool) -> list[ThreadItem]:
 
 
 def customer_reply(customer: Customer, case: Case, body: str) -> None:
-    _message(case, "customer", _check_text(body))
-    if case.status in ("waiting", "resolved"):
-        case.status = "open"
+    _message(case, MessageKind.CUSTOMER, _check_text(body))
+    if case.status in (CaseStatus.WAITING, CaseStatus.RESOLVED):
+        case.status = CaseStatus.OPEN
     audit.record(
         "case.customer_replied",
         actor=f"customer:{customer.public_id}",
@@ -330,9 +347,9 @@ def help_case(token: str) -> Case:
 def help_case_reply(token: str, body: str) -> Case:
     """The writer answers through the link; the case comes back to the agents."""
     case = help_case(token)
-    _message(case, "customer", _check_text(body))
-    if case.status in ("waiting", "resolved"):
-        case.status = "open"
+    _message(case, MessageKind.CUSTOMER, _check_text(body))
+    if case.status in (CaseStatus.WAITING, CaseStatus.RESOLVED):
+        case.status = CaseStatus.OPEN
     audit.record(
         "case.help_replied", actor="visitor", subject_type="case", subject_id=case.public_id
     )
@@ -369,10 +386,10 @@ def queue(
 ) -> Queue:
     """The queue, soonest due first; filters are ignored unless they are known values."""
     query = select(Case).where(_visible(staff))
-    if status in ("new", "open", "waiting", "resolved"):
+    if status in tuple(CaseStatus):
         query = query.where(Case.status == status)
     else:
-        query = query.where(Case.status != "resolved")
+        query = query.where(Case.status != CaseStatus.RESOLVED)
     if topic in RESPONSE_TARGETS:
         query = query.where(Case.topic == topic)
     if assignee == "me":
@@ -391,7 +408,7 @@ def queue(
 
 
 def is_overdue(case: Case) -> bool:
-    return case.status != "resolved" and case.due_at < clock.now()
+    return case.status != CaseStatus.RESOLVED and case.due_at < clock.now()
 
 
 def staff_case(staff: StaffMember, public_id: str) -> Case:
@@ -418,13 +435,13 @@ def staff_case(staff: StaffMember, public_id: str) -> Case:
 
 
 def _event(case: Case, staff: StaffMember, text: str) -> None:
-    _message(case, "event", text, staff)
+    _message(case, MessageKind.EVENT, text, staff)
 
 
 def claim(staff: StaffMember, case: Case) -> None:
     case.assignee_id = staff.id
-    if case.status == "new":
-        case.status = "open"
+    if case.status == CaseStatus.NEW:
+        case.status = CaseStatus.OPEN
     _event(case, staff, f"Claimed by {staff.email}")
     audit.record(
         "case.claimed",
@@ -437,10 +454,10 @@ def claim(staff: StaffMember, case: Case) -> None:
 
 def reply(staff: StaffMember, case: Case, body: str) -> None:
     """An answer the customer sees; they get a message that holds no content."""
-    _message(case, "reply", _check_text(body), staff)
+    _message(case, MessageKind.REPLY, _check_text(body), staff)
     if case.assignee_id is None:
         case.assignee_id = staff.id
-    case.status = "waiting"
+    case.status = CaseStatus.WAITING
     audit.record(
         "case.replied",
         actor=f"staff:{staff.public_id}",
@@ -507,7 +524,7 @@ def _tell_help_writer(case: Case) -> None:
 
 def note(staff: StaffMember, case: Case, body: str) -> None:
     """An internal note: the customer never sees it."""
-    _message(case, "note", _check_text(body), staff)
+    _message(case, MessageKind.NOTE, _check_text(body), staff)
     audit.record(
         "case.noted",
         actor=f"staff:{staff.public_id}",
@@ -518,7 +535,7 @@ def note(staff: StaffMember, case: Case, body: str) -> None:
 
 
 def set_status(staff: StaffMember, case: Case, status: str) -> None:
-    if status not in ("new", "open", "waiting", "resolved"):
+    if status not in tuple(CaseStatus):
         raise CaseError("Unknown status.")
     if status != case.status:
         with force_locale("en"):  # the history is kept in one language, in words
@@ -548,9 +565,9 @@ def open_case_for(staff: StaffMember, customer: Customer, topic: str, body: str)
     body = _check_text(body)
     case = _new_case(topic, customer.id, unverified=False)
     case.assignee_id = staff.id
-    case.status = "open"
+    case.status = CaseStatus.OPEN
     _event(case, staff, f"Opened on the customer's behalf by {staff.email}")
-    _message(case, "note", body, staff)
+    _message(case, MessageKind.NOTE, body, staff)
     audit.record(
         "case.opened",
         actor=f"staff:{staff.public_id}",

@@ -25,6 +25,7 @@ from portal.models import (
     Notice,
     ProtectionOffer,
 )
+from portal.models.case import CaseStatus
 from portal.services import outbox
 from portal.services.notices import affected_count, notice_count
 
@@ -124,8 +125,8 @@ def case_figures() -> CaseFigures:
     now = clock.now()
     open_, overdue = db.session.execute(
         select(
-            func.count().filter(Case.status != "resolved"),
-            func.count().filter(Case.status != "resolved", Case.due_at < now),
+            func.count().filter(Case.status != CaseStatus.RESOLVED),
+            func.count().filter(Case.status != CaseStatus.RESOLVED, Case.due_at < now),
         )
     ).one()
     return CaseFigures(open_, overdue)

@@ -14,6 +14,7 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, Length, ValidationError
 
+from portal.models.case import CaseTopic
 from portal.validation import is_email
 
 
@@ -107,11 +108,11 @@ class CaseForm(FlaskForm):
     topic = SelectField(
         _l("What is it about?"),
         choices=[
-            SelectChoice("cannot_finish", _l("I can't finish something")),
-            SelectChoice("identity_theft", _l("I think my identity was stolen")),
-            SelectChoice("my_data", _l("A question about my data")),
-            SelectChoice("callback", _l("Please call me back")),
-            SelectChoice("other", _l("Something else")),
+            SelectChoice(CaseTopic.CANNOT_FINISH, _l("I can't finish something")),
+            SelectChoice(CaseTopic.IDENTITY_THEFT, _l("I think my identity was stolen")),
+            SelectChoice(CaseTopic.MY_DATA, _l("A question about my data")),
+            SelectChoice(CaseTopic.CALLBACK, _l("Please call me back")),
+            SelectChoice(CaseTopic.OTHER, _l("Something else")),
         ],
         validators=[DataRequired()],
     )
@@ -141,10 +142,10 @@ class HelpForm(FlaskForm):
     topic = RadioField(
         _l("How should we help?"),
         choices=[
-            SelectChoice("cannot_verify", _l("Write to me")),
-            SelectChoice("callback", _l("Call me back")),
+            SelectChoice(CaseTopic.CANNOT_VERIFY, _l("Write to me")),
+            SelectChoice(CaseTopic.CALLBACK, _l("Call me back")),
         ],
-        default="cannot_verify",
+        default=CaseTopic.CANNOT_VERIFY,
         validators=[DataRequired()],
     )
     name = StringField(

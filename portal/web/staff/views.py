@@ -17,6 +17,7 @@ from flask_babel import gettext as _
 from flask_login import current_user
 
 from portal.extensions import limiter
+from portal.models.case import MessageKind
 from portal.services import cases, customers, dashboard
 from portal.services import staff as staff_service
 from portal.web import freshness, limits
@@ -267,7 +268,7 @@ def message(public_id: str):
     form = MessageForm()
     if form.validate_on_submit():
         try:
-            if request.form.get("kind") == "note":
+            if request.form.get("kind") == MessageKind.NOTE:
                 cases.note(_member(), item, form.body.data)
             else:
                 cases.reply(_member(), item, form.body.data)

@@ -19,7 +19,9 @@ from portal.config import ConfigError
 
 
 def _actor() -> str:
-    return f"cli:{getpass.getuser()}"
+    from portal.models.audit import cli_actor
+
+    return cli_actor(getpass.getuser())
 
 
 def _incident(slug: str):

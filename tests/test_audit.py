@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import itertools
 
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
+from portal import ROOT
 from portal.extensions import db
 from portal.models import AuditEvent
 from portal.services import audit
@@ -88,3 +90,20 @@ def test_the_chain_survives_a_signing_key_rotation(history, app, runner):
     db.session.commit()
     result = runner.invoke(args=["audit", "verify"])
     assert "intact (4 events)" in result.output
+
+
+def test_every_actor_is_named_where_the_trail_defines_them():
+    """Acts are recorded under portal.models.audit's names (Actor, customer_actor ...), never a
+    string spelled out at the call: the admin's filter and the reports rely on one spelling."""
+    spelled = []
+    for path in sorted((ROOT / "portal").rglob("*.py")):
+        if path == ROOT / "portal/models/audit.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.keyword)
+                and node.arg == "actor"
+                and isinstance(node.value, ast.Constant | ast.JoinedStr)
+            ):
+                spelled.append(f"{path.relative_to(ROOT)}:{node.value.lineno}")
+    assert not spelled, "actors spelled out: " + ", ".join(spelled)

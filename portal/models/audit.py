@@ -3,11 +3,47 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from sqlalchemy import String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from portal.models.base import Base, UTCDateTime
+
+if TYPE_CHECKING:
+    from portal.models.customer import Customer
+    from portal.models.staff import StaffMember
+
+
+class Actor(StrEnum):
+    """Who did an act, as the audit trail names them when there is nobody's id to give.
+
+    A known person is `customer:<public id>`, `staff:<public id>` or `cli:<user>`, made by the
+    functions below; the admin's audit filter matches on these prefixes.
+    """
+
+    VISITOR = "visitor"  # not signed in and not claiming to be anyone (a help request)
+    CUSTOMER = "customer"  # someone with a customer's link, address or letter, not yet verified
+    STAFF = "staff"  # someone trying to sign in as a staff member
+    OUTBOX = "system:outbox"  # the outbox worker
+    JOBS = "system:jobs"  # the background jobs
+    PROTECTION = "system:protection"  # the activation-code pool
+
+
+def customer_actor(customer: Customer) -> str:
+    """A customer who proved who they are."""
+    return f"{Actor.CUSTOMER}:{customer.public_id}"
+
+
+def staff_actor(member: StaffMember) -> str:
+    """A signed-in staff member."""
+    return f"{Actor.STAFF}:{member.public_id}"
+
+
+def cli_actor(user: str) -> str:
+    """An operator at the command line, by their login name."""
+    return f"cli:{user}"
 
 
 class AuditEvent(Base):

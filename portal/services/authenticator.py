@@ -16,6 +16,7 @@ from portal.extensions import db
 from portal.i18n import language_for
 from portal.mail.compose import compose_security_notice
 from portal.models import Customer
+from portal.models.audit import Actor, customer_actor
 from portal.models.sealed import matches
 from portal.services import audit, outbox, totp
 from portal.services.verification import CodeRejected, VerificationLocked
@@ -46,7 +47,7 @@ def begin(customer: Customer) -> None:
     customer.totp_last_step = None
     audit.record(
         "authenticator.setup_started",
-        actor=f"customer:{customer.public_id}",
+        actor=customer_actor(customer),
         subject_type="customer",
         subject_id=customer.public_id,
     )
@@ -92,7 +93,7 @@ def confirm(customer: Customer, typed: str) -> None:
     customer.totp_enabled_at = clock.now()
     audit.record(
         "authenticator.added",
-        actor=f"customer:{customer.public_id}",
+        actor=customer_actor(customer),
         subject_type="customer",
         subject_id=customer.public_id,
     )
@@ -106,7 +107,7 @@ def remove(customer: Customer) -> None:
     customer.totp_last_step = None
     audit.record(
         "authenticator.removed",
-        actor=f"customer:{customer.public_id}",
+        actor=customer_actor(customer),
         subject_type="customer",
         subject_id=customer.public_id,
     )
@@ -153,7 +154,7 @@ def sign_in(address: str, typed: str) -> Customer:
         customer.totp_failed_since = None
         audit.record(
             "customer.verified",
-            actor=f"customer:{customer.public_id}",
+            actor=customer_actor(customer),
             subject_type="customer",
             subject_id=customer.public_id,
             details={"purpose": "authenticator"},
@@ -168,7 +169,7 @@ def sign_in(address: str, typed: str) -> Customer:
     customer.totp_failures += 1
     audit.record(
         "code.failed",
-        actor="customer",
+        actor=Actor.CUSTOMER,
         subject_type="customer",
         subject_id=customer.public_id,
         outcome="failure",
@@ -178,7 +179,7 @@ def sign_in(address: str, typed: str) -> Customer:
         customer.verification_locked_at = now
         audit.record(
             "verification.locked",
-            actor="customer",
+            actor=Actor.CUSTOMER,
             subject_type="customer",
             subject_id=customer.public_id,
             outcome="failure",

@@ -14,6 +14,7 @@ from sqlalchemy import or_, select, update
 from portal import clock, unit_of_work
 from portal.extensions import db
 from portal.models import Incident, Job
+from portal.models.audit import Actor
 from portal.services import audit
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ def run_one() -> Job | None:
     job.finished_at = clock.now()
     audit.record(
         "job.finished",
-        actor="system:jobs",
+        actor=Actor.JOBS,
         subject_type="job",
         subject_id=job.public_id,
         outcome="success" if job.status == "done" else "failure",

@@ -17,6 +17,7 @@ from portal.extensions import db
 from portal.i18n import language_for
 from portal.mail.compose import compose_case_reply, compose_help_reply, compose_security_notice
 from portal.models import AuditEvent, Case, CaseMessage, Challenge, Customer, Notice, StaffMember
+from portal.models.audit import Actor, customer_actor, staff_actor
 from portal.models.case import CaseStatus, CaseTopic, MessageKind
 from portal.services import audit, outbox, reference_codes, tokens
 from portal.unit_of_work import write_is_the_point
@@ -188,7 +189,7 @@ def open_case(
     _message(case, MessageKind.CUSTOMER, body)
     audit.record(
         "case.opened",
-        actor=f"customer:{customer.public_id}",
+        actor=customer_actor(customer),
         subject_type="case",
         subject_id=case.public_id,
         details={"topic": topic},
@@ -242,7 +243,7 @@ def help_request(
     _message(case, MessageKind.CUSTOMER, body)
     audit.record(
         "case.help_requested",
-        actor="visitor",
+        actor=Actor.VISITOR,
         subject_type="case",
         subject_id=case.public_id,
         details={"topic": topic},
@@ -303,7 +304,7 @@ def customer_reply(customer: Customer, case: Case, body: str) -> None:
         case.status = CaseStatus.OPEN
     audit.record(
         "case.customer_replied",
-        actor=f"customer:{customer.public_id}",
+        actor=customer_actor(customer),
         subject_type="case",
         subject_id=case.public_id,
     )
@@ -351,7 +352,7 @@ def help_case_reply(token: str, body: str) -> Case:
     if case.status in (CaseStatus.WAITING, CaseStatus.RESOLVED):
         case.status = CaseStatus.OPEN
     audit.record(
-        "case.help_replied", actor="visitor", subject_type="case", subject_id=case.public_id
+        "case.help_replied", actor=Actor.VISITOR, subject_type="case", subject_id=case.public_id
     )
     db.session.flush()
     return case
@@ -421,16 +422,14 @@ def staff_case(staff: StaffMember, public_id: str) -> Case:
     if staff.role != "admin" and case.assignee_id not in (None, staff.id):
         audit.record(
             "authorization.denied",
-            actor=f"staff:{staff.public_id}",
+            actor=staff_actor(staff),
             subject_type="case",
             subject_id=public_id,
             outcome="failure",
             details={"reason": "assigned to another agent"},
         )
         raise Forbidden()  # the view answers 403; the edge commits the record with it
-    audit.record(
-        "case.viewed", actor=f"staff:{staff.public_id}", subject_type="case", subject_id=public_id
-    )
+    audit.record("case.viewed", actor=staff_actor(staff), subject_type="case", subject_id=public_id)
     return case
 
 
@@ -445,7 +444,7 @@ def claim(staff: StaffMember, case: Case) -> None:
     _event(case, staff, f"Claimed by {staff.email}")
     audit.record(
         "case.claimed",
-        actor=f"staff:{staff.public_id}",
+        actor=staff_actor(staff),
         subject_type="case",
         subject_id=case.public_id,
     )
@@ -460,7 +459,7 @@ def reply(staff: StaffMember, case: Case, body: str) -> None:
     case.status = CaseStatus.WAITING
     audit.record(
         "case.replied",
-        actor=f"staff:{staff.public_id}",
+        actor=staff_actor(staff),
         subject_type="case",
         subject_id=case.public_id,
     )
@@ -527,7 +526,7 @@ def note(staff: StaffMember, case: Case, body: str) -> None:
     _message(case, MessageKind.NOTE, _check_text(body), staff)
     audit.record(
         "case.noted",
-        actor=f"staff:{staff.public_id}",
+        actor=staff_actor(staff),
         subject_type="case",
         subject_id=case.public_id,
     )
@@ -544,7 +543,7 @@ def set_status(staff: StaffMember, case: Case, status: str) -> None:
         case.status = status
         audit.record(
             "case.status_changed",
-            actor=f"staff:{staff.public_id}",
+            actor=staff_actor(staff),
             subject_type="case",
             subject_id=case.public_id,
             details={"status": status},
@@ -570,7 +569,7 @@ def open_case_for(staff: StaffMember, customer: Customer, topic: str, body: str)
     _message(case, MessageKind.NOTE, body, staff)
     audit.record(
         "case.opened",
-        actor=f"staff:{staff.public_id}",
+        actor=staff_actor(staff),
         subject_type="case",
         subject_id=case.public_id,
         details={"topic": topic, "customer": customer.public_id},
@@ -602,7 +601,7 @@ def link_case(
     )
     audit.record(
         "case.linked",
-        actor=f"staff:{staff.public_id}",
+        actor=staff_actor(staff),
         subject_type="customer",
         subject_id=customer.public_id,
         details={"case": case.public_id, "reason": reason},
@@ -637,7 +636,7 @@ def _tool_audit(
 ) -> None:
     audit.record(
         action,
-        actor=f"staff:{staff.public_id}",
+        actor=staff_actor(staff),
         subject_type="customer",
         subject_id=customer.public_id,
         details={"case": case.public_id if case else "", "reason": reason, **details},
@@ -736,7 +735,7 @@ def use_assisted_link(token: str) -> Customer:
     challenge.consumed_at = clock.now()
     audit.record(
         "customer.verified",
-        actor=f"customer:{challenge.customer.public_id}",
+        actor=customer_actor(challenge.customer),
         subject_type="customer",
         subject_id=challenge.customer.public_id,
         details={"purpose": "assisted"},

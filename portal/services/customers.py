@@ -12,6 +12,7 @@ from portal import clock
 from portal.extensions import db
 from portal.i18n import language_for
 from portal.models import AuditEvent, Customer, Notice, StaffMember
+from portal.models.audit import staff_actor
 from portal.models.sealed import matches
 from portal.services import audit, reference_codes
 from portal.unit_of_work import write_is_the_point
@@ -98,7 +99,7 @@ def search(staff: StaffMember, kind: str, query: str) -> list[Customer]:
     # out of the trail (a matching row's id is enough to reconstruct the look-up).
     audit.record(
         "customer.search",
-        actor=f"staff:{staff.public_id}",
+        actor=staff_actor(staff),
         subject_type="customer",
         subject_id=found[0].public_id if len(found) == 1 else "",
         details={"kind": kind, "results": len(found)},
@@ -118,7 +119,7 @@ def staff_customer(staff: StaffMember, public_id: str) -> Customer | None:
         write_is_the_point(AuditEvent)  # on a GET too: the record of the look is the point
         audit.record(
             "customer.viewed",
-            actor=f"staff:{staff.public_id}",
+            actor=staff_actor(staff),
             subject_type="customer",
             subject_id=customer.public_id,
         )

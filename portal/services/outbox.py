@@ -22,10 +22,10 @@ from portal import clock, unit_of_work
 from portal.extensions import db
 from portal.mail.smtp import DeliveryError
 from portal.models import Notice, OutboxMessage
+from portal.models.audit import Actor
 from portal.services import audit
 
 log = logging.getLogger(__name__)
-WORKER_ACTOR = "system:outbox"
 
 
 def enqueue_email(
@@ -266,7 +266,7 @@ def deliver_batch(
             result.failed += 1
             audit.record(
                 "outbox.failed",
-                actor=WORKER_ACTOR,
+                actor=Actor.OUTBOX,
                 subject_type="outbox_message",
                 subject_id=row.id,
                 outcome="failure",
@@ -284,7 +284,7 @@ def deliver_batch(
     if result.claimed:
         audit.record(
             "outbox.delivered",
-            actor=WORKER_ACTOR,
+            actor=Actor.OUTBOX,
             subject_type="outbox",
             details={
                 "sent": result.sent,

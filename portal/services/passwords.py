@@ -22,6 +22,7 @@ from portal.extensions import db
 from portal.i18n import language_for
 from portal.mail.compose import compose_security_notice
 from portal.models import Customer, Incident, Notice
+from portal.models.audit import customer_actor
 from portal.services import audit, outbox, sessions
 
 MIN_LENGTH = 15  # the only factor here is knowledge: NIST asks for 15 at least
@@ -212,7 +213,7 @@ def change_password(customer: Customer, password: str, confirm: str, *, keep_tok
     sessions.end_all_sessions(customer.id)
     audit.record(
         "customer.password_changed",
-        actor=f"customer:{customer.public_id}",
+        actor=customer_actor(customer),
         subject_type="customer",
         subject_id=customer.public_id,
     )

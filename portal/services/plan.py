@@ -9,6 +9,7 @@ from sqlalchemy import delete, select
 from portal import clock
 from portal.extensions import db
 from portal.models import Customer, Exposure, GuidanceProgress
+from portal.models.audit import customer_actor
 from portal.services import audit
 from portal.services.guidance import CHANGE_PASSWORD, Step, steps_for
 from portal.unit_of_work import write_is_the_point
@@ -103,7 +104,7 @@ def toggle(customer: Customer, step_id: str, language: str) -> Plan:
         )
     audit.record(
         "plan.step_undone" if item.done else "plan.step_done",
-        actor=f"customer:{customer.public_id}",
+        actor=customer_actor(customer),
         subject_type="customer",
         subject_id=customer.public_id,
         details={"step": step_id},

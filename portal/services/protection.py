@@ -28,6 +28,7 @@ from portal.models import (
     OutboxMessage,
     ProtectionOffer,
 )
+from portal.models.audit import Actor, customer_actor
 from portal.services import audit, outbox
 
 _CODE = re.compile(r"^[A-Z0-9][A-Z0-9-]{4,38}[A-Z0-9]$")
@@ -353,7 +354,7 @@ def enroll(offer: ProtectionOffer, customer: Customer) -> Enrollment:
     else:
         audit.record(
             "protection.waiting",
-            actor=f"customer:{customer.public_id}",
+            actor=customer_actor(customer),
             subject_type="customer",
             subject_id=customer.public_id,
         )
@@ -375,14 +376,14 @@ def _give(
     enrollment.enrolled_at = clock.now()
     audit.record(
         "protection.enrolled",
-        actor=f"customer:{customer.public_id}",
+        actor=customer_actor(customer),
         subject_type="customer",
         subject_id=customer.public_id,
         details={"from_waiting_list": from_waiting},
     )
     audit.record(
         "protection.code_assigned",
-        actor="system:protection",
+        actor=Actor.PROTECTION,
         subject_type="activation_code",
         subject_id=code.id,
     )
@@ -432,7 +433,7 @@ def _alert_pool_empty(offer: ProtectionOffer) -> None:
     )
     audit.record(
         "protection.pool_empty",
-        actor="system:protection",
+        actor=Actor.PROTECTION,
         subject_type="incident",
         subject_id=offer.incident.slug,
         outcome="failure",

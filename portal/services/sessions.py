@@ -12,6 +12,7 @@ from sqlalchemy import select, update
 from portal import clock
 from portal.extensions import db
 from portal.models import Customer, LoginSession
+from portal.models.audit import customer_actor
 from portal.services import audit
 from portal.unit_of_work import write_is_the_point
 
@@ -41,7 +42,7 @@ def open_session(customer: Customer, *, verified_at: datetime, user_agent: str =
     )
     audit.record(
         "session.started",
-        actor=f"customer:{customer.public_id}",
+        actor=customer_actor(customer),
         subject_type="customer",
         subject_id=customer.public_id,
     )
@@ -84,7 +85,7 @@ def end_session(token: str | None) -> None:
     row.revoked_at = clock.now()
     audit.record(
         "session.ended",
-        actor=f"customer:{row.customer.public_id}",
+        actor=customer_actor(row.customer),
         subject_type="customer",
         subject_id=row.customer.public_id,
     )

@@ -15,6 +15,7 @@ from portal import clock
 from portal.extensions import db
 from portal.mail.compose import compose_alert
 from portal.models import RecoveryCode, StaffMember, StaffSession
+from portal.models.audit import Actor, staff_actor
 from portal.models.sealed import matches
 from portal.services import audit, outbox, passwords, tokens, totp
 from portal.unit_of_work import write_is_the_point
@@ -43,10 +44,6 @@ class SignInFailed(StaffError):
 class Enrollment:
     secret: str
     qr_data_uri: str
-
-
-def _actor(member: StaffMember) -> str:
-    return f"staff:{member.public_id}"
 
 
 def by_email(address: str) -> StaffMember | None:
@@ -119,7 +116,7 @@ def accept_invitation(token: str, password: str, confirm: str, *, user_agent: st
     member.failed_logins = 0
     audit.record(
         "staff.password_set",
-        actor=_actor(member),
+        actor=staff_actor(member),
         subject_type="staff",
         subject_id=member.public_id,
     )
@@ -164,7 +161,7 @@ def confirm_authenticator(session_: StaffSession, typed: str) -> list[str]:
     codes = _new_recovery_codes(member)
     audit.record(
         "staff.authenticator_added",
-        actor=_actor(member),
+        actor=staff_actor(member),
         subject_type="staff",
         subject_id=member.public_id,
     )
@@ -238,7 +235,7 @@ def _fail(member: StaffMember, factor: str) -> None:
         member.locked_until = clock.now() + wait
         audit.record(
             "staff.locked",
-            actor="staff",
+            actor=Actor.STAFF,
             subject_type="staff",
             subject_id=member.public_id,
             outcome="failure",
@@ -246,7 +243,7 @@ def _fail(member: StaffMember, factor: str) -> None:
         )
     audit.record(
         "staff.sign_in_failed",
-        actor="staff",
+        actor=Actor.STAFF,
         subject_type="staff",
         subject_id=member.public_id,
         outcome="failure",
@@ -316,7 +313,7 @@ def second_factor(session_: StaffSession, typed: str, *, user_agent: str = "") -
     session_.revoked_at = clock.now()  # the half session ends; a new id for the full one
     audit.record(
         "staff.signed_in",
-        actor=_actor(member),
+        actor=staff_actor(member),
         subject_type="staff",
         subject_id=member.public_id,
         details={"factor": factor},
@@ -365,7 +362,7 @@ def reauthenticate(session_: StaffSession, password: str, typed: str) -> None:
     session_.reauth_at = clock.now()
     audit.record(
         "staff.reauthenticated",
-        actor=_actor(member),
+        actor=staff_actor(member),
         subject_type="staff",
         subject_id=member.public_id,
     )
@@ -408,7 +405,7 @@ def sign_out(session_: StaffSession) -> None:
     session_.revoked_at = clock.now()
     audit.record(
         "staff.signed_out",
-        actor=_actor(session_.staff),
+        actor=staff_actor(session_.staff),
         subject_type="staff",
         subject_id=session_.staff.public_id,
     )

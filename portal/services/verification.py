@@ -20,12 +20,11 @@ from portal.extensions import db
 from portal.i18n import language_for
 from portal.mail.compose import compose_code, compose_new_link
 from portal.models import AuditEvent, Challenge, Customer, Incident, Notice, OutboxMessage
+from portal.models.audit import Actor
 from portal.services import audit, outbox, reference_codes, tokens
 from portal.services.customers import find_by_email, mask_email
 from portal.unit_of_work import write_is_the_point
 from portal.validation import normalise_email
-
-CUSTOMER = "customer"  # the actor of acts a not-yet-verified visitor starts
 
 
 class VerificationError(Exception):
@@ -147,7 +146,9 @@ def open_link(token: str) -> LinkLanding:
     write_is_the_point(Notice.opened_at, AuditEvent)
     if notice.opened_at is None:
         notice.opened_at = clock.now()  # a figure for the response team, not a state of the link
-    audit.record("link.opened", actor=CUSTOMER, subject_type="notice", subject_id=notice.public_id)
+    audit.record(
+        "link.opened", actor=Actor.CUSTOMER, subject_type="notice", subject_id=notice.public_id
+    )
     return LinkLanding(notice, notice.incident, describe_channel(notice.customer))
 
 
@@ -235,7 +236,7 @@ def _start(customer: Customer, notice: Notice | None, purpose: str = "verify") -
     _send_code(challenge, customer, code)
     audit.record(
         "challenge.started",
-        actor=CUSTOMER,
+        actor=Actor.CUSTOMER,
         subject_type="customer",
         subject_id=customer.public_id,
         details={"channel": challenge.channel},
@@ -270,7 +271,7 @@ def _send_code(challenge: Challenge, customer: Customer, code: str) -> None:
             )
     audit.record(
         "code.sent",
-        actor=CUSTOMER,
+        actor=Actor.CUSTOMER,
         subject_type="customer",
         subject_id=customer.public_id,
         details={"channel": challenge.channel, "resend": challenge.resends},
@@ -335,7 +336,7 @@ def verify_code(challenge_public_id: str | None, typed: str) -> Challenge:
             notice.verified_at = notice.verified_at or now
         audit.record(
             "customer.verified",
-            actor=CUSTOMER,
+            actor=Actor.CUSTOMER,
             subject_type="customer",
             subject_id=customer.public_id,
             details={"purpose": challenge.purpose},
@@ -346,7 +347,7 @@ def verify_code(challenge_public_id: str | None, typed: str) -> Challenge:
     db.session.flush()
     audit.record(
         "code.failed",
-        actor=CUSTOMER,
+        actor=Actor.CUSTOMER,
         subject_type="customer",
         subject_id=customer.public_id,
         outcome="failure",
@@ -400,7 +401,7 @@ def _lock(customer: Customer) -> None:
         challenge.code_sealed = None  # no code of theirs can be resent or used any more
     audit.record(
         "verification.locked",
-        actor=CUSTOMER,
+        actor=Actor.CUSTOMER,
         subject_type="customer",
         subject_id=customer.public_id,
         outcome="failure",
@@ -442,7 +443,7 @@ def request_new_link(address: str) -> None:
         name="new_link",
         payload={"email": normalised},
     )
-    audit.record("link.requested", actor=CUSTOMER)  # no address: it may not be a customer's
+    audit.record("link.requested", actor=Actor.CUSTOMER)  # no address: it may not be a customer's
     db.session.flush()
 
 
@@ -484,7 +485,7 @@ def send_new_links(payload: dict) -> None:
             reissue_link(notice, customer, reason="newlink")
             audit.record(
                 "link.reissued",
-                actor="system:outbox",
+                actor=Actor.OUTBOX,
                 subject_type="notice",
                 subject_id=notice.public_id,
             )

@@ -10,6 +10,7 @@ from flask import Flask, abort, current_app, g, redirect, request, session, url_
 from flask_babel import refresh
 from flask_login import current_user
 
+from portal.models.audit import staff_actor
 from portal.web.access import CUSTOMER, DEVELOPMENT, PUBLIC, STAFF, STAFF_PENDING, access_of
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def _staff_gate(level: str):
         write_is_the_point(AuditEvent)  # a refusal is recorded, on a GET too; the edge commits it
         audit.record(
             "authorization.denied",
-            actor=f"staff:{current_user.staff.public_id}",
+            actor=staff_actor(current_user.staff),
             subject_type="route",
             subject_id=request.endpoint or "",
             outcome="failure",

@@ -25,6 +25,7 @@ from sqlalchemy import select
 from portal import unit_of_work
 from portal.extensions import db
 from portal.models import AuditEvent, Incident, IncidentUpdate, StaffMember
+from portal.models.audit import staff_actor
 from portal.services import audit, background, incidents, metrics, obligations, updates
 from portal.services import notices as notices_service
 from portal.services import staff as staff_service
@@ -69,7 +70,7 @@ def disable(public_id: str):
     if member.id == current_user.staff.id:
         flash(_("You cannot disable your own account."), "error")
     else:
-        staff_service.disable(member, actor=f"staff:{current_user.staff.public_id}")
+        staff_service.disable(member, actor=_actor())
         flash(_("Disabled; every session of theirs has ended."), "info")
     return redirect(url_for("admin.staff_list"))
 
@@ -78,7 +79,7 @@ def disable(public_id: str):
 @staff("admin")
 @fresh_within(minutes=5)
 def end_sessions(public_id: str):
-    staff_service.end_sessions(_target(public_id), actor=f"staff:{current_user.staff.public_id}")
+    staff_service.end_sessions(_target(public_id), actor=_actor())
     flash(_("Their sessions have ended."), "info")
     return redirect(url_for("admin.staff_list"))
 
@@ -87,14 +88,12 @@ def end_sessions(public_id: str):
 @staff("admin")
 @fresh_within(minutes=5)
 def reset_mfa(public_id: str):
-    link = staff_service.reset_mfa(
-        _target(public_id), actor=f"staff:{current_user.staff.public_id}"
-    )
+    link = staff_service.reset_mfa(_target(public_id), actor=_actor())
     return render_template("admin/setup_link.html", link=link)
 
 
 def _actor() -> str:
-    return f"staff:{current_user.staff.public_id}"
+    return staff_actor(current_user.staff)
 
 
 def _incident(slug: str):

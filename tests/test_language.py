@@ -24,7 +24,7 @@ from tests.customer_flow import (
     start_from_link,
     submit_code,
 )
-from tests.staff_flow import set_up
+from tests.staff_flow import reauth, set_up
 
 ANA = "ana@example.com"
 LUIS = "luis@example.com"
@@ -245,3 +245,53 @@ def test_the_console_saves_spanish_text_for_the_incident_and_its_updates(admin, 
     assert "Alguien copió parte de nuestra base de datos." in page
     assert "(de 9 a 17)" in page and "Análisis forense terminado" in page
     assert '<div lang="en"><p>We closed the access.</p>' in page  # no Spanish given
+
+
+def test_what_an_agent_does_reaches_the_customer_in_the_customers_language(app, clock, notified):
+    """The agent works on English pages; the messages it causes are written in the customer's."""
+    luis = app.test_client()
+    sign_in(luis, LUIS)
+    page = luis.get("/me/cases")
+    opened = luis.post(
+        "/me/cases",
+        data={"csrf_token": csrf_from(page), "topic": "my_data", "body": "Mi correo cambió."},
+    )
+    case_path = "/staff/cases/" + opened.headers["Location"].rsplit("/", 1)[1]
+    agent = app.test_client()
+    set_up(app, agent, "agent.a@example.com", "agent", clock)
+    reauth(agent, "agent.a@example.com", clock, case_path)
+    page = agent.get(case_path)
+    agent.post(
+        f"{case_path}/messages",
+        data={"csrf_token": csrf_from(page), "body": "Lo miramos.", "kind": "reply"},
+    )
+    agent.post(
+        f"{case_path}/tools/correct-contact",
+        data={"csrf_token": csrf_from(page), "reason": "Called in", "email": "luis@example.net"},
+    )
+
+    subjects = [m.row.subject for m in messages_to(LUIS)]
+    assert "Tiene una respuesta nueva de Example Corp" in subjects
+    told = [m for m in messages_to("luis@example.net") if m.row.subject.startswith("Un cambio")]
+    assert len(told) == 1
+    assert "Nuestro equipo de ayuda cambió los datos de contacto de su cuenta." in told[0].text
+    assert told[0].row.locale == "es"
+
+
+def test_every_message_is_composed_where_the_recipients_language_is_set():
+    """Only outbox.queue_message hands a composed message to the outbox: a message queued
+    anywhere else could be written in the language of whoever caused it."""
+    import ast
+
+    from portal import ROOT
+
+    elsewhere = []
+    for path in sorted((ROOT / "portal").rglob("*.py")):
+        if path == ROOT / "portal/services/outbox.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            called = getattr(node, "func", None)
+            name = getattr(called, "attr", None) or getattr(called, "id", None)
+            if isinstance(node, ast.Call) and name in ("enqueue_email", "enqueue_sms"):
+                elsewhere.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not elsewhere, "messages queued without outbox.queue_message: " + ", ".join(elsewhere)

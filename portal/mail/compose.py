@@ -1,4 +1,5 @@
-"""Compose messages from templates in the recipient's language."""
+"""Compose messages from templates, in the language in force (outbox.queue_message sets the
+recipient's)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from flask import current_app, render_template
-from flask_babel import force_locale
+from flask_babel import get_locale
 from flask_babel import gettext as _
 from markupsafe import escape
 
-from portal.i18n import language_for, localized
+from portal.i18n import localized
 from portal.models import DATA_CLASSES, Incident
 
 
@@ -23,7 +24,6 @@ class Composed:
 
 def compose_notice(
     *,
-    locale: str,
     incident: Incident,
     exposures: list[tuple[str, str | None]],
     link: str,
@@ -35,29 +35,25 @@ def compose_notice(
     The greeting names nobody: the name may itself be an exposed value, and no message may
     repeat one (a notice can land in a mailbox someone else reads).
     """
-    language = language_for(locale)
-    with force_locale(language):
-        ordered = sorted(exposures, key=lambda e: (-DATA_CLASSES[e[0]].sensitivity, e[0]))
-        context = {
-            "incident": incident,
-            "organisation": current_app.config["ORGANISATION_NAME"],
-            "portal_address": current_app.config["BASE_URL"],
-            "involved": [DATA_CLASSES[key].describe(fragment) for key, fragment in ordered],
-            "steps": steps(language),  # the first steps of their plan, in their language
-            "link": link,
-            "reference_code": reference_code,
-        }
-        subject = _(
-            "Notice of Data Breach from %(organisation)s", organisation=context["organisation"]
-        )
-        return Composed(
-            subject=subject,
-            text=render_template("emails/notice.txt", **context),
-            html=render_template("emails/notice.html", **context),
-        )
+    ordered = sorted(exposures, key=lambda e: (-DATA_CLASSES[e[0]].sensitivity, e[0]))
+    context = {
+        "incident": incident,
+        "organisation": current_app.config["ORGANISATION_NAME"],
+        "portal_address": current_app.config["BASE_URL"],
+        "involved": [DATA_CLASSES[key].describe(fragment) for key, fragment in ordered],
+        "steps": steps(str(get_locale())),  # the first steps of their plan, in their language
+        "link": link,
+        "reference_code": reference_code,
+    }
+    subject = _("Notice of Data Breach from %(organisation)s", organisation=context["organisation"])
+    return Composed(
+        subject=subject,
+        text=render_template("emails/notice.txt", **context),
+        html=render_template("emails/notice.html", **context),
+    )
 
 
-def compose_code(*, code: str, ttl_minutes: int, sms: bool) -> Composed:
+def compose_code(*, code: str, ttl_minutes: int, sms: bool = False) -> Composed:
     """A one-time code message: the code alone on its line, and nothing else of the person."""
     config = current_app.config
     organisation = config["ORGANISATION_NAME"]
@@ -155,7 +151,7 @@ def compose_case_reply() -> Composed:
     )
 
 
-def compose_help_reply(*, link: str, days: int, sms: bool) -> Composed:
+def compose_help_reply(*, link: str, days: int, sms: bool = False) -> Composed:
     """We answered a request from someone not signed in: a link to that one conversation.
 
     The reply itself stays behind the link: the message says only that there is one.

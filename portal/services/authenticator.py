@@ -7,13 +7,12 @@ from dataclasses import dataclass
 import pyotp
 import segno
 from flask import current_app
-from flask_babel import force_locale
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 
 from portal import clock
 from portal.extensions import db
-from portal.i18n import language_for
 from portal.mail.compose import compose_security_notice
 from portal.models import Customer
 from portal.models.audit import Actor, customer_actor
@@ -97,7 +96,7 @@ def confirm(customer: Customer, typed: str) -> None:
         subject_type="customer",
         subject_id=customer.public_id,
     )
-    _notify(customer, "authenticator-added", _("An authenticator app was added to your account."))
+    _notify(customer, "authenticator-added", _l("An authenticator app was added to your account."))
     db.session.flush()
 
 
@@ -112,21 +111,20 @@ def remove(customer: Customer) -> None:
         subject_id=customer.public_id,
     )
     _notify(
-        customer, "authenticator-removed", _("The authenticator app was removed from your account.")
+        customer,
+        "authenticator-removed",
+        _l("The authenticator app was removed from your account."),
     )
     db.session.flush()
 
 
 def _notify(customer: Customer, kind: str, what: str) -> None:
-    with force_locale(language_for(customer.locale)):
-        message = compose_security_notice(what=str(what))
-    outbox.enqueue_email(
-        dedupe_key=f"{kind}:{customer.public_id}:{clock.now().timestamp()}",
-        recipient=customer.email,
-        subject=message.subject,
-        text=message.text,
-        html=message.html,
+    outbox.queue_message(
+        compose_security_notice,
+        to=customer.email,
         locale=customer.locale,
+        dedupe_key=f"{kind}:{customer.public_id}:{clock.now().timestamp()}",
+        what=what,
     )
 
 

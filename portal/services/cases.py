@@ -14,8 +14,12 @@ from sqlalchemy import func, or_, select
 
 from portal import clock
 from portal.extensions import db
-from portal.i18n import language_for
-from portal.mail.compose import compose_case_reply, compose_help_reply, compose_security_notice
+from portal.mail.compose import (
+    compose_assisted_link,
+    compose_case_reply,
+    compose_help_reply,
+    compose_security_notice,
+)
 from portal.models import AuditEvent, Case, CaseMessage, Challenge, Customer, Notice, StaffMember
 from portal.models.audit import Actor, customer_actor, staff_actor
 from portal.models.case import CaseStatus, CaseTopic, MessageKind
@@ -469,16 +473,11 @@ def reply(staff: StaffMember, case: Case, body: str) -> None:
         return
     address = _reply_address(case)
     if address:
-        customer = case.customer
-        with force_locale(language_for(customer.locale if customer else "en")):
-            message = compose_case_reply()
-        outbox.enqueue_email(
+        outbox.queue_message(
+            compose_case_reply,
+            to=address,
+            locale=case.customer.locale,
             dedupe_key=f"case-reply:{case.public_id}:{secrets.token_hex(8)}",
-            recipient=address,
-            subject=message.subject,
-            text=message.text,
-            html=message.html,
-            locale=customer.locale if customer else "en",
         )
     db.session.flush()
 
@@ -501,24 +500,16 @@ def _tell_help_writer(case: Case) -> None:
     link = tokens.link(tokens.Purpose.HELP_CASE, case.public_id, case.help_link_nonce)
     ttl = tokens.lifetime(tokens.Purpose.HELP_CASE)
     locale = contact.get("locale") or "en"
-    key = f"help-reply:{case.public_id}:{case.help_link_nonce}"
-    expires_at = clock.now() + ttl  # a link that arrives after it expired only confuses
-    with force_locale(language_for(locale)):
-        message = compose_help_reply(link=link, days=ttl.days, sms=not is_email(address))
-    if is_email(address):
-        outbox.enqueue_email(
-            dedupe_key=key,
-            recipient=address,
-            subject=message.subject,
-            text=message.text,
-            html=message.html,
-            locale=locale,
-            expires_at=expires_at,
-        )
-    else:
-        outbox.enqueue_sms(
-            dedupe_key=key, recipient=address, text=message.text, expires_at=expires_at
-        )
+    outbox.queue_message(
+        compose_help_reply,
+        to=address,
+        locale=locale,
+        dedupe_key=f"help-reply:{case.public_id}:{case.help_link_nonce}",
+        sms=not is_email(address),
+        expires_at=clock.now() + ttl,  # a link that arrives after it expired only confuses
+        link=link,
+        days=ttl.days,
+    )
 
 
 def note(staff: StaffMember, case: Case, body: str) -> None:
@@ -695,18 +686,13 @@ def confirm_identity(staff: StaffMember, subject: Case | Customer, reason: str) 
     db.session.add(challenge)
     db.session.flush()
     link = tokens.link(tokens.Purpose.ASSISTED_SIGN_IN, challenge.public_id, nonce)
-    from portal.mail.compose import compose_assisted_link
-
-    with force_locale(language_for(customer.locale)):
-        message = compose_assisted_link(link=link)
-    outbox.enqueue_email(
-        dedupe_key=f"assisted:{challenge.public_id}",
-        recipient=customer.email,
-        subject=message.subject,
-        text=message.text,
-        html=message.html,
+    outbox.queue_message(
+        compose_assisted_link,
+        to=customer.email,
         locale=customer.locale,
+        dedupe_key=f"assisted:{challenge.public_id}",
         expires_at=challenge.expires_at,
+        link=link,
     )
     _tool_audit(staff, customer, case, "agent.identity_confirmed", reason)
     db.session.flush()
@@ -791,18 +777,13 @@ def correct_contact(
     if not changed:
         raise CaseError(_("That is already what we have on file."))
     customer.updated_at = clock.now()
-    with force_locale(language_for(customer.locale)):
-        message = compose_security_notice(
-            what=_("The contact details on your account were changed by our support team.")
-        )
     for address in {old_email, customer.email}:
-        outbox.enqueue_email(
-            dedupe_key=f"contact-changed:{customer.public_id}:{secrets.token_hex(8)}",
-            recipient=address,
-            subject=message.subject,
-            text=message.text,
-            html=message.html,
+        outbox.queue_message(
+            compose_security_notice,
+            to=address,
             locale=customer.locale,
+            dedupe_key=f"contact-changed:{customer.public_id}:{secrets.token_hex(8)}",
+            what=_l("The contact details on your account were changed by our support team."),
         )
     _tool_audit(staff, customer, case, "agent.contact_corrected", reason, changed=changed)
     db.session.flush()

@@ -85,22 +85,17 @@ def queue_notices(
                 for e in customer.exposures
                 if e.incident_id == incident.id
             ]
-            message = compose_notice(
+            outbox.queue_message(
+                compose_notice,
+                to=customer.email,
                 locale=customer.locale,
+                dedupe_key=f"notice:{notice.public_id}",
+                notice_id=notice.id,
                 incident=incident,
                 exposures=exposures,
                 link=tokens.link(tokens.Purpose.NOTICE_LINK, notice.public_id, notice.link_nonce),
                 reference_code=reference_codes.display(notice.reference_code),
                 steps=partial(guidance.step_titles, {key for key, _f in exposures}),
-            )
-            outbox.enqueue_email(
-                dedupe_key=f"notice:{notice.public_id}",
-                recipient=customer.email,
-                subject=message.subject,
-                text=message.text,
-                html=message.html,
-                locale=customer.locale,
-                notice_id=notice.id,
             )
         audit.record(
             "notices.queued",

@@ -6,6 +6,7 @@ import json
 import logging
 import random
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email import message_from_bytes
@@ -16,10 +17,14 @@ from email.utils import format_datetime, make_msgid
 from urllib.parse import urlsplit
 
 from flask import current_app
+from flask_babel import force_locale
+from flask_babel.speaklater import LazyString
 from sqlalchemy import func, select, update
 
 from portal import clock, unit_of_work
 from portal.extensions import db
+from portal.i18n import language_for
+from portal.mail.compose import Composed
 from portal.mail.smtp import DeliveryError
 from portal.models import Notice, OutboxMessage
 from portal.models.audit import Actor
@@ -83,6 +88,43 @@ def enqueue_sms(
     row.body = text
     db.session.add(row)
     return row
+
+
+def queue_message(
+    compose: Callable[..., Composed],
+    *,
+    to: str,
+    locale: str,
+    dedupe_key: str,
+    sms: bool = False,
+    expires_at: datetime | None = None,
+    notice_id: int | None = None,
+    **context,
+) -> OutboxMessage:
+    """Compose a message in the language of `locale` (the recipient's) and queue it to `to`.
+
+    The one way a message is written: `compose(**context)` runs inside the recipient's language,
+    and lazy texts in the context (`_l(...)`) are read in it too, never in the language of the
+    page or of the person who caused the message. By text message when `sms` (the composer is
+    asked for its short form), else by email with `locale` as its Content-Language.
+    """
+    with force_locale(language_for(locale)):
+        context = {k: str(v) if isinstance(v, LazyString) else v for k, v in context.items()}
+        message = compose(**context, sms=True) if sms else compose(**context)
+    if sms:
+        return enqueue_sms(
+            dedupe_key=dedupe_key, recipient=to, text=message.text, expires_at=expires_at
+        )
+    return enqueue_email(
+        dedupe_key=dedupe_key,
+        recipient=to,
+        subject=message.subject,
+        text=message.text,
+        html=message.html,
+        locale=locale,
+        notice_id=notice_id,
+        expires_at=expires_at,
+    )
 
 
 def enqueue_job(*, dedupe_key: str, name: str, payload: dict) -> OutboxMessage:

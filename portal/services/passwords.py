@@ -13,13 +13,12 @@ from pathlib import Path
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app
-from flask_babel import force_locale
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 
 from portal import clock
 from portal.extensions import db
-from portal.i18n import language_for
 from portal.mail.compose import compose_security_notice
 from portal.models import Customer, Incident, Notice
 from portal.models.audit import customer_actor
@@ -217,15 +216,12 @@ def change_password(customer: Customer, password: str, confirm: str, *, keep_tok
         subject_type="customer",
         subject_id=customer.public_id,
     )
-    with force_locale(language_for(customer.locale)):
-        message = compose_security_notice(what=_("The password of your account was changed."))
-    outbox.enqueue_email(
-        dedupe_key=f"password-changed:{customer.public_id}:{now.timestamp()}",
-        recipient=customer.email,
-        subject=message.subject,
-        text=message.text,
-        html=message.html,
+    outbox.queue_message(
+        compose_security_notice,
+        to=customer.email,
         locale=customer.locale,
+        dedupe_key=f"password-changed:{customer.public_id}:{now.timestamp()}",
+        what=_l("The password of your account was changed."),
     )
     outbox.enqueue_webhook(
         event="customer.password_changed",

@@ -9,14 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flask import current_app
-from flask_babel import force_locale, format_date
+from flask_babel import format_date
 from flask_babel import gettext as _
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from portal import clock
 from portal.extensions import db
-from portal.i18n import language_for, with_translation
+from portal.i18n import with_translation
 from portal.mail.compose import compose_alert, compose_protection_code
 from portal.models import (
     DATA_CLASSES,
@@ -387,18 +387,15 @@ def _give(
         subject_type="activation_code",
         subject_id=code.id,
     )
-    with force_locale(language_for(customer.locale)):
-        message = compose_protection_code(
-            offer=offer, code=code_of(code), from_waiting=from_waiting
-        )
     # The code is the one thing they need, so this message carries it (and nothing else).
-    outbox.enqueue_email(
-        dedupe_key=f"protection-code:{enrollment.id}",
-        recipient=customer.email,
-        subject=message.subject,
-        text=message.text,
-        html=message.html,
+    outbox.queue_message(
+        compose_protection_code,
+        to=customer.email,
         locale=customer.locale,
+        dedupe_key=f"protection-code:{enrollment.id}",
+        offer=offer,
+        code=code_of(code),
+        from_waiting=from_waiting,
     )
 
 
@@ -415,7 +412,11 @@ def _alert_pool_empty(offer: ProtectionOffer) -> None:
         .select_from(Enrollment)
         .where(Enrollment.offer_id == offer.id, Enrollment.status == "waiting")
     )
-    message = compose_alert(
+    outbox.queue_message(
+        compose_alert,
+        to=current_app.config["ALERT_EMAIL"],
+        locale="en",  # the response team reads alerts in English
+        dedupe_key=key,
         subject=f"Activation codes have run out: {offer.incident.slug}",
         text=(
             f"The {offer.provider_name} code pool for incident {offer.incident.slug} is "
@@ -423,13 +424,6 @@ def _alert_pool_empty(offer: ProtectionOffer) -> None:
             f"`portal protection import-codes --incident {offer.incident.slug} FILE`; "
             f"waiting customers then get theirs in order."
         ),
-    )
-    outbox.enqueue_email(
-        dedupe_key=key,
-        recipient=current_app.config["ALERT_EMAIL"],
-        subject=message.subject,
-        text=message.text,
-        html=message.html,
     )
     audit.record(
         "protection.pool_empty",

@@ -479,11 +479,11 @@ def reset_mfa(member: StaffMember, *, actor: str) -> str:
 
 def _tell(member: StaffMember, what: str) -> None:
     """A security notice to the staff member's own address (never a secret in it)."""
-    message = compose_alert(subject="Your staff account", text=what)
-    outbox.enqueue_email(
+    outbox.queue_message(
+        compose_alert,
+        to=member.email,
+        locale="en",  # staff pages and alerts are in English
         dedupe_key=f"staff-notice:{member.public_id}:{secrets.token_hex(8)}",
-        recipient=member.email,
-        subject=message.subject,
-        text=message.text,
-        html=message.html,
+        subject="Your staff account",
+        text=what,
     )

@@ -132,9 +132,6 @@ def correct(
 
 def notify_affected(update_id: int, *, progress=None, batch_size: int = 500) -> int:
     """Email everyone the incident touched that there is an update (once each, in batches)."""
-    from flask_babel import force_locale
-
-    from portal.i18n import language_for
     from portal.mail.compose import compose_update_notice
     from portal.models import Customer, Exposure, OutboxMessage
     from portal.services import outbox
@@ -169,15 +166,13 @@ def notify_affected(update_id: int, *, progress=None, batch_size: int = 500) -> 
         for key, customer in keys.items():
             if key in already:
                 continue  # a rerun after a crash sends nobody a second copy
-            with force_locale(language_for(customer.locale)):
-                message = compose_update_notice(incident=incident, update=update)
-            outbox.enqueue_email(
-                dedupe_key=key,
-                recipient=customer.email,
-                subject=message.subject,
-                text=message.text,
-                html=message.html,
+            outbox.queue_message(
+                compose_update_notice,
+                to=customer.email,
                 locale=customer.locale,
+                dedupe_key=key,
+                incident=incident,
+                update=update,
             )
             queued += 1
         last = customers[-1].id

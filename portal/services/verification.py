@@ -11,8 +11,8 @@ from datetime import timedelta
 
 import pyotp
 from flask import current_app
-from flask_babel import force_locale, ngettext
 from flask_babel import gettext as _
+from flask_babel import ngettext
 from sqlalchemy import func, select
 
 from portal import clock
@@ -247,28 +247,18 @@ def _start(customer: Customer, notice: Notice | None, purpose: str = "verify") -
 
 def _send_code(challenge: Challenge, customer: Customer, code: str) -> None:
     key = f"code:{challenge.public_id}:{challenge.resends}"
-    with force_locale(language_for(customer.locale)):
-        message = compose_code(
-            code=code, ttl_minutes=_ttl_minutes(), sms=challenge.channel == "sms"
-        )
+    sms = challenge.channel == "sms"
+    outbox.queue_message(
+        compose_code,
+        to=customer.phone if sms else customer.email,
+        locale=customer.locale,
+        dedupe_key=key,
+        sms=sms,
         # Never delivered late: a code that arrives after it expired only confuses.
-        if challenge.channel == "sms":
-            outbox.enqueue_sms(
-                dedupe_key=key,
-                recipient=customer.phone,
-                text=message.text,
-                expires_at=challenge.expires_at,
-            )
-        else:
-            outbox.enqueue_email(
-                dedupe_key=key,
-                recipient=customer.email,
-                subject=message.subject,
-                text=message.text,
-                html=message.html,
-                locale=customer.locale,
-                expires_at=challenge.expires_at,
-            )
+        expires_at=challenge.expires_at,
+        code=code,
+        ttl_minutes=_ttl_minutes(),
+    )
     audit.record(
         "code.sent",
         actor=Actor.CUSTOMER,
@@ -450,19 +440,14 @@ def request_new_link(address: str) -> None:
 def reissue_link(notice: Notice, customer: Customer, *, reason: str) -> None:
     """A fresh access link for a notice, mailed to the address on file; earlier links die."""
     notice.link_nonce = secrets.token_urlsafe(16)  # every earlier link stops working
-    with force_locale(language_for(customer.locale)):
-        message = compose_new_link(
-            incident=notice.incident,
-            link=tokens.link(tokens.Purpose.NOTICE_LINK, notice.public_id, notice.link_nonce),
-        )
-        outbox.enqueue_email(
-            dedupe_key=f"{reason}:{notice.public_id}:{secrets.token_hex(8)}",
-            recipient=customer.email,
-            subject=message.subject,
-            text=message.text,
-            html=message.html,
-            locale=customer.locale,
-        )
+    outbox.queue_message(
+        compose_new_link,
+        to=customer.email,
+        locale=customer.locale,
+        dedupe_key=f"{reason}:{notice.public_id}:{secrets.token_hex(8)}",
+        incident=notice.incident,
+        link=tokens.link(tokens.Purpose.NOTICE_LINK, notice.public_id, notice.link_nonce),
+    )
 
 
 def send_new_links(payload: dict) -> None:

@@ -25,8 +25,9 @@ class Invalid(ValueError):
 # RFC 5322 allows unquoted. Quoted local parts and non-ASCII ones (SMTPUTF8) are refused: the
 # outbox speaks plain SMTP, and an address it cannot send to is no use to anyone.
 _LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*\Z")
-_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
-_TOP_LEVEL = re.compile(r"(?:[a-z]{2,63}|xn--[a-z0-9-]{1,59})\Z")
+# Dot-separated labels of letters, digits and inner hyphens, ending in a top-level label of
+# letters (or an internationalised one): "localhost" or "example.123" reaches nobody.
+_DOMAIN = re.compile(r"(?:(?!-)[a-z0-9-]{1,63}(?<!-)\.)+(?:[a-z]{2,63}|xn--[a-z0-9-]{1,59})\Z")
 
 
 def email_address(typed: str) -> str:
@@ -38,10 +39,12 @@ def email_address(typed: str) -> str:
     """
     address = (typed or "").strip()
     local, at, domain = address.rpartition("@")
-    if not at or len(local) > 64 or not _LOCAL.match(local):
+    # RFC 5321: a longer address does not fit in a mail path (checked again once the domain
+    # is in its ASCII form, which may be longer than what was typed).
+    if not at or len(address) > 254 or len(local) > 64 or not _LOCAL.match(local):
         raise Invalid(EMAIL_EXPECTED)
     address = f"{local}@{_ascii_domain(domain)}"
-    if len(address) > 254:  # RFC 5321: longer addresses do not fit in a mail path
+    if len(address) > 254:
         raise Invalid(EMAIL_EXPECTED)
     return address
 
@@ -56,13 +59,7 @@ def _ascii_domain(domain: str) -> str:
         except UnicodeError:  # idna.IDNAError and the codec's own errors
             raise Invalid(EMAIL_EXPECTED) from None
     domain = domain.lower()
-    labels = domain.split(".")
-    if (
-        len(domain) > 253
-        or len(labels) < 2
-        or not all(_LABEL.match(label) for label in labels)
-        or not _TOP_LEVEL.match(labels[-1])
-    ):
+    if len(domain) > 253 or not _DOMAIN.match(domain):
         raise Invalid(EMAIL_EXPECTED)
     return domain
 
@@ -79,6 +76,10 @@ def is_email(typed: str) -> bool:
 def normalise_email(address: str) -> str:
     """The form used for the blind index: the kept form, case-folded (a typed string that is no
     address is only trimmed and case-folded: it finds nobody, as before)."""
+    if address.isascii():
+        # The same result without the full check: the kept form of an ASCII address differs
+        # from it only in the domain's case, which case-folding removes anyway.
+        return address.strip().casefold()
     with contextlib.suppress(Invalid):
         address = email_address(address)
     return address.strip().casefold()

@@ -45,6 +45,7 @@ BAD_EMAILS = [
     "@example.com",
     "ana@@example.com",
     "ana@localhost",  # no dot: it reaches nobody
+    "ana@example.123",
     "ana..lopez@example.com",
     ".ana@example.com",
     "ana@-example.com",

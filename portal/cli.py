@@ -258,9 +258,7 @@ def keys_rotate(batch_size):
     from portal.services.keys import rotate, stale_counts
 
     def show(progress):
-        click.echo(
-            f"  {progress.table}: {progress.seen} rows checked, {progress.resealed} re-sealed"
-        )
+        click.echo(f"  {progress.table}: checked {progress.seen}, re-sealed {progress.resealed}")
 
     counts = rotate(actor=_actor(), progress=show, batch_size=batch_size)
     click.echo("Re-encrypted: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".")

@@ -143,7 +143,7 @@ def test_rotating_then_removing_the_old_key_keeps_every_feature_working(
     result = runner.invoke(args=["keys", "rotate", "--batch-size", "2"])
     assert result.exit_code == 0, result.output
     assert "Nothing is sealed with an older key" in result.output
-    assert "staff_member: 1 rows checked, 1 re-sealed" in result.output  # progress, table by table
+    assert "staff_member: checked 1, re-sealed 1" in result.output  # progress, table by table
     vault.load_keys([newest])
     db.session.expire_all()
 
@@ -213,7 +213,7 @@ def test_a_rotation_killed_half_way_carries_on_when_run_again(
         [portal, "keys", "rotate", "--batch-size", "10"], env=env, stdout=subprocess.PIPE, text=True
     )
     for line in child.stdout:
-        if line.startswith("  customer: 30 rows"):  # three batches of customers committed
+        if line.startswith("  customer: checked 30,"):  # three batches of customers committed
             child.send_signal(signal.SIGKILL)
             break
     child.wait(timeout=60)

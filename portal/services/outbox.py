@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import secrets
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -19,6 +18,7 @@ from flask import current_app
 from sqlalchemy import func, select, update
 
 from portal import clock, unit_of_work
+from portal.backoff import retry_delay
 from portal.extensions import db
 from portal.mail.smtp import DeliveryError
 from portal.models import Notice, OutboxMessage
@@ -138,17 +138,6 @@ def open_message(row: OutboxMessage) -> OpenedMessage:
         text.get_content() if text is not None else "",
         html.get_content() if html is not None else "",
     )
-
-
-def retry_delay(attempts: int) -> timedelta:
-    """Exponential backoff with jitter: about base * 2^(attempts-1), at most the cap."""
-    config = current_app.config
-    base = config["OUTBOX_RETRY_BASE_TTL"].total_seconds()
-    cap = config["OUTBOX_RETRY_MAX_TTL"].total_seconds()
-    delay = min(cap, base * 2 ** (attempts - 1))
-    # Jitter spreads retries so that a recovered server is not hit by every worker at once;
-    # it needs no unpredictability, so the plain generator is right here.
-    return timedelta(seconds=delay * random.uniform(0.5, 1.0))  # noqa: S311
 
 
 @dataclass

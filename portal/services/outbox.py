@@ -85,15 +85,6 @@ def enqueue_sms(
     return row
 
 
-def enqueue_job(*, dedupe_key: str, name: str, payload: dict) -> OutboxMessage:
-    """Queue work for the worker, committed with the caller's transaction (payload is sealed)."""
-    row = _row("job", dedupe_key, message_id=secrets.token_hex(16), subject=name)
-    row.recipient = ""
-    row.body = json.dumps(payload)
-    db.session.add(row)
-    return row
-
-
 def enqueue_webhook(*, event: str, data: dict) -> OutboxMessage | None:
     """Queue an event for the organisation's systems (when PORTAL_WEBHOOK_URL is set).
 
@@ -159,8 +150,7 @@ class Transports:
     webhook: object | None = None
 
     def kinds(self) -> list[str]:
-        present = [k for k in ("email", "sms", "webhook") if getattr(self, k) is not None]
-        return [*present, "job"]
+        return [k for k in ("email", "sms", "webhook") if getattr(self, k) is not None]
 
     def close(self) -> None:
         for transport in (self.email, self.sms, self.webhook):
@@ -169,7 +159,7 @@ class Transports:
 
 
 def _deliver(row: OutboxMessage, transports: Transports) -> None:
-    """Hand one message to its transport (or run one job); raise DeliveryError on failure."""
+    """Hand one message to its transport; raise DeliveryError on failure."""
     recipient = row.recipient
     if row.kind == "email":
         transports.email.send(current_app.config["MAIL_FROM"], recipient, row.body)
@@ -177,17 +167,6 @@ def _deliver(row: OutboxMessage, transports: Transports) -> None:
         transports.sms.send(recipient, row.body.decode())
     elif row.kind == "webhook":
         transports.webhook.send(recipient, row.body, event=row.subject)
-    else:
-        from portal.services import jobs
-
-        payload = json.loads(row.body)
-        try:
-            # A failed job undoes only its own writes, not the rest of the batch.
-            with db.session.begin_nested():
-                jobs.run(row.subject, payload)
-        except Exception as exc:
-            log.exception("job %s failed", row.subject)
-            raise DeliveryError(f"job failed: {type(exc).__name__}", permanent=False) from exc
 
 
 def _claim(now: datetime, limit: int, kinds: list[str]) -> list[OutboxMessage]:

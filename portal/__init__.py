@@ -33,6 +33,7 @@ def create_app(env: dict[str, str] | None = None, **overrides) -> Flask:
     app.config.update(overrides)
     register_extensions(app)
     register_blueprints(app)
+    register_jobs(app)
     register_errorhandlers(app)
     register_cli(app)
     register_security_headers(app)
@@ -132,6 +133,11 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(staff_bp)
     app.register_blueprint(admin_bp)
     app.register_blueprint(dev_bp)
+
+
+def register_jobs(app: Flask) -> None:
+    """Import the modules that own background work: each registers its jobs by name."""
+    from portal.services import imports, notices, updates, verification  # noqa: F401
 
 
 def register_errorhandlers(app: Flask) -> None:

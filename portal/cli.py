@@ -161,56 +161,78 @@ def _transports():
     return Transports(email=email, sms=sms, webhook=webhook)
 
 
+def work_turn(transports=None):
+    """One turn of the worker loop, each step its own unit of work: a batch of due messages
+    (when transports are given), then one due job. Returns (the batch's result or None, the job
+    or None)."""
+    from portal.services import background, outbox
+
+    batch = None
+    if transports is not None:
+        with unit_of_work.unit():  # sent is recorded as sent
+            batch = outbox.deliver_batch(transports)
+    # One job a turn, also while mail is waiting: a new-link request must not wait for a whole
+    # campaign to go out. A long job (an import) holds this worker meanwhile; others go on.
+    with unit_of_work.unit():
+        job = background.run_one()
+    return batch, job
+
+
+def _busy(batch, job) -> bool:
+    """Did the turn get anything done (not only messages that failed to go again)?"""
+    sent = batch is not None and batch.sent + batch.failed + batch.expired > 0
+    return sent or job is not None
+
+
 @outbox_cli.command("work")
 @click.option("--once", is_flag=True, help="Deliver what is due now, then exit.")
 @click.option("--idle-seconds", default=2.0, show_default=True, help="Pause when nothing is due.")
 def outbox_work(once, idle_seconds):
-    """Deliver queued messages; several workers may run at once on PostgreSQL."""
-    from portal.services import background, outbox
+    """Deliver queued messages and run queued jobs; several workers may run at once on
+    PostgreSQL."""
+    from portal.services.outbox import BatchResult
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     transports = _transports()
     stopping = []
 
     def stop(*_args):
-        stopping.append(True)  # finish the batch in hand, then leave
+        stopping.append(True)  # finish the batch or job in hand, then leave
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    total, jobs = BatchResult(), 0
     try:
-        if once:
-            result = outbox.drain(transports)
-            click.echo(
-                f"Sent {result.sent}, retrying {result.retried}, failed {result.failed}, "
-                f"expired {result.expired}."
-            )
-            return
         while not stopping:
-            with unit_of_work.unit():  # each batch is one unit: sent is recorded as sent
-                result = outbox.deliver_batch(transports)
-            idle = result.claimed == 0 or result.sent + result.failed + result.expired == 0
-            # Nothing to deliver: take on a background job (an import, a campaign) instead.
-            if idle:
-                with unit_of_work.unit():
-                    job = background.run_one()
-                if job is None:
-                    time.sleep(idle_seconds)
+            batch, job = work_turn(transports)
+            for name in ("sent", "retried", "failed", "expired"):
+                setattr(total, name, getattr(total, name) + getattr(batch, name))
+            jobs += job is not None
+            if _busy(batch, job):
+                continue
+            if once:
+                break
+            time.sleep(idle_seconds)
     finally:
         transports.close()
+    if once:
+        click.echo(
+            f"Sent {total.sent}, retrying {total.retried}, failed {total.failed}, "
+            f"expired {total.expired}."
+        )
+        if jobs:
+            click.echo(f"Ran {jobs} job(s).")
 
 
-jobs_cli = click.Group("jobs", help="Background jobs (imports and campaigns from the console).")
+jobs_cli = click.Group("jobs", help="Background jobs (imports, campaigns, new-link requests).")
 
 
 @jobs_cli.command("work")
 @click.option("--once", is_flag=True, help="Run what is waiting, then exit.")
 def jobs_work(once):
-    """Run background jobs (the outbox worker runs them too, when it is idle)."""
-    from portal.services import background
-
+    """Run queued jobs only (`portal outbox work` runs them too, between its batches)."""
     while True:
-        with unit_of_work.unit():  # each job is one worker iteration
-            job = background.run_one()
+        _batch, job = work_turn()
         if job is not None:
             click.echo(f"Job {job.kind} {job.public_id}: {job.status}.")
         elif once:

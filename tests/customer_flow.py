@@ -67,8 +67,9 @@ def sign_in(client, address: str):
 
 
 def run_jobs(app) -> None:
-    """What the outbox worker does with queued jobs (emails it queues stay in the outbox)."""
-    from portal.services.outbox import Transports, drain
+    """What `portal jobs work --once` does: run every due job (emails they queue stay queued)."""
+    from portal.cli import work_turn
 
     with app.app_context():
-        drain(Transports())
+        while work_turn()[1] is not None:
+            pass

@@ -217,6 +217,18 @@ def test_a_good_upload_imports_after_confirmation(admin, incident, app):
     assert uploads == []  # the uploaded file is gone once imported
 
 
+def test_an_import_that_fails_says_so_at_once_and_is_not_run_again(admin, incident, app):
+    good = HEADER + "C-1,Ann,ann@example.com,,en,US-CA,ssn\n"
+    job_path = _upload(admin, good).headers["Location"]
+    for upload in (Path(app.instance_path) / "uploads").glob("*.csv"):
+        upload.unlink()  # the file is gone before the worker reads it
+    background.run_one()
+    page = admin.get(job_path).get_data(as_text=True)
+    assert "Status: failed" in page
+    assert "The job failed (FileNotFoundError)" in page
+    assert background.run_one() is None  # an admin's job is started again by hand, not retried
+
+
 def test_the_campaign_sends_and_retries(admin, incident, app, write_csv):
     import_customers(
         incident,

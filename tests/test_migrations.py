@@ -1,11 +1,24 @@
-"""The migrations build exactly the schema the models describe."""
+"""The migrations build exactly the schema the models describe, and carry the data along."""
 
 from __future__ import annotations
 
+import json
+import secrets
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from flask_migrate import downgrade, upgrade
+from sqlalchemy import select
 
+from portal import ROOT, clock
 from portal.extensions import db
+from portal.models import Job, OutboxMessage
+from portal.services.imports import import_customers
+from portal.services.notices import queue_notices
+from portal.services.verification import request_new_link
+from tests.conftest import customer_row
+from tests.customer_flow import messages_to, run_jobs
 
 
 def test_models_and_migrations_agree(app):
@@ -13,3 +26,58 @@ def test_models_and_migrations_agree(app):
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         differences = compare_metadata(context, db.metadata)
     assert differences == []
+
+
+QUEUE = "27f94b5142e7"  # one job queue: new-link requests leave the outbox
+
+
+def test_new_link_requests_queued_in_the_outbox_become_jobs_and_their_links_arrive(
+    app, incident, write_csv
+):
+    people = [customer_row(1, email="ann@example.com"), customer_row(2, email="bob@example.com")]
+    import_customers(incident, write_csv(people), actor="test")
+    queue_notices(incident, actor="test")
+    request_new_link("ann@example.com")  # a job today; the downgrade carries it to the outbox
+    db.session.commit()
+    before = ScriptDirectory(str(ROOT / "migrations")).get_revision(QUEUE).down_revision
+
+    _migrate_to(before, downgrade)
+    try:
+        # As the code before this revision queued the request: an outbox row of kind "job".
+        for status, address in (("queued", "bob@example.com"), ("sent", "ann@example.com")):
+            row = OutboxMessage(
+                kind="job",
+                dedupe_key=f"newlink-request:{secrets.token_hex(16)}",
+                message_id=secrets.token_hex(16),
+                subject="new_link",
+                status=status,
+                next_attempt_at=clock.now(),
+            )
+            row.recipient = ""
+            row.body = json.dumps({"email": address})
+            db.session.add(row)
+        db.session.commit()
+        old_jobs = db.session.scalars(select(OutboxMessage).where(OutboxMessage.kind == "job"))
+        assert sorted((r.status, json.loads(r.body)["email"]) for r in old_jobs) == [
+            ("queued", "ann@example.com"),
+            ("queued", "bob@example.com"),
+            ("sent", "ann@example.com"),
+        ]
+    finally:
+        _migrate_to("head", upgrade)
+
+    jobs = db.session.scalars(select(Job)).all()
+    assert sorted((j.kind, j.status, j.payload["email"]) for j in jobs) == [
+        ("new_link", "queued", "ann@example.com"),
+        ("new_link", "queued", "bob@example.com"),
+    ]
+    assert db.session.scalars(select(OutboxMessage.kind).distinct()).all() == ["email"]
+    run_jobs(app)
+    for address in ("ann@example.com", "bob@example.com"):
+        assert len([m for m in messages_to(address) if "new link" in m.row.subject]) == 1
+
+
+def _migrate_to(revision: str, step) -> None:
+    db.session.remove()  # no transaction of ours may hold a table the migration alters
+    step(revision=revision)
+    db.session.remove()

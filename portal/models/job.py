@@ -1,4 +1,5 @@
-"""Background work too long for a request (a large import, a notice campaign), with progress."""
+"""The one queue of work for the worker: what must not run in a request (a large import, a notice
+campaign, a new-link request's lookup), with its progress and result."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ class Job(Base):
     __tablename__ = "background_job"
     __table_args__ = (
         CheckConstraint("status IN ('queued', 'running', 'done', 'failed')", name="status"),
-        Index("ix_background_job_status", "status", "id"),
+        # The worker's question: what is queued and due (or running too long), oldest first.
+        Index("ix_background_job_due", "status", "next_attempt_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -29,6 +31,9 @@ class Job(Base):
     result: Mapped[str] = mapped_column(Text, default="")  # a short report, nothing personal
     created_by: Mapped[str] = mapped_column(String(120))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Runs so far; a job whose handler allows retries waits until next_attempt_at after a failure.
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

@@ -10,9 +10,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from portal.models.base import Base, UTCDateTime
 from portal.models.sealed import Sealed, SealedField
 
-# A "job" is work for the worker that must not happen in the request (a new-link request
-# looks the address up there, so the request costs the same whether the address is known).
-OUTBOX_KINDS = ("email", "sms", "webhook", "job")
+# Messages only: work for the worker is a Job (portal.services.background).
+OUTBOX_KINDS = ("email", "sms", "webhook")
 OUTBOX_STATUSES = ("queued", "sent", "failed", "expired")
 
 
@@ -20,7 +19,7 @@ class OutboxMessage(Base):
     __tablename__ = "outbox_message"
     __seal_prefix__ = "outbox"
     __table_args__ = (
-        CheckConstraint("kind IN ('email', 'sms', 'webhook', 'job')", name="kind"),
+        CheckConstraint("kind IN ('email', 'sms', 'webhook')", name="kind"),
         CheckConstraint("status IN ('queued', 'sent', 'failed', 'expired')", name="status"),
         # The worker's only question: what is queued and due, oldest first.
         Index("ix_outbox_message_due", "status", "next_attempt_at"),
@@ -50,7 +49,7 @@ class OutboxMessage(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     recipient = SealedField("recipient_sealed")
-    # An email's bytes as sent, an SMS's text, a job's or webhook's JSON: read as bytes.
+    # An email's bytes as sent, an SMS's text, a webhook's JSON: read as bytes.
     body = SealedField("body_sealed", "bytes")
 
     @property

@@ -1,4 +1,11 @@
-"""Background jobs: submitted by a request, run by a worker, watched through their progress."""
+"""The job queue: work submitted in a request's transaction, run by a worker, watched through its
+progress (imports, notice campaigns, update notices, new-link requests).
+
+A job is run by the handler registered under its kind, in the module that owns the work
+(`@job("new_link")` in verification); the app imports those modules when it is created
+(`portal.register_jobs`). This module imports no service but the audit trail, so the queue, the
+outbox and the services that queue work never import each other in a circle.
+"""
 
 from __future__ import annotations
 
@@ -6,26 +13,67 @@ import json
 import logging
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
+from flask import current_app
 from sqlalchemy import or_, select, update
 
 from portal import clock, unit_of_work
+from portal.backoff import retry_delay
 from portal.extensions import db
-from portal.models import Incident, Job
+from portal.models import Job
 from portal.models.audit import Actor
 from portal.services import audit
 
 log = logging.getLogger(__name__)
 STALE = timedelta(minutes=30)  # a "running" job this old lost its worker: run it again
 
+Progress = Callable[[int, int], None]  # (done, total), shown to the admin watching the job
+Handler = Callable[[dict, Progress], dict]  # payload -> a short report, nothing personal
+
+
+@dataclass(frozen=True)
+class Registered:
+    run: Handler
+    # Tried again after a failure, with the outbox's backoff and attempts (a job that stands in
+    # for a message, such as a new-link request, must not be lost to a passing error); else a
+    # failure ends the job and its page says so (an admin's import is started again by hand).
+    retry: bool
+
+
+HANDLERS: dict[str, Registered] = {}
+
+
+def job(kind: str, *, retry: bool = False) -> Callable[[Handler], Handler]:
+    """Register the decorated function as the handler of jobs of this kind."""
+
+    def register(handler: Handler) -> Handler:
+        known = HANDLERS.get(kind)
+        if known is not None and _name(known.run) != _name(handler):
+            raise ValueError(f"two handlers for job {kind}: {_name(known.run)}, {_name(handler)}")
+        HANDLERS[kind] = Registered(handler, retry)
+        return handler
+
+    return register
+
+
+def _name(handler: Handler) -> str:
+    return f"{handler.__module__}.{handler.__qualname__}"
+
 
 def submit(kind: str, payload: dict, *, actor: str) -> Job:
     """Queue a job (every job is safe to run twice: a worker may die half-way)."""
     if kind not in HANDLERS:
         raise ValueError(f"unknown job {kind}")
-    job = Job(public_id=secrets.token_hex(16), kind=kind, created_by=actor, created_at=clock.now())
+    now = clock.now()
+    job = Job(
+        public_id=secrets.token_hex(16),
+        kind=kind,
+        created_by=actor,
+        created_at=now,
+        next_attempt_at=now,
+    )
     job.payload = payload
     db.session.add(job)
     audit.record(
@@ -50,28 +98,38 @@ def report(job: Job) -> dict:
     return json.loads(job.result) if job.result else {}
 
 
+def _claim(now) -> Job | None:
+    # FOR UPDATE SKIP LOCKED: two workers never take the same job. The lock ends at the
+    # checkpoint in run_one; from then on the status "running" keeps other workers away until
+    # the job is stale. (SQLite has no row locks and one writer at a time; there one worker runs.)
+    return db.session.scalar(
+        select(Job)
+        .where(
+            or_(
+                (Job.status == "queued") & (Job.next_attempt_at <= now),
+                (Job.status == "running") & (Job.started_at < now - STALE),
+            )
+        )
+        .order_by(Job.next_attempt_at, Job.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+
+
 def run_one() -> Job | None:
-    """Claim the oldest waiting job and run it to the end; None when there is none.
+    """Claim the oldest due job and run it to the end; None when none is due.
 
     A worker iteration: the caller's edge commits the job's end (portal.unit_of_work.unit).
     """
     now = clock.now()
-    job = db.session.scalar(
-        select(Job)
-        .where(
-            or_(Job.status == "queued", (Job.status == "running") & (Job.started_at < now - STALE))
-        )
-        .order_by(Job.id)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-    )
+    job = _claim(now)
     if job is None:
         return None
     job.status, job.started_at, job.done = "running", now, 0
+    job.attempts += 1
     # Kept before the work starts: the admin's page shows the job running, and the row lock
     # ends, so another worker takes the job only once it is stale (its worker died).
     unit_of_work.checkpoint()
-    payload = job.payload
 
     job_id = job.id
     separate = db.engine.dialect.name == "postgresql"
@@ -86,13 +144,21 @@ def run_one() -> Job | None:
                     update(Job).where(Job.id == job_id).values(done=done, total=total)
                 )
 
+    handler = HANDLERS.get(job.kind)
     try:
-        result = HANDLERS[job.kind](payload, progress)
+        if handler is None:
+            raise LookupError(f"no handler for job {job.kind}")
+        result = handler.run(job.payload, progress)
     except Exception as exc:  # a job's failure is recorded on the job, never lost in a log
         unit_of_work.rollback()  # what the job did since its claim (an import is all or nothing)
         log.exception("job %s (%s) failed", job.public_id, job.kind)
-        job = db.session.get(Job, job.id)
-        job.status, job.result = "failed", json.dumps({"error": type(exc).__name__})
+        job = db.session.get(Job, job_id)
+        job.result = json.dumps({"error": type(exc).__name__})
+        if handler is not None and handler.retry and job.attempts < _max_attempts():
+            job.status = "queued"
+            job.next_attempt_at = clock.now() + retry_delay(job.attempts)
+            return job
+        job.status = "failed"
     else:
         db.session.refresh(job)
         job.status, job.result = "done", json.dumps(result)
@@ -109,68 +175,5 @@ def run_one() -> Job | None:
     return job
 
 
-# --- the jobs ---
-
-
-def _validate_import(payload: dict, progress: Callable[[int, int], None]) -> dict:
-    from portal.services.imports import validate
-
-    progress(0, 1)
-    result = validate(Path(payload["path"]))
-    if result.problem_count:
-        Path(payload["path"]).unlink(missing_ok=True)  # rejected: nothing keeps its data
-    return {
-        "rows": result.rows,
-        "problem_count": result.problem_count,
-        "problems": [[p.line, p.reason] for p in result.problems],
-    }
-
-
-def _import_customers(payload: dict, progress: Callable[[int, int], None]) -> dict:
-    from portal.services.imports import ImportRejected, import_customers
-
-    incident = db.session.get(Incident, payload["incident_id"])
-    path = Path(payload["path"])
-    try:
-        result = import_customers(
-            incident,
-            path,
-            actor=payload["actor"],
-            progress=lambda rows: progress(rows, payload.get("rows", 0)),
-        )
-    except ImportRejected as exc:
-        return {"rejected": True, "problem_count": exc.report.problem_count}
-    finally:
-        path.unlink(missing_ok=True)  # the upload held personal data: gone once used
-    return {
-        "rows": result.rows,
-        "created": result.created,
-        "updated": result.updated,
-        "unchanged": result.unchanged,
-        "exposures_added": result.exposures_added,
-    }
-
-
-def _send_notices(payload: dict, progress: Callable[[int, int], None]) -> dict:
-    from portal.services.notices import queue_notices
-
-    incident = db.session.get(Incident, payload["incident_id"])
-    count = queue_notices(
-        incident, actor=payload["actor"], progress=lambda n: progress(n, payload.get("total", 0))
-    )
-    return {"queued": count}
-
-
-def _notify_update(payload: dict, progress: Callable[[int, int], None]) -> dict:
-    from portal.services.updates import notify_affected
-
-    sent = notify_affected(payload["update_id"], progress=progress)
-    return {"queued": sent}
-
-
-HANDLERS: dict[str, Callable[[dict, Callable[[int, int], None]], dict]] = {
-    "validate_import": _validate_import,
-    "import_customers": _import_customers,
-    "send_notices": _send_notices,
-    "notify_update": _notify_update,
-}
+def _max_attempts() -> int:
+    return current_app.config["OUTBOX_MAX_ATTEMPTS"]

@@ -16,4 +16,4 @@ def recent(limit: int = 200) -> list[OpenedMessage]:
 
 def get(message_id: int) -> OpenedMessage | None:
     row = db.session.get(OutboxMessage, message_id)
-    return open_message(row) if row is not None and row.kind != "job" else None
+    return open_message(row) if row is not None else None

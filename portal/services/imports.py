@@ -18,6 +18,7 @@ from portal.models.sealed import index_of
 from portal.models.sealed import open_text as _open
 from portal.models.sealed import seal as _seal
 from portal.services import audit
+from portal.services.background import Progress, job
 from portal.validation import Invalid, email_address, phone_number
 
 COLUMNS = ("external_id", "full_name", "email", "phone", "locale", "region", "data_classes")
@@ -315,6 +316,45 @@ def import_customers(
     # leaves the database as it was.
     db.session.flush()
     return report
+
+
+@job("validate_import")
+def _validate_job(payload: dict, progress: Progress) -> dict:
+    """Job: check an uploaded file; a rejected file is deleted at once."""
+    progress(0, 1)
+    result = validate(Path(payload["path"]))
+    if result.problem_count:
+        Path(payload["path"]).unlink(missing_ok=True)  # rejected: nothing keeps its data
+    return {
+        "rows": result.rows,
+        "problem_count": result.problem_count,
+        "problems": [[p.line, p.reason] for p in result.problems],
+    }
+
+
+@job("import_customers")
+def _import_job(payload: dict, progress: Progress) -> dict:
+    """Job: import a checked upload, then delete it."""
+    incident = db.session.get(Incident, payload["incident_id"])
+    path = Path(payload["path"])
+    try:
+        result = import_customers(
+            incident,
+            path,
+            actor=payload["actor"],
+            progress=lambda rows: progress(rows, payload.get("rows", 0)),
+        )
+    except ImportRejected as exc:
+        return {"rejected": True, "problem_count": exc.report.problem_count}
+    finally:
+        path.unlink(missing_ok=True)  # the upload held personal data: gone once used
+    return {
+        "rows": result.rows,
+        "created": result.created,
+        "updated": result.updated,
+        "unchanged": result.unchanged,
+        "exposures_added": result.exposures_added,
+    }
 
 
 CONTACT_COLUMNS = (

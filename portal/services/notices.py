@@ -14,6 +14,7 @@ from portal.extensions import db
 from portal.mail.compose import compose_notice
 from portal.models import Customer, Exposure, Incident, Notice, OutboxMessage
 from portal.services import audit, guidance, outbox, reference_codes, tokens
+from portal.services.background import Progress, job
 
 BATCH_SIZE = 500
 
@@ -113,6 +114,16 @@ def queue_notices(
         if progress is not None:
             progress(queued)
     return queued
+
+
+@job("send_notices")
+def _send_notices_job(payload: dict, progress: Progress) -> dict:
+    """Job: the campaign an admin started from the console."""
+    incident = db.session.get(Incident, payload["incident_id"])
+    count = queue_notices(
+        incident, actor=payload["actor"], progress=lambda n: progress(n, payload.get("total", 0))
+    )
+    return {"queued": count}
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -22,6 +21,7 @@ from flask_babel.speaklater import LazyString
 from sqlalchemy import func, select, update
 
 from portal import clock, unit_of_work
+from portal.backoff import retry_delay
 from portal.extensions import db
 from portal.i18n import language_for
 from portal.mail.compose import Composed
@@ -127,15 +127,6 @@ def queue_message(
     )
 
 
-def enqueue_job(*, dedupe_key: str, name: str, payload: dict) -> OutboxMessage:
-    """Queue work for the worker, committed with the caller's transaction (payload is sealed)."""
-    row = _row("job", dedupe_key, message_id=secrets.token_hex(16), subject=name)
-    row.recipient = ""
-    row.body = json.dumps(payload)
-    db.session.add(row)
-    return row
-
-
 def enqueue_webhook(*, event: str, data: dict) -> OutboxMessage | None:
     """Queue an event for the organisation's systems (when PORTAL_WEBHOOK_URL is set).
 
@@ -182,17 +173,6 @@ def open_message(row: OutboxMessage) -> OpenedMessage:
     )
 
 
-def retry_delay(attempts: int) -> timedelta:
-    """Exponential backoff with jitter: about base * 2^(attempts-1), at most the cap."""
-    config = current_app.config
-    base = config["OUTBOX_RETRY_BASE_TTL"].total_seconds()
-    cap = config["OUTBOX_RETRY_MAX_TTL"].total_seconds()
-    delay = min(cap, base * 2 ** (attempts - 1))
-    # Jitter spreads retries so that a recovered server is not hit by every worker at once;
-    # it needs no unpredictability, so the plain generator is right here.
-    return timedelta(seconds=delay * random.uniform(0.5, 1.0))  # noqa: S311
-
-
 @dataclass
 class BatchResult:
     sent: int = 0
@@ -212,8 +192,7 @@ class Transports:
     webhook: object | None = None
 
     def kinds(self) -> list[str]:
-        present = [k for k in ("email", "sms", "webhook") if getattr(self, k) is not None]
-        return [*present, "job"]
+        return [k for k in ("email", "sms", "webhook") if getattr(self, k) is not None]
 
     def close(self) -> None:
         for transport in (self.email, self.sms, self.webhook):
@@ -222,7 +201,7 @@ class Transports:
 
 
 def _deliver(row: OutboxMessage, transports: Transports) -> None:
-    """Hand one message to its transport (or run one job); raise DeliveryError on failure."""
+    """Hand one message to its transport; raise DeliveryError on failure."""
     recipient = row.recipient
     if row.kind == "email":
         transports.email.send(current_app.config["MAIL_FROM"], recipient, row.body)
@@ -230,17 +209,6 @@ def _deliver(row: OutboxMessage, transports: Transports) -> None:
         transports.sms.send(recipient, row.body.decode())
     elif row.kind == "webhook":
         transports.webhook.send(recipient, row.body, event=row.subject)
-    else:
-        from portal.services import jobs
-
-        payload = json.loads(row.body)
-        try:
-            # A failed job undoes only its own writes, not the rest of the batch.
-            with db.session.begin_nested():
-                jobs.run(row.subject, payload)
-        except Exception as exc:
-            log.exception("job %s failed", row.subject)
-            raise DeliveryError(f"job failed: {type(exc).__name__}", permanent=False) from exc
 
 
 def _claim(now: datetime, limit: int, kinds: list[str]) -> list[OutboxMessage]:

@@ -9,6 +9,7 @@ from portal.extensions import db
 from portal.i18n import with_translation
 from portal.models import Incident, IncidentUpdate
 from portal.services import audit
+from portal.services.background import Progress, job
 
 
 class UpdateError(Exception):
@@ -182,3 +183,9 @@ def notify_affected(update_id: int, *, progress=None, batch_size: int = 500) -> 
         if progress is not None:
             progress(done, total)
     return queued
+
+
+@job("notify_update")
+def _notify_update_job(payload: dict, progress: Progress) -> dict:
+    """Job: email the affected customers about a published update."""
+    return {"queued": notify_affected(payload["update_id"], progress=progress)}

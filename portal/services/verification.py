@@ -21,7 +21,7 @@ from portal.i18n import language_for
 from portal.mail.compose import compose_code, compose_new_link
 from portal.models import AuditEvent, Challenge, Customer, Incident, Notice, OutboxMessage
 from portal.models.audit import Actor
-from portal.services import audit, outbox, reference_codes, tokens
+from portal.services import audit, background, outbox, reference_codes, tokens
 from portal.services.customers import find_by_email, mask_email
 from portal.unit_of_work import write_is_the_point
 from portal.validation import normalise_email
@@ -428,11 +428,7 @@ def request_new_link(address: str) -> None:
     """Queue a new-link request. The request costs the same whether the address is known:
     the lookup happens in the worker, and the answer never says which it was."""
     normalised = normalise_email(address)
-    outbox.enqueue_job(
-        dedupe_key=f"newlink-request:{secrets.token_hex(16)}",
-        name="new_link",
-        payload={"email": normalised},
-    )
+    background.submit("new_link", {"email": normalised}, actor=Actor.CUSTOMER)
     audit.record("link.requested", actor=Actor.CUSTOMER)  # no address: it may not be a customer's
     db.session.flush()
 
@@ -450,7 +446,9 @@ def reissue_link(notice: Notice, customer: Customer, *, reason: str) -> None:
     )
 
 
-def send_new_links(payload: dict) -> None:
+# Retried like the message it stands for: the person was told a link is on its way.
+@background.job("new_link", retry=True)
+def send_new_links(payload: dict, progress: background.Progress) -> dict:
     """Job: for each notice of a customer with this address, replace the link and mail it."""
     config = current_app.config
     since = clock.now() - timedelta(hours=1)
@@ -470,7 +468,8 @@ def send_new_links(payload: dict) -> None:
             reissue_link(notice, customer, reason="newlink")
             audit.record(
                 "link.reissued",
-                actor=Actor.OUTBOX,
+                actor=Actor.JOBS,
                 subject_type="notice",
                 subject_id=notice.public_id,
             )
+    return {}  # the same for a known and an unknown address, like the request's answer

@@ -140,23 +140,17 @@ def link_in(text_: str, base: str) -> str:
 
 
 def _worker(app, stopping: threading.Event) -> None:
-    """`portal outbox work`, in a thread: deliver what is due, run jobs when idle."""
-    from portal import unit_of_work
-    from portal.cli import _transports
-    from portal.services import background, outbox
+    """`portal outbox work`, in a thread: a batch of due messages, then a job, in turns."""
+    from portal.cli import _transports, work_turn
 
     with app.app_context():
         transports = _transports()
         try:
             while not stopping.is_set():
                 try:
-                    with unit_of_work.unit():  # a batch, then a job: one unit each
-                        result = outbox.deliver_batch(transports)
-                    if result.claimed == 0:
-                        with unit_of_work.unit():
-                            job = background.run_one()
-                        if job is None:
-                            stopping.wait(0.1)
+                    batch, job = work_turn(transports)  # a batch, then a job: one unit each
+                    if batch.claimed == 0 and job is None:
+                        stopping.wait(0.1)
                 finally:
                     db.session.remove()
         finally:

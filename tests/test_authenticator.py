@@ -14,7 +14,7 @@ from portal.extensions import db
 from portal.models import AuditEvent, Customer
 from portal.services.imports import import_customers
 from portal.services.notices import queue_notices
-from portal.web.customer.views import safe_next
+from portal.web.navigation import safe_next
 from tests.conftest import customer_row
 from tests.customer_flow import code_sent_to, csrf_from, messages_to, sign_in, submit_code
 

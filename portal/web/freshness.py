@@ -29,6 +29,7 @@ from flask_login import current_user
 from werkzeug.datastructures import FileStorage, ImmutableMultiDict, MultiDict
 
 from portal.services import staff as staff_service
+from portal.web.navigation import safe_next
 
 # The form field that carries a kept act's id back with the password and code.
 RESUME_FIELD = "resume"
@@ -85,7 +86,7 @@ def _resume(view: Callable, args, kwargs):
     from portal.web.staff.forms import ReauthForm
 
     form = ReauthForm()
-    target = _safe_path(request.form.get("next")) or url_for("staff.queue")
+    target = safe_next(request.form.get("next")) or url_for("staff.queue")
     if form.validate_on_submit():
         try:
             staff_service.reauthenticate(current_user.session, form.password.data, form.code.data)
@@ -215,11 +216,5 @@ def _came_from() -> str:
     """The page the form was on (for when the act can no longer be finished)."""
     referrer = urlsplit(request.referrer or "")
     if referrer.netloc == request.host:
-        return _safe_path(referrer.path) or url_for("staff.queue")
+        return safe_next(referrer.path) or url_for("staff.queue")
     return url_for("staff.queue")
-
-
-def _safe_path(target: str | None) -> str | None:
-    from portal.web.customer.views import safe_next
-
-    return safe_next(target)

@@ -56,6 +56,7 @@ from portal.web.customer.forms import (
     ReplyForm,
     SignInForm,
 )
+from portal.web.navigation import safe_next
 
 bp = Blueprint("customer", __name__)
 
@@ -198,15 +199,6 @@ def _signed_in(customer_, verified_at) -> str:
     session["sid"] = sessions.open_session(
         customer_, verified_at=verified_at, user_agent=request.user_agent.string
     )
-    return target
-
-
-def safe_next(target: str | None) -> str | None:
-    """Only a path on this site: never another host, scheme or a protocol-relative URL."""
-    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
-        return None
-    if any(ch in target for ch in "\\\r\n\t") or ":" in target.split("?")[0]:
-        return None
     return target
 
 

@@ -22,9 +22,9 @@ from portal.services import cases, customers, dashboard
 from portal.services import staff as staff_service
 from portal.web import freshness, limits
 from portal.web.access import public, staff, staff_pending
-from portal.web.customer.views import safe_next
 from portal.web.freshness import fresh_within
 from portal.web.identity import staff_cookie_name
+from portal.web.navigation import safe_next
 from portal.web.staff.forms import (
     ActionForm,
     CodeForm,

@@ -37,7 +37,7 @@ CUSTOMER_PYTHON = (
     "portal/models/data_class.py",
     "portal/validation.py",
 )
-CUSTOMER_VIEWS = ("portal/web/customer/views.py", "portal/web/public/views.py")
+CUSTOMER_VIEWS = ("portal/web/customer/way_in.py", "portal/web/public/views.py")
 
 
 def _services_behind_customer_pages() -> set[str]:

@@ -292,7 +292,7 @@ def test_a_step_up_whose_last_step_fails_leaves_the_code_unspent_and_the_session
     client.post("/me/confirm", data={"csrf_token": csrf_from(page), "next": "/me/password"})
     page = client.get("/verify")
     before = snapshot()
-    _break(monkeypatch, "portal.web.customer.views.sessions.open_session")
+    _break(monkeypatch, "portal.web.customer.way_in.sessions.open_session")
 
     response = client.post(
         "/verify", data={"csrf_token": csrf_from(page), "code": code_sent_to(ANN)}
@@ -331,7 +331,7 @@ def test_a_customer_sign_in_that_fails_at_its_last_step_opens_no_session(
 ):
     start_from_link(client, link_path(ANN))
     page = client.get("/verify")
-    _break(monkeypatch, "portal.web.customer.views.sessions.open_session")
+    _break(monkeypatch, "portal.web.customer.way_in.sessions.open_session")
     response = client.post(
         "/verify", data={"csrf_token": csrf_from(page), "code": code_sent_to(ANN)}
     )

@@ -123,7 +123,7 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 def register_blueprints(app: Flask) -> None:
     from portal.web.admin.views import bp as admin_bp
-    from portal.web.customer.way_in import bp as customer_bp
+    from portal.web.customer import bp as customer_bp
     from portal.web.dev.views import bp as dev_bp
     from portal.web.public.views import bp as public_bp
     from portal.web.staff.views import bp as staff_bp

@@ -37,14 +37,14 @@ CUSTOMER_PYTHON = (
     "portal/models/data_class.py",
     "portal/validation.py",
 )
-CUSTOMER_VIEWS = ("portal/web/customer/way_in.py", "portal/web/public/views.py")
+CUSTOMER_VIEWS = ("portal/web/customer", "portal/web/public/views.py")
 
 
 def _services_behind_customer_pages() -> set[str]:
     """The service modules the customer and public views call: their messages reach customers."""
     found = set()
-    for path in CUSTOMER_VIEWS:
-        for node in ast.walk(ast.parse((ROOT / path).read_text())):
+    for path in _files(CUSTOMER_VIEWS):
+        for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module == "portal.services":
                 found.update(f"portal/services/{alias.name}.py" for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(

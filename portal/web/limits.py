@@ -144,7 +144,7 @@ def reference() -> str:
 
 def challenge() -> str:
     """The challenge this browser is answering (a random id kept in its session)."""
-    from portal.web.customer.way_in import CHALLENGE_KEY  # the views own the session's keys
+    from portal.web.customer.common import CHALLENGE_KEY  # the views own the session's keys
 
     public_id = session.get(CHALLENGE_KEY)
     return "challenge:" + public_id if public_id else network()

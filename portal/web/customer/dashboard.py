@@ -1,0 +1,55 @@
+"""The customer's dashboard and their personal plan of steps."""
+
+from __future__ import annotations
+
+from flask import abort, make_response, redirect, render_template, url_for
+from flask_login import current_user
+
+from portal.services import dashboard
+from portal.services import plan as plan_service
+from portal.web.access import customer
+from portal.web.customer.blueprint import bp
+from portal.web.customer.common import is_htmx, page_language
+from portal.web.customer.forms import ActionForm
+
+
+@bp.get("/me")
+@customer
+def me():
+    customer_ = current_user.customer
+    return render_template("customer/dashboard.html", views=dashboard.for_customer(customer_))
+
+
+@bp.get("/me/plan")
+@customer
+def plan():
+    customer_ = current_user.customer
+    plan_service.viewed(customer_)
+    return render_template(
+        "customer/plan.html",
+        plan=plan_service.for_customer(customer_, page_language()),
+        action=ActionForm(),
+    )
+
+
+@bp.post("/me/plan/<step_id>")
+@customer
+def toggle_step(step_id: str):
+    customer_ = current_user.customer
+    try:
+        updated = plan_service.toggle(customer_, step_id, page_language())
+    except plan_service.StepNotInPlan:
+        abort(404)  # not a step of this customer's plan
+    if is_htmx():
+        response = make_response(
+            render_template(
+                "customer/_plan_step.html",
+                item=updated.item(step_id),
+                plan=updated,
+                action=ActionForm(),
+                oob=True,
+            )
+        )
+        response.vary.add("HX-Request")
+        return response
+    return redirect(url_for("customer.plan") + f"#step-{step_id}")

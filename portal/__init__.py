@@ -122,7 +122,7 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    from portal.web.admin.incidents import bp as admin_bp
+    from portal.web.admin import bp as admin_bp
     from portal.web.customer import bp as customer_bp
     from portal.web.dev.views import bp as dev_bp
     from portal.web.public.views import bp as public_bp

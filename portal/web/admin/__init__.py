@@ -1,0 +1,28 @@
+"""The admin pages: one module per area, all on one blueprint `bp` (`admin.*`)."""
+
+from portal.web.admin import (
+    audit,
+    campaigns,
+    imports,
+    incidents,
+    jobs,
+    metrics,
+    obligations,
+    staff,
+    updates,
+)
+from portal.web.admin.blueprint import bp
+
+# Imported for their routes, which register on `bp` as each module loads.
+__all__ = [
+    "audit",
+    "bp",
+    "campaigns",
+    "imports",
+    "incidents",
+    "jobs",
+    "metrics",
+    "obligations",
+    "staff",
+    "updates",
+]

@@ -1,0 +1,66 @@
+"""Admin: the staff and their sessions (each act re-authenticated and audited)."""
+
+from __future__ import annotations
+
+from flask import abort, flash, redirect, render_template, url_for
+from flask_babel import gettext as _
+from flask_login import current_user
+from sqlalchemy import select
+
+from portal.extensions import db
+from portal.models import StaffMember
+from portal.services import staff as staff_service
+from portal.web.access import staff
+from portal.web.admin.blueprint import bp
+from portal.web.admin.common import current_actor
+from portal.web.freshness import fresh_within
+from portal.web.staff.forms import ActionForm
+
+
+def _target(public_id: str) -> StaffMember:
+    member = db.session.scalar(select(StaffMember).where(StaffMember.public_id == public_id))
+    if member is None:
+        abort(404)
+    return member
+
+
+@bp.get("/staff")
+@staff("admin")
+def staff_list():
+    members = staff_service.members()
+    return render_template(
+        "admin/staff.html",
+        members=members,
+        action=ActionForm(),
+        sessions={m.id: staff_service.live_sessions(m) for m in members},
+    )
+
+
+@bp.post("/staff/<public_id>/disable")
+@staff("admin")
+@fresh_within(minutes=5)
+def disable(public_id: str):
+    member = _target(public_id)
+    if member.id == current_user.staff.id:
+        flash(_("You cannot disable your own account."), "error")
+    else:
+        staff_service.disable(member, actor=current_actor())
+        flash(_("Disabled; every session of theirs has ended."), "info")
+    return redirect(url_for("admin.staff_list"))
+
+
+@bp.post("/staff/<public_id>/end-sessions")
+@staff("admin")
+@fresh_within(minutes=5)
+def end_sessions(public_id: str):
+    staff_service.end_sessions(_target(public_id), actor=current_actor())
+    flash(_("Their sessions have ended."), "info")
+    return redirect(url_for("admin.staff_list"))
+
+
+@bp.post("/staff/<public_id>/reset-mfa")
+@staff("admin")
+@fresh_within(minutes=5)
+def reset_mfa(public_id: str):
+    link = staff_service.reset_mfa(_target(public_id), actor=current_actor())
+    return render_template("admin/setup_link.html", link=link)

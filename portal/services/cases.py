@@ -15,7 +15,6 @@ from sqlalchemy import func, or_, select
 from portal import clock
 from portal.extensions import db
 from portal.mail.compose import (
-    compose_assisted_link,
     compose_case_reply,
     compose_help_reply,
     compose_security_notice,
@@ -23,7 +22,7 @@ from portal.mail.compose import (
 from portal.models import AuditEvent, Case, CaseMessage, Challenge, Customer, Notice, StaffMember
 from portal.models.audit import Actor, customer_actor, staff_actor
 from portal.models.case import CaseStatus, CaseTopic, MessageKind
-from portal.services import audit, outbox, reference_codes, tokens
+from portal.services import assisted_sign_in, audit, outbox, reference_codes, tokens
 from portal.unit_of_work import write_is_the_point
 from portal.validation import (
     Invalid,
@@ -671,78 +670,9 @@ def confirm_identity(staff: StaffMember, subject: Case | Customer, reason: str) 
     The agent never signs in as the customer; the link goes only to the address on file.
     """
     customer, case, reason = _target(subject, reason)
-    from portal.services.verification import _code_digest
-
-    nonce = secrets.token_urlsafe(24)
-    challenge = Challenge(
-        public_id=secrets.token_hex(16),
-        customer_id=customer.id,
-        purpose="assisted",
-        channel="email",
-        expires_at=clock.now() + tokens.lifetime(tokens.Purpose.ASSISTED_SIGN_IN),
-        created_at=clock.now(),
-    )
-    challenge.code_digest = _code_digest(challenge.public_id, nonce)
-    db.session.add(challenge)
-    db.session.flush()
-    link = tokens.link(tokens.Purpose.ASSISTED_SIGN_IN, challenge.public_id, nonce)
-    outbox.queue_message(
-        compose_assisted_link,
-        to=customer.email,
-        locale=customer.locale,
-        dedupe_key=f"assisted:{challenge.public_id}",
-        expires_at=challenge.expires_at,
-        link=link,
-    )
+    assisted_sign_in.send_link(customer)
     _tool_audit(staff, customer, case, "agent.identity_confirmed", reason)
     db.session.flush()
-
-
-def use_assisted_link(token: str) -> Customer:
-    """Spend an assisted sign-in link (POST only); raise CaseError when it cannot be used."""
-    import hmac
-
-    from portal.services.verification import _code_digest
-
-    try:
-        public_id, nonce = tokens.load(tokens.Purpose.ASSISTED_SIGN_IN, token)
-    except tokens.InvalidToken as exc:
-        raise CaseError(_("This sign-in link does not work any more.")) from exc
-    challenge = db.session.scalar(
-        select(Challenge).where(Challenge.public_id == public_id, Challenge.purpose == "assisted")
-    )
-    if (
-        challenge is None
-        or challenge.consumed_at is not None
-        or challenge.expires_at <= clock.now()
-        or not hmac.compare_digest(_code_digest(public_id, str(nonce)), challenge.code_digest)
-    ):
-        raise CaseError(_("This sign-in link does not work any more."))
-    challenge.consumed_at = clock.now()
-    audit.record(
-        "customer.verified",
-        actor=customer_actor(challenge.customer),
-        subject_type="customer",
-        subject_id=challenge.customer.public_id,
-        details={"purpose": "assisted"},
-    )
-    db.session.flush()
-    return challenge.customer
-
-
-def check_assisted_link(token: str) -> None:
-    """GET: is the link usable? Spends nothing (mail scanners open links)."""
-    try:
-        public_id, _nonce = tokens.load(tokens.Purpose.ASSISTED_SIGN_IN, token)
-    except tokens.InvalidToken as exc:
-        raise CaseError(_("This sign-in link does not work any more.")) from exc
-    challenge = db.session.scalar(select(Challenge).where(Challenge.public_id == public_id))
-    if (
-        challenge is None
-        or challenge.consumed_at is not None
-        or challenge.expires_at <= clock.now()
-    ):
-        raise CaseError(_("This sign-in link does not work any more."))
 
 
 def correct_contact(

@@ -18,7 +18,14 @@ from flask_login import current_user
 
 from portal import clock
 from portal.extensions import limiter
-from portal.services import authenticator, cases, customers, incidents, sessions, verification
+from portal.services import (
+    assisted_sign_in,
+    authenticator,
+    customers,
+    incidents,
+    sessions,
+    verification,
+)
 from portal.services.verification import (
     ChallengeEnded,
     CodeRejected,
@@ -303,10 +310,10 @@ def assisted(token: str):
     """The one-time sign-in link an agent sent; GET only shows a button (scanners open links)."""
     try:
         if request.method == "POST":
-            customer_ = cases.use_assisted_link(token)
+            customer_ = assisted_sign_in.use_link(token)
             return redirect(_signed_in(customer_, clock.now()))
-        cases.check_assisted_link(token)
-    except cases.CaseError as exc:
+        assisted_sign_in.check_link(token)
+    except assisted_sign_in.LinkUnusable as exc:
         return render_template(
             "customer/link_invalid.html", reason="tampered", form=NewLinkForm(), message=str(exc)
         ), 404

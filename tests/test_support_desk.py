@@ -260,11 +260,11 @@ def test_from_a_record_an_agent_cannot_change_where_sign_in_messages_go(
 
 def test_a_record_shows_an_agent_only_the_cases_they_may_work(app, agent, clock, notified):
     from portal.models import StaffMember
-    from portal.services import cases
+    from portal.services import support_desk
 
     other = app.test_client()
     set_up(app, other, "agent.b@example.com", "agent", clock)
-    theirs = cases.open_case_for(
+    theirs = support_desk.open_case_for(
         db.session.scalars(select(StaffMember).order_by(StaffMember.id.desc())).first(),
         customer(ANN),
         "my_data",

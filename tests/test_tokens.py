@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from portal.extensions import db
 from portal.models import Case, CaseMessage, Challenge, Customer, LoginSession, StaffSession
-from portal.services import cases, staff, tokens
+from portal.services import agent_tools, cases, staff, support_desk, tokens
 from portal.services.customers import find_by_email
 from portal.services.imports import import_customers
 from portal.services.notices import queue_notices
@@ -43,8 +43,8 @@ def one_of_each(app, incident, write_csv) -> dict[Purpose, tuple[str, str]]:
     agent = staff.by_email(AGENT)
     cases.help_request(name="Wanda Writer", contact=WRITER, reference="", body="No code came.")
     db.session.commit()
-    cases.reply(agent, db.session.scalars(select(Case)).one(), "Here is our answer.")
-    cases.confirm_identity(agent, _customer(ANN), "Checked by phone")
+    support_desk.reply(agent, db.session.scalars(select(Case)).one(), "Here is our answer.")
+    agent_tools.confirm_identity(agent, _customer(ANN), "Checked by phone")
     tokens_by_purpose = {
         Purpose.NOTICE_LINK: link_path(ANN).removeprefix("/a/"),
         Purpose.STAFF_INVITE: invitation.removeprefix("/staff/setup/"),
@@ -105,7 +105,7 @@ def test_an_assisted_sign_in_lasts_an_hour_and_a_tampered_one_opens_nothing(
 ):
     import_customers(incident, write_csv([customer_row(1, email=ANN, phone="")]), actor="test")
     staff.invite(AGENT, "agent", actor="test")
-    cases.confirm_identity(staff.by_email(AGENT), _customer(ANN), "Checked by phone")
+    agent_tools.confirm_identity(staff.by_email(AGENT), _customer(ANN), "Checked by phone")
     path = "/assisted/" + _token_in(ANN, "/assisted/")
     visitor = app.test_client()
     tampered = path[:-3] + ("aaa" if not path.endswith("aaa") else "bbb")

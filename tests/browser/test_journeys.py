@@ -157,7 +157,7 @@ def _agent_answers(live, case_public_id: str, text: str) -> None:
 
     from portal.extensions import db
     from portal.models import Case
-    from portal.services import cases, staff
+    from portal.services import staff, support_desk
 
     def answer():
         agent = staff.by_email("agent.journeys@example.com")
@@ -165,7 +165,7 @@ def _agent_answers(live, case_public_id: str, text: str) -> None:
             staff.invite("agent.journeys@example.com", "agent", actor="test")
             agent = staff.by_email("agent.journeys@example.com")
         case = db.session.scalar(select(Case).where(Case.public_id == case_public_id))
-        cases.reply(agent, case, text)
+        support_desk.reply(agent, case, text)
 
     live.run(answer)
 

@@ -18,7 +18,7 @@ from flask_login import current_user
 
 from portal.extensions import limiter
 from portal.models.case import MessageKind
-from portal.services import cases, customers, dashboard
+from portal.services import agent_tools, cases, customers, dashboard, support_desk
 from portal.services import staff as staff_service
 from portal.web import freshness, limits
 from portal.web.access import public, staff, staff_pending
@@ -194,7 +194,7 @@ def queue():
         older = int(args.get("older_than_hours") or 0) or None
     except ValueError:
         page, older = 1, None
-    result = cases.queue(
+    result = support_desk.queue(
         _member(),
         status=args.get("status", ""),
         topic=args.get("topic", ""),
@@ -212,7 +212,7 @@ def queue():
             template,
             queue=result,
             args=args,
-            overdue=cases.is_overdue,
+            overdue=support_desk.is_overdue,
             topics=cases.TOPIC_LABELS,
             statuses=cases.STATUS_LABELS,
         )
@@ -223,8 +223,8 @@ def queue():
 
 def _case(public_id: str):
     try:
-        return cases.staff_case(_member(), public_id)
-    except cases.Forbidden:
+        return support_desk.staff_case(_member(), public_id)
+    except support_desk.Forbidden:
         abort(403)
     except cases.CaseError:
         abort(404)
@@ -243,7 +243,7 @@ def case(public_id: str):
         callback=cases.callback_of(item),
         search_form=SearchForm(case=item.public_id),
         views=views,
-        overdue=cases.is_overdue(item),
+        overdue=support_desk.is_overdue(item),
         topics=cases.TOPIC_LABELS,
         statuses=cases.STATUS_LABELS,
         message_form=MessageForm(),
@@ -257,7 +257,7 @@ def case(public_id: str):
 @bp.post("/cases/<public_id>/claim")
 @staff(*AGENTS)
 def claim(public_id: str):
-    cases.claim(_member(), _case(public_id))
+    support_desk.claim(_member(), _case(public_id))
     return redirect(url_for("staff.case", public_id=public_id))
 
 
@@ -269,9 +269,9 @@ def message(public_id: str):
     if form.validate_on_submit():
         try:
             if request.form.get("kind") == MessageKind.NOTE:
-                cases.note(_member(), item, form.body.data)
+                support_desk.note(_member(), item, form.body.data)
             else:
-                cases.reply(_member(), item, form.body.data)
+                support_desk.reply(_member(), item, form.body.data)
         except cases.CaseError as exc:
             flash(str(exc), "error")
     else:
@@ -285,15 +285,15 @@ def status(public_id: str):
     item = _case(public_id)
     form = StatusForm()
     if form.validate_on_submit():
-        cases.set_status(_member(), item, form.status.data)
+        support_desk.set_status(_member(), item, form.status.data)
     return redirect(url_for("staff.case", public_id=public_id))
 
 
 TOOLS = {
-    "resend-link": cases.resend_link,
-    "clear-lock": cases.clear_lock,
-    "confirm-identity": cases.confirm_identity,
-    "correct-contact": cases.correct_contact,
+    "resend-link": agent_tools.resend_link,
+    "clear-lock": agent_tools.clear_lock,
+    "confirm-identity": agent_tools.confirm_identity,
+    "correct-contact": agent_tools.correct_contact,
 }
 
 
@@ -341,7 +341,7 @@ def link(public_id: str):
     if found is None:
         abort(404)
     try:
-        cases.link_case(
+        support_desk.link_case(
             _member(),
             item,
             found,
@@ -408,8 +408,8 @@ def customer_record(public_id: str):
         customer=found,
         contact=customers.masked(found),
         views=dashboard.for_customer(found),
-        cases=cases.cases_for_staff(_member(), found),
-        overdue=cases.is_overdue,
+        cases=support_desk.cases_for_staff(_member(), found),
+        overdue=support_desk.is_overdue,
         topics=cases.TOPIC_LABELS,
         statuses=cases.STATUS_LABELS,
         case_form=OpenCaseForm(),
@@ -426,7 +426,7 @@ def open_case_for(public_id: str):
     form = OpenCaseForm()
     if form.validate_on_submit():
         try:
-            item = cases.open_case_for(_member(), found, form.topic.data, form.body.data)
+            item = support_desk.open_case_for(_member(), found, form.topic.data, form.body.data)
         except cases.CaseError as exc:
             flash(str(exc), "error")
         else:

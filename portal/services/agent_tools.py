@@ -1,0 +1,131 @@
+"""An agent's tools on a customer, from one of their cases or from their record.
+
+Each needs a reason and is audited; the views ask the agent to prove it is them first.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import select
+
+from portal import clock
+from portal.extensions import db
+from portal.mail.compose import compose_security_notice
+from portal.models import Case, Challenge, Customer, Notice, StaffMember
+from portal.models.audit import staff_actor
+from portal.services import assisted_sign_in, audit, outbox
+from portal.services.cases import CaseError
+from portal.services.support_desk import add_event, check_reason
+from portal.validation import Invalid, email_address, phone_number
+
+
+def _target(subject: Case | Customer, reason: str) -> tuple[Customer, Case | None, str]:
+    """The customer a tool acts on, the case it was used from (if any), and the reason."""
+    if isinstance(subject, Customer):
+        customer, case = subject, None
+    else:
+        case, customer = subject, subject.customer
+        if customer is None:
+            raise CaseError(_("This case has no verified customer; link it to one first."))
+    return customer, case, check_reason(reason)
+
+
+def _tool_audit(
+    staff: StaffMember, customer: Customer, case: Case | None, action: str, reason: str, **details
+) -> None:
+    audit.record(
+        action,
+        actor=staff_actor(staff),
+        subject_type="customer",
+        subject_id=customer.public_id,
+        details={"case": case.public_id if case else "", "reason": reason, **details},
+    )
+    if case is not None:
+        add_event(case, staff, f"{action} — {reason}")
+
+
+def resend_link(staff: StaffMember, subject: Case | Customer, reason: str) -> None:
+    """A fresh notice link to the address on file; every older link stops working."""
+    customer, case, reason = _target(subject, reason)
+    notices = db.session.scalars(select(Notice).where(Notice.customer_id == customer.id)).all()
+    if not notices:
+        raise CaseError(_("This customer has no notice to resend."))
+    from portal.services.verification import reissue_link
+
+    for notice in notices:
+        reissue_link(notice, customer, reason="agent-link")
+    _tool_audit(staff, customer, case, "agent.link_resent", reason)
+    db.session.flush()
+
+
+def clear_lock(staff: StaffMember, subject: Case | Customer, reason: str) -> None:
+    """Lift the code lock and forgive the day's failures."""
+    customer, case, reason = _target(subject, reason)
+    customer.verification_locked_at = None
+    customer.totp_failures = 0
+    # Failures of the last day are forgiven with the lock, or the next typo would re-lock.
+    for challenge in db.session.scalars(
+        select(Challenge).where(Challenge.customer_id == customer.id, Challenge.tries > 0)
+    ):
+        challenge.tries = 0
+        challenge.consumed_at = challenge.consumed_at or clock.now()
+    _tool_audit(staff, customer, case, "agent.lock_cleared", reason)
+    db.session.flush()
+
+
+def confirm_identity(staff: StaffMember, subject: Case | Customer, reason: str) -> None:
+    """After checking who they are by phone: mail a link that signs them in once, for an hour.
+
+    The agent never signs in as the customer; the link goes only to the address on file.
+    """
+    customer, case, reason = _target(subject, reason)
+    assisted_sign_in.send_link(customer)
+    _tool_audit(staff, customer, case, "agent.identity_confirmed", reason)
+    db.session.flush()
+
+
+def correct_contact(
+    staff: StaffMember,
+    subject: Case | Customer,
+    reason: str,
+    *,
+    email: str = "",
+    phone: str = "",
+) -> None:
+    """Correct the email or phone on file; the old and the new address are both told."""
+    customer, case, reason = _target(subject, reason)
+    email, phone = (email or "").strip(), (phone or "").strip()
+    if not email and not phone:
+        raise CaseError(_("Give the corrected email or phone."))
+    try:
+        email = email_address(email) if email else ""
+    except Invalid:
+        raise CaseError(_("That email address is not valid.")) from None
+    try:
+        phone = phone_number(phone) if phone else ""
+    except Invalid:
+        raise CaseError(_("A phone number is in E.164 form, like +14155550123.")) from None
+    old_email = customer.email
+    changed = []
+    if email and email != old_email:
+        customer.email = email  # its blind index follows
+        changed.append("email")
+    if phone and phone != customer.phone:
+        customer.phone = phone
+        changed.append("phone")
+    if not changed:
+        raise CaseError(_("That is already what we have on file."))
+    customer.updated_at = clock.now()
+    for address in {old_email, customer.email}:
+        outbox.queue_message(
+            compose_security_notice,
+            to=address,
+            locale=customer.locale,
+            dedupe_key=f"contact-changed:{customer.public_id}:{secrets.token_hex(8)}",
+            what=_l("The contact details on your account were changed by our support team."),
+        )
+    _tool_audit(staff, customer, case, "agent.contact_corrected", reason, changed=changed)
+    db.session.flush()

@@ -2,27 +2,41 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import http.client
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 import pytest
+from flask import request, request_finished
 from sqlalchemy import select
 
 from portal import ROOT
 from portal.extensions import db
-from portal.models import Case
+from portal.models import AuditEvent, Case
 from portal.services import cases, staff
 from portal.services.customers import find_by_email
 from portal.services.imports import import_customers
 from portal.services.notices import queue_notices
 from portal.web.security import ScrubTokens, scrub
+from tests import staff_flow
 from tests.conftest import BASE_URL, base_env, customer_row, free_port
-from tests.customer_flow import link_path, messages_to, sign_in
+from tests.customer_flow import (
+    code_sent_to,
+    csrf_from,
+    link_path,
+    messages_to,
+    sign_in,
+    start_from_link,
+    submit_code,
+)
 from tests.staff_flow import set_up
 
 ANN = "ann.canary@example.com"
@@ -243,3 +257,213 @@ def test_scrub_replaces_every_kind_of_secret_it_knows():
         "['PORTAL_SECRET_KEY=[secret]', 'PORTAL_DATA_KEYS=[secret]'] "
         "postgresql://app:[password]@db/portal"
     )
+
+
+# --- the canary: every flow that carries a secret, then every place a secret must not be ---
+
+CANARY_PASSWORD = "canary quokka lantern 4417 velvet"
+TOKEN_IN_PATH = re.compile(r"/(?:a|assisted|help/case|staff/setup)/([^/?#\s\"<]+)")
+
+
+@dataclass
+class ErrorPage:
+    status: int
+    body: str
+    echoes: set[str]
+
+    def shows(self, secret: str) -> bool:
+        """The page holds the secret, beyond what its own request sent."""
+        return secret in self.body and not any(secret in echo for echo in self.echoes)
+
+
+class Witness:
+    """What the app handed out and answered while the flows ran: every token a request carried,
+    every cookie a response set (and the session ids inside them), every error page."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.tokens: set[str] = set()
+        self.cookies: set[str] = set()
+        self.session_ids: set[str] = set()
+        self.error_pages: list[ErrorPage] = []
+        request_finished.connect(self.saw, app)
+
+    def saw(self, _sender, response, **_extra) -> None:
+        self.tokens.update(TOKEN_IN_PATH.findall(request.path))
+        for header in response.headers.getlist("Set-Cookie"):
+            name, _, value = header.split(";", 1)[0].partition("=")
+            if not value or value == '""':
+                continue  # a deletion
+            self.cookies.add(value)
+            if name == self.app.config["SESSION_COOKIE_NAME"]:
+                signer = self.app.session_interface.get_signing_serializer(self.app)
+                sid = signer.loads(value).get("sid")
+                if sid:
+                    self.session_ids.add(sid)
+        if response.status_code >= 400:
+            # What the request itself carried and the page may show back to the same person:
+            # the address they opened (the language switch returns there) and the code they
+            # typed (refilled so they can see a typo). Never a password, a cookie or a session.
+            echoes = {request.path, request.form.get("code", "")} - {""}
+            body = response.get_data(as_text=True)
+            self.error_pages.append(ErrorPage(response.status_code, body, echoes))
+
+    def close(self) -> None:
+        request_finished.disconnect(self.saw, self.app)
+
+
+def _delivered(sink) -> str:
+    """The text of every message the SMTP server accepted, decoded."""
+    texts = []
+    for envelope in sink.messages:
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        texts += [
+            part.get_content() for part in message.walk() if part.get_content_maintype() == "text"
+        ]
+    return "\n".join(texts)
+
+
+def test_no_secret_of_any_flow_reaches_a_log_an_audit_row_or_an_error_page(
+    app, incident, write_csv, smtp_server, clock, caplog, runner, monkeypatch
+):
+    sink, controller = smtp_server
+    app.config["SMTP_URL"] = f"smtp://{controller.hostname}:{controller.port}"
+    caplog.set_level(logging.DEBUG)
+    for name in list(logging.root.manager.loggerDict):  # every logger, SQL parameters too
+        caplog.set_level(logging.DEBUG, logger=name)
+    witness = Witness(app)
+    staff_codes: list[str] = []
+
+    real_code_for = staff_flow.code_for
+
+    def code_for(address, at):
+        staff_codes.append(real_code_for(address, at))
+        return staff_codes[-1]
+
+    monkeypatch.setattr(staff_flow, "code_for", code_for)
+
+    def deliver() -> None:
+        result = runner.invoke(args=["outbox", "work", "--once"])
+        assert result.exit_code == 0, result.output
+
+    def csrf(client, path: str) -> str:
+        return csrf_from(client.get(path))
+
+    # The notice link and a code by email, then a new password (refused once: no match).
+    import_customers(incident, write_csv([customer_row(1, email=ANN, phone="")]), actor="test")
+    queue_notices(incident, actor="test")
+    deliver()
+    customer = app.test_client()
+    start_from_link(customer, link_path(ANN))
+    deliver()
+    first_code = code_sent_to(ANN)
+    assert submit_code(customer, first_code).headers["Location"] == "/me"
+    form = {"csrf_token": csrf(customer, "/me/password"), "password": CANARY_PASSWORD}
+    assert customer.post("/me/password", data={**form, "confirm": "other"}).status_code == 422
+    changed = customer.post("/me/password", data={**form, "confirm": CANARY_PASSWORD})
+    assert changed.headers["Location"] == "/me"
+
+    # A new link; on its page the spent code is typed again and refused.
+    visitor = app.test_client()
+    asked = visitor.post("/link/new", data={"csrf_token": csrf(visitor, "/link/new"), "email": ANN})
+    assert asked.status_code == 302
+    deliver()
+    start_from_link(visitor, link_path(ANN))
+    assert submit_code(visitor, first_code).status_code == 422
+    deliver()
+
+    # Staff: invitation, set-up, out, and in again (the right password with a wrong code first).
+    agent = app.test_client()
+    recovery_codes = staff_flow.set_up(app, agent, AGENT, "agent", clock)
+    agent.post("/staff/logout", data={"csrf_token": csrf(agent, "/staff/cases")})
+    clock.tick()
+    page = agent.get("/staff/login")
+    agent.post(
+        "/staff/login",
+        data={"csrf_token": csrf_from(page), "email": AGENT, "password": staff_flow.PASSWORD},
+    )
+    wrong = agent.post("/staff/code", data={"csrf_token": csrf(agent, "/staff/code"), "code": "1"})
+    assert wrong.status_code == 422
+    assert staff_flow.log_in(agent, AGENT, clock).headers["Location"] == "/staff/cases"
+
+    # The agent mails an assisted sign-in link; it is used, then opened again.
+    (ann,) = find_by_email(ANN)
+    record = f"/staff/customers/{ann.public_id}"
+    confirmed = agent.post(
+        f"{record}/tools/confirm-identity",
+        data={"csrf_token": csrf(agent, record), "reason": "Checked by phone"},
+    )
+    assert confirmed.headers["Location"] == record
+    deliver()
+    assisted = _link_in(ANN, "/assisted/")
+    helped = app.test_client()
+    used = helped.post(assisted, data={"csrf_token": csrf(helped, assisted)})
+    assert used.headers["Location"] == "/me"
+    assert helped.get(assisted).status_code == 404
+
+    # A help request, the agent's answer, the writer's reply on the link.
+    writer = app.test_client()
+    asked = writer.post(
+        "/help",
+        data={
+            "csrf_token": csrf(writer, "/help"),
+            "topic": "cannot_verify",
+            "name": "Wanda Writer",
+            "contact": WRITER,
+            "reference": "",
+            "body": "No code came.",
+        },
+    )
+    assert asked.status_code == 302
+    case = db.session.scalars(select(Case).order_by(Case.id.desc())).first()
+    path = f"/staff/cases/{case.public_id}"
+    agent.post(
+        f"{path}/messages",
+        data={"csrf_token": csrf(agent, path), "body": "Here is our answer.", "kind": "reply"},
+    )
+    deliver()
+    help_case = _link_in(WRITER, "/help/case/")
+    replied = writer.post(help_case, data={"csrf_token": csrf(writer, help_case), "body": "Thanks"})
+    assert replied.headers["Location"] == help_case
+
+    # Each link, tampered with: the refusal must not echo what was sent.
+    for link in (link_path(ANN), assisted, help_case):
+        assert visitor.get(link + "x").status_code == 404
+    witness.close()
+
+    delivered = _delivered(sink)
+    mailed_tokens = set(TOKEN_IN_PATH.findall(delivered))
+    mailed_codes = set(re.findall(r"^\s*(\d{6})\s*$", delivered, re.M))
+    assert {first_code, code_sent_to(ANN)} <= mailed_codes
+    secrets = {
+        **{f"token {t}": t for t in witness.tokens | mailed_tokens},
+        **{f"code {c}": c for c in mailed_codes},
+        **{f"staff code {c}": c for c in staff_codes},
+        **{f"recovery code {c}": c for c in recovery_codes},
+        "customer password": CANARY_PASSWORD,
+        "staff password": staff_flow.PASSWORD,
+        **{f"cookie {c}": c for c in witness.cookies},
+        **{f"session id {s}": s for s in witness.session_ids},
+    }
+    # Every flow left its secrets behind for this test to look for.
+    # Mailed: the notice's link, the new link, the assisted sign-in, the help case; opened: those
+    # and the set-up link.
+    assert len(mailed_tokens) == 4 and mailed_tokens < witness.tokens
+    assert len(witness.session_ids) >= 3 and len(staff_codes) >= 2
+
+    logged = [r for r in caplog.records if not r.name.startswith("mail.")]  # the SMTP sink's
+    assert any(r.name.startswith("sqlalchemy.engine") for r in logged)  # DEBUG really is on
+    log_text = "\n".join(f"{caplog.handler.format(r)} {r.args!r}" for r in logged)
+    db.session.expire_all()
+    audit_text = "\n".join(
+        f"{e.actor} {e.action} {e.subject_type} {e.subject_id} {e.details}"
+        for e in db.session.scalars(select(AuditEvent))
+    )
+    for where, text in (("log", log_text), ("audit row", audit_text)):
+        found = [name for name, value in secrets.items() if value in text]
+        assert not found, f"in a {where}: {found}"
+    statuses = {page.status for page in witness.error_pages}
+    assert {404, 422} <= statuses, statuses
+    for page in witness.error_pages:
+        found = [name for name, value in secrets.items() if page.shows(value)]
+        assert not found, f"on a {page.status} page: {found}"

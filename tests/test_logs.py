@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import http.client
+import json
 import logging
 import os
 import re
@@ -133,15 +134,19 @@ class Server:
                     pytest.fail("gunicorn did not start: " + self.read("output", "error"))
                 time.sleep(0.2)
 
-    def get(self, path: str, **headers: str) -> int:
+    def send(self, method: str, path: str, **headers: str) -> tuple[int, str]:
+        """The answer's status and request id."""
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         try:
-            connection.request("GET", path, headers=headers)
+            connection.request(method, path, headers=headers)
             response = connection.getresponse()
             response.read()
-            return response.status
+            return response.status, response.getheader("X-Request-ID", "")
         finally:
             connection.close()
+
+    def get(self, path: str, **headers: str) -> int:
+        return self.send("GET", path, **headers)[0]
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -175,6 +180,9 @@ def test_gunicorn_logs_every_request_with_its_tokens_and_cookies_replaced(live_s
     assert gunicorn.get("/verify", Referer=BASE_URL + links[0]) in (200, 302)
     assert gunicorn.get("/staff/cases", Cookie=cookies) == 200
     assert gunicorn.get("/me", Cookie=cookies) == 200
+    # A form sent without its CSRF token: the app's own warning, with the request's id.
+    status, request_id = gunicorn.send("POST", links[0], Cookie=cookies)
+    assert status == 400 and request_id
     gunicorn.stop()
 
     access, everything = gunicorn.read("access"), gunicorn.read("access", "error", "output")
@@ -183,11 +191,20 @@ def test_gunicorn_logs_every_request_with_its_tokens_and_cookies_replaced(live_s
         value = _token(secret) if name.endswith("link") else secret
         assert value not in everything, f"the {name} is in a log"
     lines = access.splitlines()
-    # One line per request: the start-up check, the four links, then three pages.
-    assert len(lines) == 1 + len(links) + 3, access
+    # One line per request: the start-up check, the four links, three pages, the refused form.
+    assert len(lines) == 1 + len(links) + 3 + 1, access
     for line, path in zip(lines[1:], links, strict=False):
         assert f'"GET {path.rsplit("/", 1)[0]}/[token] HTTP/1.1" 200' in line, line
-    assert "portal_staff=[cookie]; portal=[cookie]" in lines[-1]
+    assert "portal_staff=[cookie]; portal=[cookie]" in lines[-2]
+    assert '"POST /a/[token] HTTP/1.1" 400' in lines[-1] and lines[-1].endswith(request_id)
+    # The app's own lines reach gunicorn's error log (--capture-output): time, level, logger,
+    # request id.
+    warning = re.compile(
+        r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z WARNING portal\.web\.errors "
+        rf"\[{request_id}\] csrf refused: ",
+        re.M,
+    )
+    assert warning.search(gunicorn.read("error")), gunicorn.read("error")[-2000:]
 
 
 # --- the filter, on gunicorn's own access logger in this process ---
@@ -248,14 +265,11 @@ def test_a_tuple_stays_a_tuple_and_numbers_stay_numbers():
 def test_scrub_replaces_every_kind_of_secret_it_knows():
     text = (
         "/a/tok1 /assisted/tok2?x=1 /help/case/tok3 /staff/setup/tok4 next=%2Fa%2Ftok5 "
-        "__Host-portal_staff=c00k1e; portal=c00k2e "
-        "['PORTAL_SECRET_KEY=s3cr3t', 'PORTAL_DATA_KEYS=k3y'] postgresql://app:pa55@db/portal"
+        "__Host-portal_staff=c00k1e; portal=c00k2e"
     )
     assert scrub(text) == (
         "/a/[token] /assisted/[token]?x=1 /help/case/[token] /staff/setup/[token] "
-        "next=%2Fa%2F[token] __Host-portal_staff=[cookie]; portal=[cookie] "
-        "['PORTAL_SECRET_KEY=[secret]', 'PORTAL_DATA_KEYS=[secret]'] "
-        "postgresql://app:[password]@db/portal"
+        "next=%2Fa%2F[token] __Host-portal_staff=[cookie]; portal=[cookie]"
     )
 
 
@@ -467,3 +481,96 @@ def test_no_secret_of_any_flow_reaches_a_log_an_audit_row_or_an_error_page(
     for page in witness.error_pages:
         found = [name for name, value in secrets.items() if page.shows(value)]
         assert not found, f"on a {page.status} page: {found}"
+
+
+# --- the app's own log lines ---
+
+
+def _run_python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """A fresh interpreter (nothing has configured logging) on this checkout's portal."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+
+
+APP_LOGS = """
+import logging
+from flask import g
+from portal import create_app
+app = create_app()
+client = app.test_client()
+refused = client.post("/start", base_url="https://portal.example.test")
+print(refused.status_code, refused.headers["X-Request-ID"])
+logging.getLogger("portal.example").info("outside a request")
+with app.test_request_context():
+    g.request_id = "0123abcd"
+    try:
+        raise ValueError("opened /assisted/s3cr3t-t0k3n")
+    except ValueError:
+        logging.getLogger("portal.example").exception("failed on /a/s3cr3t-t0k3n")
+"""
+
+
+@pytest.mark.slow
+def test_in_production_each_line_is_one_json_object_with_time_level_and_request_id(
+    database_url, tmp_path
+):
+    env = base_env(database_url, PORTAL_ENV="production", PORTAL_INSTANCE_PATH=str(tmp_path))
+    ran = _run_python(APP_LOGS, env)
+    status, request_id = ran.stdout.split()
+    assert status == "400"
+    lines = [json.loads(line) for line in ran.stderr.splitlines()]
+    assert [(line["level"], line["logger"], line["request_id"]) for line in lines] == [
+        ("WARNING", "portal.web.errors", request_id),  # the CSRF check's refusal
+        ("INFO", "portal.example", "-"),
+        ("ERROR", "portal.example", "0123abcd"),
+    ]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", x["time"]) for x in lines)
+    assert lines[0]["message"].startswith("csrf refused: The CSRF token is missing.")
+    assert lines[2]["message"] == "failed on /a/[token]"
+    assert "ValueError: opened /assisted/[token]" in lines[2]["exception"]
+    assert "s3cr3t" not in ran.stderr
+
+
+@pytest.mark.slow
+def test_elsewhere_lines_are_text_with_the_same_fields(database_url, tmp_path):
+    env = base_env(database_url, PORTAL_ENV="development", PORTAL_INSTANCE_PATH=str(tmp_path))
+    ran = _run_python(APP_LOGS, env)
+    request_id = ran.stdout.split()[1]
+    lines = ran.stderr.splitlines()
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+    assert re.fullmatch(
+        rf"{stamp} WARNING portal\.web\.errors \[{request_id}\] csrf refused: .*", lines[0]
+    )
+    assert re.fullmatch(rf"{stamp} INFO portal\.example \[-\] outside a request", lines[1])
+    assert re.fullmatch(
+        rf"{stamp} ERROR portal\.example \[0123abcd\] failed on /a/\[token\]", lines[2]
+    )
+    assert "ValueError: opened /assisted/[token]" in ran.stderr and "s3cr3t" not in ran.stderr
+
+
+def test_records_still_reach_pytest_and_carry_the_request_id_on_the_portal_handler(app, caplog):
+    import io
+
+    from flask import g
+
+    from portal.web.logs import handler
+
+    stream = io.StringIO()
+    ours = handler(production=True, stream=stream)
+    logging.getLogger("portal").addHandler(ours)
+    try:
+        with app.test_request_context():
+            g.request_id = "feedface"
+            logging.getLogger("portal.example").info("hello %s", "/help/case/t0k3n")
+    finally:
+        logging.getLogger("portal").removeHandler(ours)
+    assert "hello /help/case/t0k3n" in caplog.text  # caplog sees the record as it was made
+    line = json.loads(stream.getvalue())
+    assert (line["request_id"], line["message"]) == ("feedface", "hello /help/case/[token]")

@@ -27,8 +27,7 @@ def csp_nonce() -> str:
 
 
 def _before_request():
-    # Our own id for correlating logs and error pages; an incoming header is not trusted.
-    g.request_id = secrets.token_hex(8)
+    # g.request_id is set before any other hook (portal/web/logs.py), CSRF's refusals included.
     g.csp_nonce = secrets.token_urlsafe(18)  # set here, so never reused across requests
     # Flask-WTF caches the CSRF token on g; g lives as long as the app context, which a caller
     # (a test, a CLI shell) may hold across requests. The token must come from this session.
@@ -125,13 +124,9 @@ def _token_paths() -> re.Pattern:
 
 # What a log line must never keep. A link's token is a key to someone's notice, sign-in, set-up
 # or conversation with support; the staff cookie is a live session and the customer's signed
-# cookie holds a session id (wherever their values turn up: a header echoed in a message, say);
-# the secret settings, as gunicorn prints its configuration at debug level (`--env`), and a
-# database or SMTP URL's password.
+# cookie holds a session id (wherever their values turn up: a header echoed in a message, say).
 _TOKEN_PATH = _token_paths()
 _OUR_COOKIES = re.compile(r"(?<![\w-])((?:__Host-)?portal(?:_staff|_remember)?=)[^;\s\"',]+")
-_SECRET_SETTINGS = re.compile(r"(PORTAL_\w*(?:KEY|KEYS|SECRET|TOKEN|FALLBACKS)=)[^'\"\s,\]]+")
-_URL_PASSWORD = re.compile(r"(://[^/\s:@'\"]*:)[^@\s'\"/]+@")
 # In a cookie header every value goes, ours or not; headers (and their environ names) whose
 # whole value is a credential go entirely.
 _ANY_COOKIE = re.compile(r"(^|;)(\s*[^=;\s]+=)[^;]*")
@@ -139,11 +134,9 @@ _CREDENTIAL_HEADERS = ("authorization", "csrf", "token", "secret", "api-key", "a
 
 
 def scrub(text: str) -> str:
-    """The text with every link token, portal cookie and secret setting replaced by a marker."""
+    """The text with every link token and portal cookie value replaced by a marker."""
     text = _TOKEN_PATH.sub(r"\1[token]", text)
-    text = _OUR_COOKIES.sub(r"\1[cookie]", text)
-    text = _SECRET_SETTINGS.sub(r"\1[secret]", text)
-    return _URL_PASSWORD.sub(r"\1[password]@", text)
+    return _OUR_COOKIES.sub(r"\1[cookie]", text)
 
 
 def _scrub_atom(key: str, value):

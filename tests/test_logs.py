@@ -38,7 +38,6 @@ from tests.customer_flow import (
     start_from_link,
     submit_code,
 )
-from tests.staff_flow import set_up
 
 ANN = "ann.canary@example.com"
 WRITER = "writer.canary@example.net"
@@ -68,7 +67,7 @@ def live_secrets(app, incident, write_csv, clock) -> dict[str, str]:
     import_customers(incident, write_csv([customer_row(1, email=ANN, phone="")]), actor="test")
     queue_notices(incident, actor="test")
     agent = app.test_client()
-    set_up(app, agent, AGENT, "agent", clock)
+    staff_flow.set_up(app, agent, AGENT, "agent", clock)
     invitation = staff.invite(NEWCOMER, "agent", actor="test").removeprefix(BASE_URL)
     cases.help_request(name="Wanda Writer", contact=WRITER, reference="", body="No code came.")
     db.session.flush()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
@@ -31,6 +30,7 @@ def create_app(env: dict[str, str] | None = None, **overrides) -> Flask:
     )
     app.config.update(portal_config.load(env, app.instance_path))
     app.config.update(overrides)
+    register_logging(app)
     register_extensions(app)
     register_blueprints(app)
     register_jobs(app)
@@ -39,6 +39,13 @@ def create_app(env: dict[str, str] | None = None, **overrides) -> Flask:
     register_security_headers(app)
     register_proxy(app)
     return app
+
+
+def register_logging(app: Flask) -> None:
+    """Timestamps, levels and the request id on every line; JSON lines in production."""
+    from portal.web.logs import register
+
+    register(app)
 
 
 def register_proxy(app: Flask) -> None:
@@ -156,4 +163,3 @@ def register_security_headers(app: Flask) -> None:
     from portal.web.security import register
 
     register(app)
-    logging.getLogger("portal").setLevel(logging.INFO)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 import secrets
+from collections.abc import Mapping
+from numbers import Number
 
 from flask import Flask, abort, current_app, g, redirect, request, session, url_for
 from flask_babel import refresh
@@ -24,8 +27,7 @@ def csp_nonce() -> str:
 
 
 def _before_request():
-    # Our own id for correlating logs and error pages; an incoming header is not trusted.
-    g.request_id = secrets.token_hex(8)
+    # g.request_id is set before any other hook (portal/web/logs.py), CSRF's refusals included.
     g.csp_nonce = secrets.token_urlsafe(18)  # set here, so never reused across requests
     # Flask-WTF caches the CSRF token on g; g lives as long as the app context, which a caller
     # (a test, a CLI shell) may hold across requests. The token must come from this session.
@@ -109,19 +111,75 @@ def _after_request(response):
     return response
 
 
-class ScrubTokens(logging.Filter):
-    """Access logs never keep a link's token: the path is a key to someone's notice, sign-in or
-    conversation with support."""
+def _token_paths() -> re.Pattern:
+    """Every path a signed link opens (one per purpose in the token table), with its token."""
+    from portal.services.tokens import KINDS
 
-    _TOKEN_PATH = re.compile(r"(/a/|/assisted/|/help/case/)[^\s\"?]+")
+    # Also percent-encoded, as a path inside a query string (`?next=%2Fa%2F...`) arrives.
+    prefixes = "|".join(
+        re.escape(kind.path).replace("/", "(?:/|%2[Ff])") for kind in KINDS.values()
+    )
+    return re.compile(rf"({prefixes})[^\s\"'?#&;<>]+")
+
+
+# What a log line must never keep. A link's token is a key to someone's notice, sign-in, set-up
+# or conversation with support; the staff cookie is a live session and the customer's signed
+# cookie holds a session id (wherever their values turn up: a header echoed in a message, say).
+_TOKEN_PATH = _token_paths()
+_OUR_COOKIES = re.compile(r"(?<![\w-])((?:__Host-)?portal(?:_staff|_remember)?=)[^;\s\"',]+")
+# In a cookie header every value goes, ours or not; headers (and their environ names) whose
+# whole value is a credential go entirely.
+_ANY_COOKIE = re.compile(r"(^|;)(\s*[^=;\s]+=)[^;]*")
+_CREDENTIAL_HEADERS = ("authorization", "csrf", "token", "secret", "api-key", "apikey")
+
+
+def scrub(text: str) -> str:
+    """The text with every link token and portal cookie value replaced by a marker."""
+    text = _TOKEN_PATH.sub(r"\1[token]", text)
+    return _OUR_COOKIES.sub(r"\1[cookie]", text)
+
+
+def _scrub_atom(key: str, value):
+    """One argument of a log record; `key` names it when the arguments are a mapping, as in
+    gunicorn's access log, whose atoms include any request or response header and environ
+    variable (`{cookie}i`, `{set-cookie}o`, `{http_cookie}e` ...)."""
+    if value is None or isinstance(value, Number):
+        return value  # numbers stay numbers: the format may say %d
+    # Anything else is logged as its text (gunicorn's environ atoms include objects whose text
+    # holds the URL), so it is scrubbed as text.
+    text = scrub(value if isinstance(value, str) else str(value))
+    header = key.lower().strip("{}").rsplit("}", 1)[0].replace("_", "-").removeprefix("http-")
+    if "set-cookie" in header:
+        return _ANY_COOKIE.sub(r"\1\2[cookie]", text, count=1)  # the rest are attributes
+    if "cookie" in header:
+        return _ANY_COOKIE.sub(r"\1\2[cookie]", text)  # every cookie, ours or not
+    if any(word in header for word in _CREDENTIAL_HEADERS):
+        return "[redacted]"
+    return text
+
+
+class ScrubTokens(logging.Filter):
+    """No log line keeps a secret: a link's token is a key to someone's notice, sign-in,
+    set-up or conversation with support, and a cookie is a live session.
+
+    Arguments keep their shape: a tuple stays a tuple, and a mapping stays the same mapping
+    type (gunicorn's access logger passes its atoms as a dict whose missing keys read "-"),
+    or the line would fail to format and Python would print the raw arguments instead.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = self._TOKEN_PATH.sub(r"\1[token]", str(record.msg))
-        if record.args:
-            record.args = tuple(
-                self._TOKEN_PATH.sub(r"\1[token]", a) if isinstance(a, str) else a
-                for a in (record.args if isinstance(record.args, tuple) else (record.args,))
-            )
+        record.msg = scrub(str(record.msg))
+        args = record.args
+        if isinstance(args, Mapping):
+            values = {key: _scrub_atom(str(key), value) for key, value in args.items()}
+            try:
+                scrubbed = copy.copy(args)
+                scrubbed.update(values)
+            except (AttributeError, TypeError):  # a read-only mapping: a plain dict will do
+                scrubbed = values
+            record.args = scrubbed
+        elif isinstance(args, tuple):
+            record.args = tuple(_scrub_atom("", value) for value in args)
         return True
 
 
@@ -136,8 +194,12 @@ def _service_unavailable(_error):
 def register(app: Flask) -> None:
     import redis
 
-    for name in ("werkzeug", "gunicorn.access"):
-        logging.getLogger(name).addFilter(ScrubTokens())
+    # The servers' own loggers: the development server's request lines, and gunicorn's access
+    # log and error log (its debug lines name each request's path).
+    for name in ("werkzeug", "gunicorn.access", "gunicorn.error"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, ScrubTokens) for f in logger.filters):
+            logger.addFilter(ScrubTokens())
     app.register_error_handler(redis.exceptions.ConnectionError, _service_unavailable)
     app.register_error_handler(redis.exceptions.TimeoutError, _service_unavailable)
     app.before_request(_before_request)

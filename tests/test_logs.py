@@ -22,7 +22,7 @@ from sqlalchemy import select
 from portal import ROOT
 from portal.extensions import db
 from portal.models import AuditEvent, Case
-from portal.services import cases, staff
+from portal.services import agent_tools, cases, staff, support_desk
 from portal.services.customers import find_by_email
 from portal.services.imports import import_customers
 from portal.services.notices import queue_notices
@@ -72,9 +72,9 @@ def live_secrets(app, incident, write_csv, clock) -> dict[str, str]:
     cases.help_request(name="Wanda Writer", contact=WRITER, reference="", body="No code came.")
     db.session.flush()
     member = staff.by_email(AGENT)
-    cases.reply(member, db.session.scalars(select(Case)).one(), "Here is our answer.")
+    support_desk.reply(member, db.session.scalars(select(Case)).one(), "Here is our answer.")
     (ann,) = find_by_email(ANN)
-    cases.confirm_identity(member, ann, "Checked by phone")
+    agent_tools.confirm_identity(member, ann, "Checked by phone")
     db.session.commit()
     customer = app.test_client()
     assert sign_in(customer, ANN).status_code == 200

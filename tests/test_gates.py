@@ -1,0 +1,72 @@
+"""CI gates kept honest: bandit finds nothing unjustified, and outgoing services stay on the web."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+from portal import ROOT
+from portal.config import ConfigError
+from portal.mail.http import post
+from portal.mail.smtp import DeliveryError
+from portal.services.passwords import is_pwned
+from tests.conftest import base_env
+
+NOSEC = re.compile(r"#\s*nosec\b(?P<rest>.*)")
+JUSTIFIED = re.compile(r"^ B\d{3}(, B\d{3})*: \S.{3,}")
+
+
+@pytest.mark.parametrize(
+    "name", ["PORTAL_SMS_URL", "PORTAL_WEBHOOK_URL", "PORTAL_PWNED_PASSWORDS_URL"]
+)
+def test_a_service_url_that_is_not_on_the_web_is_refused_at_start(database_url, make_app, name):
+    env = base_env(
+        database_url, **{name: "file:///etc/passwd", "PORTAL_WEBHOOK_SECRET": "s" * 40}
+    )
+    with pytest.raises(ConfigError, match=name):
+        make_app(env)
+
+
+def test_an_sms_or_webhook_to_a_local_file_is_refused_without_opening_it(tmp_path):
+    target = tmp_path / "never-written"
+    with pytest.raises(DeliveryError) as refused:
+        post(target.as_uri(), b"{}", {}, timeout=1, what="SMS provider")
+    assert refused.value.permanent  # retrying cannot help: it is a configuration error
+    assert not target.exists()
+
+
+def test_a_password_check_never_reads_a_local_file(app, tmp_path):
+    # A file that would "answer" the range query with the password's suffix, if urllib read it.
+    password = "correct horse battery staple"
+    digest = hashlib.sha1(password.encode(), usedforsecurity=False).hexdigest().upper()
+    (tmp_path / digest[:5]).write_text(f"{digest[5:]}:12\n")
+    app.config["PWNED_PASSWORDS_URL"] = tmp_path.as_uri()
+    app.config["PWNED_UNREACHABLE_POLICY"] = "accept"
+    assert not is_pwned(password)
+
+
+def test_every_nosec_names_its_check_and_gives_a_reason():
+    unjustified = []
+    for path in sorted((ROOT / "portal").rglob("*.py")):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            found = NOSEC.search(line)
+            if found and not JUSTIFIED.match(found["rest"]):
+                unjustified.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert unjustified == []
+
+
+@pytest.mark.slow
+def test_bandit_finds_no_medium_or_high_issue_in_the_portal():
+    pytest.importorskip("bandit", reason="bandit is a dev dependency (make install)")
+    result = subprocess.run(
+        [sys.executable, "-m", "bandit", "-q", "-c", "pyproject.toml", "-r", "portal", "-ll"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout

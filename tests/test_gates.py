@@ -6,6 +6,7 @@ import hashlib
 import re
 import subprocess
 import sys
+import tomllib
 
 import pytest
 
@@ -24,9 +25,7 @@ JUSTIFIED = re.compile(r"^ B\d{3}(, B\d{3})*: \S.{3,}")
     "name", ["PORTAL_SMS_URL", "PORTAL_WEBHOOK_URL", "PORTAL_PWNED_PASSWORDS_URL"]
 )
 def test_a_service_url_that_is_not_on_the_web_is_refused_at_start(database_url, make_app, name):
-    env = base_env(
-        database_url, **{name: "file:///etc/passwd", "PORTAL_WEBHOOK_SECRET": "s" * 40}
-    )
+    env = base_env(database_url, **{name: "file:///etc/passwd", "PORTAL_WEBHOOK_SECRET": "s" * 40})
     with pytest.raises(ConfigError, match=name):
         make_app(env)
 
@@ -70,3 +69,24 @@ def test_bandit_finds_no_medium_or_high_issue_in_the_portal():
         timeout=300,
     )
     assert result.returncode == 0, result.stdout
+
+
+def _pins(lines) -> dict[str, str]:
+    """{normalised name: version} of `name[extras]==version` lines."""
+    found = {}
+    for line in lines:
+        match = re.match(r"^\s*\"?([A-Za-z0-9_.\-]+)(\[[^\]]*\])?==([^\s\"\\;]+)", line)
+        if match:
+            found[re.sub(r"[-_.]+", "-", match[1]).lower()] = match[3]
+    return found
+
+
+def test_the_lock_file_pins_every_dependency_at_its_pyproject_version_with_hashes():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = _pins([*project["dependencies"], *project["optional-dependencies"]["dev"]])
+    lock = (ROOT / "requirements.lock").read_text()
+    locked = _pins(lock.splitlines())
+    assert {name: locked.get(name) for name in wanted} == wanted
+    # Every pinned requirement carries at least one hash, so pip runs in hash-checking mode.
+    entries = re.split(r"\n(?=[a-z0-9])", lock.split("\n\n")[-1].strip())
+    assert all("--hash=sha256:" in entry for entry in entries if "==" in entry)

@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 ENVIRONMENTS = ("production", "development", "testing")
+WEB_SCHEMES = ("http", "https")
 
 
 class ConfigError(RuntimeError):
@@ -94,6 +95,12 @@ def load(env: dict[str, str] | None = None, instance_path: str | Path = "instanc
         )
     if env.get("PORTAL_PWNED_UNREACHABLE_POLICY", "accept") not in ("accept", "reject"):
         raise ConfigError("PORTAL_PWNED_UNREACHABLE_POLICY must be accept or reject.")
+
+    # Outgoing HTTP services are fetched with urllib, which would also open file:// and ftp://:
+    # only web URLs may be configured, so a typo or a planted value cannot read local files.
+    for name in ("PORTAL_SMS_URL", "PORTAL_WEBHOOK_URL", "PORTAL_PWNED_PASSWORDS_URL"):
+        if env.get(name) and urlsplit(env[name]).scheme not in WEB_SCHEMES:
+            raise ConfigError(f"{name} must start with https:// (or http://)")
 
     smtp_url = env.get("PORTAL_SMTP_URL") or None
     if smtp_url and urlsplit(smtp_url).scheme not in ("smtp", "smtps", "smtp+starttls"):

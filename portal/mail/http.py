@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
+from urllib.parse import urlsplit
 
 from portal.mail.smtp import DeliveryError
 
 
 def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float, what: str) -> None:
     """POST body; raise DeliveryError (429 and 5xx worth retrying, other 4xx not)."""
+    # urllib also opens file:// and ftp://: a service is only ever reached over the web.
+    if urlsplit(url).scheme not in ("http", "https"):
+        raise DeliveryError(f"{what} URL is not http(s)", permanent=True)
     request = urllib.request.Request(  # noqa: S310 (a configured https URL of ours)
         url, data=body, method="POST", headers={"Content-Type": "application/json", **headers}
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        opened = urllib.request.urlopen(  # noqa: S310  # nosec B310: scheme checked above
+            request, timeout=timeout
+        )
+        with opened as response:
             response.read()
     except urllib.error.HTTPError as exc:
         exc.close()

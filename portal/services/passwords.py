@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 from functools import cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -180,6 +181,9 @@ def is_pwned(password: str) -> bool:
     stand alone.
     """
     config = current_app.config
+    # urllib also opens file:// and ftp://: the range API is only ever asked over the web.
+    if urlsplit(config["PWNED_PASSWORDS_URL"]).scheme not in ("http", "https"):
+        return config["PWNED_UNREACHABLE_POLICY"] == "reject"
     digest = hashlib.sha1(password.encode(), usedforsecurity=False).hexdigest().upper()
     prefix, suffix = digest[:5], digest[5:]
     request = urllib.request.Request(  # noqa: S310 (the configured https service)
@@ -187,7 +191,10 @@ def is_pwned(password: str) -> bool:
         headers={"Add-Padding": "true", "User-Agent": "breach-portal"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=config["PWNED_TIMEOUT"]) as response:  # noqa: S310
+        opened = urllib.request.urlopen(  # noqa: S310  # nosec B310: scheme checked above
+            request, timeout=config["PWNED_TIMEOUT"]
+        )
+        with opened as response:
             body = response.read().decode("ascii", "replace")
     except (OSError, ValueError):
         return config["PWNED_UNREACHABLE_POLICY"] == "reject"

@@ -327,7 +327,8 @@ class ChainReport:
             )
         if self.missing:
             return (
-                f"Broken: {self.missing} events missing since the checkpoint of "
+                f"Broken: {self.missing} {'event' if self.missing == 1 else 'events'} missing "
+                f"since the checkpoint of "
                 f"{self.checkpoint.when} ({self.checkpoint.count} events then, "
                 f"{self.checked} now)."
             )

@@ -92,6 +92,16 @@ def test_the_database_refuses_to_change_history(history, statement):
     assert len(db.session.scalars(select(AuditEvent)).all()) == 3
 
 
+def test_the_database_refuses_to_truncate_history(history):
+    if db.session.get_bind().dialect.name != "postgresql":
+        pytest.skip("SQLite has no TRUNCATE (its DELETE fires the row trigger)")
+    # TRUNCATE fires no row trigger: even the table's owner must not wipe it in one statement.
+    with pytest.raises(DBAPIError, match="append-only"):
+        db.session.execute(text("TRUNCATE audit_event"))
+    db.session.rollback()
+    assert len(db.session.scalars(select(AuditEvent)).all()) == 3
+
+
 def test_the_chain_survives_a_signing_key_rotation(history, app, runner):
     old = app.config["SECRET_KEY"]
     app.config["SECRET_KEY"] = "a-brand-new-secret-key-with-enough-length-0123"

@@ -314,12 +314,15 @@ class ChainReport:
     missing: int = 0
     segments: list[Segment] = field(default_factory=list)
     checkpoint: Checkpoint | None = None
+    anchor_error: str = ""  # the newest checkpoint could not be trusted
 
     @property
     def broken(self) -> bool:
-        return self.broken_at is not None or self.missing > 0
+        return self.broken_at is not None or self.missing > 0 or bool(self.anchor_error)
 
     def summary(self) -> str:
+        if self.anchor_error:
+            return f"Broken: {self.anchor_error}"
         if self.broken_at is not None:
             return (
                 f"Broken at event {self.broken_at}: {self.reason} "
@@ -333,6 +336,16 @@ class ChainReport:
                 f"{self.checked} now)."
             )
         return f"The audit chain is intact ({self.checked} events)."
+
+
+def verify_anchored() -> ChainReport:
+    """Verify the chain against the newest checkpoint in PORTAL_AUDIT_ANCHOR_FILE, if any."""
+    path = current_app.config["AUDIT_ANCHOR_FILE"]
+    try:
+        checkpoint = newest_checkpoint(path) if path else None
+    except AuditError as exc:
+        return ChainReport(0, anchor_error=str(exc))
+    return verify_chain(checkpoint=checkpoint)
 
 
 def verify_chain(batch_size: int = 5000, checkpoint: Checkpoint | None = None) -> ChainReport:

@@ -305,7 +305,12 @@ def audit_verify(anchor_file, anchor_line):
     click.echo(report.summary())
     _show_segments(report)
     if checkpoint is None:
-        click.echo("No checkpoint to check the tail against: run `portal audit checkpoint`.")
+        where = anchor_file or current_app.config["AUDIT_ANCHOR_FILE"]
+        click.echo(
+            "No checkpoint to check the tail against"
+            + (f" (none in {where} yet)" if where else "")
+            + ": run `portal audit checkpoint`."
+        )
     else:
         click.echo(
             f"All {checkpoint.count} events of the checkpoint of {checkpoint.when} are present."

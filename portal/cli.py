@@ -255,21 +255,132 @@ def outbox_status():
     click.echo(f"oldest queued next attempt: {oldest}")
 
 
+def _anchor(anchor_line: str | None, anchor_file: Path | None):
+    """The checkpoint to check the chain against: the line given, else the newest in the file."""
+    from portal.services.audit import AuditError, newest_checkpoint, parse_checkpoint
+
+    try:
+        if anchor_line:
+            return parse_checkpoint(anchor_line)
+        path = anchor_file or current_app.config["AUDIT_ANCHOR_FILE"]
+        return newest_checkpoint(path) if path else None
+    except AuditError as exc:
+        # A checkpoint that does not verify is a broken trail too: exit 1, not a usage error.
+        click.echo(f"Broken: {exc}", err=True)
+        sys.exit(1)
+
+
+def _show_segments(report) -> None:
+    from portal.services.audit import LEGACY, chain_keys
+
+    keys = [k.id for k in chain_keys()]
+    for segment in report.segments:
+        if segment.key == LEGACY:
+            role = "legacy key"
+        elif keys and segment.key == keys[0]:
+            role = f"key {segment.key}, signing"
+        else:
+            role = f"key {segment.key}, verify-only"
+        click.echo(f"  events {segment.first}-{segment.last}: {segment.count} ({role})")
+
+
 @audit_cli.command("verify")
+@click.option(
+    "--anchor-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Checkpoint file to check against (default PORTAL_AUDIT_ANCHOR_FILE).",
+)
+@click.option("--anchor", "anchor_line", help="A checkpoint line, e.g. copied from its email.")
 @unit_of_work.command
-def audit_verify():
-    """Walk the audit hash chain and name the first broken link."""
+def audit_verify(anchor_file, anchor_line):
+    """Walk the audit hash chain, name the first broken link, and count what is missing since
+    the newest checkpoint."""
     from portal.services.audit import verify_chain
 
-    report = verify_chain()
-    if report.broken_at is not None:
-        click.echo(
-            f"Broken at event {report.broken_at}: {report.reason} "
-            f"({report.checked} events before it are intact).",
-            err=True,
-        )
+    checkpoint = _anchor(anchor_line, anchor_file)
+    report = verify_chain(checkpoint=checkpoint)
+    if report.broken:
+        click.echo(report.summary(), err=True)
         sys.exit(1)
-    click.echo(f"The audit chain is intact ({report.checked} events).")
+    click.echo(report.summary())
+    _show_segments(report)
+    if checkpoint is None:
+        where = anchor_file or current_app.config["AUDIT_ANCHOR_FILE"]
+        click.echo(
+            "No checkpoint to check the tail against"
+            + (f" (none in {where} yet)" if where else "")
+            + ": run `portal audit checkpoint`."
+        )
+    else:
+        click.echo(
+            f"All {checkpoint.count} events of the checkpoint of {checkpoint.when} are present."
+        )
+
+
+@audit_cli.command("checkpoint")
+@click.option(
+    "--file",
+    "anchor_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Append the checkpoint to this file (default PORTAL_AUDIT_ANCHOR_FILE).",
+)
+@click.option(
+    "--email/--no-email",
+    default=None,
+    help="Send it to PORTAL_ALERT_EMAIL (default: PORTAL_AUDIT_ANCHOR_EMAIL).",
+)
+@unit_of_work.command
+def audit_checkpoint(anchor_file, email):
+    """Verify the chain, then anchor its head outside the database (run it every few minutes)."""
+    from portal.services.audit import (
+        append_checkpoint,
+        mail_broken_chain,
+        mail_checkpoint,
+        make_checkpoint,
+        verify_chain,
+    )
+
+    config = current_app.config
+    path = anchor_file or config["AUDIT_ANCHOR_FILE"]
+    email = config["AUDIT_ANCHOR_EMAIL"] if email is None else email
+    if not path and not email:
+        raise click.ClickException(
+            "Nowhere to keep the checkpoint: set PORTAL_AUDIT_ANCHOR_FILE or "
+            "PORTAL_AUDIT_ANCHOR_EMAIL=1 (or pass --file / --email)."
+        )
+    report = verify_chain(checkpoint=_anchor(None, path))
+    if report.broken:
+        # Never bless a broken chain with a fresh checkpoint; tell the operators instead.
+        mail_broken_chain(report)
+        click.echo(report.summary() + " No checkpoint was written.", err=True)
+        sys.exit(1)
+    checkpoint = make_checkpoint()
+    if path:
+        append_checkpoint(checkpoint, path)
+        click.echo(f"Checkpoint of {checkpoint.count} events appended to {path}.")
+    if email:
+        mail_checkpoint(checkpoint)
+        click.echo(f"Checkpoint of {checkpoint.count} events queued to {config['ALERT_EMAIL']}.")
+
+
+@audit_cli.command("new-key")
+def audit_new_key():
+    """Print a fresh audit key for PORTAL_AUDIT_KEYS (put it first; keep the old ones after)."""
+    from portal.config import new_data_key
+
+    click.echo(new_data_key())
+
+
+@audit_cli.command("legacy-key")
+def audit_legacy_key():
+    """Print the key that signed events written before the chain had keys of its own (derived
+    from the signing key and its fallbacks): add it at the end of PORTAL_AUDIT_KEYS before the
+    signing key is rotated away."""
+    from portal.config import legacy_audit_key
+
+    config = current_app.config
+    for secret in [config["SECRET_KEY"], *config.get("SECRET_KEY_FALLBACKS", [])]:
+        click.echo(legacy_audit_key(secret))
 
 
 @keys_cli.command("rotate")

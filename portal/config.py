@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+import binascii
+import hashlib
+import hmac
 import os
 import secrets
 from datetime import timedelta
@@ -35,6 +38,24 @@ def new_data_key() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
 
 
+def legacy_audit_key(secret_key: str) -> str:
+    """The audit chain key that earlier versions derived from the signing key, as base64url.
+
+    Only the development and test default, and the key that verifies events written before the
+    chain had keys of its own: production must set PORTAL_AUDIT_KEYS.
+    """
+    raw = hmac.new(secret_key.encode(), b"portal audit chain v1", hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _is_key(text: str) -> bool:
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        return False
+    return len(raw) == 32
+
+
 def _split(value: str | None) -> list[str]:
     return [part.strip() for part in (value or "").split(",") if part.strip()]
 
@@ -52,7 +73,12 @@ def load(env: dict[str, str] | None = None, instance_path: str | Path = "instanc
 
     missing = [
         name
-        for name in ("PORTAL_SECRET_KEY", "PORTAL_BASE_URL", "PORTAL_DATA_KEYS")
+        for name in (
+            "PORTAL_SECRET_KEY",
+            "PORTAL_BASE_URL",
+            "PORTAL_DATA_KEYS",
+            "PORTAL_AUDIT_KEYS",
+        )
         if production and not env.get(name)
     ]
     if missing:
@@ -72,6 +98,15 @@ def load(env: dict[str, str] | None = None, instance_path: str | Path = "instanc
     data_keys = _split(env.get("PORTAL_DATA_KEYS")) or [
         _read_or_create(instance / "data_keys", new_data_key)
     ]
+
+    audit_keys = _split(env.get("PORTAL_AUDIT_KEYS")) or [legacy_audit_key(secret_key)]
+    for key in audit_keys:
+        # A short or malformed audit key would let anyone holding the database forge the chain.
+        if not _is_key(key):
+            raise ConfigError(
+                "PORTAL_AUDIT_KEYS must be a comma list of audit keys, each 32 random bytes in "
+                "base64url (make one with `portal audit new-key`)."
+            )
 
     base_url = (env.get("PORTAL_BASE_URL") or "http://127.0.0.1:5000").rstrip("/")
     parts = urlsplit(base_url)
@@ -124,6 +159,12 @@ def load(env: dict[str, str] | None = None, instance_path: str | Path = "instanc
         "SQLALCHEMY_DATABASE_URI": database_url,
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
         "DATA_KEYS": data_keys,
+        # The audit chain's own keys, newest first: the first signs, the others only verify.
+        "AUDIT_KEYS": audit_keys,
+        # Where `portal audit checkpoint` anchors the chain's head, outside the database: a
+        # file of append-only lines, and/or a message to ALERT_EMAIL (operator's choice).
+        "AUDIT_ANCHOR_FILE": env.get("PORTAL_AUDIT_ANCHOR_FILE") or None,
+        "AUDIT_ANCHOR_EMAIL": env.get("PORTAL_AUDIT_ANCHOR_EMAIL", "") in ("1", "true", "yes"),
         "SMTP_URL": smtp_url,
         "SMS_URL": env.get("PORTAL_SMS_URL") or None,
         "SMS_TOKEN": env.get("PORTAL_SMS_TOKEN") or "",

@@ -169,6 +169,23 @@ def test_the_audit_viewer_searches_and_verifies(admin, customer, app):
     assert hostile.status_code == 200 and b"No events match." in hostile.data
 
 
+def test_the_audit_viewer_shows_the_address_and_a_tail_missing_since_the_checkpoint(
+    admin, customer, app, tmp_path
+):
+    from tests.test_audit import _bypass_append_only
+
+    page = admin.get("/admin/audit")
+    assert "<td>127.0.0.1</td>" in page.get_data(as_text=True)  # the test client's address
+
+    app.config["AUDIT_ANCHOR_FILE"] = str(tmp_path / "anchor.jsonl")
+    assert app.test_cli_runner().invoke(args=["audit", "checkpoint"]).exit_code == 0
+    newest = db.session.scalars(select(AuditEvent.id).order_by(AuditEvent.id.desc())).first()
+    _bypass_append_only("DELETE FROM audit_event WHERE id = :id", {"id": newest})
+    admin.post("/admin/audit/verify", data={"csrf_token": csrf_from(page)})
+    text = admin.get("/admin/audit").get_data(as_text=True)
+    assert "The audit chain is broken: 1 event is missing since the checkpoint of" in text
+
+
 def _upload(admin, content: str):
     page = admin.get("/admin/incidents/acme-2026/import")
     return admin.post(

@@ -41,7 +41,9 @@ PUBLIC_ROUTES = {
 }
 
 
-@pytest.mark.parametrize("missing", ["PORTAL_SECRET_KEY", "PORTAL_BASE_URL", "PORTAL_DATA_KEYS"])
+@pytest.mark.parametrize(
+    "missing", ["PORTAL_SECRET_KEY", "PORTAL_BASE_URL", "PORTAL_DATA_KEYS", "PORTAL_AUDIT_KEYS"]
+)
 def test_production_refuses_to_start_without_a_required_variable(missing, database_url):
     env = base_env(database_url, PORTAL_ENV="production")
     del env[missing]
@@ -74,6 +76,7 @@ def test_the_command_line_names_the_missing_variable(tmp_path):
         ("PORTAL_SMTP_URL", "http://mail.example.test", "smtp://"),
         ("PORTAL_ENV", "staging", "PORTAL_ENV"),
         ("PORTAL_DATA_KEYS", "not-a-key", "data key"),
+        ("PORTAL_AUDIT_KEYS", "too-short-to-sign-anything", "audit keys"),
     ],
 )
 def test_bad_settings_are_refused_with_a_reason(database_url, name, value, message):

@@ -59,5 +59,10 @@ class AuditEvent(Base):
     request_id: Mapped[str] = mapped_column(String(64), default="")
     outcome: Mapped[str] = mapped_column(String(16), default="success")
     details: Mapped[str] = mapped_column(Text, default="{}")
+    # The client's address as the app sees it through ProxyFix ("" outside a request); chained.
+    client_addr: Mapped[str] = mapped_column(String(45), default="", server_default="")
+    # Which audit key signed this event ("legacy": the key once derived from the signing key;
+    # those events keep their original hash input, without key id or client address).
+    key_id: Mapped[str] = mapped_column(String(16), server_default="legacy")
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)

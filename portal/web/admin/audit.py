@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from flask import flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
+from flask_babel import ngettext
 
 from portal.services import audit
 from portal.web.access import staff
@@ -44,10 +45,9 @@ def audit_log():
 @bp.post("/audit/verify")
 @staff("admin")
 def audit_verify():
-    report = audit.verify_chain()
-    if report.broken_at is None:
-        flash(_("The audit chain is intact (%(count)d events).", count=report.checked), "info")
-    else:
+    # Against the newest checkpoint too: a deleted tail or a wiped table is a break.
+    report = audit.verify_anchored()
+    if report.broken_at is not None:
         flash(
             _(
                 "The audit chain is broken at event %(id)d: %(reason)s",
@@ -56,9 +56,28 @@ def audit_verify():
             ),
             "error",
         )
+    elif report.missing:
+        flash(
+            ngettext(
+                "The audit chain is broken: %(num)d event is missing since the checkpoint of "
+                "%(time)s.",
+                "The audit chain is broken: %(num)d events are missing since the checkpoint of "
+                "%(time)s.",
+                report.missing,
+                time=report.checkpoint.when,
+            ),
+            "error",
+        )
+    elif report.anchor_error:
+        flash(
+            _("The newest audit checkpoint was changed or forged: it cannot be trusted."),
+            "error",
+        )
+    else:
+        flash(_("The audit chain is intact (%(count)d events).", count=report.checked), "info")
     audit.record(
         "audit.verified",
         actor=current_actor(),
-        outcome="success" if report.broken_at is None else "failure",
+        outcome="failure" if report.broken else "success",
     )
     return redirect(url_for("admin.audit_log"))

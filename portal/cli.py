@@ -48,7 +48,7 @@ staff_cli = click.Group("staff", help="Staff accounts (agents and admins).")
 @click.option("--role", required=True, type=click.Choice(["agent", "admin"]))
 @unit_of_work.command
 def staff_invite(email, role):
-    """Print a one-time set-up link (24 hours) for a staff member. No default account exists."""
+    """Print a one-time set-up link (one hour) for a staff member. No default account exists."""
     from portal.services.staff import StaffError, invite
 
     try:
@@ -56,7 +56,7 @@ def staff_invite(email, role):
     except StaffError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo("Give this link to the staff member, in person or over a trusted channel.")
-    click.echo("It works once, within 24 hours:")
+    click.echo("It works once, within one hour (run this again for a new one):")
     click.echo(link)
 
 
@@ -403,7 +403,7 @@ def demo():
         login = f"{current_app.config['BASE_URL']}/staff/login"
         click.echo(f"Staff: the demo admin {DEMO_ADMIN} is set up; sign in at {login}")
     else:
-        click.echo(f"Staff: set up the demo admin {DEMO_ADMIN} (works once, within 24 hours):")
+        click.echo(f"Staff: set up the demo admin {DEMO_ADMIN} (works once, within one hour):")
         click.echo(link)
 
 

@@ -160,7 +160,9 @@ def load(env: dict[str, str] | None = None, instance_path: str | Path = "instanc
         "NOTICE_LINK_TTL": timedelta(days=int(env.get("PORTAL_NOTICE_LINK_DAYS", "90"))),
         # The link that lets someone who is not signed in read the answer to their request.
         "HELP_CASE_LINK_TTL": timedelta(days=14),
-        "STAFF_INVITE_TTL": timedelta(hours=24),
+        # An hour: a set-up link that leaks (a forwarded email, a screen share) is soon worthless,
+        # and a new invitation costs an admin one command.
+        "STAFF_INVITE_TTL": timedelta(hours=1),
         # An agent's one-time sign-in link for a caller whose identity they checked by phone.
         "ASSISTED_LINK_TTL": timedelta(hours=1),
         "OUTBOX_BATCH_SIZE": 100,

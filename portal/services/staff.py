@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import current_app
+from flask_babel import gettext as _
 from sqlalchemy import select, update
 
 from portal import clock
@@ -54,7 +55,7 @@ def by_email(address: str) -> StaffMember | None:
 
 
 def invite(address: str, role: str, *, actor: str) -> str:
-    """Create (or re-invite) a staff member; return the one-time set-up link (24 hours)."""
+    """Create (or re-invite) a staff member; return the one-time set-up link (one hour)."""
     try:
         address = email_address(address)
     except Invalid:
@@ -87,7 +88,12 @@ def invitation(token: str) -> StaffMember:
     try:
         public_id, nonce = tokens.load(tokens.Purpose.STAFF_INVITE, token)
     except tokens.ExpiredToken as exc:
-        raise StaffError("This invitation has expired. Ask an admin for a new one.") from exc
+        raise StaffError(
+            _(
+                "This invitation has expired: an invitation works for one hour. "
+                "Ask an admin for a new invitation."
+            )
+        ) from exc
     except tokens.InvalidToken as exc:
         raise StaffError("This invitation link is not valid.") from exc
     member = db.session.scalar(select(StaffMember).where(StaffMember.public_id == public_id))

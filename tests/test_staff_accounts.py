@@ -93,3 +93,37 @@ def test_customer_sign_out_deletes_the_host_cookie_as_securely_as_it_was_set(pro
 
     assert response.status_code == 302
     _deleted_like_it_was_set(_deletion(response, "__Host-portal"), "Lax")
+
+
+# --- b. an MFA reset sends the set-up link to the member only ---
+
+
+def test_an_mfa_reset_sends_the_set_up_link_to_the_member_and_never_shows_it_to_the_admin(
+    app, clock
+):
+    agent, admin = app.test_client(), app.test_client()
+    set_up(app, agent, AGENT, "agent", clock)
+    set_up(app, admin, ADMIN, "admin", clock)
+    target = member(AGENT)
+    reauth(admin, ADMIN, clock, "/admin/staff")
+    page = admin.get("/admin/staff")
+
+    response = admin.post(
+        f"/admin/staff/{target.public_id}/reset-mfa", data={"csrf_token": csrf_from(page)}
+    )
+
+    assert response.status_code == 302 and response.headers["Location"] == "/admin/staff"
+    shown = admin.get("/admin/staff").get_data(as_text=True)
+    assert "A set-up link was sent to the member" in shown
+    assert "/staff/setup/" not in response.get_data(as_text=True) + shown
+    assert not any("/staff/setup/" in m.text for m in messages_to(ADMIN))
+    (sent,) = [m for m in messages_to(AGENT) if "/staff/setup/" in m.text]
+    link = next(line for line in sent.text.splitlines() if line.startswith(BASE_URL))
+    assert agent.get("/staff/cases").headers["Location"] == "/staff/login"  # sessions ended
+    assert app.test_client().get(link.removeprefix(BASE_URL)).status_code == 200
+    event = db.session.scalars(
+        select(AuditEvent).where(AuditEvent.action == "staff.mfa_reset")
+    ).one()
+    assert (
+        event.subject_id == target.public_id and event.actor == f"staff:{member(ADMIN).public_id}"
+    )

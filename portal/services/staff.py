@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 
 from portal import clock
 from portal.extensions import db
-from portal.mail.compose import compose_alert
+from portal.mail.compose import compose_alert, compose_staff_setup
 from portal.models import RecoveryCode, StaffMember, StaffSession
 from portal.models.audit import Actor, staff_actor
 from portal.models.sealed import matches
@@ -466,21 +466,36 @@ def disable(member: StaffMember, *, actor: str) -> None:
     audit.record("staff.disabled", actor=actor, subject_type="staff", subject_id=member.public_id)
 
 
-def reset_mfa(member: StaffMember, *, actor: str) -> str:
-    """Drop the authenticator and recovery codes; the member must set up again (new link)."""
+def reset_mfa(member: StaffMember, *, actor: str) -> None:
+    """Drop the authenticator and recovery codes; the member must set up again, with a new link
+    sent to their own address only."""
     member.totp_sealed = None
     member.totp_enabled_at = None
     member.totp_last_step = None
     db.session.execute(RecoveryCode.__table__.delete().where(RecoveryCode.staff_id == member.id))
     end_sessions(member, actor=actor)
-    audit.record("staff.mfa_reset", actor=actor, subject_type="staff", subject_id=member.public_id)
-    _tell(
-        member,
-        "Your staff account's authenticator was reset by an admin. Use the new "
-        "set-up link you were given.",
-    )
     member.password_hash = None
-    return invite(member.email, member.role, actor=actor)
+    link = invite(member.email, member.role, actor=actor)
+    ttl = current_app.config["STAFF_INVITE_TTL"]
+    # The link goes only to the member's own address, never to the admin's screen: an admin who
+    # saw it could set up the account with their own authenticator and act as that member.
+    outbox.queue_message(
+        compose_staff_setup,
+        to=member.email,
+        locale="en",  # staff pages and alerts are in English
+        dedupe_key=f"staff-setup:{member.public_id}:{secrets.token_hex(8)}",
+        # Not worth delivering once the link inside has expired.
+        expires_at=clock.now() + ttl,
+        link=link,
+        minutes=int(ttl.total_seconds() // 60),
+    )
+    audit.record(
+        "staff.mfa_reset",
+        actor=actor,
+        subject_type="staff",
+        subject_id=member.public_id,
+        details={"setup_link": "sent to the member"},
+    )
 
 
 def _tell(member: StaffMember, what: str) -> None:

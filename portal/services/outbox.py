@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,6 +56,10 @@ def enqueue_email(
     email = EmailMessage()
     email["From"] = config["MAIL_FROM"]
     email["To"] = recipient  # the header policy refuses CR/LF: no header injection
+    # Defence in depth: the forms refuse line breaks in titles, but a subject is built from
+    # stored text (and translations) that may predate that rule; a CR/LF would make the header
+    # policy refuse the whole message, so it becomes a space instead.
+    subject = _one_line(subject)
     email["Subject"] = subject
     email["Message-ID"] = message_id
     email["Date"] = format_datetime(clock.now())
@@ -77,6 +82,14 @@ def enqueue_email(
     row.body = email.as_bytes(policy=SMTP)
     db.session.add(row)
     return row
+
+
+_LINE_BREAKS = re.compile(r"[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]+")
+
+
+def _one_line(text: str) -> str:
+    """text with each run of line breaks turned into one space (a header is one line)."""
+    return _LINE_BREAKS.sub(" ", text).strip()
 
 
 def enqueue_sms(

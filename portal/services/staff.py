@@ -190,7 +190,7 @@ def _new_recovery_codes(member: StaffMember) -> list[str]:
     """Ten fresh codes; every earlier code stops working."""
     db.session.execute(RecoveryCode.__table__.delete().where(RecoveryCode.staff_id == member.id))
     codes = []
-    for _ in range(RECOVERY_CODES):
+    for _n in range(RECOVERY_CODES):
         raw = "".join(secrets.choice(_RECOVERY_ALPHABET) for _ in range(24))
         codes.append("-".join(raw[i : i + 4] for i in range(0, 24, 4)))
         db.session.add(RecoveryCode(staff_id=member.id, code_digest=_digest(raw)))

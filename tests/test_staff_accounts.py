@@ -127,3 +127,63 @@ def test_an_mfa_reset_sends_the_set_up_link_to_the_member_and_never_shows_it_to_
     assert (
         event.subject_id == target.public_id and event.actor == f"staff:{member(ADMIN).public_id}"
     )
+
+
+# --- e. a real address and an unknown one cost the same work ---
+
+
+def _shape(statement: str) -> str:
+    """A statement reduced to what it does and where: its verb and the table it reads or
+    writes (parameters and column lists differ between an ORM flush and a Core update)."""
+    words = statement.split()
+    verb = words[0].upper()
+    if verb == "SELECT" and "FROM" in (w.upper() for w in words):
+        table = words[[w.upper() for w in words].index("FROM") + 1]
+    elif verb in ("UPDATE", "INSERT", "DELETE"):
+        table = words[2] if verb in ("INSERT", "DELETE") else words[1]
+    else:
+        table = words[1] if len(words) > 1 else ""  # pg_advisory_xact_lock(...), SAVEPOINT ...
+    return f"{verb} {table.strip('(').split('.')[0]}"
+
+
+def _statements_of_a_failed_sign_in(app, email: str) -> list[str]:
+    client = app.test_client()
+    token = csrf_from(client.get("/staff/login"))
+    seen: list[str] = []
+
+    def note(_conn, _cursor, statement, *_args):
+        seen.append(_shape(statement))
+
+    event.listen(db.engine, "before_cursor_execute", note)
+    try:
+        answer = client.post(
+            "/staff/login",
+            data={"csrf_token": token, "email": email, "password": "not the password at all"},
+        )
+    finally:
+        event.remove(db.engine, "before_cursor_execute", note)
+    assert answer.status_code == 422
+    return seen
+
+
+def test_a_wrong_password_for_a_real_address_does_the_same_database_work_as_an_unknown_one(
+    app, clock
+):
+    set_up(app, app.test_client(), AGENT, "agent", clock)
+
+    real = _statements_of_a_failed_sign_in(app, AGENT)
+    unknown = _statements_of_a_failed_sign_in(app, "nobody@example.com")
+
+    # The same reads and writes (a staff_member update, an audit event), hence the same commit:
+    # timing no longer tells a staff address from any other.
+    assert sorted(real) == sorted(unknown), (real, unknown)
+    assert any(s.startswith("UPDATE staff_member") for s in unknown)
+    assert any(s.startswith("INSERT audit_event") for s in unknown)
+    # The unknown address is recorded only as a keyed digest, never in clear.
+    db.session.expire_all()
+    failed = db.session.scalars(
+        select(AuditEvent).where(AuditEvent.action == "staff.sign_in_failed")
+    ).all()
+    assert len(failed) == 2
+    assert not any("nobody" in (e.subject_id + e.details) for e in failed)
+    assert member(AGENT).failed_logins == 1  # only the real account's count moved

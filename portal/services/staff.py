@@ -17,10 +17,10 @@ from portal.extensions import db
 from portal.mail.compose import compose_alert, compose_staff_setup
 from portal.models import RecoveryCode, StaffMember, StaffSession
 from portal.models.audit import Actor, staff_actor
-from portal.models.sealed import matches
+from portal.models.sealed import index_of, matches
 from portal.services import audit, outbox, passwords, tokens, totp
 from portal.unit_of_work import write_is_the_point
-from portal.validation import Invalid, email_address, is_email
+from portal.validation import Invalid, email_address
 
 PENDING_TTL = timedelta(minutes=10)  # password done, code not yet: this long at most
 IDLE_TTL = timedelta(minutes=15)
@@ -259,12 +259,16 @@ def _fail(member: StaffMember, factor: str) -> None:
 
 def sign_in(address: str, password: str, *, user_agent: str = "") -> str:
     """Check email and password; return a half-signed-in session token (the code comes next)."""
-    member = by_email(address) if is_email(address.strip()) else None
-    if member is None or not member.password_hash or member.disabled_at is not None:
+    # Looked up whatever was typed: an address that is not one costs the same query.
+    member = by_email(address)
+    if (
+        member is None
+        or not member.password_hash
+        or member.disabled_at is not None
+        or _locked(member)
+    ):
         _spend_like_verify(password)
-        raise SignInFailed()
-    if _locked(member):
-        _spend_like_verify(password)
+        _fail_unchecked(address, member)
         raise SignInFailed()
     try:
         passwords.hasher().verify(member.password_hash, passwords.normalise(password))
@@ -277,6 +281,38 @@ def sign_in(address: str, password: str, *, user_agent: str = "") -> str:
     if not member.ready:
         raise SignInFailed()  # set-up unfinished: only the invitation continues it
     return _open(member, mfa=False, user_agent=user_agent)
+
+
+def _fail_unchecked(address: str, member: StaffMember | None) -> None:
+    """A refusal without a password check (an unknown address, a disabled or locked account)
+    does the work a wrong password does: one UPDATE of staff_member and one audit event, then a
+    commit. Otherwise the answer for a real address took longer (a row and an event written), and
+    timing told which addresses are staff.
+
+    The UPDATE changes nothing (the count stays; a lock is not lengthened by attempts made while
+    it holds), and the event names an unknown address only by a keyed digest, never in clear:
+    a burst of such failures is still visible in the audit trail.
+    """
+    db.session.execute(
+        update(StaffMember)
+        .where(matches(StaffMember.email_index, address))
+        .values(failed_logins=StaffMember.failed_logins)
+    )
+    if member is None:
+        subject_type = "staff_address"
+        subject_id = index_of(StaffMember.email_index, address).hex()
+    else:
+        subject_type, subject_id = "staff", member.public_id
+    audit.record(
+        "staff.sign_in_failed",
+        actor=Actor.STAFF,
+        subject_type=subject_type,
+        subject_id=subject_id,
+        outcome="failure",
+        details={"factor": "password", "checked": False},
+    )
+    # Kept although an error follows: the edge commits a request it answered.
+    db.session.flush()
 
 
 def _spend_like_verify(password: str) -> None:

@@ -41,6 +41,20 @@ audit_cli = click.Group("audit", help="The audit trail.")
 keys_cli = click.Group("keys", help="Data encryption keys.")
 protection_cli = click.Group("protection", help="The identity-protection offer and its codes.")
 staff_cli = click.Group("staff", help="Staff accounts (agents and admins).")
+retention_cli = click.Group("retention", help="Delete what is past its retention period.")
+
+
+@retention_cli.command("run")
+@unit_of_work.command
+def retention_run():
+    """Delete finished messages, used or expired codes and ended sessions past their periods
+    (the *_RETENTION_TTL settings); safe to run at any time, e.g. daily from cron."""
+    from portal.services import retention
+
+    periods = retention.periods()
+    counts = retention.run(actor=_actor(), keep_batches=True)
+    for kind, count in counts.items():
+        click.echo(f"{kind:10} deleted {count} (kept {periods[kind].days} days)")
 
 
 @staff_cli.command("invite")
@@ -416,6 +430,7 @@ COMMANDS = [
     keys_cli,
     protection_cli,
     staff_cli,
+    retention_cli,
     jobs_cli,
     demo,
 ]

@@ -34,6 +34,20 @@ def new_data_key() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
 
 
+# How long finished things are kept before `portal retention run` deletes them (README
+# "Retention"): PORTAL_<NAME>_DAYS overrides each.
+RETENTION_DAYS = {
+    # A sent, failed or expired message (its body is emptied as it leaves the queue; the row
+    # still names the recipient). A month answers "did my notice go out?".
+    "SENT_MESSAGE_RETENTION": 30,
+    # A used or expired one-time code challenge (only a digest of its code). Never less than
+    # the verification lock window, which counts failures from recent challenges.
+    "CHALLENGE_RETENTION": 30,
+    # A signed-out, revoked or idle-expired customer or staff session (user agent and times).
+    "ENDED_SESSION_RETENTION": 30,
+}
+
+
 def _split(value: str | None) -> list[str]:
     return [part.strip() for part in (value or "").split(",") if part.strip()]
 
@@ -94,6 +108,13 @@ def load(env: dict[str, str] | None = None, instance_path: str | Path = "instanc
         )
     if env.get("PORTAL_PWNED_UNREACHABLE_POLICY", "accept") not in ("accept", "reject"):
         raise ConfigError("PORTAL_PWNED_UNREACHABLE_POLICY must be accept or reject.")
+
+    retention = {}
+    for name, default in RETENTION_DAYS.items():
+        value = env.get(f"PORTAL_{name}_DAYS", str(default))
+        if not value.isdigit() or int(value) < 1:
+            raise ConfigError(f"PORTAL_{name}_DAYS must be a whole number of days, at least 1.")
+        retention[f"{name}_TTL"] = timedelta(days=int(value))
 
     smtp_url = env.get("PORTAL_SMTP_URL") or None
     if smtp_url and urlsplit(smtp_url).scheme not in ("smtp", "smtps", "smtp+starttls"):
@@ -165,6 +186,7 @@ def load(env: dict[str, str] | None = None, instance_path: str | Path = "instanc
         "STAFF_INVITE_TTL": timedelta(hours=1),
         # An agent's one-time sign-in link for a caller whose identity they checked by phone.
         "ASSISTED_LINK_TTL": timedelta(hours=1),
+        **retention,
         "OUTBOX_BATCH_SIZE": 100,
         "OUTBOX_MAX_ATTEMPTS": 10,
         "OUTBOX_RETRY_BASE_TTL": timedelta(seconds=30),

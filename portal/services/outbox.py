@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -224,6 +225,19 @@ def _deliver(row: OutboxMessage, transports: Transports) -> None:
         transports.webhook.send(recipient, row.body, event=row.subject)
 
 
+def purge_body(row: OutboxMessage, now: datetime) -> None:
+    """Empty the body of a message that has left the queue, keeping a SHA-256 of it.
+
+    A code or link message sitting in the outbox after delivery is a second copy of the secret
+    (in backups and dumps too); delivery is done, so nothing reads the body again.
+    """
+    if row.body_purged_at is not None:
+        return
+    row.body_digest = hashlib.sha256(row.body).digest()
+    row.body = b""
+    row.body_purged_at = now
+
+
 def _claim(now: datetime, limit: int, kinds: list[str]) -> list[OutboxMessage]:
     # FOR UPDATE SKIP LOCKED: each worker takes rows no other worker holds, and the locks end
     # with the transaction, so a killed worker's rows become available again at once.
@@ -264,6 +278,7 @@ def deliver_batch(
         if row.expires_at is not None and row.expires_at <= now:
             row.status = "expired"
             row.last_error = "expired before delivery"
+            purge_body(row, now)
             result.expired += 1
             continue
         error = unreachable.get(row.kind)
@@ -280,12 +295,14 @@ def deliver_batch(
             row.status = "sent"
             row.sent_at = now
             row.last_error = ""
+            purge_body(row, now)
             if row.notice_id is not None:
                 sent_notices.append(row.notice_id)
             result.sent += 1
         elif error.permanent or row.attempts >= max_attempts:
             row.status = "failed"
             row.last_error = str(error)
+            purge_body(row, now)
             result.failed += 1
             audit.record(
                 "outbox.failed",

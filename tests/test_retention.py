@@ -165,3 +165,17 @@ def test_retention_is_a_background_job_registered_by_name(app, clock, customer):
     assert done.public_id == job.public_id and done.status == "done"
     assert background.report(done)["challenges"] == 1
     assert db.session.scalars(select(Challenge)).all() == []
+
+
+def test_in_development_the_mailbox_copy_stays_readable_after_delivery(app):
+    from portal.mail.sms import DevMailbox
+
+    _queue_code("code:dev")
+    db.session.commit()
+
+    assert outbox.deliver_batch(Transports(email=DevMailbox())).sent == 1
+    db.session.commit()
+
+    # /dev/mail reads the outbox row: it is the only copy there is.
+    row = _row("code:dev")
+    assert row.status == "sent" and CODE in open_message(row).text

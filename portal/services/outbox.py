@@ -214,6 +214,11 @@ class Transports:
                 transport.close()
 
 
+def _kept_here(row: OutboxMessage, transports: Transports) -> bool:
+    """Is the outbox row itself where this message is read (development's /dev/mail)?"""
+    return getattr(getattr(transports, row.kind, None), "keeps_body", False)
+
+
 def _deliver(row: OutboxMessage, transports: Transports) -> None:
     """Hand one message to its transport; raise DeliveryError on failure."""
     recipient = row.recipient
@@ -295,7 +300,8 @@ def deliver_batch(
             row.status = "sent"
             row.sent_at = now
             row.last_error = ""
-            purge_body(row, now)
+            if not _kept_here(row, transports):
+                purge_body(row, now)
             if row.notice_id is not None:
                 sent_notices.append(row.notice_id)
             result.sent += 1

@@ -34,6 +34,10 @@ def new_data_key() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
 
 
+def _split(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
 # How long finished things are kept before `portal retention run` deletes them (README
 # "Retention"): PORTAL_<NAME>_DAYS overrides each.
 RETENTION_DAYS = {
@@ -46,10 +50,6 @@ RETENTION_DAYS = {
     # A signed-out, revoked or idle-expired customer or staff session (user agent and times).
     "ENDED_SESSION_RETENTION": 30,
 }
-
-
-def _split(value: str | None) -> list[str]:
-    return [part.strip() for part in (value or "").split(",") if part.strip()]
 
 
 def load(env: dict[str, str] | None = None, instance_path: str | Path = "instance") -> dict:

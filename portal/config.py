@@ -52,6 +52,17 @@ RETENTION_DAYS = {
 }
 
 
+def _retention(env: dict[str, str]) -> dict[str, timedelta]:
+    """The `*_RETENTION_TTL` settings, each a whole number of days (at least one)."""
+    periods = {}
+    for name, default in RETENTION_DAYS.items():
+        value = env.get(f"PORTAL_{name}_DAYS", str(default))
+        if not value.isdigit() or int(value) < 1:
+            raise ConfigError(f"PORTAL_{name}_DAYS must be a whole number of days, at least 1.")
+        periods[f"{name}_TTL"] = timedelta(days=int(value))
+    return periods
+
+
 def load(env: dict[str, str] | None = None, instance_path: str | Path = "instance") -> dict:
     """Build the Flask config mapping from the environment; raise ConfigError when unusable."""
     env = dict(os.environ if env is None else env)
@@ -108,13 +119,6 @@ def load(env: dict[str, str] | None = None, instance_path: str | Path = "instanc
         )
     if env.get("PORTAL_PWNED_UNREACHABLE_POLICY", "accept") not in ("accept", "reject"):
         raise ConfigError("PORTAL_PWNED_UNREACHABLE_POLICY must be accept or reject.")
-
-    retention = {}
-    for name, default in RETENTION_DAYS.items():
-        value = env.get(f"PORTAL_{name}_DAYS", str(default))
-        if not value.isdigit() or int(value) < 1:
-            raise ConfigError(f"PORTAL_{name}_DAYS must be a whole number of days, at least 1.")
-        retention[f"{name}_TTL"] = timedelta(days=int(value))
 
     smtp_url = env.get("PORTAL_SMTP_URL") or None
     if smtp_url and urlsplit(smtp_url).scheme not in ("smtp", "smtps", "smtp+starttls"):
@@ -186,7 +190,7 @@ def load(env: dict[str, str] | None = None, instance_path: str | Path = "instanc
         "STAFF_INVITE_TTL": timedelta(hours=1),
         # An agent's one-time sign-in link for a caller whose identity they checked by phone.
         "ASSISTED_LINK_TTL": timedelta(hours=1),
-        **retention,
+        **_retention(env),
         "OUTBOX_BATCH_SIZE": 100,
         "OUTBOX_MAX_ATTEMPTS": 10,
         "OUTBOX_RETRY_BASE_TTL": timedelta(seconds=30),

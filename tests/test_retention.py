@@ -179,3 +179,14 @@ def test_in_development_the_mailbox_copy_stays_readable_after_delivery(app):
     # /dev/mail reads the outbox row: it is the only copy there is.
     row = _row("code:dev")
     assert row.status == "sent" and CODE in open_message(row).text
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "a month", "1.5"])
+def test_a_retention_period_that_is_not_a_number_of_days_stops_the_start(value, database_url):
+    from portal.config import ConfigError, load
+    from tests.conftest import base_env
+
+    env = base_env(database_url, PORTAL_SENT_MESSAGE_RETENTION_DAYS=value)
+    with pytest.raises(ConfigError, match="PORTAL_SENT_MESSAGE_RETENTION_DAYS must be a whole"):
+        load(env)
+    assert load(base_env(database_url))["SENT_MESSAGE_RETENTION_TTL"] == timedelta(days=30)

@@ -43,6 +43,7 @@ bench: install
 	$(BIN)/python bench/outbox_bench.py
 	$(BIN)/python bench/password_bench.py
 	$(BIN)/python bench/new_link_bench.py
+	$(BIN)/python bench/staff_sign_in_bench.py
 
 lint: install
 	$(BIN)/ruff check .

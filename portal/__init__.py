@@ -144,7 +144,7 @@ def register_blueprints(app: Flask) -> None:
 
 def register_jobs(app: Flask) -> None:
     """Import the modules that own background work: each registers its jobs by name."""
-    from portal.services import imports, notices, updates, verification  # noqa: F401
+    from portal.services import imports, notices, retention, updates, verification  # noqa: F401
 
 
 def register_errorhandlers(app: Flask) -> None:

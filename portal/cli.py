@@ -41,6 +41,20 @@ audit_cli = click.Group("audit", help="The audit trail.")
 keys_cli = click.Group("keys", help="Data encryption keys.")
 protection_cli = click.Group("protection", help="The identity-protection offer and its codes.")
 staff_cli = click.Group("staff", help="Staff accounts (agents and admins).")
+retention_cli = click.Group("retention", help="Delete what is past its retention period.")
+
+
+@retention_cli.command("run")
+@unit_of_work.command
+def retention_run():
+    """Delete finished messages, used or expired codes and ended sessions past their periods
+    (the *_RETENTION_TTL settings); safe to run at any time, e.g. daily from cron."""
+    from portal.services import retention
+
+    periods = retention.periods()
+    counts = retention.run(actor=_actor(), keep_batches=True)
+    for kind, count in counts.items():
+        click.echo(f"{kind:10} deleted {count} (kept {periods[kind].days} days)")
 
 
 @staff_cli.command("invite")
@@ -48,7 +62,7 @@ staff_cli = click.Group("staff", help="Staff accounts (agents and admins).")
 @click.option("--role", required=True, type=click.Choice(["agent", "admin"]))
 @unit_of_work.command
 def staff_invite(email, role):
-    """Print a one-time set-up link (24 hours) for a staff member. No default account exists."""
+    """Print a one-time set-up link (one hour) for a staff member. No default account exists."""
     from portal.services.staff import StaffError, invite
 
     try:
@@ -56,7 +70,7 @@ def staff_invite(email, role):
     except StaffError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo("Give this link to the staff member, in person or over a trusted channel.")
-    click.echo("It works once, within 24 hours:")
+    click.echo("It works once, within one hour (run this again for a new one):")
     click.echo(link)
 
 
@@ -514,7 +528,7 @@ def demo():
         login = f"{current_app.config['BASE_URL']}/staff/login"
         click.echo(f"Staff: the demo admin {DEMO_ADMIN} is set up; sign in at {login}")
     else:
-        click.echo(f"Staff: set up the demo admin {DEMO_ADMIN} (works once, within 24 hours):")
+        click.echo(f"Staff: set up the demo admin {DEMO_ADMIN} (works once, within one hour):")
         click.echo(link)
 
 
@@ -527,6 +541,7 @@ COMMANDS = [
     keys_cli,
     protection_cli,
     staff_cli,
+    retention_cli,
     jobs_cli,
     demo,
 ]

@@ -60,6 +60,31 @@ def _split(value: str | None) -> list[str]:
     return [part.strip() for part in (value or "").split(",") if part.strip()]
 
 
+# How long finished things are kept before `portal retention run` deletes them (README
+# "Retention"): PORTAL_<NAME>_DAYS overrides each.
+RETENTION_DAYS = {
+    # A sent, failed or expired message (its body is emptied as it leaves the queue; the row
+    # still names the recipient). A month answers "did my notice go out?".
+    "SENT_MESSAGE_RETENTION": 30,
+    # A used or expired one-time code challenge (only a digest of its code). Never less than
+    # the verification lock window, which counts failures from recent challenges.
+    "CHALLENGE_RETENTION": 30,
+    # A signed-out, revoked or idle-expired customer or staff session (user agent and times).
+    "ENDED_SESSION_RETENTION": 30,
+}
+
+
+def _retention(env: dict[str, str]) -> dict[str, timedelta]:
+    """The `*_RETENTION_TTL` settings, each a whole number of days (at least one)."""
+    periods = {}
+    for name, default in RETENTION_DAYS.items():
+        value = env.get(f"PORTAL_{name}_DAYS", str(default))
+        if not value.isdigit() or int(value) < 1:
+            raise ConfigError(f"PORTAL_{name}_DAYS must be a whole number of days, at least 1.")
+        periods[f"{name}_TTL"] = timedelta(days=int(value))
+    return periods
+
+
 def load(env: dict[str, str] | None = None, instance_path: str | Path = "instance") -> dict:
     """Build the Flask config mapping from the environment; raise ConfigError when unusable."""
     env = dict(os.environ if env is None else env)
@@ -208,9 +233,12 @@ def load(env: dict[str, str] | None = None, instance_path: str | Path = "instanc
         "NOTICE_LINK_TTL": timedelta(days=int(env.get("PORTAL_NOTICE_LINK_DAYS", "90"))),
         # The link that lets someone who is not signed in read the answer to their request.
         "HELP_CASE_LINK_TTL": timedelta(days=14),
-        "STAFF_INVITE_TTL": timedelta(hours=24),
+        # An hour: a set-up link that leaks (a forwarded email, a screen share) is soon worthless,
+        # and a new invitation costs an admin one command.
+        "STAFF_INVITE_TTL": timedelta(hours=1),
         # An agent's one-time sign-in link for a caller whose identity they checked by phone.
         "ASSISTED_LINK_TTL": timedelta(hours=1),
+        **_retention(env),
         "OUTBOX_BATCH_SIZE": 100,
         "OUTBOX_MAX_ATTEMPTS": 10,
         "OUTBOX_RETRY_BASE_TTL": timedelta(seconds=30),

@@ -21,6 +21,18 @@ class Invalid(ValueError):
     """Not a value the portal accepts; the message says what is expected, in words for a person."""
 
 
+# Line breaks and other control characters (the C0 and C1 sets, and Unicode's own line and
+# paragraph separators). A one-line value may end up in an email header (an incident's title is
+# in its updates' subject), where a line break would end the header or add one.
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+SINGLE_LINE_EXPECTED = _l("Write this on one line, without line breaks or control characters.")
+
+
+def is_single_line(text: str) -> bool:
+    """No line break or other control character anywhere in text."""
+    return _CONTROL_CHARACTERS.search(text) is None
+
+
 # The local part as mail systems deliver it in practice: dot-separated runs of the characters
 # RFC 5322 allows unquoted. Quoted local parts and non-ASCII ones (SMTPUTF8) are refused: the
 # outbox speaks plain SMTP, and an address it cannot send to is no use to anyone.

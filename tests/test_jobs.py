@@ -180,7 +180,14 @@ def test_the_queue_knows_its_handlers_by_name_and_nothing_imports_in_a_circle(da
     assert lines[0] == str(["portal.services.audit", "portal.services.background"])
     assert lines[1] == "[]"
     assert lines[2] == str(
-        ["import_customers", "new_link", "notify_update", "send_notices", "validate_import"]
+        [
+            "import_customers",
+            "new_link",
+            "notify_update",
+            "retention",
+            "send_notices",
+            "validate_import",
+        ]
     )
     # The outbox knows neither the queue nor the work: verification uses both, nothing uses it.
     (outbox_alone,) = printed(f"import sys, portal.services.outbox\nprint({services})")

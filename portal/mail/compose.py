@@ -136,6 +136,28 @@ def compose_alert(*, subject: str, text: str) -> Composed:
     )
 
 
+def compose_staff_setup(*, link: str, minutes: int) -> Composed:
+    """A staff member's new set-up link after an MFA reset: sent to them only, never shown to the
+    admin who reset it (one admin alone must not be able to become another)."""
+    organisation = current_app.config["ORGANISATION_NAME"]
+    intro = _(
+        "An admin reset the authenticator of your %(organisation)s staff account, and every "
+        "session of yours has ended. Set up your password and authenticator again with this "
+        "link; it works once, within %(minutes)d minutes:",
+        organisation=organisation,
+        minutes=minutes,
+    )
+    warning = _(
+        "If you did not expect this, do not open the link: tell your security team at once."
+    )
+    return Composed(
+        subject=_("Set up your %(organisation)s staff account again", organisation=organisation),
+        text=f"{intro}\n\n{link}\n\n{warning}\n",
+        html=f'<p>{escape(intro)}</p><p><a href="{escape(link)}">{escape(link)}</a></p>'
+        f"<p>{escape(warning)}</p>",
+    )
+
+
 def compose_case_reply() -> Composed:
     """'You have a new reply': no content, so nothing of the case sits in a mailbox."""
     context = {

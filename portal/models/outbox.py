@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, func
+from sqlalchemy import CheckConstraint, ForeignKey, Index, LargeBinary, String, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from portal.models.base import Base, UTCDateTime
@@ -47,6 +47,11 @@ class OutboxMessage(Base):
     )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.now())
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Once a message leaves the queue (sent, failed for good, or expired) its body is emptied: it
+    # held a code, a link or personal data, and nothing needs it again. What remains is this
+    # digest of the exact bytes, to match a message someone forwards to us to its row.
+    body_digest: Mapped[bytes | None] = mapped_column(LargeBinary(32))
+    body_purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     recipient = SealedField("recipient_sealed")
     # An email's bytes as sent, an SMS's text, a webhook's JSON: read as bytes.

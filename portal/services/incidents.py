@@ -12,7 +12,7 @@ from portal.extensions import db
 from portal.i18n import with_translation
 from portal.models import Incident, Notice
 from portal.services import audit
-from portal.validation import Invalid, email_address
+from portal.validation import SINGLE_LINE_EXPECTED, Invalid, email_address, is_single_line
 
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 
@@ -35,6 +35,20 @@ def _checked_contact(fields: dict) -> dict:
     return fields
 
 
+# Shown on one line, and the title is in the subject of every update email: a line break there
+# would end the Subject header (the email cannot be built) or forge another header.
+SINGLE_LINE = ("title", "contact_phone", "contact_hours", "contact_email")
+
+
+def _refuse_line_breaks(fields: dict, translations: dict[str, dict[str, str]] | None) -> None:
+    texts = [fields, *(translations or {}).values()]
+    for values in texts:
+        for name in SINGLE_LINE:
+            value = values.get(name)
+            if isinstance(value, str) and not is_single_line(value):
+                raise IncidentError(str(SINGLE_LINE_EXPECTED))
+
+
 def get_by_slug(slug: str) -> Incident:
     incident = db.session.scalar(select(Incident).where(Incident.slug == slug))
     if incident is None:
@@ -48,6 +62,7 @@ def create_incident(
     """Create an incident; slugs are lowercase words joined by dashes and must be unique."""
     if not _SLUG.match(slug):
         raise IncidentError(_("A slug is lowercase letters, digits and dashes, like acme-2026."))
+    _refuse_line_breaks({**fields, "title": title}, None)
     title = title.strip()
     if not title or len(title) > 200:
         raise IncidentError(_("A title is required (at most 200 characters)."))
@@ -96,6 +111,7 @@ def update_incident(
         raise IncidentError(
             _("These cannot be changed here: %(names)s", names=", ".join(sorted(unknown)))
         )
+    _refuse_line_breaks(fields, translations)
     title = (fields.get("title") or incident.title).strip()
     if not title or len(title) > 200:
         raise IncidentError(_("A title is required (at most 200 characters)."))

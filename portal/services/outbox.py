@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,6 +57,10 @@ def enqueue_email(
     email = EmailMessage()
     email["From"] = config["MAIL_FROM"]
     email["To"] = recipient  # the header policy refuses CR/LF: no header injection
+    # Defence in depth: the forms refuse line breaks in titles, but a subject is built from
+    # stored text (and translations) that may predate that rule; a CR/LF would make the header
+    # policy refuse the whole message, so it becomes a space instead.
+    subject = _one_line(subject)
     email["Subject"] = subject
     email["Message-ID"] = message_id
     email["Date"] = format_datetime(clock.now())
@@ -77,6 +83,14 @@ def enqueue_email(
     row.body = email.as_bytes(policy=SMTP)
     db.session.add(row)
     return row
+
+
+_LINE_BREAKS = re.compile(r"[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]+")
+
+
+def _one_line(text: str) -> str:
+    """text with each run of line breaks turned into one space (a header is one line)."""
+    return _LINE_BREAKS.sub(" ", text).strip()
 
 
 def enqueue_sms(
@@ -200,6 +214,11 @@ class Transports:
                 transport.close()
 
 
+def _kept_here(row: OutboxMessage, transports: Transports) -> bool:
+    """Is the outbox row itself where this message is read (development's /dev/mail)?"""
+    return getattr(getattr(transports, row.kind, None), "keeps_body", False)
+
+
 def _deliver(row: OutboxMessage, transports: Transports) -> None:
     """Hand one message to its transport; raise DeliveryError on failure."""
     recipient = row.recipient
@@ -209,6 +228,19 @@ def _deliver(row: OutboxMessage, transports: Transports) -> None:
         transports.sms.send(recipient, row.body.decode())
     elif row.kind == "webhook":
         transports.webhook.send(recipient, row.body, event=row.subject)
+
+
+def purge_body(row: OutboxMessage, now: datetime) -> None:
+    """Empty the body of a message that has left the queue, keeping a SHA-256 of it.
+
+    A code or link message sitting in the outbox after delivery is a second copy of the secret
+    (in backups and dumps too); delivery is done, so nothing reads the body again.
+    """
+    if row.body_purged_at is not None:
+        return
+    row.body_digest = hashlib.sha256(row.body).digest()
+    row.body = b""
+    row.body_purged_at = now
 
 
 def _claim(now: datetime, limit: int, kinds: list[str]) -> list[OutboxMessage]:
@@ -251,6 +283,7 @@ def deliver_batch(
         if row.expires_at is not None and row.expires_at <= now:
             row.status = "expired"
             row.last_error = "expired before delivery"
+            purge_body(row, now)
             result.expired += 1
             continue
         error = unreachable.get(row.kind)
@@ -267,12 +300,15 @@ def deliver_batch(
             row.status = "sent"
             row.sent_at = now
             row.last_error = ""
+            if not _kept_here(row, transports):
+                purge_body(row, now)
             if row.notice_id is not None:
                 sent_notices.append(row.notice_id)
             result.sent += 1
         elif error.permanent or row.attempts >= max_attempts:
             row.status = "failed"
             row.last_error = str(error)
+            purge_body(row, now)
             result.failed += 1
             audit.record(
                 "outbox.failed",

@@ -9,17 +9,18 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import current_app
+from flask_babel import gettext as _
 from sqlalchemy import select, update
 
 from portal import clock
 from portal.extensions import db
-from portal.mail.compose import compose_alert
+from portal.mail.compose import compose_alert, compose_staff_setup
 from portal.models import RecoveryCode, StaffMember, StaffSession
 from portal.models.audit import Actor, staff_actor
-from portal.models.sealed import matches
+from portal.models.sealed import index_of, matches
 from portal.services import audit, outbox, passwords, tokens, totp
 from portal.unit_of_work import write_is_the_point
-from portal.validation import Invalid, email_address, is_email
+from portal.validation import Invalid, email_address
 
 PENDING_TTL = timedelta(minutes=10)  # password done, code not yet: this long at most
 IDLE_TTL = timedelta(minutes=15)
@@ -54,7 +55,7 @@ def by_email(address: str) -> StaffMember | None:
 
 
 def invite(address: str, role: str, *, actor: str) -> str:
-    """Create (or re-invite) a staff member; return the one-time set-up link (24 hours)."""
+    """Create (or re-invite) a staff member; return the one-time set-up link (one hour)."""
     try:
         address = email_address(address)
     except Invalid:
@@ -87,7 +88,12 @@ def invitation(token: str) -> StaffMember:
     try:
         public_id, nonce = tokens.load(tokens.Purpose.STAFF_INVITE, token)
     except tokens.ExpiredToken as exc:
-        raise StaffError("This invitation has expired. Ask an admin for a new one.") from exc
+        raise StaffError(
+            _(
+                "This invitation has expired: an invitation works for one hour. "
+                "Ask an admin for a new invitation."
+            )
+        ) from exc
     except tokens.InvalidToken as exc:
         raise StaffError("This invitation link is not valid.") from exc
     member = db.session.scalar(select(StaffMember).where(StaffMember.public_id == public_id))
@@ -184,7 +190,7 @@ def _new_recovery_codes(member: StaffMember) -> list[str]:
     """Ten fresh codes; every earlier code stops working."""
     db.session.execute(RecoveryCode.__table__.delete().where(RecoveryCode.staff_id == member.id))
     codes = []
-    for _ in range(RECOVERY_CODES):
+    for _n in range(RECOVERY_CODES):
         raw = "".join(secrets.choice(_RECOVERY_ALPHABET) for _ in range(24))
         codes.append("-".join(raw[i : i + 4] for i in range(0, 24, 4)))
         db.session.add(RecoveryCode(staff_id=member.id, code_digest=_digest(raw)))
@@ -253,12 +259,16 @@ def _fail(member: StaffMember, factor: str) -> None:
 
 def sign_in(address: str, password: str, *, user_agent: str = "") -> str:
     """Check email and password; return a half-signed-in session token (the code comes next)."""
-    member = by_email(address) if is_email(address.strip()) else None
-    if member is None or not member.password_hash or member.disabled_at is not None:
+    # Looked up whatever was typed: an address that is not one costs the same query.
+    member = by_email(address)
+    if (
+        member is None
+        or not member.password_hash
+        or member.disabled_at is not None
+        or _locked(member)
+    ):
         _spend_like_verify(password)
-        raise SignInFailed()
-    if _locked(member):
-        _spend_like_verify(password)
+        _fail_unchecked(address, member)
         raise SignInFailed()
     try:
         passwords.hasher().verify(member.password_hash, passwords.normalise(password))
@@ -271,6 +281,38 @@ def sign_in(address: str, password: str, *, user_agent: str = "") -> str:
     if not member.ready:
         raise SignInFailed()  # set-up unfinished: only the invitation continues it
     return _open(member, mfa=False, user_agent=user_agent)
+
+
+def _fail_unchecked(address: str, member: StaffMember | None) -> None:
+    """A refusal without a password check (an unknown address, a disabled or locked account)
+    does the work a wrong password does: one UPDATE of staff_member and one audit event, then a
+    commit. Otherwise the answer for a real address took longer (a row and an event written), and
+    timing told which addresses are staff.
+
+    The UPDATE changes nothing (the count stays; a lock is not lengthened by attempts made while
+    it holds), and the event names an unknown address only by a keyed digest, never in clear:
+    a burst of such failures is still visible in the audit trail.
+    """
+    db.session.execute(
+        update(StaffMember)
+        .where(matches(StaffMember.email_index, address))
+        .values(failed_logins=StaffMember.failed_logins)
+    )
+    if member is None:
+        subject_type = "staff_address"
+        subject_id = index_of(StaffMember.email_index, address).hex()
+    else:
+        subject_type, subject_id = "staff", member.public_id
+    audit.record(
+        "staff.sign_in_failed",
+        actor=Actor.STAFF,
+        subject_type=subject_type,
+        subject_id=subject_id,
+        outcome="failure",
+        details={"factor": "password", "checked": False},
+    )
+    # Kept although an error follows: the edge commits a request it answered.
+    db.session.flush()
 
 
 def _spend_like_verify(password: str) -> None:
@@ -460,21 +502,36 @@ def disable(member: StaffMember, *, actor: str) -> None:
     audit.record("staff.disabled", actor=actor, subject_type="staff", subject_id=member.public_id)
 
 
-def reset_mfa(member: StaffMember, *, actor: str) -> str:
-    """Drop the authenticator and recovery codes; the member must set up again (new link)."""
+def reset_mfa(member: StaffMember, *, actor: str) -> None:
+    """Drop the authenticator and recovery codes; the member must set up again, with a new link
+    sent to their own address only."""
     member.totp_sealed = None
     member.totp_enabled_at = None
     member.totp_last_step = None
     db.session.execute(RecoveryCode.__table__.delete().where(RecoveryCode.staff_id == member.id))
     end_sessions(member, actor=actor)
-    audit.record("staff.mfa_reset", actor=actor, subject_type="staff", subject_id=member.public_id)
-    _tell(
-        member,
-        "Your staff account's authenticator was reset by an admin. Use the new "
-        "set-up link you were given.",
-    )
     member.password_hash = None
-    return invite(member.email, member.role, actor=actor)
+    link = invite(member.email, member.role, actor=actor)
+    ttl = current_app.config["STAFF_INVITE_TTL"]
+    # The link goes only to the member's own address, never to the admin's screen: an admin who
+    # saw it could set up the account with their own authenticator and act as that member.
+    outbox.queue_message(
+        compose_staff_setup,
+        to=member.email,
+        locale="en",  # staff pages and alerts are in English
+        dedupe_key=f"staff-setup:{member.public_id}:{secrets.token_hex(8)}",
+        # Not worth delivering once the link inside has expired.
+        expires_at=clock.now() + ttl,
+        link=link,
+        minutes=int(ttl.total_seconds() // 60),
+    )
+    audit.record(
+        "staff.mfa_reset",
+        actor=actor,
+        subject_type="staff",
+        subject_id=member.public_id,
+        details={"setup_link": "sent to the member"},
+    )
 
 
 def _tell(member: StaffMember, what: str) -> None:

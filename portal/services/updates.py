@@ -10,6 +10,7 @@ from portal.i18n import with_translation
 from portal.models import Incident, IncidentUpdate
 from portal.services import audit
 from portal.services.background import Progress, job
+from portal.validation import SINGLE_LINE_EXPECTED, is_single_line
 
 
 class UpdateError(Exception):
@@ -18,6 +19,8 @@ class UpdateError(Exception):
 
 def _check(title: str, body: str) -> tuple[str, str]:
     title, body = (title or "").strip(), (body or "").strip()
+    if not is_single_line(title):  # a title is one line, wherever it is shown or sent
+        raise UpdateError(str(SINGLE_LINE_EXPECTED))
     if not title or len(title) > 200:
         raise UpdateError("A title is required (at most 200 characters).")
     if not body or len(body) > 20000:
@@ -28,6 +31,8 @@ def _check(title: str, body: str) -> tuple[str, str]:
 def _translate(update: IncidentUpdate, translations: dict[str, dict[str, str]] | None) -> None:
     """Set the update's title and text in other languages; an empty one falls back to English."""
     for language, texts in (translations or {}).items():
+        if not is_single_line(texts.get("title") or ""):
+            raise UpdateError(str(SINGLE_LINE_EXPECTED))
         if len((texts.get("title") or "").strip()) > 200:
             raise UpdateError("A title is required (at most 200 characters).")
         if len((texts.get("body") or "").strip()) > 20000:

@@ -89,6 +89,15 @@ def staff_cookie_name() -> str:
     )
 
 
+def staff_cookie_attributes() -> dict:
+    """How the staff cookie is set, and so how it must be deleted: a browser ignores a deletion
+    of a `__Host-` cookie that lacks `Secure` (and one with another path), so sign-out would
+    leave the cookie in place."""
+    production = current_app.config["PORTAL_ENV"] == "production"
+    # Strict: staff never arrive from another site's link already signed in.
+    return {"httponly": True, "secure": production, "samesite": "Strict", "path": "/"}
+
+
 def load_principal(request: Request) -> SignedInCustomer | SignedInStaff | None:
     """Flask-Login's request loader: the live session row named by this route's kind of cookie.
 

@@ -3,13 +3,23 @@
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import DateField, SelectChoice, SelectField, StringField, TextAreaField
-from wtforms.validators import DataRequired, Length, Optional
+from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
 from portal.models.incident import INCIDENT_STATUSES
+from portal.validation import SINGLE_LINE_EXPECTED, is_single_line
+
+
+class SingleLine:
+    """A one-line field: refuse line breaks and control characters with a clear message (a title
+    ends up in email subjects, where a CR/LF would break or forge a header)."""
+
+    def __call__(self, form, field) -> None:
+        if field.data and not is_single_line(field.data):
+            raise ValidationError(SINGLE_LINE_EXPECTED)
 
 
 class IncidentForm(FlaskForm):
-    title = StringField(_l("Title"), validators=[DataRequired(), Length(max=200)])
+    title = StringField(_l("Title"), validators=[SingleLine(), DataRequired(), Length(max=200)])
     status = SelectField(_l("Status"), choices=[SelectChoice(s, s) for s in INCIDENT_STATUSES])
     occurred_on = DateField(_l("Occurred on"), validators=[Optional()])
     discovered_on = DateField(_l("Discovered on"), validators=[DataRequired()])
@@ -21,12 +31,12 @@ class IncidentForm(FlaskForm):
     more_information = TextAreaField(
         _l("For More Information (Markdown)"), validators=[Length(max=20000)]
     )
-    contact_phone = StringField(_l("Contact phone"), validators=[Length(max=40)])
-    contact_hours = StringField(_l("Contact hours"), validators=[Length(max=200)])
-    contact_email = StringField(_l("Contact email"), validators=[Length(max=254)])
+    contact_phone = StringField(_l("Contact phone"), validators=[SingleLine(), Length(max=40)])
+    contact_hours = StringField(_l("Contact hours"), validators=[SingleLine(), Length(max=200)])
+    contact_email = StringField(_l("Contact email"), validators=[SingleLine(), Length(max=254)])
     # The same text in Spanish (Incident.translated_fields): left empty, Spanish readers see
     # the English, marked as English.
-    title_es = StringField(_l("Title in Spanish"), validators=[Length(max=200)])
+    title_es = StringField(_l("Title in Spanish"), validators=[SingleLine(), Length(max=200)])
     what_happened_es = TextAreaField(
         _l("What Happened in Spanish (Markdown)"), validators=[Length(max=20000)]
     )
@@ -36,13 +46,15 @@ class IncidentForm(FlaskForm):
     more_information_es = TextAreaField(
         _l("For More Information in Spanish (Markdown)"), validators=[Length(max=20000)]
     )
-    contact_hours_es = StringField(_l("Contact hours in Spanish"), validators=[Length(max=200)])
+    contact_hours_es = StringField(
+        _l("Contact hours in Spanish"), validators=[SingleLine(), Length(max=200)]
+    )
 
 
 class UpdateForm(FlaskForm):
-    title = StringField(_l("Title"), validators=[DataRequired(), Length(max=200)])
+    title = StringField(_l("Title"), validators=[SingleLine(), DataRequired(), Length(max=200)])
     body = TextAreaField(_l("Text (Markdown)"), validators=[DataRequired(), Length(max=20000)])
-    title_es = StringField(_l("Title in Spanish"), validators=[Length(max=200)])
+    title_es = StringField(_l("Title in Spanish"), validators=[SingleLine(), Length(max=200)])
     body_es = TextAreaField(_l("Text in Spanish (Markdown)"), validators=[Length(max=20000)])
 
 
@@ -62,5 +74,5 @@ class NewIncidentForm(FlaskForm):
         _l("Short name (lowercase, dashes), e.g. acme-2026"),
         validators=[DataRequired(), Length(max=64)],
     )
-    title = StringField(_l("Title"), validators=[DataRequired(), Length(max=200)])
+    title = StringField(_l("Title"), validators=[SingleLine(), DataRequired(), Length(max=200)])
     discovered_on = DateField(_l("Discovered on"), validators=[DataRequired()])

@@ -62,5 +62,13 @@ def end_sessions(public_id: str):
 @staff("admin")
 @fresh_within(minutes=5)
 def reset_mfa(public_id: str):
-    link = staff_service.reset_mfa(_target(public_id), actor=current_actor())
-    return render_template("admin/setup_link.html", link=link)
+    staff_service.reset_mfa(_target(public_id), actor=current_actor())
+    # The link itself is never shown here: it went to the member's own address.
+    flash(
+        _(
+            "Their authenticator was reset and their sessions have ended. A set-up link was "
+            "sent to the member's own address; it works once, within one hour."
+        ),
+        "info",
+    )
+    return redirect(url_for("admin.staff_list"))

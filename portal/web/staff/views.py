@@ -5,7 +5,6 @@ from __future__ import annotations
 from flask import (
     Blueprint,
     abort,
-    current_app,
     flash,
     make_response,
     redirect,
@@ -23,7 +22,7 @@ from portal.services import staff as staff_service
 from portal.web import freshness, limits
 from portal.web.access import public, staff, staff_pending
 from portal.web.freshness import fresh_within
-from portal.web.identity import staff_cookie_name
+from portal.web.identity import staff_cookie_attributes, staff_cookie_name
 from portal.web.navigation import safe_next
 from portal.web.staff.forms import (
     ActionForm,
@@ -47,10 +46,7 @@ AGENTS = ("agent", "admin")
 def _with_cookie(response, token: str):
     """The staff session cookie: separate from the customer's, and Strict (staff never arrive
     from another site's link already signed in)."""
-    production = current_app.config["PORTAL_ENV"] == "production"
-    response.set_cookie(
-        staff_cookie_name(), token, httponly=True, secure=production, samesite="Strict", path="/"
-    )
+    response.set_cookie(staff_cookie_name(), token, **staff_cookie_attributes())
     return response
 
 
@@ -177,7 +173,8 @@ def logout():
     staff_service.sign_out(current_user.session)
     freshness.forget()
     response = redirect(url_for("staff.login"))
-    response.delete_cookie(staff_cookie_name(), path="/")
+    # Deleted with the attributes it was set with: without Secure a browser keeps a __Host- one.
+    response.delete_cookie(staff_cookie_name(), **staff_cookie_attributes())
     response.headers["Clear-Site-Data"] = '"cache", "cookies", "storage"'
     return response
 

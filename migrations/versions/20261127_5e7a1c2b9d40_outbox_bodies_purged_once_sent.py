@@ -6,7 +6,7 @@ someone forwards to us to its row. Rows already finished before this revision ke
 until `portal retention run` deletes them after SENT_MESSAGE_RETENTION_TTL.
 
 Revision ID: 5e7a1c2b9d40
-Revises: 27f94b5142e7
+Revises: 5a7c0de1f2b3
 Create Date: 2026-11-27 20:40:00.000000
 
 """
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '5e7a1c2b9d40'
-down_revision = '27f94b5142e7'
+down_revision = '5a7c0de1f2b3'
 branch_labels = None
 depends_on = None
 

@@ -229,6 +229,23 @@ def test_after_the_wait_a_proved_change_applies_by_itself(app, agent, clock, cas
     assert the_change().approved_at is None and the_change().applied_at is not None
 
 
+def test_the_worker_applies_a_proved_change_when_its_wait_is_over(app, agent, clock, case_path):
+    from tests.customer_flow import run_jobs
+
+    reauth(agent, AGENT, clock, case_path)
+    tool(agent, case_path, "correct-contact", email=NEW)
+    enter_code(app, NEW)
+    run_jobs(app)
+    assert the_customer().email == CUSTOMER
+    clock.move(timedelta(hours=24, minutes=1))
+    run_jobs(app)
+    assert the_customer().email == NEW
+    applied = db.session.scalars(
+        select(AuditEvent).where(AuditEvent.action == "contact_change.applied")
+    ).one()
+    assert applied.actor == "system:jobs"
+
+
 def test_a_change_never_proved_by_its_address_never_applies(app, agent, clock, case_path):
     reauth(agent, AGENT, clock, case_path)
     tool(agent, case_path, "correct-contact", email=THE_AGENTS_OWN)

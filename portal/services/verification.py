@@ -215,7 +215,10 @@ def _failures_in_window(customer_id: int) -> int:
 
 
 def _start(customer: Customer, notice: Notice | None, purpose: str = "verify") -> Challenge:
+    from portal.services import contact_changes
+
     config = current_app.config
+    contact_changes.settle_due(customer)  # a change whose hold is over: the code goes there
     if customer.verification_locked_at is not None:
         raise VerificationLocked()
     now = clock.now()

@@ -179,7 +179,7 @@ def work_turn(transports=None):
     """One turn of the worker loop, each step its own unit of work: a batch of due messages
     (when transports are given), then one due job. Returns (the batch's result or None, the job
     or None)."""
-    from portal.services import background, outbox
+    from portal.services import background, contact_changes, outbox
 
     batch = None
     if transports is not None:
@@ -189,6 +189,10 @@ def work_turn(transports=None):
     # campaign to go out. A long job (an import) holds this worker meanwhile; others go on.
     with unit_of_work.unit():
         job = background.run_one()
+    # A staff contact change that waited out its hold applies on the next turn, not only when
+    # someone next acts on that customer.
+    with unit_of_work.unit():
+        contact_changes.settle_due()
     return batch, job
 
 

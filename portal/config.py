@@ -239,6 +239,11 @@ def load(env: dict[str, str] | None = None, instance_path: str | Path = "instanc
         # An agent's one-time sign-in link for a caller whose identity they checked by phone.
         "ASSISTED_LINK_TTL": timedelta(hours=1),
         **_retention(env),
+        # A contact change staff asked for waits this long unless a second staff member approves
+        # it, and an address changed by staff within it gets no link or code without that approval.
+        "CONTACT_CHANGE_HOLD_TTL": timedelta(hours=24),
+        # The "this was not me" link in the notice to the old address.
+        "CONTACT_CHANGE_CANCEL_TTL": timedelta(days=14),
         "OUTBOX_BATCH_SIZE": 100,
         "OUTBOX_MAX_ATTEMPTS": 10,
         "OUTBOX_RETRY_BASE_TTL": timedelta(seconds=30),

@@ -126,6 +126,17 @@ def test_rotating_then_removing_the_old_key_keeps_every_feature_working(
     case = db.session.scalars(select(Case)).one()
     post_reply(staff, case, "We will call you tomorrow evening.")
     case_path = f"/staff/cases/{case.public_id}"
+    # A contact change held for a second staff member (its new address is sealed).
+    from portal.services import contact_changes
+    from portal.services.customers import find_by_email
+    from portal.services.staff import by_email
+
+    (ann_row,) = find_by_email(ANN)
+    held = contact_changes.request_change(
+        by_email(AGENT), ann_row, None, "email", "ann.new@example.net", "Old mailbox closed"
+    )
+    db.session.commit()
+    held_id = held.id
     job = background.submit(
         "send_notices", {"incident_id": incident.id, "actor": "test"}, actor="test"
     )
@@ -149,6 +160,9 @@ def test_rotating_then_removing_the_old_key_keeps_every_feature_working(
 
     assert set(stale_counts().values()) == {0}
     assert _every_sealed_value_opens() == before
+    from portal.models import ContactChange
+
+    assert db.session.get(ContactChange, held_id).value == "ann.new@example.net"
 
     # Staff sign in (their address is found by its re-keyed index, their seed opens).
     clock.tick(60)

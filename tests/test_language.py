@@ -272,10 +272,17 @@ def test_what_an_agent_does_reaches_the_customer_in_the_customers_language(app, 
 
     subjects = [m.row.subject for m in messages_to(LUIS)]
     assert "Tiene una respuesta nueva de Example Corp" in subjects
-    told = [m for m in messages_to("luis@example.net") if m.row.subject.startswith("Un cambio")]
+    # The address on file is told, the new one asked to confirm: both in Luis's language.
+    told = [m for m in messages_to(LUIS) if m.row.subject.startswith("Un cambio")]
     assert len(told) == 1
-    assert "Nuestro equipo de ayuda cambió los datos de contacto de su cuenta." in told[0].text
+    assert (
+        "Se pidió a nuestro equipo de ayuda que cambiara el correo electrónico de su cuenta."
+        in told[0].text
+    )
     assert told[0].row.locale == "es"
+    asked = messages_to("luis@example.net")
+    assert len(asked) == 1 and asked[0].row.subject.startswith("Confirme sus nuevos datos")
+    assert asked[0].row.locale == "es"
 
 
 def test_every_message_is_composed_where_the_recipients_language_is_set():

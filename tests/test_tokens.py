@@ -20,6 +20,7 @@ from tests.customer_flow import csrf_from, link_path, messages_to
 from tests.staff_flow import PASSWORD
 
 ANN = "ann@example.com"
+ANN_NEW = "ann.new@example.net"
 WRITER = "writer@example.net"
 AGENT = "agent.tokens@example.com"
 
@@ -45,11 +46,14 @@ def one_of_each(app, incident, write_csv) -> dict[Purpose, tuple[str, str]]:
     db.session.commit()
     support_desk.reply(agent, db.session.scalars(select(Case)).one(), "Here is our answer.")
     agent_tools.confirm_identity(agent, _customer(ANN), "Checked by phone")
+    agent_tools.correct_contact(agent, _customer(ANN), "Old mailbox closed", email=ANN_NEW)
     tokens_by_purpose = {
         Purpose.NOTICE_LINK: link_path(ANN).removeprefix("/a/"),
         Purpose.STAFF_INVITE: invitation.removeprefix("/staff/setup/"),
         Purpose.HELP_CASE: _token_in(WRITER, "/help/case/"),
         Purpose.ASSISTED_SIGN_IN: _token_in(ANN, "/assisted/"),
+        Purpose.CONTACT_CONFIRM: _token_in(ANN_NEW, "/contact/confirm/"),
+        Purpose.CONTACT_CANCEL: _token_in(ANN, "/contact/not-me/"),
     }
     assert set(tokens_by_purpose) == set(Purpose)  # a new purpose needs a live link here too
     return {p: tokens.load(p, token) for p, token in tokens_by_purpose.items()}

@@ -35,6 +35,8 @@ PUBLIC_ROUTES = {
     "customer.help_sent",
     "customer.help_case",
     "customer.assisted",
+    "customer.contact_confirm",
+    "customer.contact_not_me",
     "staff.setup",
     "staff.login",
     "public.incident",

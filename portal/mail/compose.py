@@ -113,6 +113,55 @@ def compose_security_notice(*, what: str) -> Composed:
     )
 
 
+def compose_contact_confirm(*, link: str, code: str, hours: int, sms: bool = False) -> Composed:
+    """To a new address staff were asked to use: the code, and the page where it is entered."""
+    config = current_app.config
+    organisation = config["ORGANISATION_NAME"]
+    if sms:
+        text = _(
+            "%(organisation)s: to use this number for your account, enter code %(code)s at "
+            "%(link)s within %(hours)d hours. Do not read it to anyone, not even to us.",
+            organisation=organisation,
+            code=code,
+            link=link,
+            hours=hours,
+        )
+        return Composed("", text, "")
+    context = {
+        "code": code,
+        "link": link,
+        "hours": hours,
+        "organisation": organisation,
+        "portal_address": config["BASE_URL"],
+    }
+    return Composed(
+        subject=_(
+            "Confirm your new contact details for %(organisation)s", organisation=organisation
+        ),
+        text=render_template("emails/contact_confirm.txt", **context),
+        html=render_template("emails/contact_confirm.html", **context),
+    )
+
+
+def compose_contact_change_notice(*, what: str, link: str, hours: int) -> Composed:
+    """To the address on file: staff were asked to change a contact; the way to stop it."""
+    context = {
+        "what": what,
+        "link": link,
+        "hours": hours,
+        "organisation": current_app.config["ORGANISATION_NAME"],
+        "portal_address": current_app.config["BASE_URL"],
+        "support_phone": current_app.config["SUPPORT_PHONE"],
+    }
+    return Composed(
+        subject=_(
+            "A change to your account with %(organisation)s", organisation=context["organisation"]
+        ),
+        text=render_template("emails/contact_change.txt", **context),
+        html=render_template("emails/contact_change.html", **context),
+    )
+
+
 def compose_protection_code(*, offer, code: str, from_waiting: bool) -> Composed:
     """The customer's activation code and how to use it (the code is what they need)."""
     context = {

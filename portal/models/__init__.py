@@ -2,6 +2,7 @@
 
 from portal.models.audit import AuditEvent
 from portal.models.case import Case, CaseMessage
+from portal.models.contact_change import ContactChange
 from portal.models.customer import Customer, Exposure
 from portal.models.data_class import DATA_CLASSES, DataClass
 from portal.models.guidance import GuidanceProgress
@@ -22,6 +23,7 @@ __all__ = [
     "Case",
     "CaseMessage",
     "Challenge",
+    "ContactChange",
     "Customer",
     "DataClass",
     "Enrollment",

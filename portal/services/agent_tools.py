@@ -5,18 +5,14 @@ Each needs a reason and is audited; the views ask the agent to prove it is them 
 
 from __future__ import annotations
 
-import secrets
-
 from flask_babel import gettext as _
-from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 
 from portal import clock
 from portal.extensions import db
-from portal.mail.compose import compose_security_notice
 from portal.models import Case, Challenge, Customer, Notice, StaffMember
 from portal.models.audit import staff_actor
-from portal.services import assisted_sign_in, audit, outbox
+from portal.services import assisted_sign_in, audit, contact_changes
 from portal.services.cases import CaseError
 from portal.services.support_desk import add_event, check_reason
 from portal.validation import Invalid, email_address, phone_number
@@ -30,7 +26,22 @@ def _target(subject: Case | Customer, reason: str) -> tuple[Customer, Case | Non
         case, customer = subject, subject.customer
         if customer is None:
             raise CaseError(_("This case has no verified customer; link it to one first."))
-    return customer, case, check_reason(reason)
+    reason = check_reason(reason)
+    contact_changes.settle_due(customer)  # a change whose wait is over counts from now on
+    return customer, case, reason
+
+
+def _refuse_while_held(customer: Customer) -> None:
+    """No sign-in link from an agent while a staff change of where it goes is held: otherwise
+    one agent changes the address to theirs and sends themselves the way in."""
+    if contact_changes.held(customer, "email") or contact_changes.held(customer, "phone"):
+        raise CaseError(
+            _(
+                "The contact details were changed by staff less than %(hours)d hours ago and no "
+                "second staff member has approved it: no link or code can be sent yet.",
+                hours=int(contact_changes.hold().total_seconds() // 3600),
+            )
+        )
 
 
 def _tool_audit(
@@ -50,6 +61,7 @@ def _tool_audit(
 def resend_link(staff: StaffMember, subject: Case | Customer, reason: str) -> None:
     """A fresh notice link to the address on file; every older link stops working."""
     customer, case, reason = _target(subject, reason)
+    _refuse_while_held(customer)
     notices = db.session.scalars(select(Notice).where(Notice.customer_id == customer.id)).all()
     if not notices:
         raise CaseError(_("This customer has no notice to resend."))
@@ -82,6 +94,7 @@ def confirm_identity(staff: StaffMember, subject: Case | Customer, reason: str) 
     The agent never signs in as the customer; the link goes only to the address on file.
     """
     customer, case, reason = _target(subject, reason)
+    _refuse_while_held(customer)
     assisted_sign_in.send_link(customer)
     _tool_audit(staff, customer, case, "agent.identity_confirmed", reason)
     db.session.flush()
@@ -95,7 +108,7 @@ def correct_contact(
     email: str = "",
     phone: str = "",
 ) -> None:
-    """Correct the email or phone on file; the old and the new address are both told."""
+    """Ask to correct the email or phone on file: the change is held (see contact_changes)."""
     customer, case, reason = _target(subject, reason)
     email, phone = (email or "").strip(), (phone or "").strip()
     if not email and not phone:
@@ -108,24 +121,25 @@ def correct_contact(
         phone = phone_number(phone) if phone else ""
     except Invalid:
         raise CaseError(_("A phone number is in E.164 form, like +14155550123.")) from None
-    old_email = customer.email
-    changed = []
-    if email and email != old_email:
-        customer.email = email  # its blind index follows
-        changed.append("email")
+    changes = []
+    if email and email != customer.email:
+        changes.append(("email", email))
     if phone and phone != customer.phone:
-        customer.phone = phone
-        changed.append("phone")
-    if not changed:
+        changes.append(("phone", phone))
+    if not changes:
         raise CaseError(_("That is already what we have on file."))
-    customer.updated_at = clock.now()
-    for address in {old_email, customer.email}:
-        outbox.queue_message(
-            compose_security_notice,
-            to=address,
-            locale=customer.locale,
-            dedupe_key=f"contact-changed:{customer.public_id}:{secrets.token_hex(8)}",
-            what=_l("The contact details on your account were changed by our support team."),
-        )
-    _tool_audit(staff, customer, case, "agent.contact_corrected", reason, changed=changed)
+    # Not applied here: held until the new address proves itself and a second staff member
+    # approves (or the wait passes), with the address on file told and able to stop it.
+    for field, _value in changes:
+        contact_changes.refuse_if_waiting(customer, field)  # before anything is sent
+    for field, value in changes:
+        contact_changes.request_change(staff, customer, case, field, value, reason)
+    _tool_audit(
+        staff,
+        customer,
+        case,
+        "agent.contact_change_requested",
+        reason,
+        changed=[field for field, _value in changes],
+    )
     db.session.flush()

@@ -30,6 +30,13 @@ def send_link(customer: Customer) -> None:
 
     The agent never signs in as the customer, and never sees the link.
     """
+    from portal.services import contact_changes
+
+    # Never to an address staff changed within the hold without a second approval.
+    if contact_changes.recently_changed(customer, "email"):
+        raise contact_changes.ContactChangeError(
+            _("The email on file was changed too recently to send a sign-in link to it.")
+        )
     nonce = secrets.token_urlsafe(24)
     challenge = Challenge(
         public_id=secrets.token_hex(16),

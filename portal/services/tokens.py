@@ -24,6 +24,8 @@ class Purpose(StrEnum):
     HELP_CASE = "help_case"
     STAFF_INVITE = "staff_invite"
     ASSISTED_SIGN_IN = "assisted_sign_in"
+    CONTACT_CONFIRM = "contact_confirm"
+    CONTACT_CANCEL = "contact_cancel"
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,14 @@ KINDS: dict[Purpose, Kind] = {
     Purpose.STAFF_INVITE: Kind("staff-invite-v1", "STAFF_INVITE_TTL", "/staff/setup/"),
     # The one-time sign-in an agent mails after checking who the caller is.
     Purpose.ASSISTED_SIGN_IN: Kind("assisted-signin-v1", "ASSISTED_LINK_TTL", "/assisted/"),
+    # The new address of a staff contact change enters the code sent to it.
+    Purpose.CONTACT_CONFIRM: Kind(
+        "contact-confirm-v1", "CONTACT_CHANGE_HOLD_TTL", "/contact/confirm/"
+    ),
+    # The old address says a staff contact change was not theirs.
+    Purpose.CONTACT_CANCEL: Kind(
+        "contact-cancel-v1", "CONTACT_CHANGE_CANCEL_TTL", "/contact/not-me/"
+    ),
 }
 
 

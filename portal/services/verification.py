@@ -75,9 +75,18 @@ class LinkLanding:
 
 def _uses_sms(customer: Customer) -> bool:
     config = current_app.config
-    return customer.phone_sealed is not None and (
-        bool(config["SMS_URL"]) or config["PORTAL_ENV"] == "development"
+    return (
+        customer.phone_sealed is not None
+        and (bool(config["SMS_URL"]) or config["PORTAL_ENV"] == "development")
+        and not _held(customer, "phone")
     )
+
+
+def _held(customer: Customer, field: str) -> bool:
+    """A number or address staff changed within the hold, unapproved: no code goes to it."""
+    from portal.services import contact_changes  # it builds on this module's code digests
+
+    return contact_changes.recently_changed(customer, field)
 
 
 def describe_channel(customer: Customer, channel: str | None = None) -> str:
@@ -91,7 +100,9 @@ def describe_channel(customer: Customer, channel: str | None = None) -> str:
 
 def _channels(customer: Customer) -> list[str]:
     """Every way to reach this customer with a code, on file with the organisation."""
-    return (["sms"] if _uses_sms(customer) else []) + ["email"]
+    return (["sms"] if _uses_sms(customer) else []) + (
+        [] if _held(customer, "email") else ["email"]
+    )
 
 
 @dataclass(frozen=True)
@@ -204,7 +215,10 @@ def _failures_in_window(customer_id: int) -> int:
 
 
 def _start(customer: Customer, notice: Notice | None, purpose: str = "verify") -> Challenge:
+    from portal.services import contact_changes
+
     config = current_app.config
+    contact_changes.settle_due(customer)  # a change whose hold is over: the code goes there
     if customer.verification_locked_at is not None:
         raise VerificationLocked()
     now = clock.now()
@@ -218,6 +232,10 @@ def _start(customer: Customer, notice: Notice | None, purpose: str = "verify") -
     # Each start sends a message: cap them, or a stranger with a letter could flood a phone.
     if recent >= config["CHALLENGES_PER_HOUR"]:
         raise TooManyCodes()
+    if not _uses_sms(customer) and _held(customer, "email"):
+        # The only way left is an address staff changed without a second approval: a person
+        # at support must look first (that address may be whoever asked for the change).
+        raise VerificationLocked()
     # A fresh random secret per challenge; the code is its first HOTP value (6 digits).
     code = pyotp.HOTP(pyotp.random_base32()).at(0)
     challenge = Challenge(
@@ -433,8 +451,14 @@ def request_new_link(address: str) -> None:
     db.session.flush()
 
 
-def reissue_link(notice: Notice, customer: Customer, *, reason: str) -> None:
-    """A fresh access link for a notice, mailed to the address on file; earlier links die."""
+def reissue_link(notice: Notice, customer: Customer, *, reason: str) -> bool:
+    """A fresh access link for a notice, mailed to the address on file; earlier links die.
+
+    False (nothing sent) when that address was changed by staff within the hold without a
+    second approval: the link would open the account for whoever asked for the change.
+    """
+    if _held(customer, "email"):
+        return False
     notice.link_nonce = secrets.token_urlsafe(16)  # every earlier link stops working
     outbox.queue_message(
         compose_new_link,
@@ -444,6 +468,7 @@ def reissue_link(notice: Notice, customer: Customer, *, reason: str) -> None:
         incident=notice.incident,
         link=tokens.link(tokens.Purpose.NOTICE_LINK, notice.public_id, notice.link_nonce),
     )
+    return True
 
 
 # Retried like the message it stands for: the person was told a link is on its way.
@@ -465,7 +490,8 @@ def send_new_links(payload: dict, progress: background.Progress) -> dict:
             # Per address and hour, a few links at most: nobody can flood a mailbox.
             if sent_recently >= config["NEW_LINKS_PER_HOUR"]:
                 continue
-            reissue_link(notice, customer, reason="newlink")
+            if not reissue_link(notice, customer, reason="newlink"):
+                continue
             audit.record(
                 "link.reissued",
                 actor=Actor.JOBS,

@@ -64,6 +64,9 @@ HELP_PER_NETWORK = "50 per hour"
 # An agent's one-time sign-in link.
 ASSISTED_PER_LINK = "5 per hour"
 ASSISTED_PER_NETWORK = "60 per hour"
+# A staff contact change's pages: the code has 5 tries in the service; these stop a sweep.
+CONTACT_CHANGE_PER_LINK = "10 per hour"
+CONTACT_CHANGE_PER_NETWORK = "60 per hour"
 
 # Signed in: per customer only (they proved who they are; their neighbours are not them).
 CONFIRM_PER_CUSTOMER = "10 per hour"  # each sends a code

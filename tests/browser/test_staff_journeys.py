@@ -518,3 +518,91 @@ def test_an_admin_whose_proof_grew_old_while_choosing_a_file_confirms_it_is_them
     # The file sent before the proof is the one checked: it is not chosen again.
     page.wait_for_url(re.compile(r"/admin/jobs/"))
     _wait_for_job(you, "2 rows checked: no problems.", check=True)
+
+
+# --- a contact change made by staff waits for the new address and a second staff member ---
+
+
+@JS
+def test_an_agents_contact_change_waits_for_the_new_address_and_a_second_agent_before_it_applies(
+    live, person, clock, js
+):
+    from portal.services import cases
+    from portal.services.customers import find_by_email
+
+    someone = notify(live)
+    new_address = f"moved-{'js' if js else 'nojs'}@example.net"
+
+    def open_case():
+        customer = find_by_email(someone["email"])[0]
+        return cases.open_case(customer, "my_data", "My old mailbox was closed.")
+
+    public_id = live.run(lambda: open_case().public_id)
+    you = person(js=js)
+    set_up(you, live, clock)  # just signed in: the proof is fresh enough for a tool
+    _open_from_queue(you, public_id, status="New")
+    page = you.page
+    you.click("button", "Claim")
+    correct = _tool(
+        page,
+        "Correct contact details (the new address must confirm; a second staff member approves)",
+    )
+    correct.get_by_label("Reason (recorded)").fill("Customer called: old mailbox closed")
+    correct.get_by_label("Corrected email").fill(new_address)
+    correct.get_by_role("button").click()
+    page.wait_for_url(live.base + f"/staff/cases/{public_id}")
+    expect(page.get_by_role("status")).to_contain_text("Asked, and recorded.")
+    changes = page.locator("#contact-changes")
+    expect(changes).to_contain_text("Waiting for the new address to enter its code")
+    expect(changes).to_contain_text("You asked for this change: a second staff member must approve")
+    expect(changes.get_by_role("button", name="Approve as second staff member")).to_have_count(0)
+    expect(changes).not_to_contain_text(new_address)  # masked
+    you.check("contact change waiting")
+    # The address on file was told, with a way to stop it.
+    told = live.wait_for_mail(someone["email"], "A change to your account")
+    assert "/contact/not-me/" in told.text
+
+    # The new address's owner opens the page from their message and types its code.
+    asked = live.wait_for_mail(new_address, "Confirm your new contact details")
+    link = _line_with(asked.text, "/contact/confirm/")
+    code = next(
+        line.strip() for line in asked.text.splitlines() if re.fullmatch(r"\d{6}", line.strip())
+    )
+    owner = person(js=js, name=f"new-address-{js}")
+    page = owner.goto(link)
+    expect(page.get_by_role("heading", level=1)).to_have_text("Confirm your new contact details")
+    owner.check("confirm new address")
+    page.get_by_label("Verification code").fill(code)
+    owner.click("button", "Confirm")
+    expect(page.get_by_role("heading", level=1)).to_have_text(
+        "Thank you: this address is confirmed"
+    )
+    owner.check("address confirmed")
+
+    page = you.page
+    page.reload()
+    expect(page.locator("#contact-changes")).to_contain_text("Waiting for a second staff member")
+
+    # A second agent approves it from the list of changes waiting.
+    second = person(js=js, name=f"second-agent-{js}")
+    member = set_up(second, live, clock)
+    page = second.page
+    second.click("link", "Contact changes waiting for a second staff member")
+    page.wait_for_url(live.base + "/staff/contact-changes")
+    second.check("contact changes waiting")
+    row = page.locator("tr.contact-change", has_text=someone["external_id"])
+    approve = row.locator(
+        "form", has=page.get_by_role("button", name="Approve as second staff member")
+    )
+    approve.get_by_label("Reason (recorded)").fill("Called the customer back on file")
+    approve.get_by_role("button").click()
+    if "/staff/reauth" in page.url:
+        reauthenticate(second, member, clock)
+    page.wait_for_url(live.base + "/staff/contact-changes")
+    expect(page.get_by_role("status")).to_contain_text("Done, and recorded.")
+
+    page = you.page
+    page.reload()
+    expect(page.locator("#contact-changes")).to_contain_text("Applied")
+    expect(page.locator("#contact-changes")).to_contain_text(f"Approved by {member.email}")
+    you.check("contact change applied")

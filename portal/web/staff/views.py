@@ -17,7 +17,7 @@ from flask_login import current_user
 
 from portal.extensions import limiter
 from portal.models.case import MessageKind
-from portal.services import agent_tools, cases, customers, dashboard, support_desk
+from portal.services import agent_tools, cases, contact_changes, customers, dashboard, support_desk
 from portal.services import staff as staff_service
 from portal.web import freshness, limits
 from portal.web.access import public, staff, staff_pending
@@ -52,6 +52,17 @@ def _with_cookie(response, token: str):
 
 def _member():
     return current_user.staff
+
+
+@bp.context_processor
+def _contact_change_helpers():
+    """How the contact-change table reads a change (masked, in words)."""
+    return {
+        "change_masked": contact_changes.masked,
+        "change_state": contact_changes.state,
+        "change_open": contact_changes.is_open,
+        "change_due": contact_changes.due_at,
+    }
 
 
 # --- set-up from an invitation ---
@@ -248,6 +259,7 @@ def case(public_id: str):
         status_form=StatusForm(status=item.status),
         tool_form=ToolForm(),
         fresh=current_user.is_fresh(),
+        changes=contact_changes.for_customer(item.customer) if item.customer else [],
     )
 
 
@@ -309,7 +321,17 @@ def _run_tool(tool: str, subject, back: str):
     except cases.CaseError as exc:
         flash(str(exc), "error")
     else:
-        flash(_("Done, and recorded."), "info")
+        if tool == "correct-contact":
+            flash(
+                _(
+                    "Asked, and recorded. The new address was sent a code to confirm it; the "
+                    "address on file was told. The change is made once a second staff member "
+                    "approves it, or after the waiting time."
+                ),
+                "info",
+            )
+        else:
+            flash(_("Done, and recorded."), "info")
     return redirect(back)
 
 
@@ -412,6 +434,7 @@ def customer_record(public_id: str):
         case_form=OpenCaseForm(),
         tool_form=ToolForm(),
         fresh=current_user.is_fresh(),
+        changes=contact_changes.for_customer(found),
     )
 
 
@@ -449,3 +472,47 @@ def customer_tool(public_id: str, tool: str):
     if found is None:
         abort(404)
     return _run_tool(tool, found, url_for("staff.customer_record", public_id=public_id))
+
+
+# --- contact changes held for a second staff member ---
+
+
+@bp.get("/contact-changes")
+@staff(*AGENTS)
+def contact_changes_waiting():
+    """Every contact change still waiting: what a second staff member is asked to look at."""
+    return render_template(
+        "staff/contact_changes.html", changes=contact_changes.waiting(), tool_form=ToolForm()
+    )
+
+
+def _change_action(public_id: str, act):
+    change = contact_changes.by_public_id(public_id)
+    if change is None:
+        abort(404)
+    back = safe_next(request.form.get("next")) or url_for("staff.contact_changes_waiting")
+    form = ToolForm()
+    if not form.validate_on_submit():
+        flash(_("Give the reason for this action (it is recorded)."), "error")
+        return redirect(back)
+    try:
+        act(_member(), change, form.reason.data)
+    except cases.CaseError as exc:
+        flash(str(exc), "error")
+    else:
+        flash(_("Done, and recorded."), "info")
+    return redirect(back)
+
+
+# Approving hands where sign-in links go to the new address: a fresh proof, like the tools.
+@bp.post("/contact-changes/<public_id>/approve")
+@staff(*AGENTS)
+@fresh_within(minutes=5)
+def contact_change_approve(public_id: str):
+    return _change_action(public_id, contact_changes.approve)
+
+
+@bp.post("/contact-changes/<public_id>/cancel")
+@staff(*AGENTS)
+def contact_change_cancel(public_id: str):
+    return _change_action(public_id, contact_changes.cancel_by_staff)

@@ -166,3 +166,37 @@ def test_next_stays_on_this_site(target):
 
 def test_next_accepts_local_paths():
     assert safe_next("/me/authenticator") == "/me/authenticator"
+
+
+def _full_width(code: str) -> str:
+    return "".join(chr(ord(digit) - ord("0") + ord("０")) for digit in code)
+
+
+def test_an_app_code_in_full_width_digits_does_not_sign_in(signed_in, app, clock):
+    totp = enroll(signed_in)
+    clock.tick(30)
+    later = app.test_client()
+    page = later.get("/signin")
+    code = totp.at(clock.now())
+    refused = later.post(
+        "/signin", data={"csrf_token": csrf_from(page), "email": ANN, "code": _full_width(code)}
+    )
+    assert refused.status_code == 422 and b"do not match" in refused.data
+    page = later.get("/signin")
+    accepted = later.post(
+        "/signin", data={"csrf_token": csrf_from(page), "email": ANN, "code": code}
+    )
+    assert accepted.headers["Location"] == "/me"
+
+
+def test_the_step_up_lasts_five_minutes_for_the_password_and_the_authenticator(signed_in, clock):
+    clock.move(timedelta(minutes=4, seconds=50))
+    assert b"Set up an authenticator app" in signed_in.get("/me/authenticator").data
+    assert b'name="password"' in signed_in.get("/me/password").data
+    clock.move(timedelta(seconds=20))  # 5 minutes 10 seconds after the code
+    page = signed_in.get("/me/authenticator")
+    assert b"first confirm it is you" in page.data
+    refused = signed_in.post("/me/authenticator/setup", data={"csrf_token": csrf_from(page)})
+    assert refused.headers["Location"] == "/me/authenticator"
+    assert customer().totp_sealed is None
+    assert b'name="password"' not in signed_in.get("/me/password").data

@@ -285,7 +285,8 @@ def test_ten_failures_across_resends_lock_and_a_new_link_does_not_unlock(client,
 def test_typed_codes_are_read_as_people_type_them():
     assert normalise_code("123 456") == "123456"
     assert normalise_code(" 123-456 ") == "123456"
-    assert normalise_code("１２３４５６") == "123456"  # full-width digits from a phone keyboard
+    assert normalise_code("１２３４５６") is None  # full-width digits: ASCII 0-9 only (OTP-04)
+    assert normalise_code("123456\n") is None
     assert normalise_code("12345") is None
     assert normalise_code("12345a") is None
     assert normalise_code("١٢٣٤٥٦") is None  # other scripts' digits are refused, not guessed
@@ -402,3 +403,13 @@ def test_forged_host_does_not_change_the_mailed_link(client, notified):
     for message in messages_to(ANN):
         assert "evil.test" not in message.text and "evil.test" not in message.html
     assert link_path(ANN).startswith("/a/")
+
+
+def test_a_code_typed_in_full_width_digits_is_refused_and_counts_nothing(client, notified):
+    start_from_link(client, link_path(ANN))
+    code = code_sent_to(ANN)
+    wide = "".join(chr(ord(digit) - ord("0") + ord("０")) for digit in code)
+    response = submit_code(client, wide)
+    assert response.status_code == 422 and b"Enter the 6 digits" in response.data
+    assert db.session.scalars(select(Challenge)).one().consumed_at is None
+    assert submit_code(client, code).headers["Location"] == "/me"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
 import re
+import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 

@@ -69,6 +69,10 @@ def test_set_up_and_sign_in_later_without_a_new_link(signed_in, app, clock):
     )
     assert response.headers["Location"] == "/me"
     assert later.get("/me").status_code == 200
+    # A browser new to Ann: she is told (AUTH-08), without the code she typed.
+    told = [m for m in messages_to(ANN) if "new sign-in" in m.row.subject]
+    assert len(told) == 1 and "If this was not you" in told[0].text
+    assert totp.at(clock.now()) not in told[0].text
 
 
 def test_a_used_code_cannot_be_replayed(signed_in):

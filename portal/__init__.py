@@ -81,6 +81,11 @@ def register_extensions(app: Flask) -> None:
         if db.engine.dialect.name == "sqlite":
             event.listen(db.engine, "connect", _sqlite_pragmas)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True)
+    from portal.web.security import refuse_cross_site
+
+    # Before CSRFProtect: a write another site's page made is refused with 403 whatever it
+    # carries, before any form is read (Fetch Metadata; the reason is in refuse_cross_site).
+    app.before_request(refuse_cross_site)
     csrf.init_app(app)
     vault.init_app(app)
     limiter.init_app(app)

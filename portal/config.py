@@ -198,7 +198,10 @@ def load(env: dict[str, str] | None = None, instance_path: str | Path = "instanc
         "SESSION_COOKIE_NAME": "__Host-portal" if production else "portal",
         "CUSTOMER_IDLE_TTL": timedelta(minutes=15),
         "CUSTOMER_MAX_TTL": timedelta(hours=12),
-        "STEP_UP_TTL": timedelta(minutes=10),
+        # A customer's step-up (a fresh code) lasts 5 minutes: it guards the password and the
+        # authenticator, and the checklist (SES-05, AUTH-04) asks for a proof at most 5 minutes
+        # old before either changes. The code itself still lives CODE_TTL (time to read mail).
+        "STEP_UP_TTL": timedelta(minutes=5),
         "CODE_TTL": timedelta(minutes=10),
         "CODE_MAX_TRIES": 5,
         "CODE_MAX_RESENDS": 3,

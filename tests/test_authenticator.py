@@ -69,6 +69,10 @@ def test_set_up_and_sign_in_later_without_a_new_link(signed_in, app, clock):
     )
     assert response.headers["Location"] == "/me"
     assert later.get("/me").status_code == 200
+    # A browser new to Ann: she is told (AUTH-08), without the code she typed.
+    told = [m for m in messages_to(ANN) if "new sign-in" in m.row.subject]
+    assert len(told) == 1 and "If this was not you" in told[0].text
+    assert totp.at(clock.now()) not in told[0].text
 
 
 def test_a_used_code_cannot_be_replayed(signed_in):
@@ -166,3 +170,94 @@ def test_next_stays_on_this_site(target):
 
 def test_next_accepts_local_paths():
     assert safe_next("/me/authenticator") == "/me/authenticator"
+
+
+def _full_width(code: str) -> str:
+    return "".join(chr(ord(digit) - ord("0") + ord("０")) for digit in code)
+
+
+def test_an_app_code_in_full_width_digits_does_not_sign_in(signed_in, app, clock):
+    totp = enroll(signed_in)
+    clock.tick(30)
+    later = app.test_client()
+    page = later.get("/signin")
+    code = totp.at(clock.now())
+    refused = later.post(
+        "/signin", data={"csrf_token": csrf_from(page), "email": ANN, "code": _full_width(code)}
+    )
+    assert refused.status_code == 422 and b"do not match" in refused.data
+    page = later.get("/signin")
+    accepted = later.post(
+        "/signin", data={"csrf_token": csrf_from(page), "email": ANN, "code": code}
+    )
+    assert accepted.headers["Location"] == "/me"
+
+
+def test_the_step_up_lasts_five_minutes_for_the_password_and_the_authenticator(signed_in, clock):
+    clock.move(timedelta(minutes=4, seconds=50))
+    assert b"Set up an authenticator app" in signed_in.get("/me/authenticator").data
+    assert b'name="password"' in signed_in.get("/me/password").data
+    clock.move(timedelta(seconds=20))  # 5 minutes 10 seconds after the code
+    page = signed_in.get("/me/authenticator")
+    assert b"first confirm it is you" in page.data
+    refused = signed_in.post("/me/authenticator/setup", data={"csrf_token": csrf_from(page)})
+    assert refused.headers["Location"] == "/me/authenticator"
+    assert customer().totp_sealed is None
+    assert b'name="password"' not in signed_in.get("/me/password").data
+
+
+def _security_notices() -> list:
+    return [m for m in messages_to(ANN) if "change to your account" in m.row.subject]
+
+
+def test_a_new_app_replaces_the_current_one_only_with_a_code_from_it(signed_in, clock):
+    old_app = enroll(signed_in)
+    old_secret = secret_of(customer())
+    clock.tick(30)
+
+    # The plain "set up" post that used to switch the app off silently: refused, nothing changed.
+    page = signed_in.get("/me/authenticator")
+    silent = signed_in.post("/me/authenticator/setup", data={"csrf_token": csrf_from(page)})
+    assert silent.status_code == 422
+    assert b"Code from the authenticator app you use now" in page.data
+    assert b"Enter the 6 digits the app you use now shows." in silent.data
+    wrong = signed_in.post(
+        "/me/authenticator/setup", data={"csrf_token": csrf_from(page), "current_code": "000000"}
+    )
+    assert wrong.status_code == 422 and b"does not match the app you use now" in wrong.data
+    assert secret_of(customer()) == old_secret and customer().totp_enabled_at is not None
+    assert len(_security_notices()) == 1  # only the first set-up's
+
+    # With a code from the app in use: the old one is off, the customer is told at once.
+    replaced = signed_in.post(
+        "/me/authenticator/setup",
+        data={"csrf_token": csrf_from(page), "current_code": old_app.at(clock.now())},
+    )
+    assert replaced.headers["Location"] == "/me/authenticator"
+    assert secret_of(customer()) != old_secret and customer().totp_enabled_at is None
+    notices = _security_notices()
+    assert len(notices) == 2 and "switched off so that a new one" in notices[1].text
+    assert old_app.at(clock.now()) not in notices[1].text and old_secret not in notices[1].text
+    assert "If this was not you" in notices[1].text
+
+    # The new app is confirmed like a first one, and that is told too.
+    new_app = pyotp.TOTP(secret_of(customer()))
+    page = signed_in.get("/me/authenticator")
+    done = signed_in.post(
+        "/me/authenticator/confirm",
+        data={"csrf_token": csrf_from(page), "code": new_app.at(clock.now())},
+    )
+    assert done.headers["Location"] == "/me/authenticator"
+    assert "authenticator app was added" in _security_notices()[2].text
+    actions = db.session.scalars(select(AuditEvent.action)).all()
+    assert "authenticator.replace_refused" in actions and "authenticator.replaced" in actions
+
+
+def test_removing_the_app_tells_the_customer(signed_in, clock):
+    enroll(signed_in)
+    page = signed_in.get("/me/authenticator")
+    removed = signed_in.post("/me/authenticator/remove", data={"csrf_token": csrf_from(page)})
+    assert removed.headers["Location"] == "/me/authenticator"
+    assert customer().totp_enabled_at is None
+    notices = _security_notices()
+    assert len(notices) == 2 and "authenticator app was removed" in notices[1].text

@@ -100,3 +100,18 @@ def test_the_metrics_page_costs_the_same_for_more_customers(
     db.session.commit()
     assert _page_queries(app, admin) == small
     assert metrics.funnel(incident).counts["opened"] == 310
+
+
+def test_the_metrics_page_counts_todays_csp_reports(app, clock):
+    import json
+
+    admin = app.test_client()
+    set_up(app, admin, "admin.csp@example.com", "admin", clock)
+    report = {"csp-report": {"effective-directive": "img-src", "blocked-uri": "https://x.test/a"}}
+    for _ in range(2):
+        sent = app.test_client().post(
+            "/csp-report", data=json.dumps(report), content_type="application/csp-report"
+        )
+        assert sent.status_code == 204
+    page = admin.get("/admin/metrics").get_data(as_text=True)
+    assert "(CSP reports)</td><td>2</td>" in page

@@ -403,3 +403,18 @@ def test_staff_read_a_case_status_in_words_beside_a_labelled_select_and_times_wi
     set_up(app, admin, "boss@example.com", "admin", clock)
     audit = admin.get("/admin/audit").get_data(as_text=True)
     assert re.search(r"<td>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC</td>", audit)
+
+
+def test_a_staff_code_in_full_width_digits_is_refused(app, clock):
+    client = app.test_client()
+    set_up(app, client, "wide@example.com", "agent", clock)
+    other = app.test_client()
+    clock.tick()  # a step after the set-up's code, which cannot be replayed
+    code = code_for("wide@example.com", clock)
+    wide = "".join(chr(ord(digit) - ord("0") + ord("０")) for digit in code)
+    refused = log_in(other, "wide@example.com", clock, code=wide)
+    assert refused.status_code == 422, refused.status_code
+    assert other.get("/staff/cases").status_code == 302
+    page = other.get("/staff/code")
+    accepted = other.post("/staff/code", data={"csrf_token": csrf_from(page), "code": code})
+    assert accepted.status_code == 302 and other.get("/staff/cases").status_code == 200

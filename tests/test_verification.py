@@ -8,10 +8,11 @@ import pytest
 from sqlalchemy import func, select
 
 from portal.extensions import db
-from portal.models import AuditEvent, Challenge, Customer, LoginSession, Notice
+from portal.models import AuditEvent, Challenge, Customer, KnownBrowser, LoginSession, Notice
 from portal.services import tokens
 from portal.services.imports import import_customers
 from portal.services.notices import queue_notices
+from portal.services.sessions import describe_device
 from portal.services.verification import ChallengeEnded, normalise_code, verify_code
 from tests.conftest import customer_row
 from tests.customer_flow import (
@@ -285,7 +286,8 @@ def test_ten_failures_across_resends_lock_and_a_new_link_does_not_unlock(client,
 def test_typed_codes_are_read_as_people_type_them():
     assert normalise_code("123 456") == "123456"
     assert normalise_code(" 123-456 ") == "123456"
-    assert normalise_code("１２３４５６") == "123456"  # full-width digits from a phone keyboard
+    assert normalise_code("１２３４５６") is None  # full-width digits: ASCII 0-9 only (OTP-04)
+    assert normalise_code("123456\n") is None
     assert normalise_code("12345") is None
     assert normalise_code("12345a") is None
     assert normalise_code("١٢٣٤٥٦") is None  # other scripts' digits are refused, not guessed
@@ -345,7 +347,8 @@ def test_logout_then_the_old_cookie_is_useless(client, app, notified):
     copied = client.get_cookie("portal").value
     response = client.post("/logout", data={"csrf_token": csrf_from(dashboard)})
     assert response.headers["Location"] == "/signed-out?lang=en"  # the goodbye in their language
-    assert "cookies" in response.headers["Clear-Site-Data"]
+    assert '"cache"' in response.headers["Clear-Site-Data"]
+    assert client.get_cookie("portal") is None  # the session cookie is deleted
     replay = app.test_client()
     replay.set_cookie("portal", copied)
     assert replay.get("/me").headers["Location"] == "/signed-out"
@@ -402,3 +405,103 @@ def test_forged_host_does_not_change_the_mailed_link(client, notified):
     for message in messages_to(ANN):
         assert "evil.test" not in message.text and "evil.test" not in message.html
     assert link_path(ANN).startswith("/a/")
+
+
+def test_a_code_typed_in_full_width_digits_is_refused_and_counts_nothing(client, notified):
+    start_from_link(client, link_path(ANN))
+    code = code_sent_to(ANN)
+    wide = "".join(chr(ord(digit) - ord("0") + ord("０")) for digit in code)
+    response = submit_code(client, wide)
+    assert response.status_code == 422 and b"Enter the 6 digits" in response.data
+    assert db.session.scalars(select(Challenge)).one().consumed_at is None
+    assert submit_code(client, code).headers["Location"] == "/me"
+
+
+# --- a sign-in from a browser new to the customer is told to them (AUTH-08) ---
+
+ANDROID_CHROME = (
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Mobile Safari/537.36"
+)
+IPHONE_SAFARI = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1"
+)
+
+
+def _new_sign_in_notices() -> list:
+    return [m for m in messages_to(ANN) if "new sign-in" in m.row.subject]
+
+
+def _sign_in_as_browser(client, user_agent: str):
+    client.environ_base["HTTP_USER_AGENT"] = user_agent
+    started = start_from_link(client, link_path(ANN))
+    assert started.headers["Location"] == "/verify"
+    done = submit_code(client, code_sent_to(ANN))
+    assert done.headers["Location"] == "/me", done.status_code
+    return client.get("/me")
+
+
+def test_a_sign_in_from_a_new_browser_is_told_but_not_the_first_or_a_known_one(
+    app, client, notified, clock
+):
+    # The first sign-in ever, from the notice: they just read the letter, no message.
+    dashboard = _sign_in_as_browser(client, IPHONE_SAFARI)
+    assert _new_sign_in_notices() == []
+    # Signed out and back in from the same browser: known, no message.
+    client.post("/logout", data={"csrf_token": csrf_from(dashboard)})
+    clock.tick(60)
+    _sign_in_as_browser(client, IPHONE_SAFARI)
+    assert _new_sign_in_notices() == []
+
+    # Another browser: one message, with when and roughly what, and a way out.
+    other = app.test_client()
+    clock.tick(60)
+    _sign_in_as_browser(other, ANDROID_CHROME)
+    notices = _new_sign_in_notices()
+    assert len(notices) == 1
+    text = notices[0].text
+    assert "Chrome on Android" in text and str(clock.now().year) in text
+    assert "If this was not you" in text and "https://portal.example.test/help" in text
+    browser_id = other.get_cookie("portal_browser").value
+    for secret in ("127.0.0.1", browser_id, code_sent_to(ANN)):
+        assert secret not in text and secret not in notices[0].html
+    assert "session.new_browser" in actions()
+
+    # That browser is known from now on.
+    clock.tick(60)
+    _sign_in_as_browser(other, ANDROID_CHROME)
+    assert len(_new_sign_in_notices()) == 1
+
+
+def test_the_browser_id_is_long_lived_http_only_and_planted_garbage_is_replaced(
+    app, client, notified
+):
+    client.set_cookie("portal_browser", "not-a-real-id")
+    _sign_in_as_browser(client, IPHONE_SAFARI)
+    cookie = client.get_cookie("portal_browser")
+    assert cookie.value != "not-a-real-id" and len(cookie.value) == 43
+    assert cookie.http_only and cookie.expires is not None
+    assert db.session.scalar(select(func.count()).select_from(KnownBrowser)) == 1
+
+
+@pytest.mark.parametrize(
+    ("user_agent", "expected"),
+    [
+        (ANDROID_CHROME, ("Chrome", "Android")),
+        (IPHONE_SAFARI, ("Safari", "iPhone")),
+        (
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+            "Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0",
+            ("Edge", "Windows"),
+        ),
+        (
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 14.5; rv:132.0) Gecko/20100101 Firefox/132.0",
+            ("Firefox", "macOS"),
+        ),
+        ("curl/8.5.0", (None, None)),
+        ("", (None, None)),
+    ],
+)
+def test_a_device_is_described_roughly(user_agent, expected):
+    assert describe_device(user_agent) == expected

@@ -40,6 +40,7 @@ PUBLIC_ROUTES = {
     "staff.setup",
     "staff.login",
     "public.incident",
+    "public.csp_report",  # browsers post CSP reports from any page, signed in or not
 }
 
 
@@ -136,8 +137,11 @@ def test_pages_carry_the_security_headers(client):
         "frame-ancestors 'none'",
         "form-action 'self'",
         "'strict-dynamic'",
+        "report-uri https://portal.example.test/csp-report",
+        "report-to csp",
     ):
         assert directive in csp
+    assert first.headers["Reporting-Endpoints"] == 'csp="https://portal.example.test/csp-report"'
     assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
     assert csp != second.headers["Content-Security-Policy"]  # a fresh nonce each time
     assert first.headers["X-Content-Type-Options"] == "nosniff"
@@ -290,3 +294,124 @@ def test_behind_one_proxy_the_client_address_is_the_forwarded_one(database_url, 
     client = app.test_client()
     seen = client.get("/whoami", headers={"X-Forwarded-For": "203.0.113.9, 198.51.100.7"})
     assert seen.data == b"198.51.100.7"  # only the last hop, the one our proxy added, counts
+
+
+# --- Fetch Metadata: another site's page cannot make a write (finding 7 of issue 12) ---
+
+
+def _language_switch(client, **headers):
+    from tests.customer_flow import csrf_from
+
+    page = client.get("/")
+    return client.post(
+        "/language",
+        data={"csrf_token": csrf_from(page), "lang": "es", "next": "/"},
+        headers=headers,
+    )
+
+
+def test_a_cross_site_write_is_refused_even_with_a_valid_token(client):
+    refused = _language_switch(client, **{"Sec-Fetch-Site": "cross-site"})
+    assert refused.status_code == 403
+    assert b"You cannot open this page" in refused.data
+    assert b'<html lang="en">' in client.get("/").data  # nothing was switched
+    # Reading a page another site links to stays possible.
+    assert client.get("/", headers={"Sec-Fetch-Site": "cross-site"}).status_code == 200
+
+
+@pytest.mark.parametrize("site", ["same-origin", "same-site", "none", None])
+def test_writes_from_our_pages_typed_addresses_and_old_browsers_pass(client, site):
+    headers = {} if site is None else {"Sec-Fetch-Site": site}
+    assert _language_switch(client, **headers).status_code == 302
+    assert b'<html lang="es">' in client.get("/").data
+
+
+def test_every_write_method_is_checked_before_csrf(client):
+    for method in ("POST", "PUT", "PATCH", "DELETE"):
+        answer = client.open("/logout", method=method, headers={"Sec-Fetch-Site": "cross-site"})
+        assert answer.status_code in (403, 405), (method, answer.status_code)
+    # No token at all: the Fetch Metadata refusal comes first, not CSRF's 400.
+    assert client.post("/language", headers={"Sec-Fetch-Site": "cross-site"}).status_code == 403
+
+
+# --- CSP reports ---
+
+_REPORT_URI_BODY = {
+    "csp-report": {
+        "document-uri": "https://portal.example.test/a/SECRETTOKEN",
+        "violated-directive": "script-src-elem 'nonce-abc' 'strict-dynamic'",
+        "effective-directive": "script-src-elem",
+        "blocked-uri": "https://evil.example/steal.js?who=ann@example.com",
+    }
+}
+_REPORT_TO_BODY = [
+    {
+        "type": "csp-violation",
+        "url": "https://portal.example.test/me",
+        "body": {"effectiveDirective": "img-src", "blockedURL": "data:image/png;base64,AAAA"},
+    },
+    {
+        "type": "csp-violation",
+        "url": "https://portal.example.test/me",
+        "body": {"effectiveDirective": "script-src-elem", "blockedURL": "inline"},
+    },
+]
+
+
+def test_csp_reports_are_taken_counted_and_logged_without_personal_data(client, app, caplog):
+    import json
+
+    from portal.services import csp_reports
+
+    caplog.set_level("INFO")
+    # Browsers post from wherever the page is, without a CSRF token: cross-site too.
+    first = client.post(
+        "/csp-report",
+        data=json.dumps(_REPORT_URI_BODY),
+        content_type="application/csp-report",
+        headers={"Sec-Fetch-Site": "cross-site"},
+    )
+    assert first.status_code == 204 and first.data == b""
+    batch = client.post(
+        "/csp-report", data=json.dumps(_REPORT_TO_BODY), content_type="application/reports+json"
+    )
+    assert batch.status_code == 204
+    lines = [r.getMessage() for r in caplog.records if "csp report" in r.getMessage()]
+    assert lines == [
+        "csp report: script-src-elem blocked https://evil.example",
+        "csp report: img-src blocked data",
+        "csp report: script-src-elem blocked inline",
+    ]
+    assert "SECRETTOKEN" not in caplog.text and "ann@example.com" not in caplog.text
+    with app.test_request_context():
+        assert csp_reports.count_today() == 3
+
+
+def test_csp_reports_refuse_other_types_garbage_and_large_bodies(client, app):
+    from portal.services import csp_reports
+
+    assert client.post("/csp-report", data="{}", content_type="text/plain").status_code == 415
+    garbage = client.post("/csp-report", data=b"\xff{", content_type="application/csp-report")
+    assert garbage.status_code == 400
+    big = {"csp-report": {"effective-directive": "img-src", "blocked-uri": "x" * 9000}}
+    import json
+
+    large = client.post("/csp-report", data=json.dumps(big), content_type="application/csp-report")
+    assert large.status_code == 413
+    assert client.get("/csp-report").status_code == 405
+    with app.test_request_context():
+        assert csp_reports.count_today() == 0
+
+
+def test_csp_reports_are_rate_limited_per_network(client):
+    import json
+
+    from portal.web import limits
+
+    allowed = int(limits.CSP_REPORT_PER_NETWORK.split()[0])
+    body = json.dumps(_REPORT_URI_BODY)
+    answers = [
+        client.post("/csp-report", data=body, content_type="application/csp-report").status_code
+        for _ in range(allowed + 1)
+    ]
+    assert answers[:allowed] == [204] * allowed and answers[-1] == 429

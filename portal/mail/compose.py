@@ -4,6 +4,7 @@ recipient's)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from urllib.parse import urlsplit
 
 from flask import current_app, render_template
@@ -11,7 +12,7 @@ from flask_babel import get_locale
 from flask_babel import gettext as _
 from markupsafe import escape
 
-from portal.i18n import localized
+from portal.i18n import datetime_with_zone, localized
 from portal.models import DATA_CLASSES, Incident
 
 
@@ -96,16 +97,18 @@ def compose_new_link(*, incident: Incident, link: str) -> Composed:
     )
 
 
-def compose_security_notice(*, what: str) -> Composed:
+def compose_security_notice(*, what: str, subject: str | None = None) -> Composed:
     """Tell the customer of a change to their account, with a way to say it was not them."""
     context = {
         "what": what,
         "organisation": current_app.config["ORGANISATION_NAME"],
         "portal_address": current_app.config["BASE_URL"],
         "support_phone": current_app.config["SUPPORT_PHONE"],
+        "help_address": current_app.config["BASE_URL"].rstrip("/") + "/help",
     }
     return Composed(
-        subject=_(
+        subject=subject
+        or _(
             "A change to your account with %(organisation)s", organisation=context["organisation"]
         ),
         text=render_template("emails/security_notice.txt", **context),
@@ -160,6 +163,30 @@ def compose_contact_change_notice(*, what: str, link: str, hours: int) -> Compos
         text=render_template("emails/contact_change.txt", **context),
         html=render_template("emails/contact_change.html", **context),
     )
+
+
+def compose_new_browser(*, when: datetime, browser: str | None, system: str | None) -> Composed:
+    """Tell the customer their account was opened from a browser new to it: when, and roughly
+    on what (product names only, no address), with the same "this was not me" way out."""
+    if browser and system:
+        device = _("%(browser)s on %(system)s", browser=browser, system=system)
+    elif browser:
+        device = browser
+    elif system:
+        device = _("a browser on %(system)s", system=system)
+    else:
+        device = _("a browser we could not recognise")
+    what = _(
+        "Someone signed in to your account on %(when)s, using %(device)s, in a browser not "
+        "used for your account before.",
+        when=datetime_with_zone(when),
+        device=device,
+    )
+    subject = _(
+        "A new sign-in to your account with %(organisation)s",
+        organisation=current_app.config["ORGANISATION_NAME"],
+    )
+    return compose_security_notice(what=what, subject=subject)
 
 
 def compose_protection_code(*, offer, code: str, from_waiting: bool) -> Composed:

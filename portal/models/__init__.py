@@ -14,7 +14,7 @@ from portal.models.outbox import OutboxMessage
 from portal.models.protection import ActivationCode, Enrollment, ProtectionOffer
 from portal.models.staff import RecoveryCode, StaffMember, StaffSession
 from portal.models.update import IncidentUpdate
-from portal.models.verification import Challenge, LoginSession
+from portal.models.verification import Challenge, KnownBrowser, LoginSession
 
 __all__ = [
     "DATA_CLASSES",
@@ -32,6 +32,7 @@ __all__ = [
     "Incident",
     "IncidentUpdate",
     "Job",
+    "KnownBrowser",
     "LoginSession",
     "Notice",
     "Obligation",

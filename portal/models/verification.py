@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, LargeBinary, String
+from sqlalchemy import CheckConstraint, ForeignKey, Index, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.models.base import Base, UTCDateTime
@@ -61,3 +61,20 @@ class LoginSession(Base):
     user_agent: Mapped[str] = mapped_column(String(200), default="")
 
     customer: Mapped[Customer] = relationship()
+
+
+class KnownBrowser(Base):
+    """A browser a customer has signed in from: the digest of a random cookie it keeps, so that
+    a sign-in from any other browser can be told to them (AUTH-08)."""
+
+    __tablename__ = "known_browser"
+    __table_args__ = (
+        UniqueConstraint("customer_id", "cookie_digest", name="uq_known_browser_once"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id", ondelete="CASCADE"))
+    # Only the digest: a read of the table cannot be replayed as a "known" cookie.
+    cookie_digest: Mapped[bytes] = mapped_column(LargeBinary(32))
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)

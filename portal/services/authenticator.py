@@ -39,17 +39,51 @@ def is_enabled(customer: Customer) -> bool:
     return customer.totp_enabled_at is not None
 
 
-def begin(customer: Customer) -> None:
-    """Make a fresh 160-bit seed, sealed on the server (never in the cookie), pending a code."""
+def begin(customer: Customer, current_code: str | None = None) -> None:
+    """Make a fresh 160-bit seed, sealed on the server (never in the cookie), pending a code.
+
+    When an app is on already, a right code from it comes first: an open session (even with a
+    fresh code from the mailbox) must not silently swap the factor for one an intruder holds
+    (OTP-05). Someone who lost the app removes it instead, which tells them too.
+    """
+    replacing = is_enabled(customer)
+    if replacing and not (current_code and _accept(customer, current_code)):
+        audit.record(
+            "authenticator.replace_refused",
+            actor=customer_actor(customer),
+            subject_type="customer",
+            subject_id=customer.public_id,
+            outcome="failure",
+        )
+        db.session.flush()
+        raise CodeRejected(
+            _(
+                "That code does not match the app you use now. Type the 6 digits it shows "
+                "for %(organisation)s, or remove the app if you no longer have it.",
+                organisation=current_app.config["ORGANISATION_NAME"],
+            ),
+            remaining=None,
+        )
     customer.totp_secret = totp.new_secret()
     customer.totp_enabled_at = None
     customer.totp_last_step = None
     audit.record(
-        "authenticator.setup_started",
+        "authenticator.replaced" if replacing else "authenticator.setup_started",
         actor=customer_actor(customer),
         subject_type="customer",
         subject_id=customer.public_id,
     )
+    if replacing:
+        # The old app stops working now: the customer hears of it at once, not only when (or
+        # if) the new one is confirmed.
+        _notify(
+            customer,
+            "authenticator-replaced",
+            _l(
+                "The authenticator app on your account was switched off so that a new one "
+                "could be set up."
+            ),
+        )
     db.session.flush()
 
 

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import exists, select, update
+from sqlalchemy.exc import IntegrityError
 
 from portal import clock
 from portal.extensions import db
-from portal.models import Customer, LoginSession
+from portal.mail.compose import compose_new_browser
+from portal.models import Customer, KnownBrowser, LoginSession
 from portal.models.audit import customer_actor
-from portal.services import audit
+from portal.services import audit, outbox
 from portal.unit_of_work import write_is_the_point
 
 # Writing last_seen on every click would make every page a write; a minute of slack is harmless
@@ -99,3 +102,102 @@ def end_all_sessions(customer_id: int) -> None:
         .where(LoginSession.customer_id == customer_id, LoginSession.revoked_at.is_(None))
         .values(revoked_at=clock.now())
     )
+
+
+# A browser keeps its random id as long as browsers let a cookie live (400 days at most).
+BROWSER_TTL = timedelta(days=400)
+_BROWSER_TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")  # what secrets.token_urlsafe(32) makes
+
+
+def recognise_browser(
+    customer: Customer, browser_token: str | None, *, from_notice: bool, user_agent: str = ""
+) -> str:
+    """Remember this browser for the customer and tell them when it is new to them; return the
+    random id the browser keeps (its own if it had a well-formed one, else a fresh one).
+
+    "New" means this browser's random cookie was never seen with this customer (a browser
+    that lost its cookies counts as new: a notice too many is better than one too few). No
+    message for the very first sign-in from the notice (link or letter): the customer just got
+    it, and the code they typed came to their own address or phone.
+    """
+    token = browser_token if browser_token and _BROWSER_TOKEN.fullmatch(browser_token) else None
+    token = token or secrets.token_urlsafe(32)  # 256 bits, like a session's
+    digest = _digest(token)  # random, so a plain digest suffices (and survives key rotation)
+    now = clock.now()
+    known = db.session.scalar(
+        select(KnownBrowser).where(
+            KnownBrowser.customer_id == customer.id, KnownBrowser.cookie_digest == digest
+        )
+    )
+    if known is not None:
+        known.last_seen_at = now
+        db.session.flush()
+        return token
+    first_ever = not db.session.scalar(
+        select(exists().where(KnownBrowser.customer_id == customer.id))
+    )
+    try:
+        with db.session.begin_nested():  # two sign-ins racing from one browser: one row
+            db.session.add(
+                KnownBrowser(
+                    customer_id=customer.id,
+                    cookie_digest=digest,
+                    first_seen_at=now,
+                    last_seen_at=now,
+                )
+            )
+    except IntegrityError:
+        return token
+    if first_ever and from_notice:
+        return token
+    browser, system = describe_device(user_agent)
+    audit.record(
+        "session.new_browser",
+        actor=customer_actor(customer),
+        subject_type="customer",
+        subject_id=customer.public_id,
+        details={"device": f"{browser or '?'} / {system or '?'}"},
+    )
+    # To the address the notices go to; no IP address or place: an address is personal data
+    # in clear in a mailbox, and a guessed city misleads more than it helps.
+    outbox.queue_message(
+        compose_new_browser,
+        to=customer.email,
+        locale=customer.locale,
+        dedupe_key=f"new-browser:{customer.public_id}:{digest.hex()[:16]}",
+        when=now,
+        browser=browser,
+        system=system,
+    )
+    db.session.flush()
+    return token
+
+
+# (name, pattern) in the order that decides: Edge and Opera also say "Chrome", Chrome also says
+# "Safari", and every Android browser says "Linux".
+_BROWSERS = (
+    ("Edge", re.compile(r"\bEdg(?:e|A|iOS)?/")),
+    ("Opera", re.compile(r"\b(?:OPR|Opera)/")),
+    ("Samsung Internet", re.compile(r"\bSamsungBrowser/")),
+    ("Firefox", re.compile(r"\b(?:Firefox|FxiOS)/")),
+    ("Chrome", re.compile(r"\b(?:Chrome|CriOS)/")),
+    ("Safari", re.compile(r"\bVersion/[\d.]+.*\bSafari/")),
+)
+_SYSTEMS = (
+    ("Android", re.compile(r"\bAndroid\b")),
+    ("iPhone", re.compile(r"\biPhone\b")),
+    ("iPad", re.compile(r"\biPad\b")),
+    ("ChromeOS", re.compile(r"\bCrOS\b")),
+    ("Windows", re.compile(r"\bWindows\b")),
+    ("macOS", re.compile(r"\bMac OS X\b|\bMacintosh\b")),
+    ("Linux", re.compile(r"\bLinux\b")),
+)
+
+
+def describe_device(user_agent: str) -> tuple[str | None, str | None]:
+    """A rough (browser, system) from a User-Agent, such as ("Chrome", "Android"); None for
+    what cannot be told. Names only, never versions: enough for a person to recognise it."""
+    text = user_agent[:500]
+    browser = next((name for name, pattern in _BROWSERS if pattern.search(text)), None)
+    system = next((name for name, pattern in _SYSTEMS if pattern.search(text)), None)
+    return browser, system

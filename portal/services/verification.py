@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
-import unicodedata
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -314,11 +314,17 @@ def _active_challenge(challenge_public_id: str | None) -> Challenge:
     return challenge
 
 
+_SIX_ASCII_DIGITS = re.compile("[0-9]{6}")
+
+
 def normalise_code(typed: str) -> str | None:
-    """What people type, as 6 ASCII digits: spaces and dashes dropped, full-width digits folded."""
-    folded = unicodedata.normalize("NFKC", typed)
-    digits = "".join(ch for ch in folded if ch not in " -\t\u00a0")
-    if len(digits) == 6 and digits.isascii() and digits.isdigit():
+    """What people type, as 6 ASCII digits: spaces and dashes dropped, nothing else changed.
+
+    Only ASCII 0-9 count (OTP-04): no Unicode folding, `\\d` or `int()`, which would take
+    full-width or other scripts' digits ("１２３４５６") as a code and widen what a guess may be.
+    """
+    digits = "".join(ch for ch in typed if ch not in " -\t\u00a0")
+    if _SIX_ASCII_DIGITS.fullmatch(digits):
         return digits
     return None
 

@@ -25,6 +25,7 @@ def _messages(code: int) -> tuple[str, str]:
         404: (_("Page not found"), _("Check the address, or start again from the home page.")),
         405: (_("That did not work"), _("Please go back and use the buttons on the page.")),
         413: (_("That file is too large"), _("Please send a smaller file.")),
+        415: (_("We could not read that request"), _("Please go back and try again.")),
         429: (_("Too many attempts"), _("Please wait a few minutes and try again.")),
         503: (_("We are very busy right now"), _("Please try again in a few minutes.")),
     }.get(code, (_("Something went wrong on our side"), _("Please try again in a few minutes.")))

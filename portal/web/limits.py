@@ -68,6 +68,9 @@ ASSISTED_PER_NETWORK = "60 per hour"
 CONTACT_CHANGE_PER_LINK = "10 per hour"
 CONTACT_CHANGE_PER_NETWORK = "60 per hour"
 
+# CSP reports: a page with a broken resource can send a few per view; a flood is not reports.
+CSP_REPORT_PER_NETWORK = "120 per hour"
+
 # Signed in: per customer only (they proved who they are; their neighbours are not them).
 CONFIRM_PER_CUSTOMER = "10 per hour"  # each sends a code
 PASSWORD_PER_CUSTOMER = "10 per hour"  # noqa: S105 (a rate, not a password)

@@ -7,7 +7,7 @@ from flask_babel import lazy_gettext as _l
 
 from portal import unit_of_work
 from portal.models import AuditEvent
-from portal.services import audit, incidents, metrics
+from portal.services import audit, csp_reports, incidents, metrics
 from portal.web.access import staff
 from portal.web.admin.blueprint import bp
 from portal.web.admin.common import current_actor
@@ -31,7 +31,12 @@ def metrics_page():
     data = metrics.figures(incidents.all_incidents())
     peak = max([1] + [max(d.opened, d.verified) for d in data.days])
     return render_template(
-        "admin/metrics.html", data=data, stages=metrics.STAGES, labels=STAGE_LABELS, peak=peak
+        "admin/metrics.html",
+        data=data,
+        stages=metrics.STAGES,
+        labels=STAGE_LABELS,
+        peak=peak,
+        csp_reports=csp_reports.count_today(),
     )
 
 

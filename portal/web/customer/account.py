@@ -16,7 +16,7 @@ from portal.web import limits
 from portal.web.access import customer, public
 from portal.web.customer.blueprint import bp
 from portal.web.customer.common import LANG_KEY, page_language
-from portal.web.customer.forms import ActionForm, CodeForm, PasswordForm
+from portal.web.customer.forms import ActionForm, CodeForm, CurrentAppForm, PasswordForm
 from portal.web.navigation import safe_next
 
 
@@ -35,11 +35,14 @@ def signed_out():
 def logout():
     sessions.end_session(session.get("sid"))
     session.clear()
-    # The goodbye is in their language: the session (and with it the choice) is gone, and
-    # Clear-Site-Data drops the cookies, so the language rides in the address.
+    # The goodbye is in their language: the session (and with it the choice) is gone, so the
+    # language rides in the address.
     response = redirect(url_for("customer.signed_out", lang=page_language()))
-    # Tell the browser to drop what it kept of the signed-in pages.
-    response.headers["Clear-Site-Data"] = '"cache", "cookies", "storage"'
+    # Tell the browser to drop what it kept of the signed-in pages. Not "cookies": that would
+    # also drop the browser's random id, and every sign-in after a sign-out would then be
+    # reported as "a new browser" (a warning people learn to ignore). The session cookie is
+    # deleted (the emptied session) and its row revoked above; the id opens nothing.
+    response.headers["Clear-Site-Data"] = '"cache", "storage"'
     return response
 
 
@@ -47,9 +50,7 @@ def _fresh() -> bool:
     return current_user.is_fresh()
 
 
-@bp.get("/me/authenticator")
-@customer
-def authenticator_page():
+def _authenticator_page(status: int = 200, form=None, current_app_form=None):
     customer_ = current_user.customer
     return render_template(
         "customer/authenticator.html",
@@ -57,18 +58,40 @@ def authenticator_page():
         enabled_at=customer_.totp_enabled_at,
         enrollment=authenticator.pending(customer_) if _fresh() else None,
         fresh=_fresh(),
-        form=CodeForm(),
+        form=form or CodeForm(),
+        current_app_form=current_app_form or CurrentAppForm(),
         action=ActionForm(),
-    )
+    ), status
+
+
+@bp.get("/me/authenticator")
+@customer
+def authenticator_page():
+    return _authenticator_page()
 
 
 @bp.post("/me/authenticator/setup")
 @customer
+# Each try at replacing an app checks a code of it: bounded like confirming one.
+@limiter.limit(limits.AUTHENTICATOR_PER_CUSTOMER, key_func=limits.customer)
 def authenticator_setup():
     if not _fresh():  # adding a way in needs a fresh proof, not just an open session
         return redirect(url_for("customer.authenticator_page"))
-    authenticator.begin(current_user.customer)
-    return redirect(url_for("customer.authenticator_page"))
+    customer_ = current_user.customer
+    if not authenticator.is_enabled(customer_):
+        authenticator.begin(customer_)
+        return redirect(url_for("customer.authenticator_page"))
+    # An app is on: replacing it needs a code from it (the service says why).
+    form = CurrentAppForm()
+    if form.validate_on_submit():
+        try:
+            authenticator.begin(customer_, form.current_code.data)
+        except CodeRejected as exc:
+            form.current_code.errors.append(str(exc))
+        else:
+            flash(_("Your old authenticator app no longer works. Set up the new one now."), "info")
+            return redirect(url_for("customer.authenticator_page"))
+    return _authenticator_page(422, current_app_form=form)
 
 
 @bp.post("/me/authenticator/confirm")
@@ -93,15 +116,7 @@ def authenticator_confirm():
                 "info",
             )
             return redirect(url_for("customer.authenticator_page"))
-    return render_template(
-        "customer/authenticator.html",
-        enabled=False,
-        enabled_at=None,
-        enrollment=authenticator.pending(customer_),
-        fresh=True,
-        form=form,
-        action=ActionForm(),
-    ), 422
+    return _authenticator_page(422, form=form)
 
 
 @bp.post("/me/authenticator/remove")

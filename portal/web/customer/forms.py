@@ -38,6 +38,24 @@ class CodeForm(FlaskForm):
     )
 
 
+class CurrentAppForm(FlaskForm):
+    """Moving to a new authenticator app: a code from the app in use now proves it is theirs."""
+
+    current_code = StringField(
+        _l("Code from the authenticator app you use now"),
+        validators=[
+            DataRequired(_l("Enter the 6 digits the app you use now shows.")),
+            Length(max=20),
+        ],
+        render_kw={
+            "autocomplete": "one-time-code",
+            "inputmode": "numeric",
+            "autocapitalize": "off",
+            "spellcheck": "false",
+        },
+    )
+
+
 class ReferenceForm(FlaskForm):
     reference = StringField(
         _l("Reference code from your letter"),

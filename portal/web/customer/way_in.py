@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import (
+    after_this_request,
     current_app,
     flash,
     make_response,
@@ -143,7 +144,11 @@ def verify():
             form.code.errors.append(str(exc))
             status = 422
         else:
-            return hx_redirect(_signed_in(challenge.customer, challenge.consumed_at))
+            # A code from the notice (link or letter), not a step-up of a signed-in customer.
+            from_notice = challenge.purpose == "verify" and challenge.notice_id is not None
+            return hx_redirect(
+                _signed_in(challenge.customer, challenge.consumed_at, from_notice=from_notice)
+            )
     elif request.method == "POST":
         status = 422
     template = "customer/_code_form.html" if is_htmx() else "customer/verify.html"
@@ -161,7 +166,7 @@ def verify():
     return response
 
 
-def _signed_in(customer_, verified_at) -> str:
+def _signed_in(customer_, verified_at, *, from_notice: bool = False) -> str:
     """Open a fresh session for a customer who just proved themselves; return where to go."""
     target = safe_next(session.get(NEXT_KEY)) or url_for("customer.me")
     chosen = session.get(LANG_KEY)
@@ -178,7 +183,39 @@ def _signed_in(customer_, verified_at) -> str:
     session["sid"] = sessions.open_session(
         customer_, verified_at=verified_at, user_agent=request.user_agent.string
     )
+    # A browser new to this customer is told to them (the service says when it is not).
+    browser_token = sessions.recognise_browser(
+        customer_,
+        request.cookies.get(browser_cookie_name()),
+        from_notice=from_notice,
+        user_agent=request.user_agent.string,
+    )
+
+    @after_this_request
+    def _keep_browser_id(response):
+        # Long-lived, HttpOnly, and only a marker (it opens nothing): Lax so that it arrives
+        # with the notice link's page too. __Host- in production: no sibling site can plant it.
+        response.set_cookie(
+            browser_cookie_name(),
+            browser_token,
+            max_age=int(sessions.BROWSER_TTL.total_seconds()),
+            httponly=True,
+            secure=current_app.config["PORTAL_ENV"] == "production",
+            samesite="Lax",
+            path="/",
+        )
+        return response
+
     return target
+
+
+def browser_cookie_name() -> str:
+    """The cookie that lets us know a browser again (see sessions.recognise_browser)."""
+    return (
+        "__Host-portal_browser"
+        if current_app.config["PORTAL_ENV"] == "production"
+        else "portal_browser"
+    )
 
 
 @bp.post("/verify/again")

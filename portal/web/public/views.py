@@ -1,8 +1,10 @@
-"""Pages anyone may open: the front page and the health check."""
+"""Pages anyone may open: the front page, the health check, and where CSP reports go."""
 
-from flask import Blueprint, abort, render_template
+from flask import Blueprint, abort, render_template, request
 
-from portal.services import incidents, updates
+from portal.extensions import csrf, limiter
+from portal.services import csp_reports, incidents, updates
+from portal.web import limits
 from portal.web.access import public
 
 bp = Blueprint("public", __name__)
@@ -29,3 +31,24 @@ def incident(slug: str):
     except incidents.IncidentError:
         abort(404)
     return render_template("public/incident.html", incident=item, updates=updates.published(item))
+
+
+@bp.post("/csp-report")
+@public
+# Browsers post reports without a CSRF token (and from wherever the page was loaded); the route
+# only counts and logs a scrubbed line, so there is nothing a forged report could change.
+@csrf.exempt
+@limiter.limit(limits.CSP_REPORT_PER_NETWORK, key_func=limits.network)
+def csp_report():
+    """A browser's report that the Content-Security-Policy blocked something: 204, counted."""
+    # A report is a few hundred bytes: refuse more before reading it, not after.
+    request.max_content_length = csp_reports.MAX_BYTES
+    content_type = request.mimetype
+    if content_type not in csp_reports.CONTENT_TYPES:
+        abort(415)
+    try:
+        violations = csp_reports.read(content_type, request.get_data(cache=False))
+    except csp_reports.ReportUnreadable:
+        abort(400)
+    csp_reports.record(violations)
+    return "", 204

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from datetime import timedelta
 
 import pyotp
@@ -11,7 +12,7 @@ from sqlalchemy import select
 
 from portal import clock as portal_clock
 from portal.extensions import db
-from portal.models import AuditEvent, Customer
+from portal.models import Customer
 from portal.services.imports import import_customers
 from portal.services.notices import queue_notices
 from portal.web.navigation import safe_next
@@ -102,18 +103,81 @@ def test_a_wrong_or_unknown_sign_in_gets_the_same_answer(signed_in, app):
     assert b"do not match" in wrong.data and b"do not match" in unknown.data
 
 
-def test_ten_wrong_authenticator_codes_lock(signed_in, app):
-    enroll(signed_in)
-    from portal.services import authenticator
-    from portal.services.verification import VerificationLocked
+def elsewhere(n: int) -> dict:
+    """The n-th of many client addresses (a stranger spreading guesses past the limits)."""
+    return {"REMOTE_ADDR": f"203.0.113.{n + 1}"}
 
-    for _ in range(9):
-        with pytest.raises(authenticator.SignInFailed):
-            authenticator.sign_in(ANN, "000000")
-    with pytest.raises(VerificationLocked):
-        authenticator.sign_in(ANN, "000000")
-    assert customer().verification_locked_at is not None
-    assert "verification.locked" in db.session.scalars(select(AuditEvent.action)).all()
+
+def app_sign_in(client, email: str, code: str, n: int = 0):
+    page = client.get("/signin")
+    return client.post(
+        "/signin",
+        data={"csrf_token": csrf_from(page), "email": email, "code": code},
+        environ_base=elsewhere(n),
+    )
+
+
+def comparable(response) -> tuple[int, str]:
+    """What a visitor sees, without what differs on every page (tokens, nonces, the echo of
+    the address they typed)."""
+    body = re.sub(r'value="[^"]*"', "", response.get_data(as_text=True))
+    body = re.sub(r"nonce=\"[^\"]+\"|reference: [0-9a-f]+|\"X-CSRFToken\": \"[^\"]+\"", "", body)
+    return response.status_code, body
+
+
+def test_ten_wrong_codes_at_signin_leave_the_notice_link_and_its_code_working(signed_in, app):
+    enroll(signed_in)
+    stranger = app.test_client()
+    answers = [app_sign_in(stranger, ANN, "000000", n) for n in range(10)]
+    assert [a.status_code for a in answers] == [422] * 10
+    assert all(b"do not match" in a.data for a in answers)
+    assert customer().verification_locked_at is None
+    # Ann, from her own browser, with her notice link and the code it sends: no agent needed.
+    ann = app.test_client()
+    assert sign_in(ann, ANN).status_code == 200
+
+
+def test_after_wrong_codes_app_sign_in_waits_then_works_again(signed_in, app, clock):
+    totp = enroll(signed_in)
+    clock.tick()  # the app shows a code not used before: only the wait can refuse it
+    stranger = app.test_client()
+    for n in range(5):
+        assert app_sign_in(stranger, ANN, "000000", n).status_code == 422
+    ann = app.test_client()
+    # Ann's right code, inside the wait: not signed in, told when, and told the link works.
+    paused = app_sign_in(ann, ANN, totp.at(clock.now()), 10)
+    assert paused.status_code == 429 and "Retry-After" in paused.headers
+    assert b"paused" in paused.data and b"link in your notice" in paused.data
+    assert ann.get("/me").status_code != 200
+    clock.tick(int(paused.headers["Retry-After"]) + 30)
+    later = app_sign_in(ann, ANN, totp.at(clock.now()), 11)
+    assert later.headers["Location"] == "/me"
+    assert ann.get("/me").status_code == 200
+    assert customer().totp_failures == 0 and customer().totp_retry_at is None
+
+
+def test_each_wrong_code_past_five_doubles_the_wait_up_to_an_hour(signed_in, app, clock):
+    enroll(signed_in)
+    stranger = app.test_client()
+    waits = []
+    for n in range(14):
+        app_sign_in(stranger, ANN, "000000", n)
+        retry_at = customer().totp_retry_at
+        waits.append(round((retry_at - clock.now()).total_seconds()) if retry_at else 0)
+    assert waits[:4] == [0, 0, 0, 0]
+    assert waits[4:8] == [30, 60, 120, 240]
+    assert waits[-1] == 3600  # an hour at most
+
+
+def test_during_a_wait_a_wrong_code_answers_as_an_unknown_address_does(signed_in, app, clock):
+    enroll(signed_in)
+    stranger = app.test_client()
+    for n in range(6):
+        app_sign_in(stranger, ANN, "000000", n)
+    assert customer().totp_retry_at is not None
+    known = comparable(app_sign_in(stranger, ANN, "123456", 20))
+    unknown = comparable(app_sign_in(stranger, "nobody@example.com", "123456", 21))
+    assert known == unknown and known[0] == 422
 
 
 def test_set_up_needs_a_fresh_proof_and_the_step_up_comes_back(signed_in, clock):

@@ -140,6 +140,46 @@ def test_a_wrong_code_keeps_the_act_and_asks_again(admin, incident, app, clock, 
     assert right.headers["Location"].startswith("/admin/jobs/") and len(jobs()) == 1
 
 
+def test_a_kept_acts_page_shares_the_lock_and_the_allowance_of_reauthentication(
+    admin, incident, app, clock, write_csv
+):
+    import_customers(
+        incident, write_csv([customer_row(1, email="p1@example.com", phone="")]), actor="test"
+    )
+    page = admin.get("/admin/incidents/acme-2026/campaign")
+    clock.tick(STALE)
+    asked = admin.post(
+        "/admin/incidents/acme-2026/campaign/send", data={"csrf_token": csrf_from(page)}
+    )
+    page = admin.get(asked.headers["Location"])
+    resume = page.get_data(as_text=True).split('name="resume" value="')[1].split('"')[0]
+    token = csrf_from(page)
+
+    def on_the_acts_page(password, code):
+        return admin.post(
+            "/admin/incidents/acme-2026/campaign/send",
+            data={"csrf_token": token, "resume": resume, "password": password, "code": code},
+        )
+
+    wrong = [
+        admin.post(
+            "/staff/reauth",
+            data={"csrf_token": token, "password": f"guess {n}", "code": "123456"},
+        )
+        for n in range(10)
+    ]
+    assert all(b"That password and code do not match." in w.data for w in wrong)
+    # Ten failures: the account is now locked, on this page as on any other.
+    right = on_the_acts_page(PASSWORD, code_for(ADMIN, clock))
+    assert right.status_code == 422 and b"That password and code do not match." in right.data
+    assert jobs() == []
+    more = [on_the_acts_page(f"guess {n}", "123456") for n in range(9)]
+    assert [m.status_code for m in more] == [422] * 9
+    # Twenty tries in all, on either page: the next is refused before any check.
+    assert on_the_acts_page(PASSWORD, code_for(ADMIN, clock)).status_code == 429
+    assert jobs() == []
+
+
 def test_a_kept_act_is_finished_only_by_the_session_that_kept_it(admin, incident, app, clock):
     page = admin.get("/admin/incidents/acme-2026/import")
     clock.tick(STALE)

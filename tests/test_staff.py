@@ -8,10 +8,10 @@ import pytest
 from sqlalchemy import select
 
 from portal.extensions import db
-from portal.models import AuditEvent, Case
+from portal.models import AuditEvent, Case, StaffSession
 from portal.services.imports import import_customers
 from portal.services.notices import queue_notices
-from tests.conftest import BASE_URL, customer_row
+from tests.conftest import BASE_URL, base_env, customer_row
 from tests.customer_flow import csrf_from, link_path, messages_to, sign_in
 from tests.staff_flow import (
     PASSWORD,
@@ -116,6 +116,86 @@ def test_ten_wrong_passwords_lock_with_the_same_answer(app, agent, clock):
     clock.tick(31)
     client = app.test_client()
     assert log_in(client, "agent.a@example.com", clock).headers["Location"] == "/staff/cases"
+
+
+# --- proving it again: the same lock and limits as sign-in ---
+
+
+def _reauth_answer(client, clock, *, password: str, code: str | None = None, environ=None):
+    page = client.get("/staff/reauth?next=/staff/cases")
+    return client.post(
+        "/staff/reauth",
+        data={
+            "csrf_token": csrf_from(page),
+            "next": "/staff/cases",
+            "password": password,
+            "code": code or code_for("agent.a@example.com", clock),
+        },
+        environ_base=environ or {},
+    )
+
+
+def _last_proof():
+    db.session.expire_all()
+    return max(s.reauth_at for s in db.session.scalars(select(StaffSession)) if s.reauth_at)
+
+
+def test_forty_wrong_reauthentications_are_stopped_long_before_forty(app, agent, clock):
+    answers = [
+        _reauth_answer(agent, clock, password=f"wrong guess {n}", code="123456") for n in range(40)
+    ]
+    statuses = [a.status_code for a in answers]
+    # Ten failures lock the account (as at sign-in); the allowance ends the guessing at 20.
+    assert statuses[20:] == [429] * 20
+    assert member("agent.a@example.com").locked_until is not None
+    assert all(b"That password and code do not match." in a.data for a in answers[:20])
+    assert statuses[:20] == [422] * 20  # refused as a form is, like a wrong sign-in
+    assert "Retry-After" in answers[20].headers
+
+
+def test_the_right_pair_is_refused_while_reauthentication_failures_hold_the_lock(app, agent, clock):
+    clock.tick()  # a code the app has not shown before, so only the lock can refuse it
+    for n in range(10):
+        _reauth_answer(agent, clock, password=f"wrong guess {n}", code="123456")
+    proved_at = _last_proof()
+    right = _reauth_answer(agent, clock, password=PASSWORD)
+    # The same answer as a wrong pair: the lock is not an oracle for the right one.
+    assert right.status_code == 422 and b"That password and code do not match." in right.data
+    assert _last_proof() == proved_at
+    # The failures count against signing in too: one lock for the account.
+    assert _login_answer(app, "agent.a@example.com", PASSWORD)[0] == 422
+    clock.tick(31)  # the first lock lasts 30 seconds; then the real person goes on
+    again = _reauth_answer(agent, clock, password=PASSWORD)
+    assert again.headers["Location"] == "/staff/cases"
+    assert member("agent.a@example.com").failed_logins == 0
+
+
+def test_a_right_password_with_a_wrong_code_on_reauthentication_tells_the_member(app, agent, clock):
+    _reauth_answer(agent, clock, password=PASSWORD, code="000000")
+    notices = [m.text for m in messages_to("agent.a@example.com")]
+    assert any("right password but a wrong code" in text for text in notices)
+    assert all(PASSWORD not in text for text in notices)
+
+
+def test_reauthentication_fails_closed_when_the_rate_limit_store_is_down(
+    app, agent, clock, database_url, make_app
+):
+    from portal.web.identity import staff_cookie_name
+
+    cookie = agent.get_cookie(staff_cookie_name()).value
+    down = make_app(base_env(database_url, PORTAL_REDIS_URL="redis://127.0.0.1:1/0"))
+    with down.app_context():
+        client = down.test_client()
+        client.set_cookie(staff_cookie_name(), cookie)
+        page = client.get("/staff/reauth?next=/staff/cases")
+        assert page.status_code == 200
+        response = client.post(
+            "/staff/reauth",
+            data={"csrf_token": csrf_from(page), "password": "guess", "code": "123456"},
+            headers={"Referer": "https://localhost/"},
+        )
+        assert response.status_code == 503 and b"very busy" in response.data
+    assert member("agent.a@example.com").failed_logins == 0  # refused before any check
 
 
 # --- acceptance 2 ---

@@ -67,6 +67,9 @@ class Customer(Base):
     # Wrong authenticator codes at sign-in, counted over a day like wrong one-time codes.
     totp_failures: Mapped[int] = mapped_column(default=0, server_default="0")
     totp_failed_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # After a few wrong ones, the app's sign-in waits until then (the notice link and its code
+    # never wait for it: anyone who knows an address can type wrong codes for it).
+    totp_retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     exposures: Mapped[list[Exposure]] = relationship(back_populates="customer")
 

@@ -78,6 +78,7 @@ def clear_lock(staff: StaffMember, subject: Case | Customer, reason: str) -> Non
     customer, case, reason = _target(subject, reason)
     customer.verification_locked_at = None
     customer.totp_failures = 0
+    customer.totp_retry_at = None  # the app's sign-in need not wait either
     # Failures of the last day are forgiven with the lock, or the next typo would re-lock.
     for challenge in db.session.scalars(
         select(Challenge).where(Challenge.customer_id == customer.id, Challenge.tries > 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import pyotp
 import segno
@@ -20,9 +21,23 @@ from portal.models.sealed import matches
 from portal.services import audit, outbox, totp
 from portal.services.verification import CodeRejected, VerificationLocked
 
+# After this many wrong codes in a day, signing in with the app waits: 30 s, doubling with
+# each further wrong code, an hour at most (AUTH-07, OTP-06). Never a lock (see sign_in).
+WAIT_AFTER = 5
+WAIT_BASE = timedelta(seconds=30)
+WAIT_MAX = timedelta(hours=1)
+
 
 class SignInFailed(Exception):
     """Email and code do not match (the same answer for every reason)."""
+
+
+class SignInWaiting(Exception):
+    """The right code, while app sign-in waits after wrong ones: try again from `until`."""
+
+    def __init__(self, until: datetime):
+        super().__init__("app sign-in waits")
+        self.until = until
 
 
 @dataclass(frozen=True)
@@ -162,8 +177,17 @@ def _notify(customer: Customer, kind: str, what: str) -> None:
     )
 
 
+def _wait_after(failures: int) -> timedelta:
+    """How long app sign-in waits after this many wrong codes in a day (none below the first)."""
+    return min(WAIT_MAX, WAIT_BASE * 2 ** (failures - WAIT_AFTER))
+
+
 def sign_in(address: str, typed: str) -> Customer:
-    """Email + authenticator code. Every failure looks the same: wrong, unknown or not set up."""
+    """Email + authenticator code. Every failure looks the same: wrong, unknown or not set up.
+
+    Wrong codes make app sign-in wait (never a lock: a stranger who knows the address could
+    set one off). The notice link and its emailed or texted code are not touched by them.
+    """
     config = current_app.config
     customer = db.session.scalar(
         select(Customer)
@@ -173,6 +197,10 @@ def sign_in(address: str, typed: str) -> Customer:
     if customer is None:
         pyotp.TOTP(pyotp.random_base32()).verify("000000")  # the same work as a real check
         raise SignInFailed()
+    now = clock.now()
+    waiting = customer.totp_retry_at is not None and customer.totp_retry_at > now
+    # Checked even while waiting, so the right code is spent either way: learning that a code
+    # was right then is worth nothing (it cannot be used again), and a wrong one counts.
     accepted = _accept(customer, typed)
     if customer.verification_locked_at is not None:
         # The step is spent even so (flushed; the edge commits it with the refusal).
@@ -181,9 +209,14 @@ def sign_in(address: str, typed: str) -> Customer:
         if accepted:
             raise VerificationLocked()
         raise SignInFailed()
+    if accepted and waiting:
+        db.session.flush()  # the step is spent: the edge commits it with the answer
+        # Only someone holding the right code learns of the wait, and that the link still works.
+        raise SignInWaiting(customer.totp_retry_at)
     if accepted:
         customer.totp_failures = 0
         customer.totp_failed_since = None
+        customer.totp_retry_at = None
         audit.record(
             "customer.verified",
             actor=customer_actor(customer),
@@ -193,7 +226,6 @@ def sign_in(address: str, typed: str) -> Customer:
         )
         db.session.flush()
         return customer
-    now = clock.now()
     if customer.totp_failed_since is None or (
         now - customer.totp_failed_since > config["VERIFY_LOCK_WINDOW_TTL"]
     ):
@@ -207,17 +239,19 @@ def sign_in(address: str, typed: str) -> Customer:
         outcome="failure",
         details={"factor": "authenticator"},
     )
-    if customer.totp_failures >= config["VERIFY_LOCK_FAILURES"]:
-        customer.verification_locked_at = now
+    if customer.totp_failures >= WAIT_AFTER:
+        # 30 s, doubling with each further wrong code, an hour at most: guessing stays hopeless
+        # and the real person waits briefly at worst, with their notice link working meanwhile.
+        wait = _wait_after(customer.totp_failures)
+        customer.totp_retry_at = now + wait
         audit.record(
-            "verification.locked",
+            "authenticator.sign_in_paused",
             actor=Actor.CUSTOMER,
             subject_type="customer",
             subject_id=customer.public_id,
             outcome="failure",
+            details={"seconds": int(wait.total_seconds())},
         )
-        db.session.flush()
-        raise VerificationLocked()
     # The failure counts although an error follows: the view answers it on purpose, and the
     # edge commits a request it answered (only an error of ours rolls back).
     db.session.flush()

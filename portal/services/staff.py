@@ -380,8 +380,14 @@ def _use_recovery_code(member: StaffMember, typed: str) -> bool:
 
 
 def reauthenticate(session_: StaffSession, password: str, typed: str) -> None:
-    """Password and code again, for sensitive acts in the next five minutes."""
+    """Password and code again, for sensitive acts in the next five minutes. Failures count
+    towards the same lock as sign-in, and a locked account is refused before any check."""
     member = session_.staff
+    if _locked(member):
+        # Checked first, with the same answer as a wrong pair: while the lock holds, a stolen
+        # session learns nothing from trying (not even the right pair), as at sign-in.
+        _spend_like_verify(password)
+        raise SignInFailed()
     try:
         passwords.hasher().verify(member.password_hash, passwords.normalise(password))
         ok = True
@@ -398,9 +404,19 @@ def reauthenticate(session_: StaffSession, password: str, typed: str) -> None:
     )
     if step is None:
         _fail(member, "re-authentication")
+        if ok:
+            # The password was right, the code was not: the real owner should hear of it.
+            _tell(
+                member,
+                "Someone confirming it was you on a signed-in staff session gave the right "
+                "password but a wrong code. If it was not you, change your password now.",
+            )
         db.session.flush()  # counts towards the lock: the edge commits it with the refusal
         raise SignInFailed()
     member.totp_last_step = step
+    # Both factors right, as at sign-in: earlier failures are forgiven.
+    member.failed_logins = 0
+    member.locked_until = None
     session_.reauth_at = clock.now()
     audit.record(
         "staff.reauthenticated",

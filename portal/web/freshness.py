@@ -29,6 +29,7 @@ from flask_login import current_user
 from werkzeug.datastructures import FileStorage, ImmutableMultiDict, MultiDict
 
 from portal.services import staff as staff_service
+from portal.web import limits
 from portal.web.navigation import safe_next
 
 # The form field that carries a kept act's id back with the password and code.
@@ -45,6 +46,9 @@ def fresh_within(*, minutes: int) -> Callable:
     window = timedelta(minutes=minutes)
 
     def decorate(view: Callable) -> Callable:
+        # A kept act's page takes the password and code too: the same allowance as
+        # /staff/reauth, or a stolen session could guess here without limit.
+        @limits.reauthentication(exempt_when=_not_resuming)
         @wraps(view)
         def fresh_view(*args, **kwargs):
             if request.method == "POST" and RESUME_FIELD in request.form:
@@ -67,6 +71,10 @@ def fresh_within(*, minutes: int) -> Callable:
         return fresh_view
 
     return decorate
+
+
+def _not_resuming() -> bool:
+    return not (request.method == "POST" and RESUME_FIELD in request.form)
 
 
 def ask(form, target: str, status: int = 200, kept_id: str | None = None):

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+from collections.abc import Callable
 
 from flask import request, session
 from flask_login import current_user
 
-from portal.extensions import vault
+from portal.extensions import limiter, vault
 from portal.services import reference_codes, tokens
 from portal.validation import normalise_email, normalise_phone
 
@@ -86,6 +87,12 @@ STAFF_LOGIN_PER_ACCOUNT = "30 per 15 minutes"
 STAFF_LOGIN_PER_NETWORK = "100 per 15 minutes"
 STAFF_CODE_PER_ACCOUNT = "20 per 15 minutes"
 STAFF_CODE_PER_NETWORK = "100 per 15 minutes"
+# Password and code again, on /staff/reauth or on a kept act's own page: one allowance for both
+# (a scope shared by every route that takes the proof), as tight as the code page at sign-in.
+# Failures also count towards the account's lock, like failures at sign-in.
+STAFF_REAUTH_PER_MEMBER = "20 per 15 minutes"
+STAFF_REAUTH_PER_NETWORK = "100 per 15 minutes"
+STAFF_REAUTH_SCOPE = "staff-reauth"
 # Customer lookups: an agent answers a call in minutes; a stolen staff session must not page
 # through the customer list.
 STAFF_SEARCH_PER_MEMBER = "60 per 15 minutes"
@@ -194,3 +201,25 @@ def and_network(subject):
 def link_token() -> str:
     """A one-time link's token (an agent's sign-in link, a staff invitation), as a digest."""
     return "token:" + _digest((request.view_args or {}).get("token", ""))
+
+
+def reauthentication(*, exempt_when: Callable[[], bool] | None = None) -> Callable:
+    """The limits on proving it again (per member and per network), shared by /staff/reauth
+    and every route that finishes a kept act: a stolen staff session cannot guess the password
+    and code faster on one route than on another. Without Redis they fail closed (a 503)."""
+
+    def decorate(view: Callable) -> Callable:
+        for amount, key in (
+            (STAFF_REAUTH_PER_MEMBER, staff_member),
+            (STAFF_REAUTH_PER_NETWORK, network),
+        ):
+            view = limiter.shared_limit(
+                amount,
+                scope=STAFF_REAUTH_SCOPE,
+                key_func=key,
+                methods=["POST"],
+                exempt_when=exempt_when,
+            )(view)
+        return view
+
+    return decorate

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from datetime import timedelta
+
 from flask import (
     after_this_request,
     current_app,
@@ -13,7 +16,7 @@ from flask import (
     session,
     url_for,
 )
-from flask_babel import force_locale
+from flask_babel import force_locale, format_timedelta
 from flask_babel import gettext as _
 from flask_login import current_user
 
@@ -326,6 +329,21 @@ def signin():
             customer_ = authenticator.sign_in(form.email.data, form.code.data)
         except VerificationLocked:
             return _locked()
+        except authenticator.SignInWaiting as exc:
+            # Only someone who typed the right code sees this (a stranger's wrong codes get the
+            # answer an unknown address gets), so it may say that the link still works.
+            seconds = max(1, math.ceil((exc.until - clock.now()).total_seconds()))
+            wait = format_timedelta(timedelta(seconds=seconds), threshold=1.1)
+            form.code.errors.append(
+                _(
+                    "Signing in with your app is paused for a while because of wrong codes. "
+                    "Try it again in about %(wait)s, or use the link in your notice now: "
+                    "it keeps working.",
+                    wait=wait,
+                )
+            )
+            page = render_template("customer/signin.html", form=form)
+            return page, 429, {"Retry-After": str(seconds)}
         except authenticator.SignInFailed:
             form.code.errors.append(
                 _(

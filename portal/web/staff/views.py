@@ -162,6 +162,7 @@ def code():
 
 @bp.route("/reauth", methods=["GET", "POST"])
 @staff(*AGENTS)
+@limits.reauthentication()
 def reauth():
     """Password and code again. A kept act is finished by its own route (the page posts there);
     this one returns to a page or export asked for with a stale proof, or to target."""
@@ -175,7 +176,8 @@ def reauth():
         else:
             flash(_("Confirmed: for five minutes you will not be asked again."), "info")
             return redirect(target)
-    return freshness.ask(form, target)
+    # A refused proof is a 422, like a refused sign-in (and like a kept act's own page).
+    return freshness.ask(form, target, 422 if request.method == "POST" else 200)
 
 
 @bp.post("/logout")

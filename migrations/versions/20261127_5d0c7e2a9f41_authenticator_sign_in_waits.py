@@ -5,7 +5,7 @@ signing in with the app alone waits until `customer.totp_retry_at` (30 s, doubli
 hour). Nothing to carry over: a lock set by the old rule is lifted by support as before.
 
 Revision ID: 5d0c7e2a9f41
-Revises: 27f94b5142e7
+Revises: 5d0c3a9e7b21
 Create Date: 2026-11-27 20:45:00.000000
 
 """
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = "5d0c7e2a9f41"
-down_revision = "27f94b5142e7"
+down_revision = "5d0c3a9e7b21"
 branch_labels = None
 depends_on = None
 

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from portal import clock as portal_clock
 from portal.extensions import db
-from portal.models import Customer
+from portal.models import AuditEvent, Customer
 from portal.services.imports import import_customers
 from portal.services.notices import queue_notices
 from portal.web.navigation import safe_next

@@ -258,6 +258,9 @@ def test_a_checkpoint_is_not_written_over_a_broken_chain(anchored, history):
     assert "1 event missing" in result.output
     assert "No checkpoint was written" in result.output
     assert len(anchor.read_text().splitlines()) == 1
+    # The operators hear of it at once, even though the command itself fails.
+    alerts = [m for m in messages_to("notices@example.test") if "does not verify" in m.row.subject]
+    assert len(alerts) == 1 and "1 event missing" in alerts[0].text
 
 
 def test_checkpoints_can_go_to_the_alert_address_and_be_checked_from_the_message(history, runner):

@@ -118,6 +118,33 @@ def test_ten_wrong_passwords_lock_with_the_same_answer(app, agent, clock):
     assert log_in(client, "agent.a@example.com", clock).headers["Location"] == "/staff/cases"
 
 
+def _code_answer(client, code: str):
+    page = client.get("/staff/code")
+    return client.post("/staff/code", data={"csrf_token": csrf_from(page), "code": code})
+
+
+def test_ten_wrong_codes_after_the_right_password_lock_and_tell_the_member(app, agent, clock):
+    client = app.test_client()
+    page = client.get("/staff/login")
+    answer = client.post(
+        "/staff/login",
+        data={"csrf_token": csrf_from(page), "email": "agent.a@example.com", "password": PASSWORD},
+    )
+    assert answer.headers["Location"] == "/staff/code"
+    told_before = len(messages_to("agent.a@example.com"))
+    for _ in range(10):
+        assert _code_answer(client, "000000").status_code == 422
+    assert member("agent.a@example.com").locked_until is not None
+    # Locked: the right code is refused too, with the same answer as a wrong one.
+    right = _code_answer(client, code_for("agent.a@example.com", clock))
+    assert right.status_code == 422
+    assert b"/staff/cases" not in right.headers.get("Location", "").encode()
+    # The owner hears of each right password with a wrong code, and no code is in the message.
+    notices = [m.text for m in messages_to("agent.a@example.com")][told_before:]
+    assert notices and all("right password but" in text for text in notices)
+    assert all("000000" not in text and PASSWORD not in text for text in notices)
+
+
 # --- proving it again: the same lock and limits as sign-in ---
 
 

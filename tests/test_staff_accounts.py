@@ -78,6 +78,8 @@ def test_staff_sign_out_deletes_the_host_cookie_as_securely_as_it_was_set(produc
 
     assert response.status_code == 302
     _deleted_like_it_was_set(_deletion(response, "__Host-portal_staff"), "Strict")
+    # A shared staff computer keeps nothing of the session: the browser is told to clear it all.
+    assert response.headers["Clear-Site-Data"] == '"cache", "cookies", "storage"'
 
 
 def test_customer_sign_out_deletes_the_host_cookie_as_securely_as_it_was_set(production, write_csv):
@@ -187,3 +189,33 @@ def test_a_wrong_password_for_a_real_address_does_the_same_database_work_as_an_u
     assert len(failed) == 2
     assert not any("nobody" in (e.subject_id + e.details) for e in failed)
     assert member(AGENT).failed_logins == 1  # only the real account's count moved
+
+
+# --- CSRF-02: over HTTPS a POST whose Referer is another site is refused even with a token ---
+
+
+@pytest.mark.parametrize("referer", ["https://evil.example.net/", None])
+def test_a_post_from_another_site_or_without_a_referer_is_refused_over_https(production, referer):
+    client = production.test_client()
+    page = client.get("/staff/login")
+    headers = {"Referer": referer} if referer else {}
+    if referer is None:
+        # The test browser adds a same-origin Referer to every POST; send the request bare.
+        response = FlaskClient.open(
+            client,
+            "/staff/login",
+            method="POST",
+            base_url=BASE_URL,
+            data={"csrf_token": csrf_from(page), "email": AGENT, "password": PASSWORD},
+        )
+    else:
+        response = client.post(
+            "/staff/login",
+            headers=headers,
+            data={"csrf_token": csrf_from(page), "email": AGENT, "password": PASSWORD},
+        )
+    assert response.status_code == 400
+    # Refused before any work: no sign-in attempt was recorded.
+    assert (
+        db.session.scalars(select(AuditEvent).where(AuditEvent.action.like("staff.%"))).all() == []
+    )

@@ -87,6 +87,22 @@ def test_a_used_code_cannot_be_replayed(signed_in):
     assert c.totp_last_step == used
 
 
+def test_a_replayed_code_is_recorded_and_the_customer_is_told(signed_in, app):
+    totp = enroll(signed_in)
+    used = totp.generate_otp(customer().totp_last_step)
+    told_before = len(messages_to(ANN))
+    answer = app_sign_in(app.test_client(), ANN, used)
+    assert answer.status_code == 422
+    actions = db.session.scalars(select(AuditEvent.action)).all()
+    assert actions.count("code.replayed") == 1
+    told = [m.text for m in messages_to(ANN)][told_before:]
+    assert len(told) == 1 and "already been used" in told[0] and used not in told[0]
+    # A merely wrong code is not a replay: nothing more is recorded or sent.
+    app_sign_in(app.test_client(), ANN, "000000", n=1)
+    assert db.session.scalars(select(AuditEvent.action)).all().count("code.replayed") == 1
+    assert len(messages_to(ANN)) == told_before + 1
+
+
 def test_a_wrong_or_unknown_sign_in_gets_the_same_answer(signed_in, app):
     enroll(signed_in)
     other = app.test_client()

@@ -145,6 +145,26 @@ def test_ten_wrong_codes_after_the_right_password_lock_and_tell_the_member(app, 
     assert all("000000" not in text and PASSWORD not in text for text in notices)
 
 
+def test_a_replayed_staff_code_is_recorded_and_the_member_is_told(app, agent, clock):
+    client = app.test_client()
+    clock.tick(60)
+    code = code_for("agent.a@example.com", clock)
+    assert log_in(client, "agent.a@example.com", clock, code=code).status_code == 302
+    other = app.test_client()
+    page = other.get("/staff/login")
+    other.post(
+        "/staff/login",
+        data={"csrf_token": csrf_from(page), "email": "agent.a@example.com", "password": PASSWORD},
+    )
+    told_before = len(messages_to("agent.a@example.com"))
+    assert _code_answer(other, code).status_code == 422
+    actions = db.session.scalars(select(AuditEvent.action)).all()
+    assert actions.count("staff.code_replayed") == 1
+    told = [m.text for m in messages_to("agent.a@example.com")][told_before:]
+    assert any("already been used" in text for text in told)
+    assert all(code not in text for text in told)
+
+
 # --- proving it again: the same lock and limits as sign-in ---
 
 

@@ -231,6 +231,24 @@ def sign_in(address: str, typed: str) -> Customer:
     ):
         customer.totp_failures, customer.totp_failed_since = 0, now
     customer.totp_failures += 1
+    if totp.replayed(customer.totp_secret, typed, customer.totp_last_step):
+        # A code that already signed someone in, used again: the owner should hear of it.
+        audit.record(
+            "code.replayed",
+            actor=Actor.CUSTOMER,
+            subject_type="customer",
+            subject_id=customer.public_id,
+            outcome="failure",
+            details={"factor": "authenticator"},
+        )
+        _notify(
+            customer,
+            "authenticator-replayed",
+            _l(
+                "A code from your authenticator app that had already been used was typed again "
+                "to sign in to your account. It was refused."
+            ),
+        )
     audit.record(
         "code.failed",
         actor=Actor.CUSTOMER,

@@ -338,6 +338,7 @@ def second_factor(session_: StaffSession, typed: str, *, user_agent: str = "") -
         member.totp_last_step = step
     elif not _use_recovery_code(member, typed):
         _fail(member, "second factor")
+        _tell_if_replayed(member, typed)
         # The password was right, the code was not: the real owner should hear of it.
         _tell(
             member,
@@ -404,6 +405,8 @@ def reauthenticate(session_: StaffSession, password: str, typed: str) -> None:
     )
     if step is None:
         _fail(member, "re-authentication")
+        if ok:
+            _tell_if_replayed(member, typed)
         if ok:
             # The password was right, the code was not: the real owner should hear of it.
             _tell(
@@ -547,6 +550,24 @@ def reset_mfa(member: StaffMember, *, actor: str) -> None:
         subject_type="staff",
         subject_id=member.public_id,
         details={"setup_link": "sent to the member"},
+    )
+
+
+def _tell_if_replayed(member: StaffMember, typed: str) -> None:
+    """A code that was already accepted, typed again: recorded and told to the member (OTP-04)."""
+    if not totp.replayed(member.totp_secret, typed, member.totp_last_step):
+        return
+    audit.record(
+        "staff.code_replayed",
+        actor=staff_actor(member),
+        subject_type="staff",
+        subject_id=member.public_id,
+        outcome="failure",
+    )
+    _tell(
+        member,
+        "A code from your authenticator app that had already been used was typed again on your "
+        "staff account. It was refused. If it was not you, someone may be reading your codes.",
     )
 
 

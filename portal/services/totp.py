@@ -32,6 +32,23 @@ def accept(secret: str, typed: str, last_step: int | None) -> int | None:
     return None
 
 
+def replayed(secret: str, typed: str, last_step: int | None) -> bool:
+    """Whether a refused code is the one already accepted (or an older right one) being used
+    again: someone may be reading the person's codes over their shoulder or from a proxy, so the
+    caller records it and tells the owner (OTP-04), which a merely wrong code does not deserve."""
+    from portal.services.verification import normalise_code
+
+    code = normalise_code(typed)
+    if code is None or last_step is None:
+        return False
+    totp = pyotp.TOTP(secret)
+    now_step = int(clock.now().timestamp()) // STEP_SECONDS
+    return any(
+        step <= last_step and hmac.compare_digest(totp.generate_otp(step), code)
+        for step in (now_step, now_step - 1)
+    )
+
+
 def new_secret() -> str:
     """160 bits from the system's CSPRNG, base32 as authenticator apps expect."""
     return pyotp.random_base32(32)

@@ -18,7 +18,7 @@ from portal.services.imports import import_customers
 from portal.services.notices import queue_notices
 from tests.conftest import customer_row
 from tests.customer_flow import csrf_from, sign_in
-from tests.staff_flow import set_up
+from tests.staff_flow import reauth, set_up
 
 CONTROL_ADVICE = "invisible control character"
 REPEAT_ADVICE = "sent more than once"
@@ -189,3 +189,21 @@ def test_a_refusal_records_nothing_even_for_a_signed_in_admin(admin):
     events = db.session.scalar(select(func.count()).select_from(AuditEvent))
     admin.get("/admin/incidents/%00")
     assert db.session.scalar(select(func.count()).select_from(AuditEvent)) == events
+
+
+def test_an_unknown_tool_on_a_case_is_not_found_and_records_no_look(admin, customer, clock):
+    from portal.models import Case, Customer
+    from portal.services import cases
+
+    cases.open_case(db.session.scalars(select(Customer)).one(), "my_data", "Which data?")
+    db.session.commit()
+    case_id = db.session.scalars(select(Case)).one().public_id
+    reauth(admin, "boss@example.com", clock, "/staff/cases")
+    token = csrf_from(admin.get("/staff/cases"))
+    before = row_counts()
+    response = admin.post(
+        f"/staff/cases/{case_id}/tools/no-such-tool",
+        data={"csrf_token": token, "reason": "Checking a typo"},
+    )
+    assert response.status_code == 404
+    assert row_counts() == before

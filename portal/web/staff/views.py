@@ -333,9 +333,9 @@ def _run_tool(tool: str, subject, back: str):
 @staff(*AGENTS)
 @fresh_within(minutes=5)
 def tool(public_id: str, tool: str):
-    item = _case(public_id)
     if tool not in TOOLS:
-        abort(404)
+        abort(404)  # before the case is read: a look at a case is recorded, a typo need not be
+    item = _case(public_id)
     return _run_tool(tool, item, url_for("staff.case", public_id=public_id))
 
 

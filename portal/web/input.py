@@ -25,6 +25,8 @@ _FORM_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # RFC 9110 allows no control but HTAB in a field value; the User-Agent is stored with sessions.
 _HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
 # Fields a form or filter may send more than once. None does today: every field is single, and
 # a repeated one is refused instead of reading the first (parameter pollution: a proxy, a WAF
 # and the portal must never disagree about which value counts).
@@ -63,15 +65,21 @@ def check_request() -> None:
     path, query, form or headers, or a single-valued field more than once."""
     if _has_control(request.path):
         raise BadInput(CONTROL_REFUSED)
-    for values, pattern in ((request.args, _CONTROL), (request.form, _FORM_CONTROL)):
+    fields = [(request.args, _CONTROL)]
+    # Only a form body is read here. Any other body (a browser's CSP report, say) is left to its
+    # view, unread: reading it now would fix its size limit before the view can lower it.
+    if request.mimetype in _FORM_TYPES:
+        fields.append((request.form, _FORM_CONTROL))
+    for values, pattern in fields:
         for key, given in values.lists():
             if len(given) > 1 and key not in MULTI_VALUED:
                 raise BadInput(REPEAT_REFUSED)
             if _has_control(key) or any(_has_control(value, pattern) for value in given):
                 raise BadInput(CONTROL_REFUSED)
-    for key, given in request.files.lists():
-        if len(given) > 1 and key not in MULTI_VALUED:
-            raise BadInput(REPEAT_REFUSED)
+    if request.mimetype == "multipart/form-data":
+        for key, given in request.files.lists():
+            if len(given) > 1 and key not in MULTI_VALUED:
+                raise BadInput(REPEAT_REFUSED)
     if any(_has_control(value, _HEADER_CONTROL) for _key, value in request.headers.items()):
         raise BadInput(CONTROL_REFUSED)
 

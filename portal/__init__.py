@@ -77,6 +77,12 @@ def register_extensions(app: Flask) -> None:
         if request.endpoint == "admin.upload_import":
             request.max_content_length = app.config["IMPORT_MAX_BYTES"]
 
+    # After the upload limit (it reads the form) and before CSRF, sign-in and the views: a
+    # control character or a repeated field is refused before anything acts on it.
+    from portal.web import input as request_input
+
+    request_input.init_app(app)
+
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
             event.listen(db.engine, "connect", _sqlite_pragmas)

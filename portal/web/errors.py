@@ -15,6 +15,8 @@ from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
+from portal.web.input import BadInput
+
 log = logging.getLogger(__name__)
 
 
@@ -31,9 +33,11 @@ def _messages(code: int) -> tuple[str, str]:
     }.get(code, (_("Something went wrong on our side"), _("Please try again in a few minutes.")))
 
 
-def render_error(code: int):
-    """The generic error page for an HTTP status (used by other handlers too)."""
-    title, advice = _messages(code)
+def render_error(code: int, advice: str | None = None):
+    """The generic error page for an HTTP status (used by other handlers too); `advice`, when
+    given, says what to do instead of the status's general advice."""
+    title, general = _messages(code)
+    advice = advice or general
     request_id = g.get("request_id", "")
     if request_ctx.url_adapter is None:
         # A request refused before routing (an untrusted Host, say) has no URL adapter, so
@@ -83,6 +87,11 @@ def register(app: Flask) -> None:
         # A security event worth a line (no token values in it), then the ordinary 400 page.
         log.warning("csrf refused: %s (request %s)", error.description, g.get("request_id", ""))
         return render_error(400)
+
+    @app.errorhandler(BadInput)
+    def bad_input(error: BadInput):
+        # Refused at the edge (portal/web/input.py) before anything read it: say what was wrong.
+        return render_error(400, advice=str(error.description))
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 from flask import flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import ngettext
 
 from portal.services import audit
+from portal.web import input as request_input
 from portal.web.access import staff
 from portal.web.admin.blueprint import bp
 from portal.web.admin.common import current_actor
@@ -16,10 +17,10 @@ from portal.web.staff.forms import ActionForm
 
 
 def _day(value: str):
-    try:
-        return datetime.combine(date.fromisoformat(value), time.min, tzinfo=UTC) if value else None
-    except ValueError:
-        return None
+    """The start of the day in value (UTC), or None when empty; ValueError when it is no date
+    the portal accepts (the day after 9999-12-31 would not exist: it was a 500)."""
+    parsed = request_input.day(value)
+    return datetime.combine(parsed, time.min, tzinfo=UTC) if parsed else None
 
 
 @bp.get("/audit")
@@ -29,13 +30,20 @@ def audit_log():
     try:
         page = int(args.get("page", "1"))
     except ValueError:
-        page = 1
-    until = _day(args.get("until", ""))
+        page = 1  # a page link, not something a person types: the first page will do
+    try:
+        since, until = _day(args.get("since", "")), _day(args.get("until", ""))
+    except ValueError:
+        # A search on a date that is not one would show the wrong events: say so, search nothing.
+        flash(request_input.DAY_EXPECTED, "error")
+        return render_template(
+            "admin/audit.html", result=audit.Page([], 1, 1), args=args, action=ActionForm()
+        ), 400
     result = audit.search(
         actor=args.get("actor", "").strip(),
         action=args.get("action", "").strip(),
         subject=args.get("subject", "").strip(),
-        since=_day(args.get("since", "")),
+        since=since,
         until=until + timedelta(days=1) if until else None,
         page=page,
     )

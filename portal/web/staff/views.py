@@ -20,6 +20,7 @@ from portal.models.case import MessageKind
 from portal.services import agent_tools, cases, contact_changes, customers, dashboard, support_desk
 from portal.services import staff as staff_service
 from portal.web import freshness, limits
+from portal.web import input as request_input
 from portal.web.access import public, staff, staff_pending
 from portal.web.freshness import fresh_within
 from portal.web.identity import staff_cookie_attributes, staff_cookie_name
@@ -41,6 +42,8 @@ from portal.web.staff.forms import (
 bp = Blueprint("staff", __name__, url_prefix="/staff")
 
 AGENTS = ("agent", "admin")
+# The oldest a case filter may ask for: ten years, longer than any case can have waited.
+MAX_AGE_HOURS = 24 * 365 * 10
 
 
 def _with_cookie(response, token: str):
@@ -201,17 +204,25 @@ def queue():
     args = request.args
     try:
         page = int(args.get("page", "1"))
-        older = int(args.get("older_than_hours") or 0) or None
     except ValueError:
-        page, older = 1, None
-    result = support_desk.queue(
-        _member(),
-        status=args.get("status", ""),
-        topic=args.get("topic", ""),
-        assignee=args.get("assignee", ""),
-        older_than_hours=older,
-        page=page,
-    )
+        page = 1  # a page link, not something a person types: the first page will do
+    status = 200
+    try:
+        # Bounded: a larger age reaches back past any date there is (that was a 500).
+        older = request_input.whole_number(args.get("older_than_hours"), low=0, high=MAX_AGE_HOURS)
+    except ValueError:
+        # Filtering on an age that is not one would show the wrong cases: say so, show none.
+        flash(_("Give the age in whole hours, from 0 to %(most)d.", most=MAX_AGE_HOURS), "error")
+        result, status = support_desk.Queue([], 1, 1, 0), 400
+    else:
+        result = support_desk.queue(
+            _member(),
+            status=args.get("status", ""),
+            topic=args.get("topic", ""),
+            assignee=args.get("assignee", ""),
+            older_than_hours=older or None,
+            page=page,
+        )
     template = (
         "staff/_queue_table.html"
         if "HX-Request" in request.headers and "HX-History-Restore-Request" not in request.headers
@@ -225,7 +236,9 @@ def queue():
             overdue=support_desk.is_overdue,
             topics=cases.TOPIC_LABELS,
             statuses=cases.STATUS_LABELS,
-        )
+            max_age_hours=MAX_AGE_HOURS,
+        ),
+        status,
     )
     response.vary.add("HX-Request")
     return response
@@ -341,9 +354,9 @@ def _run_tool(tool: str, subject, back: str):
 @staff(*AGENTS)
 @fresh_within(minutes=5)
 def tool(public_id: str, tool: str):
-    item = _case(public_id)
     if tool not in TOOLS:
-        abort(404)
+        abort(404)  # before the case is read: a look at a case is recorded, a typo need not be
+    item = _case(public_id)
     return _run_tool(tool, item, url_for("staff.case", public_id=public_id))
 
 

@@ -120,6 +120,16 @@ def _live(query):
     )
 
 
+# Row ids are 32-bit integers: a larger number names no session, and must not reach PostgreSQL
+# (where it would be an error, not "no such row").
+_ROW_ID_MAX = 2**31 - 1
+
+
+def is_row_id(value: int) -> bool:
+    """Could this number be a row id (1 to 2**31 - 1)?"""
+    return 0 < value <= _ROW_ID_MAX
+
+
 def live_sessions(customer: Customer) -> list[LoginSession]:
     """The customer's sessions that would still open a page, the most recently used first."""
     return list(
@@ -134,17 +144,19 @@ def live_sessions(customer: Customer) -> list[LoginSession]:
 def end_one(customer: Customer, session_id: int, *, current: LoginSession) -> bool:
     """End one other session of this customer; False (nothing ended) when the id names no live
     session of theirs, or names the one in use (signing out is for that)."""
-    ended = db.session.execute(
-        _live(update(LoginSession))
-        # Object-level check in the statement itself: another customer's id ends nothing.
-        .where(
-            LoginSession.id == session_id,
-            LoginSession.customer_id == customer.id,
-            LoginSession.id != current.id,
-        )
-        .values(revoked_at=clock.now())
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    ended = 0
+    if is_row_id(session_id):
+        ended = db.session.execute(
+            _live(update(LoginSession))
+            # Object-level check in the statement itself: another customer's id ends nothing.
+            .where(
+                LoginSession.id == session_id,
+                LoginSession.customer_id == customer.id,
+                LoginSession.id != current.id,
+            )
+            .values(revoked_at=clock.now())
+            .execution_options(synchronize_session=False)
+        ).rowcount
     audit.record(
         "session.ended_elsewhere",
         actor=customer_actor(customer),

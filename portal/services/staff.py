@@ -18,7 +18,7 @@ from portal.mail.compose import compose_alert, compose_staff_setup
 from portal.models import RecoveryCode, StaffMember, StaffSession
 from portal.models.audit import Actor, staff_actor
 from portal.models.sealed import index_of, matches
-from portal.services import audit, outbox, passwords, tokens, totp
+from portal.services import audit, outbox, passwords, sessions, tokens, totp
 from portal.unit_of_work import write_is_the_point
 from portal.validation import Invalid, email_address
 
@@ -522,12 +522,15 @@ def end_other_sessions(session_: StaffSession, *, session_id: int | None = None)
     )
     if session_id is not None:
         query = query.where(StaffSession.id == session_id)
-    ended = (
-        db.session.execute(
-            query.values(revoked_at=clock.now()).execution_options(synchronize_session=False)
-        ).rowcount
-        or 0
-    )
+    if session_id is not None and not sessions.is_row_id(session_id):
+        ended = 0  # no such row; never sent to the database (see sessions.is_row_id)
+    else:
+        ended = (
+            db.session.execute(
+                query.values(revoked_at=clock.now()).execution_options(synchronize_session=False)
+            ).rowcount
+            or 0
+        )
     audit.record(
         "staff.own_sessions_ended",
         actor=staff_actor(member),
@@ -557,8 +560,6 @@ def end_every_session(keep: StaffSession) -> tuple[int, int]:
     """The emergency stop (a stolen database, a bad deploy): every customer session and every
     staff session but the admin's own one in use ends now; return (customers', staff's) counts.
     """
-    from portal.services import sessions
-
     member = keep.staff
     now = clock.now()
     customers_ended = sessions.end_every_customer_session()

@@ -13,9 +13,6 @@ from portal.web.customer.blueprint import bp
 from portal.web.customer.forms import ActionForm
 from portal.web.devices import device_label
 
-# Ids are row numbers: anything past a 32-bit integer is no session (and never reaches SQL).
-_ID = "int(max=2147483647)"
-
 
 def _page(status: int = 200):
     return render_template(
@@ -43,7 +40,7 @@ def _needs_proof():
     return redirect(url_for("customer.where_signed_in"))
 
 
-@bp.post(f"/me/sessions/<{_ID}:session_id>/end")
+@bp.post("/me/sessions/<int:session_id>/end")
 @customer
 def end_session_elsewhere(session_id: int):
     waiting = _needs_proof()

@@ -205,8 +205,6 @@ def logout():
 
 # --- a member's own sessions ---
 
-_ID = "int(max=2147483647)"  # row ids: past a 32-bit integer, no session (a 404, never SQL)
-
 
 @bp.get("/sessions")
 @staff(*AGENTS)
@@ -221,7 +219,7 @@ def own_sessions():
     )
 
 
-@bp.post(f"/sessions/<{_ID}:session_id>/end")
+@bp.post("/sessions/<int:session_id>/end")
 @staff(*AGENTS)
 # A stolen staff session must not be able to throw the real member out: password and code first.
 @fresh_within(minutes=5)

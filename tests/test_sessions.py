@@ -97,7 +97,7 @@ def test_the_page_lists_each_browser_by_name_and_marks_this_one(app, people):
     assert page.status_code == 200
     assert "Chrome on Android" in text and "Safari on macOS" in text
     # "This browser" sits beside the laptop (Safari), not the phone.
-    marked = re.search(r"<h2>([^<]*) <strong class=\"tag\">This browser</strong></h2>", text)
+    marked = re.search(r"<h2>([^<]*) <strong class=\"tag-here\">This browser</strong></h2>", text)
     assert marked and marked[1] == "Safari on macOS"
     assert "127.0.0.1" not in text  # no network address shown to customers
     assert phone.get("/me/sessions").status_code == 200

@@ -15,10 +15,12 @@ from portal.web.devices import device_label
 
 
 def _page(status: int = 200):
+    current_id = current_user.session.id
+    live = sessions.live_sessions(current_user.customer)
     return render_template(
         "customer/sessions.html",
-        rows=sessions.live_sessions(current_user.customer),
-        current_id=current_user.session.id,
+        rows=sorted(live, key=lambda row: row.id != current_id),  # this browser first
+        current_id=current_id,
         device=device_label,
         fresh=current_user.is_fresh(),
         action=ActionForm(),

@@ -236,4 +236,7 @@ def change_password(customer: Customer, password: str, confirm: str, *, keep_tok
     )
     # One transaction with the new session: a failure anywhere keeps the old password, the
     # other sessions and the messages as they were.
-    return sessions.open_session(customer, verified_at=verified_at)
+    # The browser that changed it stays the same browser: keep its description for the list of
+    # places the customer is signed in.
+    user_agent = current.user_agent if current is not None else ""
+    return sessions.open_session(customer, verified_at=verified_at, user_agent=user_agent)

@@ -95,13 +95,140 @@ def end_session(token: str | None) -> None:
     db.session.flush()
 
 
-def end_all_sessions(customer_id: int) -> None:
-    """End every session of a customer (after a password change, say)."""
-    db.session.execute(
+def end_all_sessions(customer_id: int) -> int:
+    """End every session of a customer (after a password change, say); return how many."""
+    result = db.session.execute(
         update(LoginSession)
         .where(LoginSession.customer_id == customer_id, LoginSession.revoked_at.is_(None))
         .values(revoked_at=clock.now())
     )
+    return result.rowcount or 0
+
+
+# A page of live sessions stays bounded whatever the customer's history (DESIGN "Scale"): a
+# session lives 12 hours at most, and nobody has more browsers than this.
+LIVE_SHOWN = 50
+
+
+def _live(query):
+    config = current_app.config
+    now = clock.now()
+    return query.where(
+        LoginSession.revoked_at.is_(None),
+        LoginSession.last_seen_at >= now - config["CUSTOMER_IDLE_TTL"],
+        LoginSession.created_at >= now - config["CUSTOMER_MAX_TTL"],
+    )
+
+
+# Row ids are 32-bit integers: a larger number names no session, and must not reach PostgreSQL
+# (where it would be an error, not "no such row").
+_ROW_ID_MAX = 2**31 - 1
+
+
+def is_row_id(value: int) -> bool:
+    """Could this number be a row id (1 to 2**31 - 1)?"""
+    return 0 < value <= _ROW_ID_MAX
+
+
+def live_sessions(customer: Customer) -> list[LoginSession]:
+    """The customer's sessions that would still open a page, the most recently used first."""
+    return list(
+        db.session.scalars(
+            _live(select(LoginSession).where(LoginSession.customer_id == customer.id))
+            .order_by(LoginSession.last_seen_at.desc(), LoginSession.id.desc())
+            .limit(LIVE_SHOWN)
+        )
+    )
+
+
+def end_one(customer: Customer, session_id: int, *, current: LoginSession) -> bool:
+    """End one other session of this customer; False (nothing ended) when the id names no live
+    session of theirs, or names the one in use (signing out is for that)."""
+    ended = 0
+    if is_row_id(session_id):
+        ended = db.session.execute(
+            _live(update(LoginSession))
+            # Object-level check in the statement itself: another customer's id ends nothing.
+            .where(
+                LoginSession.id == session_id,
+                LoginSession.customer_id == customer.id,
+                LoginSession.id != current.id,
+            )
+            .values(revoked_at=clock.now())
+            .execution_options(synchronize_session=False)
+        ).rowcount
+    audit.record(
+        "session.ended_elsewhere",
+        actor=customer_actor(customer),
+        subject_type="customer",
+        subject_id=customer.public_id,
+        # A miss is kept too: a stale page, or someone trying other people's ids.
+        outcome="success" if ended else "failure",
+        details={"session": session_id},
+    )
+    db.session.flush()
+    return bool(ended)
+
+
+def end_others(customer: Customer, *, current: LoginSession) -> int:
+    """End every session of this customer but the one in use; return how many ended."""
+    ended = db.session.execute(
+        _live(update(LoginSession))
+        .where(LoginSession.customer_id == customer.id, LoginSession.id != current.id)
+        .values(revoked_at=clock.now())
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    audit.record(
+        "session.others_ended",
+        actor=customer_actor(customer),
+        subject_type="customer",
+        subject_id=customer.public_id,
+        details={"ended": ended},
+    )
+    db.session.flush()
+    return ended or 0
+
+
+def end_customer_sessions(customer: Customer, *, actor: str, reason: str) -> int:
+    """Staff end every session of one customer (a stolen device, say); return how many."""
+    now = clock.now()
+    # Counted among the live ones (what the admin is told); every other row is already dead.
+    ended = db.session.execute(
+        _live(update(LoginSession))
+        .where(LoginSession.customer_id == customer.id)
+        .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    end_all_sessions(customer.id)
+    audit.record(
+        "session.ended_by_staff",
+        actor=actor,
+        subject_type="customer",
+        subject_id=customer.public_id,
+        details={"ended": ended, "reason": reason},
+    )
+    db.session.flush()
+    return ended or 0
+
+
+def end_every_customer_session() -> int:
+    """Every customer session ends at once (the emergency stop); return how many were live.
+
+    The caller records the act (staff.end_every_session, which ends staff sessions too)."""
+    now = clock.now()
+    ended = db.session.execute(
+        _live(update(LoginSession))
+        .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    db.session.execute(
+        update(LoginSession)
+        .where(LoginSession.revoked_at.is_(None))
+        .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.flush()
+    return ended or 0
 
 
 # A browser keeps its random id as long as browsers let a cookie live (400 days at most).

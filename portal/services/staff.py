@@ -18,7 +18,7 @@ from portal.mail.compose import compose_alert, compose_staff_setup
 from portal.models import RecoveryCode, StaffMember, StaffSession
 from portal.models.audit import Actor, staff_actor
 from portal.models.sealed import index_of, matches
-from portal.services import audit, outbox, passwords, tokens, totp
+from portal.services import audit, outbox, passwords, sessions, tokens, totp
 from portal.unit_of_work import write_is_the_point
 from portal.validation import Invalid, email_address
 
@@ -512,6 +512,85 @@ def end_sessions(member: StaffMember, *, actor: str, session_id: int | None = No
         details={"session": session_id},
     )
     db.session.flush()
+
+
+def end_other_sessions(session_: StaffSession, *, session_id: int | None = None) -> int:
+    """A member ends their own other sessions (one, or all but this one); return how many.
+
+    The member's own id is part of the statement: another member's session id ends nothing.
+    """
+    member = session_.staff
+    query = _live_rows(update(StaffSession)).where(
+        StaffSession.staff_id == member.id, StaffSession.id != session_.id
+    )
+    if session_id is not None:
+        query = query.where(StaffSession.id == session_id)
+    if session_id is not None and not sessions.is_row_id(session_id):
+        ended = 0  # no such row; never sent to the database (see sessions.is_row_id)
+    else:
+        ended = (
+            db.session.execute(
+                query.values(revoked_at=clock.now()).execution_options(synchronize_session=False)
+            ).rowcount
+            or 0
+        )
+    audit.record(
+        "staff.own_sessions_ended",
+        actor=staff_actor(member),
+        subject_type="staff",
+        subject_id=member.public_id,
+        outcome="success" if ended or session_id is None else "failure",
+        details={"session": session_id, "ended": ended},
+    )
+    db.session.flush()
+    return ended
+
+
+def _live_rows(query):
+    """Rows that could still open a page (a half-signed-in one too, while it lasts)."""
+    now = clock.now()
+    return query.where(
+        StaffSession.revoked_at.is_(None),
+        StaffSession.last_seen_at >= now - IDLE_TTL,
+        StaffSession.created_at >= now - MAX_TTL,
+    )
+
+
+EMERGENCY_PHRASE = "END EVERY SESSION"
+
+
+def end_every_session(keep: StaffSession) -> tuple[int, int]:
+    """The emergency stop (a stolen database, a bad deploy): every customer session and every
+    staff session but the admin's own one in use ends now; return (customers', staff's) counts.
+    """
+    member = keep.staff
+    now = clock.now()
+    customers_ended = sessions.end_every_customer_session()
+    staff_ended = (
+        db.session.execute(
+            _live_rows(update(StaffSession))
+            .where(StaffSession.id != keep.id)
+            .values(revoked_at=now)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        or 0
+    )
+    # The admin's own other sessions end too: in an emergency one of them may be the intruder's.
+    db.session.execute(
+        update(StaffSession)
+        .where(StaffSession.revoked_at.is_(None), StaffSession.id != keep.id)
+        .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    audit.record(
+        "session.all_ended",
+        actor=staff_actor(member),
+        subject_type="portal",
+        subject_id="all",
+        details={"customer_sessions": customers_ended, "staff_sessions": staff_ended},
+    )
+    db.session.flush()
+    return customers_ended, staff_ended
 
 
 def disable(member: StaffMember, *, actor: str) -> None:

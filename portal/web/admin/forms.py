@@ -76,3 +76,13 @@ class NewIncidentForm(FlaskForm):
     )
     title = StringField(_l("Title"), validators=[SingleLine(), DataRequired(), Length(max=200)])
     discovered_on = DateField(_l("Discovered on"), validators=[DataRequired()])
+
+
+class EndEverySessionForm(FlaskForm):
+    """The emergency stop: the admin types a phrase, so no stray click ends everyone's session."""
+
+    phrase = StringField(
+        _l("Type END EVERY SESSION to confirm"),
+        validators=[DataRequired(), Length(max=40)],
+        render_kw={"autocomplete": "off", "spellcheck": "false"},
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import abort, flash, redirect, render_template, url_for
 from flask_babel import gettext as _
+from flask_babel import ngettext
 from flask_login import current_user
 from sqlalchemy import select
 
@@ -13,6 +14,7 @@ from portal.services import staff as staff_service
 from portal.web.access import staff
 from portal.web.admin.blueprint import bp
 from portal.web.admin.common import current_actor
+from portal.web.admin.forms import EndEverySessionForm
 from portal.web.freshness import fresh_within
 from portal.web.staff.forms import ActionForm
 
@@ -24,16 +26,50 @@ def _target(public_id: str) -> StaffMember:
     return member
 
 
-@bp.get("/staff")
-@staff("admin")
-def staff_list():
+def _staff_page(stop_form=None, status: int = 200):
     members = staff_service.members()
     return render_template(
         "admin/staff.html",
         members=members,
         action=ActionForm(),
         sessions={m.id: staff_service.live_sessions(m) for m in members},
+        stop_form=stop_form or EndEverySessionForm(),
+        phrase=staff_service.EMERGENCY_PHRASE,
+    ), status
+
+
+@bp.get("/staff")
+@staff("admin")
+def staff_list():
+    return _staff_page()
+
+
+@bp.post("/sessions/end-all")
+@staff("admin")
+# Re-authenticated like every admin act on accounts: a stolen admin session alone cannot sign
+# everyone out (that would be a denial of service on the whole portal).
+@fresh_within(minutes=5)
+def end_every_session():
+    form = EndEverySessionForm()
+    typed = (form.phrase.data or "").strip().upper() if form.validate_on_submit() else ""
+    if typed != staff_service.EMERGENCY_PHRASE:
+        form.phrase.errors.append(
+            _(
+                "Type %(phrase)s exactly to confirm. Nothing was ended.",
+                phrase=staff_service.EMERGENCY_PHRASE,
+            )
+        )
+        return _staff_page(form, 422)
+    customers, members = staff_service.end_every_session(current_user.session)
+    flash(
+        _(
+            "Every session has ended except this one: %(customers)s, %(staff)s.",
+            customers=ngettext("%(num)d customer session", "%(num)d customer sessions", customers),
+            staff=ngettext("%(num)d staff session", "%(num)d staff sessions", members),
+        ),
+        "info",
     )
+    return redirect(url_for("admin.staff_list"))
 
 
 @bp.post("/staff/<public_id>/disable")

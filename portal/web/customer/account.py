@@ -61,7 +61,14 @@ def _authenticator_page(status: int = 200, form=None, current_app_form=None):
         form=form or CodeForm(),
         current_app_form=current_app_form or CurrentAppForm(),
         action=ActionForm(),
+        # After changing how they sign in, a customer may want every other browser out too.
+        other_places=_other_places() if _fresh() else 0,
     ), status
+
+
+def _other_places() -> int:
+    live = sessions.live_sessions(current_user.customer)
+    return sum(1 for row in live if row.id != current_user.session.id)
 
 
 @bp.get("/me/authenticator")

@@ -13,15 +13,26 @@ from flask import (
     url_for,
 )
 from flask_babel import gettext as _
+from flask_babel import ngettext
 from flask_login import current_user
 
 from portal.extensions import limiter
+from portal.models.audit import staff_actor
 from portal.models.case import MessageKind
-from portal.services import agent_tools, cases, contact_changes, customers, dashboard, support_desk
+from portal.services import (
+    agent_tools,
+    cases,
+    contact_changes,
+    customers,
+    dashboard,
+    sessions,
+    support_desk,
+)
 from portal.services import staff as staff_service
 from portal.web import freshness, limits
 from portal.web import input as request_input
 from portal.web.access import public, staff, staff_pending
+from portal.web.devices import device_label
 from portal.web.freshness import fresh_within
 from portal.web.identity import staff_cookie_attributes, staff_cookie_name
 from portal.web.navigation import safe_next
@@ -193,6 +204,43 @@ def logout():
     response.delete_cookie(staff_cookie_name(), **staff_cookie_attributes())
     response.headers["Clear-Site-Data"] = '"cache", "cookies", "storage"'
     return response
+
+
+# --- a member's own sessions ---
+
+
+@bp.get("/sessions")
+@staff(*AGENTS)
+def own_sessions():
+    return render_template(
+        "staff/sessions.html",
+        rows=staff_service.live_sessions(_member()),
+        current_id=current_user.session.id,
+        device=device_label,
+        fresh=current_user.is_fresh(),
+        action=ActionForm(),
+    )
+
+
+@bp.post("/sessions/<int:session_id>/end")
+@staff(*AGENTS)
+# A stolen staff session must not be able to throw the real member out: password and code first.
+@fresh_within(minutes=5)
+def end_own_session(session_id: int):
+    if staff_service.end_other_sessions(current_user.session, session_id=session_id):
+        flash(_("That session has ended."), "info")
+    else:
+        flash(_("That session had already ended."), "info")
+    return redirect(url_for("staff.own_sessions"))
+
+
+@bp.post("/sessions/end-others")
+@staff(*AGENTS)
+@fresh_within(minutes=5)
+def end_own_other_sessions():
+    ended = staff_service.end_other_sessions(current_user.session)
+    flash(ngettext("%(num)d other session ended.", "%(num)d other sessions ended.", ended), "info")
+    return redirect(url_for("staff.own_sessions"))
 
 
 # --- the queue and a case ---
@@ -450,7 +498,37 @@ def customer_record(public_id: str):
         tool_form=ToolForm(),
         fresh=current_user.is_fresh(),
         changes=contact_changes.for_customer(found),
+        # Only admins end a customer's sessions; only they are shown how many are live.
+        live_sessions=(
+            len(sessions.live_sessions(found)) if current_user.role == "admin" else None
+        ),
     )
+
+
+@bp.post("/customers/<public_id>/end-sessions")
+@staff("admin")
+# A fresh proof, like every admin act on accounts; the reason is recorded with the act.
+@fresh_within(minutes=5)
+def end_customer_sessions(public_id: str):
+    found = customers.by_public_id(public_id)
+    if found is None:
+        abort(404)
+    form = ToolForm()
+    if not form.validate_on_submit():
+        flash(_("Give the reason for this action (it is recorded)."), "error")
+    else:
+        ended = sessions.end_customer_sessions(
+            found, actor=staff_actor(_member()), reason=form.reason.data
+        )
+        flash(
+            ngettext(
+                "%(num)d session ended. They must use a new link or code to come back.",
+                "%(num)d sessions ended. They must use a new link or code to come back.",
+                ended,
+            ),
+            "info",
+        )
+    return redirect(url_for("staff.customer_record", public_id=public_id))
 
 
 @bp.post("/customers/<public_id>/cases")

@@ -195,6 +195,10 @@ def load(env: dict[str, str] | None = None, instance_path: str | Path = "instanc
         "SMS_TOKEN": env.get("PORTAL_SMS_TOKEN") or "",
         "RATELIMIT_STORAGE_URI": redis_url or "memory://",
         "RATELIMIT_HEADERS_ENABLED": False,
+        # Said outright: Flask-Limiter's one limiter object otherwise keeps the last app's choice
+        # (`config.setdefault(..., self.enabled)`), so an app made without limits would switch
+        # them off for every app made after it in the same process.
+        "RATELIMIT_ENABLED": True,
         "SESSION_COOKIE_NAME": "__Host-portal" if production else "portal",
         "CUSTOMER_IDLE_TTL": timedelta(minutes=15),
         "CUSTOMER_MAX_TTL": timedelta(hours=12),

@@ -48,8 +48,8 @@ def is_staff_side(endpoint: str | None) -> bool:
 def keep_to_its_host():
     """Answer 404 for a staff route on any other host and a customer route on the staff host.
 
-    Runs before the CSRF check and before any session is read, so a request to the wrong host
-    learns nothing (not even that the route exists) and touches nothing.
+    Runs before the CSRF check and before anyone's sign-in is looked up, so a request to the
+    wrong host learns nothing (not even that the route exists) and touches nothing.
     """
     if staff_host() is None or request.endpoint is None:
         return None  # one host for everything; or routing answers 404/405 anyway

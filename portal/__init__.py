@@ -87,6 +87,11 @@ def register_extensions(app: Flask) -> None:
         if db.engine.dialect.name == "sqlite":
             event.listen(db.engine, "connect", _sqlite_pragmas)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True)
+    from portal.web import hosts
+
+    # Before CSRFProtect too: on the wrong host a staff or customer route is a 404, whatever the
+    # request carries (portal/web/hosts.py).
+    hosts.init_app(app)
     from portal.web.security import refuse_cross_site
 
     # Before CSRFProtect: a write another site's page made is refused with 403 whatever it

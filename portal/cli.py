@@ -529,7 +529,7 @@ def demo():
     click.echo(f"Demo incident {slug}: {count} customers, notices queued.")
     link = admin_invitation(actor=_actor())
     if link is None:
-        login = f"{current_app.config['BASE_URL']}/staff/login"
+        login = f"{current_app.config['STAFF_BASE_URL']}/staff/login"
         click.echo(f"Staff: the demo admin {DEMO_ADMIN} is set up; sign in at {login}")
     else:
         click.echo(f"Staff: set up the demo admin {DEMO_ADMIN} (works once, within one hour):")

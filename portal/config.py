@@ -85,6 +85,41 @@ def _retention(env: dict[str, str]) -> dict[str, timedelta]:
     return periods
 
 
+def _staff_origin(env: dict[str, str], base_url: str, production: bool) -> tuple[str, str | None]:
+    """(the origin staff links use, the staff host or None) from PORTAL_STAFF_BASE_URL."""
+    value = (env.get("PORTAL_STAFF_BASE_URL") or "").rstrip("/")
+    same_host = env.get("PORTAL_STAFF_SAME_HOST", "") in ("1", "true", "yes")
+    if not value:
+        if production and not same_host:
+            # The staff and admin pages hold every affected person's data: on their own host they
+            # can be closed to the internet at the proxy (VPN, office networks, mTLS) and keep
+            # their own Strict cookies. Sharing the public host must be a choice someone made.
+            raise ConfigError(
+                "The portal will not start in production without PORTAL_STAFF_BASE_URL (the "
+                "staff and admin host, e.g. https://staff.example.org), unless "
+                "PORTAL_STAFF_SAME_HOST=1 says staff share the public host on purpose "
+                "(see docs/deploy.md)."
+            )
+        return base_url, None
+    if same_host:
+        raise ConfigError("Set PORTAL_STAFF_BASE_URL or PORTAL_STAFF_SAME_HOST=1, not both.")
+    parts = urlsplit(value)
+    if parts.scheme not in WEB_SCHEMES or not parts.netloc or parts.path:
+        raise ConfigError(
+            "PORTAL_STAFF_BASE_URL must be an origin such as https://staff.example.org"
+        )
+    if production and parts.scheme != "https":
+        raise ConfigError("PORTAL_STAFF_BASE_URL must use https in production.")
+    # Browsers share cookies between ports of one host name: a staff host on another port of
+    # the public name would separate nothing.
+    if parts.hostname == urlsplit(base_url).hostname:
+        raise ConfigError(
+            "PORTAL_STAFF_BASE_URL must name another host than PORTAL_BASE_URL "
+            "(cookies do not keep ports apart)."
+        )
+    return value, parts.hostname
+
+
 def load(env: dict[str, str] | None = None, instance_path: str | Path = "instance") -> dict:
     """Build the Flask config mapping from the environment; raise ConfigError when unusable."""
     env = dict(os.environ if env is None else env)
@@ -140,6 +175,8 @@ def load(env: dict[str, str] | None = None, instance_path: str | Path = "instanc
     if production and parts.scheme != "https":
         raise ConfigError("PORTAL_BASE_URL must use https in production.")
 
+    staff_base_url, staff_host = _staff_origin(env, base_url, production)
+
     redis_url = env.get("PORTAL_REDIS_URL") or None
     if production and not redis_url:
         # Rate limits must hold across every instance and fail closed: no per-process memory.
@@ -179,8 +216,15 @@ def load(env: dict[str, str] | None = None, instance_path: str | Path = "instanc
         "SECRET_KEY_FALLBACKS": _split(env.get("PORTAL_SECRET_KEY_FALLBACKS")),
         "BASE_URL": base_url,
         "PREFERRED_URL_SCHEME": parts.scheme,
-        # Links are built from BASE_URL, and requests for any other host are refused.
-        "TRUSTED_HOSTS": [parts.hostname] if production else None,
+        # Staff links (set-up, sign-in) are built from STAFF_BASE_URL: the staff host when there
+        # is one (STAFF_HOST; portal/web/hosts.py keeps each side to its host), else BASE_URL.
+        "STAFF_BASE_URL": staff_base_url,
+        "STAFF_HOST": staff_host,
+        # Links are built from BASE_URL (and STAFF_BASE_URL), and requests for any other host
+        # are refused.
+        "TRUSTED_HOSTS": [parts.hostname, *([staff_host] if staff_host else [])]
+        if production
+        else None,
         "SQLALCHEMY_DATABASE_URI": database_url,
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
         "DATA_KEYS": data_keys,

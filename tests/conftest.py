@@ -52,6 +52,9 @@ def base_env(database_url: str, **extra: str) -> dict[str, str]:
         "PORTAL_DATABASE_URL": database_url,
         "PORTAL_MAIL_FROM": "notices@example.test",
         "PORTAL_REDIS_URL": REDIS_URL,
+        # Staff share the tests' one host unless a test gives them their own (test_staff_host.py);
+        # production would refuse to start without one or the other.
+        "PORTAL_STAFF_SAME_HOST": "1",
     }
     env.update(extra)
     return env

@@ -93,6 +93,72 @@ def test_the_lock_file_pins_every_dependency_at_its_pyproject_version_with_hashe
     assert all("--hash=sha256:" in entry for entry in entries if "==" in entry)
 
 
+# Words that make a name hold a secret (or a value derived from one) for the `==` rule below:
+# the checklist's list (OPS-02) with the spellings the portal uses. Not "key": the names that say
+# key here are identifiers (`key_id`, `dedupe_key`, `segment.key`), and keys themselves are never
+# compared, only used to sign.
+SECRET_WORDS = frozenset(
+    {
+        "token",
+        "code",
+        "digest",
+        "hexdigest",
+        "mac",
+        "hmac",
+        "hash",
+        "signature",
+        "sig",
+        "nonce",
+        "secret",
+        "password",
+        "seed",
+        "otp",
+        "totp",
+        "sid",
+    }
+)
+
+
+def _names_a_secret(node: ast.expr) -> bool:
+    """A name, attribute or `.digest()`-like call whose words include a secret word."""
+    if isinstance(node, ast.Call):
+        node = node.func
+    if isinstance(node, ast.Name):
+        identifier = node.id
+    elif isinstance(node, ast.Attribute):
+        identifier = node.attr
+    else:
+        return False
+    words = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", identifier).lower().split("_")
+    return any(word in SECRET_WORDS or word.removesuffix("s") in SECRET_WORDS for word in words)
+
+
+def _safe_comparison(operands: list[ast.expr]) -> bool:
+    """Comparisons that `==` may make on a secret without telling anything by their time."""
+    for operand in operands:
+        # Against None, an empty value or a number (an HTTP status `code`): nothing secret is
+        # matched character by character. (A hard-coded password string is bandit's B105.)
+        if isinstance(operand, ast.Constant) and (
+            operand.value in (None, "", b"") or isinstance(operand.value, int)
+        ):
+            return True
+        # `Model.column == value` builds SQL: the database looks the row up by its index, and
+        # what is looked up is a digest of a high-entropy value (or a rate-limited reference).
+        if (
+            isinstance(operand, ast.Attribute)
+            and isinstance(operand.value, ast.Name)
+            and operand.value.id[:1].isupper()
+        ):
+            return True
+    return False
+
+
+def _reason_above(lines: list[str], lineno: int) -> bool:
+    """An exception stands only with its reason in a comment on the line right above."""
+    above = lines[lineno - 2].strip() if lineno >= 2 else ""
+    return above.startswith("#") and len(above) > 20
+
+
 # The checklist's custom rules (OPS-02) that bandit has no check for, each with its reason.
 def code_rule_violations(name: str, source: str) -> list[str]:
     """What a Python source does that the portal forbids, as `name:line: why` strings."""
@@ -103,10 +169,20 @@ def code_rule_violations(name: str, source: str) -> list[str]:
         if isinstance(node, ast.Attribute) and node.attr == "exempt":
             # An exemption stands only with its reason in the comment right above it (the CSP
             # report route: browsers post reports without a token, and it changes nothing).
-            above = lines[node.lineno - 2].strip() if node.lineno >= 2 else ""
-            if above.startswith("#") and len(above) > 20:
+            if _reason_above(lines, node.lineno):
                 continue
             found.append(f"{line}: csrf.exempt (every POST carries a token; CSRF-01)")
+        elif isinstance(node, ast.Compare) and any(
+            isinstance(op, ast.Eq | ast.NotEq) for op in node.ops
+        ):
+            # `==` stops at the first differing character, so its time tells an attacker how much
+            # of a guessed token, code or digest was right; hmac.compare_digest does not.
+            operands = [node.left, *node.comparators]
+            if not any(_names_a_secret(operand) for operand in operands):
+                continue
+            if _safe_comparison(operands) or _reason_above(lines, node.lineno):
+                continue
+            found.append(f"{line}: == on a secret; use hmac.compare_digest (OPS-02)")
         elif isinstance(node, ast.Attribute) and node.attr == "populate_obj":
             found.append(f"{line}: populate_obj binds every field (mass assignment; AZ-04)")
         elif isinstance(node, ast.Call):
@@ -155,8 +231,32 @@ def test_the_custom_code_rules_hold_in_the_portal():
         "app.run(debug=True)",
         "import random",
         "from random import choice",
+        "if token == expected: pass",
+        "ok = member.invite_nonce != nonce",
+        "same = password == confirm",
+        "if challenge.code_digest == _digest(code): pass",
+        "if hmac.new(k, body, 'sha256').hexdigest() == header: pass",
+        "valid = typed == member.totpSeed",
+        "if event.prev_hash != prev: pass",
+        "assert 0 < len(x) and received_signature == sig",
+        "# ok\nif token == expected: pass",  # a comment too short to be a reason
     ],
 )
 def test_the_custom_code_rules_catch_what_they_forbid(source):
     assert code_rule_violations("portal/planted.py", source)
     assert template_rule_violations("x.html", "<p>{{ name | safe }}</p>")
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "ok = hmac.compare_digest(token.encode(), expected.encode())",
+        "row = select(Notice).where(Notice.reference_code == code)",
+        "retry = exc.code == 429",
+        "missing = token is None or token == ''",
+        "current = event.key_id == LEGACY",
+        "# A step's id names a kind of step; nothing secret.\nx = s.id == CHANGE_PASSWORD",
+    ],
+)
+def test_the_secret_comparison_rule_lets_through_what_tells_nothing(source):
+    assert code_rule_violations("portal/planted.py", source) == []

@@ -54,6 +54,52 @@ def test_production_refuses_to_start_without_a_required_variable(missing, databa
         create_app(env)
 
 
+def test_production_refuses_to_start_without_a_staff_host_unless_staff_share_one_on_purpose(
+    database_url, make_app
+):
+    env = base_env(database_url, PORTAL_ENV="production")
+    del env["PORTAL_STAFF_SAME_HOST"]
+    with pytest.raises(ConfigError, match=r"PORTAL_STAFF_BASE_URL.*PORTAL_STAFF_SAME_HOST=1"):
+        create_app(env)
+    shared = make_app({**env, "PORTAL_STAFF_SAME_HOST": "1"})
+    assert shared.config["TRUSTED_HOSTS"] == ["portal.example.test"]
+    assert shared.config["STAFF_HOST"] is None
+    own = make_app({**env, "PORTAL_STAFF_BASE_URL": "https://staff.example.test"})
+    assert own.config["TRUSTED_HOSTS"] == ["portal.example.test", "staff.example.test"]
+
+
+def test_production_serves_the_public_and_the_staff_host_and_no_other(database_url, make_app):
+    env = base_env(database_url, PORTAL_ENV="production")
+    del env["PORTAL_STAFF_SAME_HOST"]
+    app = make_app({**env, "PORTAL_STAFF_BASE_URL": "https://staff.example.test"})
+    client = app.test_client()
+    assert client.get("/", base_url="https://portal.example.test").status_code == 200
+    assert client.get("/staff/login", base_url="https://staff.example.test").status_code == 200
+    assert client.get("/staff/login", base_url="https://evil.test").status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("http://staff.example.test", "https"),
+        ("https://staff.example.test/admin", "origin"),
+        ("staff.example.test", "origin"),
+        ("https://portal.example.test:8443", "another host"),
+    ],
+)
+def test_a_bad_staff_host_is_refused_with_a_reason(database_url, value, message):
+    env = base_env(database_url, PORTAL_ENV="production", PORTAL_STAFF_BASE_URL=value)
+    del env["PORTAL_STAFF_SAME_HOST"]
+    with pytest.raises(ConfigError, match=message):
+        create_app(env)
+
+
+def test_a_staff_host_and_same_host_together_are_refused(database_url):
+    env = base_env(database_url, PORTAL_STAFF_BASE_URL="https://staff.example.test")
+    with pytest.raises(ConfigError, match="not both"):
+        create_app(env)
+
+
 def test_the_command_line_names_the_missing_variable(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_")}
     env.update(

@@ -373,7 +373,8 @@ def verify_chain(batch_size: int = 5000, checkpoint: Checkpoint | None = None) -
         if not events:
             break
         for event in events:
-            if event.prev_hash != prev:
+            # Constant time like every other hash check here: the chain's links are HMACs.
+            if not hmac.compare_digest(event.prev_hash.encode(), prev.encode()):
                 return broken(event, "does not follow the event before it")
             if event.key_id == LEGACY:
                 # A legacy key may be an old signing key, retired because it leaked: it must

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import unicodedata
 import urllib.error
@@ -114,7 +115,9 @@ def check(customer: Customer, password: str, confirm: str) -> str:
 def check_rules(password: str, confirm: str, context: set[str]) -> str:
     """The rules every new password meets (customers' and staff's); raise PasswordRejected."""
     password, confirm = normalise(password), normalise(confirm)
-    if password != confirm:
+    # In constant time, as every secret is compared (OPS-02); bytes, since a password may hold
+    # any character and compare_digest takes only ASCII text.
+    if not hmac.compare_digest(password.encode(), confirm.encode()):
         raise PasswordRejected(_("The two passwords are not the same."))
     if len(password) < MIN_LENGTH:
         raise PasswordRejected(

@@ -70,6 +70,7 @@ def done_steps(customer: Customer) -> set[str]:
 def build(keys: set[str], done: set[str], language: str) -> Plan:
     """The plan for these keys. An exposed password's step leads until it is done."""
     items = [PlanItem(step, step.id in done) for step in steps_for(keys, language)]
+    # CHANGE_PASSWORD is the id of a plan step (guidance), not a password: nothing secret here.
     items.sort(key=lambda item: not (item.step.id == CHANGE_PASSWORD and not item.done))
     return Plan(items)
 

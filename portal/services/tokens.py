@@ -35,7 +35,9 @@ class Kind:
     # The salt is part of every token already sent: changing it kills those links.
     salt: str
     ttl: str  # the config key of its lifetime
-    path: str  # where its link opens, under PORTAL_BASE_URL
+    path: str  # where its link opens, under the origin below
+    # The config key of the origin its links start with: staff links go to the staff host.
+    origin: str = "BASE_URL"
 
 
 KINDS: dict[Purpose, Kind] = {
@@ -43,8 +45,11 @@ KINDS: dict[Purpose, Kind] = {
     Purpose.NOTICE_LINK: Kind("notice-link-v1", "NOTICE_LINK_TTL", "/a/"),
     # One help request's conversation, for its writer who cannot sign in.
     Purpose.HELP_CASE: Kind("help-case-v1", "HELP_CASE_LINK_TTL", "/help/case/"),
-    # A staff member's set-up link, printed by `portal staff invite`.
-    Purpose.STAFF_INVITE: Kind("staff-invite-v1", "STAFF_INVITE_TTL", "/staff/setup/"),
+    # A staff member's set-up link, printed by `portal staff invite` or mailed after an MFA
+    # reset: on the staff host, the only one that serves it.
+    Purpose.STAFF_INVITE: Kind(
+        "staff-invite-v1", "STAFF_INVITE_TTL", "/staff/setup/", origin="STAFF_BASE_URL"
+    ),
     # The one-time sign-in an agent mails after checking who the caller is.
     Purpose.ASSISTED_SIGN_IN: Kind("assisted-signin-v1", "ASSISTED_LINK_TTL", "/assisted/"),
     # The new address of a staff contact change enters the code sent to it.
@@ -91,9 +96,10 @@ def issue(purpose: Purpose, public_id: str, nonce: str) -> str:
 
 
 def link(purpose: Purpose, public_id: str, nonce: str) -> str:
-    """The absolute link, always from PORTAL_BASE_URL, never from the request's Host."""
-    path = KINDS[purpose].path
-    return f"{current_app.config['BASE_URL']}{path}{issue(purpose, public_id, nonce)}"
+    """The absolute link, always from the configured origin (PORTAL_BASE_URL, or
+    PORTAL_STAFF_BASE_URL for staff), never from the request's Host."""
+    kind = KINDS[purpose]
+    return f"{current_app.config[kind.origin]}{kind.path}{issue(purpose, public_id, nonce)}"
 
 
 def load(purpose: Purpose, token: str) -> tuple[str, str]:

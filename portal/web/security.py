@@ -143,8 +143,12 @@ def _after_request(response):
 
 
 def _csp_report_url() -> str:
-    """Where browsers send CSP reports: built from BASE_URL, never from the request's Host."""
-    return current_app.config["BASE_URL"].rstrip("/") + "/csp-report"
+    """Where browsers send CSP reports: built from BASE_URL (STAFF_BASE_URL on the staff host,
+    whose pages may not reach the public one), never from the request's Host."""
+    from portal.web.hosts import on_staff_host
+
+    origin = current_app.config["STAFF_BASE_URL" if on_staff_host() else "BASE_URL"]
+    return origin.rstrip("/") + "/csp-report"
 
 
 def _token_paths() -> re.Pattern:

@@ -221,6 +221,29 @@ def test_an_admin_cannot_finish_signing_in_with_an_app_code_only(app, clock):
     assert other.get("/admin/").status_code == 200
 
 
+def test_an_admin_signed_in_with_the_app_only_reaches_no_other_staff_url(app, clock):
+    """The crawl: every staff and admin route, GET or POST, sends a keyless admin to add a key."""
+    from portal.web.access import KEY_SETUP_ENDPOINTS
+
+    client = app.test_client()
+    set_up(app, client, ADMIN, "admin", clock)
+    token = csrf_from(client.get("/staff/security-keys"))
+    crawled = 0
+    for rule in app.url_map.iter_rules():
+        view = app.view_functions[rule.endpoint]
+        if getattr(view, "access", "") != "staff" or rule.endpoint in KEY_SETUP_ENDPOINTS:
+            continue
+        path = re.sub(r"<[^>]+>", "x", re.sub(r"<int:[^>]+>", "1", rule.rule))
+        if "GET" in rule.methods:
+            answer = client.get(path)
+        else:
+            answer = client.post(path, data={"csrf_token": token})
+        assert answer.headers.get("Location") == "/staff/security-keys", (rule.rule, answer)
+        crawled += 1
+    assert crawled > 20
+    assert not _events("staff.security_key_added")
+
+
 def test_an_admin_with_a_key_confirms_it_is_them_with_the_key_not_a_code(app, clock):
     client = app.test_client()
     set_up(app, client, ADMIN, "admin", clock)

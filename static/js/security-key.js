@@ -74,10 +74,16 @@
       });
       if (missing.length) { missing[0].focus(); return; }
       var creating = button.dataset.securityKey === "register";
-      var options = JSON.parse(button.dataset.options);
-      var asked = creating
-        ? navigator.credentials.create({ publicKey: creationOptions(options) })
-        : navigator.credentials.get({ publicKey: requestOptions(options) });
+      var asked;
+      try {
+        var options = JSON.parse(button.dataset.options);
+        asked = creating
+          ? navigator.credentials.create({ publicKey: creationOptions(options) })
+          : navigator.credentials.get({ publicKey: requestOptions(options) });
+      } catch (error) {
+        status.textContent = button.dataset.failed;
+        return;
+      }
       button.disabled = true;
       status.textContent = button.dataset.waiting;
       asked.then(function (credential) {

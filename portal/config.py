@@ -56,6 +56,10 @@ def _is_key(text: str) -> bool:
     return len(raw) == 32
 
 
+_YES = ("1", "true", "yes", "on")
+_NO = ("0", "false", "no", "off")
+
+
 def _split(value: str | None) -> list[str]:
     return [part.strip() for part in (value or "").split(",") if part.strip()]
 
@@ -199,6 +203,15 @@ def load(env: dict[str, str] | None = None, instance_path: str | Path = "instanc
         if env.get(name) and urlsplit(env[name]).scheme not in WEB_SCHEMES:
             raise ConfigError(f"{name} must start with https:// (or http://)")
 
+    # Admins must sign in with a security key (checklist OTP-03: phishing-resistant for
+    # admins, TOTP only an interim option). On by default in production. Off by default in
+    # development and testing: `make demo` serves on http://127.0.0.1, an IP address that
+    # browsers refuse as a WebAuthn relying party, so the demo admin could never register a key
+    # and would be held on the "add a security key" page; tests turn it on where they test it.
+    key_required = env.get("PORTAL_ADMIN_SECURITY_KEY_REQUIRED", "1" if production else "0")
+    if key_required.strip().lower() not in _YES + _NO:
+        raise ConfigError("PORTAL_ADMIN_SECURITY_KEY_REQUIRED must be 1 or 0 (yes or no).")
+
     smtp_url = env.get("PORTAL_SMTP_URL") or None
     if smtp_url and urlsplit(smtp_url).scheme not in ("smtp", "smtps", "smtp+starttls"):
         raise ConfigError("PORTAL_SMTP_URL must start with smtp://, smtps:// or smtp+starttls://")
@@ -287,6 +300,7 @@ def load(env: dict[str, str] | None = None, instance_path: str | Path = "instanc
         # An hour: a set-up link that leaks (a forwarded email, a screen share) is soon worthless,
         # and a new invitation costs an admin one command.
         "STAFF_INVITE_TTL": timedelta(hours=1),
+        "ADMIN_SECURITY_KEY_REQUIRED": key_required.strip().lower() in _YES,
         # An agent's one-time sign-in link for a caller whose identity they checked by phone.
         "ASSISTED_LINK_TTL": timedelta(hours=1),
         **_retention(env),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, LargeBinary, String, func
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, LargeBinary, String, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.models.base import Base, UTCDateTime
@@ -79,5 +79,35 @@ class StaffSession(Base):
     reauth_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     user_agent: Mapped[str] = mapped_column(String(200), default="")
+    # The security-key challenges this session was given, kept here (never in the cookie) so
+    # each works once, only for this session, and only for a few minutes: one to sign in or
+    # prove it again, one to register a new key (a proof asked in the middle of registering
+    # must not spend the registration's challenge).
+    sign_challenge: Mapped[bytes | None] = mapped_column(LargeBinary(64))
+    sign_challenge_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    register_challenge: Mapped[bytes | None] = mapped_column(LargeBinary(64))
+    register_challenge_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     staff: Mapped[StaffMember] = relationship()
+
+
+class SecurityKey(Base):
+    """A staff member's security key (WebAuthn / FIDO2): the credential's public key, the
+    signature counter it last reported, and the name its owner gave it."""
+
+    __tablename__ = "security_key"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    staff_id: Mapped[int] = mapped_column(
+        ForeignKey("staff_member.id", ondelete="CASCADE"), index=True
+    )
+    # At most 1023 bytes (WebAuthn Level 3); a key may be registered to one account only.
+    credential_id: Mapped[bytes] = mapped_column(LargeBinary(1023), unique=True)
+    # COSE public key: not a secret, only ever used to check signatures.
+    public_key: Mapped[bytes] = mapped_column(LargeBinary(2048))
+    # Unsigned 32-bit on the authenticator, hence 64 here.
+    sign_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    name: Mapped[str] = mapped_column(String(60))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.now())
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

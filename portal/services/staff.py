@@ -15,10 +15,10 @@ from sqlalchemy import select, update
 from portal import clock
 from portal.extensions import db
 from portal.mail.compose import compose_alert, compose_staff_setup
-from portal.models import RecoveryCode, StaffMember, StaffSession
+from portal.models import RecoveryCode, SecurityKey, StaffMember, StaffSession
 from portal.models.audit import Actor, staff_actor
 from portal.models.sealed import index_of, matches
-from portal.services import audit, outbox, passwords, sessions, tokens, totp
+from portal.services import audit, outbox, passwords, security_keys, sessions, tokens, totp
 from portal.unit_of_work import write_is_the_point
 from portal.validation import Invalid, email_address
 
@@ -39,6 +39,10 @@ class StaffError(Exception):
 
 class SignInFailed(StaffError):
     """Wrong email, password or code, or a locked account: one message for all of them."""
+
+
+class KeyRequired(StaffError):
+    """An admin who has a security key gave an app or recovery code instead (OTP-03)."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,8 @@ def accept_invitation(token: str, password: str, confirm: str, *, user_agent: st
     member.invite_nonce = None  # the link works once
     member.totp_sealed = None
     member.totp_enabled_at = None
+    # Set-up starts from nothing: no factor of an earlier set-up survives it.
+    db.session.execute(SecurityKey.__table__.delete().where(SecurityKey.staff_id == member.id))
     member.failed_logins = 0
     audit.record(
         "staff.password_set",
@@ -328,6 +334,7 @@ def second_factor(session_: StaffSession, typed: str, *, user_agent: str = "") -
     member = session_.staff
     if _locked(member):
         raise SignInFailed()
+    _refuse_codes_if_key_required(member, "sign-in")
     step = totp.accept(
         member.totp_secret,
         typed,
@@ -351,6 +358,13 @@ def second_factor(session_: StaffSession, typed: str, *, user_agent: str = "") -
     else:
         factor = "recovery code"
         _tell(member, "A recovery code was used to sign in to your staff account.")
+    return _signed_in(session_, factor, user_agent)
+
+
+def _signed_in(
+    session_: StaffSession, factor: str, user_agent: str, key: SecurityKey | None = None
+) -> str:
+    member = session_.staff
     member.failed_logins = 0
     member.locked_until = None
     session_.revoked_at = clock.now()  # the half session ends; a new id for the full one
@@ -359,9 +373,176 @@ def second_factor(session_: StaffSession, typed: str, *, user_agent: str = "") -
         actor=staff_actor(member),
         subject_type="staff",
         subject_id=member.public_id,
-        details={"factor": factor},
+        details={"factor": factor} | ({"key": key.public_id} if key else {}),
     )
     return _open(member, mfa=True, user_agent=user_agent)
+
+
+# --- security keys (WebAuthn) ---
+
+
+def key_required(member: StaffMember) -> bool:
+    """Must this member use a security key? Admins, when the policy is on (OTP-03)."""
+    return member.role == "admin" and current_app.config["ADMIN_SECURITY_KEY_REQUIRED"]
+
+
+def codes_refused(member: StaffMember) -> bool:
+    """An admin under the policy who has a key: app and recovery codes no longer sign them in
+    (both can be phished; the key cannot)."""
+    return key_required(member) and security_keys.count(member) > 0
+
+
+def needs_security_key(member: StaffMember) -> bool:
+    """An admin under the policy without a key: signed in with the app, they may only add one."""
+    return key_required(member) and security_keys.count(member) == 0
+
+
+def _refuse_codes_if_key_required(member: StaffMember, where: str) -> None:
+    if codes_refused(member):
+        # Recorded, not counted towards the lock: no code was checked, so nothing was learnt.
+        audit.record(
+            "staff.code_refused",
+            actor=Actor.STAFF,
+            subject_type="staff",
+            subject_id=member.public_id,
+            outcome="failure",
+            details={"where": where, "reason": "security key required"},
+        )
+        db.session.flush()  # kept with the refusal: the edge commits a request it answered
+        raise KeyRequired(
+            _(
+                "Admins use their security key here: an authenticator app or recovery code is "
+                "not accepted for this account. Lost your key? Ask another admin to reset your "
+                "sign-in."
+            )
+        )
+
+
+def _key_refused(member: StaffMember, exc: security_keys.KeyRefused, where: str) -> None:
+    """A key's answer was refused after a right password: counted, recorded, and the owner
+    told; a copied key (its counter went backwards) is recorded as such."""
+    _fail(member, "security key")
+    if isinstance(exc, security_keys.KeyCloned):
+        audit.record(
+            "staff.security_key_cloned",
+            actor=Actor.STAFF,
+            subject_type="staff",
+            subject_id=member.public_id,
+            outcome="failure",
+            details={"key": exc.key.public_id, "where": where},
+        )
+        _tell(
+            member,
+            f'Your security key "{exc.key.name}" answered with a counter lower than before: '
+            "it may have been copied, and it was refused. Tell your security team.",
+        )
+    else:
+        _tell(
+            member,
+            "Someone gave the right password for your staff account, then a security key "
+            "answer that was refused. If it was not you, change your password now.",
+        )
+    db.session.flush()  # kept with the refusal: the edge commits a request it answered
+
+
+def second_factor_key(session_: StaffSession, answer: str, *, user_agent: str = "") -> str:
+    """Finish signing in with a security key; return the new session token."""
+    member = session_.staff
+    if _locked(member):
+        session_.sign_challenge = session_.sign_challenge_at = None
+        raise SignInFailed()
+    try:
+        key = security_keys.verify_sign_in(session_, answer)
+    except security_keys.KeyRefused as exc:
+        _key_refused(member, exc, "sign-in")
+        raise SignInFailed() from None
+    return _signed_in(session_, "security key", user_agent, key)
+
+
+def _clean_key_name(name: str) -> str:
+    name = " ".join((name or "").split())
+    if not name or len(name) > 60 or not name.isprintable():
+        raise StaffError(_("Give the key a name of up to 60 characters, such as “blue key”."))
+    return name
+
+
+def add_security_key(session_: StaffSession, name: str, answer: str) -> SecurityKey:
+    """Register a security key for the signed-in member (its answer checked against the challenge
+    this session was given); the member is told by email."""
+    member = session_.staff
+    name = _clean_key_name(name)
+    if security_keys.count(member) >= security_keys.MAX_KEYS:
+        raise StaffError(
+            _("You have %(count)d security keys: remove one first.", count=security_keys.MAX_KEYS)
+        )
+    try:
+        new = security_keys.verify_registration(session_, answer)
+    except security_keys.KeyRefused:
+        audit.record(
+            "staff.security_key_refused",
+            actor=staff_actor(member),
+            subject_type="staff",
+            subject_id=member.public_id,
+            outcome="failure",
+        )
+        db.session.flush()  # kept with the refusal: the edge commits a request it answered
+        raise StaffError(
+            _("The security key's answer could not be checked. Please try again.")
+        ) from None
+    taken = db.session.scalar(
+        select(SecurityKey.id).where(SecurityKey.credential_id == new.credential_id)
+    )
+    if taken is not None:
+        raise StaffError(_("This security key is already registered."))
+    key = SecurityKey(
+        public_id=secrets.token_hex(16),
+        staff_id=member.id,
+        credential_id=new.credential_id,
+        public_key=new.public_key,
+        sign_count=new.sign_count,
+        name=name,
+    )
+    db.session.add(key)
+    db.session.flush()
+    audit.record(
+        "staff.security_key_added",
+        actor=staff_actor(member),
+        subject_type="staff",
+        subject_id=member.public_id,
+        details={"key": key.public_id},
+    )
+    _tell(member, f'A security key named "{name}" was added to your staff account.')
+    return key
+
+
+def remove_security_key(member: StaffMember, key_public_id: str) -> SecurityKey:
+    """Remove one of the member's own keys; never an admin's last one under the policy (it is
+    the only factor that still signs them in)."""
+    keys = security_keys.of(member)
+    key = next(
+        (k for k in keys if hmac.compare_digest(k.public_id.encode(), key_public_id.encode())),
+        None,
+    )
+    if key is None:
+        raise StaffError(_("That security key is not one of yours."))
+    if key_required(member) and len(keys) == 1:
+        raise StaffError(
+            _(
+                "This is your only security key, and admins sign in with one: add another key "
+                "before removing this one."
+            )
+        )
+    db.session.delete(key)
+    audit.record(
+        "staff.security_key_removed",
+        actor=staff_actor(member),
+        subject_type="staff",
+        subject_id=member.public_id,
+        details={"key": key.public_id},
+    )
+    _tell(member, f'The security key named "{key.name}" was removed from your staff account.')
+    db.session.flush()
+    return key
 
 
 def _use_recovery_code(member: StaffMember, typed: str) -> bool:
@@ -380,20 +561,28 @@ def _use_recovery_code(member: StaffMember, typed: str) -> bool:
     return used.rowcount == 1
 
 
-def reauthenticate(session_: StaffSession, password: str, typed: str) -> None:
-    """Password and code again, for sensitive acts in the next five minutes. Failures count
-    towards the same lock as sign-in, and a locked account is refused before any check."""
+def reauthenticate(
+    session_: StaffSession, password: str, typed: str = "", *, key_answer: str = ""
+) -> None:
+    """Password and code (or security key) again, for sensitive acts in the next five minutes.
+    Failures count towards the same lock as sign-in, and a locked account is refused before any
+    check."""
     member = session_.staff
     if _locked(member):
         # Checked first, with the same answer as a wrong pair: while the lock holds, a stolen
         # session learns nothing from trying (not even the right pair), as at sign-in.
         _spend_like_verify(password)
         raise SignInFailed()
+    if not key_answer:
+        _refuse_codes_if_key_required(member, "re-authentication")
     try:
         passwords.hasher().verify(member.password_hash, passwords.normalise(password))
         ok = True
     except Exception:  # a mismatch, in argon2's words
         ok = False
+    if key_answer:
+        _reauthenticate_with_key(session_, ok, key_answer)
+        return
     step = (
         totp.accept(
             member.totp_secret,
@@ -417,6 +606,30 @@ def reauthenticate(session_: StaffSession, password: str, typed: str) -> None:
         db.session.flush()  # counts towards the lock: the edge commits it with the refusal
         raise SignInFailed()
     member.totp_last_step = step
+    _reauthenticated(session_, "authenticator")
+
+
+def _reauthenticate_with_key(session_: StaffSession, password_ok: bool, answer: str) -> None:
+    member = session_.staff
+    try:
+        # Checked even after a wrong password, so the challenge is spent either way.
+        key = security_keys.verify_sign_in(session_, answer)
+    except security_keys.KeyRefused as exc:
+        if password_ok:
+            _key_refused(member, exc, "re-authentication")
+        else:
+            _fail(member, "re-authentication")
+            db.session.flush()
+        raise SignInFailed() from None
+    if not password_ok:
+        _fail(member, "re-authentication")
+        db.session.flush()
+        raise SignInFailed()
+    _reauthenticated(session_, "security key", key)
+
+
+def _reauthenticated(session_: StaffSession, factor: str, key: SecurityKey | None = None) -> None:
+    member = session_.staff
     # Both factors right, as at sign-in: earlier failures are forgiven.
     member.failed_logins = 0
     member.locked_until = None
@@ -426,6 +639,7 @@ def reauthenticate(session_: StaffSession, password: str, typed: str) -> None:
         actor=staff_actor(member),
         subject_type="staff",
         subject_id=member.public_id,
+        details={"factor": factor} | ({"key": key.public_id} if key else {}),
     )
     db.session.flush()
 
@@ -607,6 +821,8 @@ def reset_mfa(member: StaffMember, *, actor: str) -> None:
     member.totp_enabled_at = None
     member.totp_last_step = None
     db.session.execute(RecoveryCode.__table__.delete().where(RecoveryCode.staff_id == member.id))
+    # Security keys too: the member sets up every factor again from the link sent to them.
+    db.session.execute(SecurityKey.__table__.delete().where(SecurityKey.staff_id == member.id))
     end_sessions(member, actor=actor)
     member.password_hash = None
     link = invite(member.email, member.role, actor=actor)

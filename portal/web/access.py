@@ -35,6 +35,13 @@ def staff(*roles: str) -> Callable:
     return decorate
 
 
+# What an admin who must use a security key (PORTAL_ADMIN_SECURITY_KEY_REQUIRED) and has none
+# may reach after signing in with the app: the pages to add a key (and to prove it is them for
+# that), nothing else.
+KEY_SETUP_ENDPOINTS = frozenset(
+    {"staff.security_key_list", "staff.security_key_new", "staff.reauth", "staff.logout"}
+)
+
 # A staff member half signed in (password done, second factor pending): only the code pages.
 staff_pending = _declare(STAFF_PENDING)
 # Only when PORTAL_ENV=development; a 404 everywhere else, as if the route did not exist.

@@ -77,10 +77,42 @@ def _not_resuming() -> bool:
     return not (request.method == "POST" and RESUME_FIELD in request.form)
 
 
+def prove(form) -> bool:
+    """Check a "Confirm it is you" form (password, and a code or a security key's answer);
+    on a refusal, put the reason on the form."""
+    try:
+        staff_service.reauthenticate(
+            current_user.session,
+            form.password.data,
+            (form.code.data or "").strip(),
+            key_answer=form.key_answer.data or "",
+        )
+    except staff_service.KeyRequired as exc:
+        form.code.errors.append(str(exc))
+        return False
+    except staff_service.SignInFailed:
+        if form.key_answer.data:
+            form.code.errors.append(_("That password and security key do not match."))
+        else:
+            form.code.errors.append(_("That password and code do not match."))
+        return False
+    return True
+
+
 def ask(form, target: str, status: int = 200, kept_id: str | None = None):
     """The "Confirm it is you" page; on success it finishes the kept act, when there is one."""
+    from portal.services import security_keys
+
     act = _load(session.get(_OFFERED, "") if kept_id is None else kept_id)
-    return render_template("staff/reauth.html", form=form, target=target, act=act), status
+    session_ = current_user.session
+    return render_template(
+        "staff/reauth.html",
+        form=form,
+        target=target,
+        act=act,
+        key_options=security_keys.sign_options(session_),
+        codes_allowed=not staff_service.codes_refused(session_.staff),
+    ), status
 
 
 def forget() -> None:
@@ -95,26 +127,21 @@ def _resume(view: Callable, args, kwargs):
 
     form = ReauthForm()
     target = safe_next(request.form.get("next")) or url_for("staff.queue")
-    if form.validate_on_submit():
+    if form.validate_on_submit() and prove(form):
+        act = _load(request.form[RESUME_FIELD])
+        if session.get(_OFFERED) == request.form[RESUME_FIELD]:
+            session.pop(_OFFERED)
+        if act is None or (act.endpoint, act.path) != (request.endpoint, request.path):
+            flash(
+                _("Confirmed, but what you started is no longer kept: please do it again."),
+                "error",
+            )
+            return redirect(target)
         try:
-            staff_service.reauthenticate(current_user.session, form.password.data, form.code.data)
-        except staff_service.SignInFailed:
-            form.code.errors.append(_("That password and code do not match."))
-        else:
-            act = _load(request.form[RESUME_FIELD])
-            if session.get(_OFFERED) == request.form[RESUME_FIELD]:
-                session.pop(_OFFERED)
-            if act is None or (act.endpoint, act.path) != (request.endpoint, request.path):
-                flash(
-                    _("Confirmed, but what you started is no longer kept: please do it again."),
-                    "error",
-                )
-                return redirect(target)
-            try:
-                act.install()
-                return view(*args, **kwargs)
-            finally:
-                act.discard()
+            act.install()
+            return view(*args, **kwargs)
+        finally:
+            act.discard()
     return ask(form, target, 422, kept_id=request.form[RESUME_FIELD])
 
 

@@ -14,7 +14,15 @@ from flask_babel import refresh
 from flask_login import current_user
 
 from portal.models.audit import staff_actor
-from portal.web.access import CUSTOMER, DEVELOPMENT, PUBLIC, STAFF, STAFF_PENDING, access_of
+from portal.web.access import (
+    CUSTOMER,
+    DEVELOPMENT,
+    KEY_SETUP_ENDPOINTS,
+    PUBLIC,
+    STAFF,
+    STAFF_PENDING,
+    access_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +103,14 @@ def _staff_gate(level: str):
         return None
     if not current_user.is_authenticated:
         return redirect(url_for("staff.code"))  # half signed in: the code page, nothing else
+    from portal.services import staff as staff_service
+
+    if request.endpoint not in KEY_SETUP_ENDPOINTS and staff_service.needs_security_key(
+        current_user.staff
+    ):
+        # An admin who must use a security key signed in with the app: until they add a key,
+        # the page to add one is all they reach (OTP-03: not TOTP only for admins).
+        return redirect(url_for("staff.security_key_list"))
     roles = getattr(current_app.view_functions[request.endpoint], "roles", ())
     if current_user.role not in roles:
         from portal.models import AuditEvent

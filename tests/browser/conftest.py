@@ -157,9 +157,11 @@ def _worker(app, stopping: threading.Event) -> None:
             transports.close()
 
 
-@pytest.fixture(scope="module")
-def live(migrated_database, tmp_path_factory):
-    """A live portal on a free loopback port with its own database, SMTP and SMS sinks."""
+@contextlib.contextmanager
+def serve_portal(migrated_database, tmp_path_factory, host: str = "127.0.0.1", **settings: str):
+    """A live portal on a free loopback port with its own database, SMTP and SMS sinks; its
+    origin names `host` (security keys need a host name: browsers refuse an IP address as a
+    WebAuthn relying party)."""
     import redis
 
     redis.Redis.from_url(REDIS_URL).flushdb()
@@ -170,7 +172,7 @@ def live(migrated_database, tmp_path_factory):
     sms = SMSSink()
     sms_server, sms_url = sms.serve()
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
+    base = f"http://{host}:{port}"
     previous = os.environ.get("PORTAL_INSTANCE_PATH")
     os.environ["PORTAL_INSTANCE_PATH"] = str(folder)
     env = base_env(
@@ -180,6 +182,7 @@ def live(migrated_database, tmp_path_factory):
         PORTAL_SMS_URL=sms_url,
         PORTAL_SMS_TOKEN=sms.token,
         PORTAL_REDIS_URL=REDIS_URL,
+        **settings,
     )
     app = create_app(env)
     server = make_server("127.0.0.1", port, app, threaded=True)
@@ -203,6 +206,13 @@ def live(migrated_database, tmp_path_factory):
             os.environ.pop("PORTAL_INSTANCE_PATH", None)
         else:
             os.environ["PORTAL_INSTANCE_PATH"] = previous
+
+
+@pytest.fixture(scope="module")
+def live(migrated_database, tmp_path_factory):
+    """A live portal on a free loopback port with its own database, SMTP and SMS sinks."""
+    with serve_portal(migrated_database, tmp_path_factory) as portal:
+        yield portal
 
 
 @pytest.fixture(autouse=True)

@@ -47,15 +47,47 @@ class SetupForm(FlaskForm):
     )
 
 
+# What a browser sends for one security key answer is a few hundred bytes to a few kilobytes.
+KEY_ANSWER_MAX = 16_000
+
+
+class KeyForm(FlaskForm):
+    """A security key's answer (navigator.credentials.get), from static/js/security-key.js."""
+
+    key_answer = HiddenField(validators=[DataRequired(), Length(max=KEY_ANSWER_MAX)])
+
+
 class ReauthForm(FlaskForm):
     password = PasswordField(
         _l("Password"), validators=[DataRequired()], render_kw={"autocomplete": "current-password"}
     )
     code = StringField(
         _l("Code from your authenticator app"),
-        validators=[DataRequired(), Length(max=20)],
+        validators=[Optional(), Length(max=20)],
         render_kw={"autocomplete": "one-time-code", "inputmode": "numeric"},
     )
+    # Or a security key's answer instead of the code (filled in by the page's script).
+    key_answer = HiddenField(validators=[Optional(), Length(max=KEY_ANSWER_MAX)])
+
+    def validate(self, extra_validators=None) -> bool:
+        """A code or a key's answer: one of the two, as the second factor."""
+        ok = super().validate(extra_validators)
+        if ok and not (self.code.data or "").strip() and not self.key_answer.data:
+            self.code.errors.append(_l("Enter the code from your authenticator app."))
+            return False
+        return ok
+
+
+class SecurityKeyForm(FlaskForm):
+    """Name a new security key; its answer (navigator.credentials.create) comes from the page's
+    script."""
+
+    name = StringField(
+        _l("A name for this key"),
+        validators=[DataRequired(), Length(max=60)],
+        render_kw={"autocomplete": "off", "placeholder": _l("for example: blue key")},
+    )
+    key_answer = HiddenField(validators=[DataRequired(), Length(max=KEY_ANSWER_MAX)])
 
 
 class ActionForm(FlaskForm):

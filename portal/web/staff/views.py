@@ -25,6 +25,7 @@ from portal.services import (
     contact_changes,
     customers,
     dashboard,
+    security_keys,
     sessions,
     support_desk,
 )
@@ -39,12 +40,14 @@ from portal.web.navigation import safe_next
 from portal.web.staff.forms import (
     ActionForm,
     CodeForm,
+    KeyForm,
     LinkForm,
     LoginForm,
     MessageForm,
     OpenCaseForm,
     ReauthForm,
     SearchForm,
+    SecurityKeyForm,
     SetupForm,
     StatusForm,
     ToolForm,
@@ -160,18 +163,41 @@ def login():
 def code():
     if current_user.is_authenticated:
         return redirect(url_for("staff.queue"))
-    form = CodeForm()
-    if form.validate_on_submit():
+    session_ = current_user.session
+    form, key_form = CodeForm(), KeyForm()
+    # The page has two forms: the key's answer (sent by the page's script) or a typed code.
+    if "key_answer" in request.form:
+        form = CodeForm(formdata=None)
+        if key_form.validate_on_submit():
+            try:
+                token = staff_service.second_factor_key(
+                    session_, key_form.key_answer.data, user_agent=request.user_agent.string
+                )
+            except staff_service.SignInFailed:
+                key_form.key_answer.errors.append(
+                    _("That security key was not accepted. Try again, or use another key.")
+                )
+            else:
+                return _with_cookie(redirect(url_for("staff.queue")), token)
+    elif form.validate_on_submit():
         try:
             token = staff_service.second_factor(
-                current_user.session, form.code.data, user_agent=request.user_agent.string
+                session_, form.code.data, user_agent=request.user_agent.string
             )
+        except staff_service.KeyRequired as exc:
+            form.code.errors.append(str(exc))
         except staff_service.SignInFailed:
             form.code.errors.append(_("That code does not match."))
         else:
             return _with_cookie(redirect(url_for("staff.queue")), token)
     status = 422 if request.method == "POST" else 200
-    return render_template("staff/code.html", form=form), status
+    return render_template(
+        "staff/code.html",
+        form=form,
+        key_form=key_form,
+        key_options=security_keys.sign_options(session_),
+        codes_allowed=not staff_service.codes_refused(session_.staff),
+    ), status
 
 
 @bp.route("/reauth", methods=["GET", "POST"])
@@ -182,14 +208,9 @@ def reauth():
     this one returns to a page or export asked for with a stale proof, or to target."""
     form = ReauthForm()
     target = safe_next(request.values.get("next")) or url_for("staff.queue")
-    if form.validate_on_submit():
-        try:
-            staff_service.reauthenticate(current_user.session, form.password.data, form.code.data)
-        except staff_service.SignInFailed:
-            form.code.errors.append(_("That password and code do not match."))
-        else:
-            flash(_("Confirmed: for five minutes you will not be asked again."), "info")
-            return redirect(target)
+    if form.validate_on_submit() and freshness.prove(form):
+        flash(_("Confirmed: for five minutes you will not be asked again."), "info")
+        return redirect(target)
     # A refused proof is a 422, like a refused sign-in (and like a kept act's own page).
     return freshness.ask(form, target, 422 if request.method == "POST" else 200)
 
@@ -241,6 +262,62 @@ def end_own_other_sessions():
     ended = staff_service.end_other_sessions(current_user.session)
     flash(ngettext("%(num)d other session ended.", "%(num)d other sessions ended.", ended), "info")
     return redirect(url_for("staff.own_sessions"))
+
+
+# --- security keys ---
+
+
+@bp.get("/security-keys")
+@staff(*AGENTS)
+def security_key_list():
+    """The member's security keys: add one, or remove one."""
+    member = _member()
+    return render_template(
+        "staff/security_keys.html",
+        keys=security_keys.of(member),
+        action=ActionForm(),
+        needs_key=staff_service.needs_security_key(member),
+        key_required=staff_service.key_required(member),
+    )
+
+
+@bp.route("/security-keys/new", methods=["GET", "POST"])
+@staff(*AGENTS)
+# A new factor is as strong as the proof behind it: a stolen session must not add its own key.
+@fresh_within(minutes=5)
+def security_key_new():
+    form = SecurityKeyForm()
+    if form.validate_on_submit():
+        try:
+            staff_service.add_security_key(
+                current_user.session, form.name.data, form.key_answer.data
+            )
+        except staff_service.StaffError as exc:
+            form.name.errors.append(str(exc))
+        else:
+            flash(_("Your security key was added."), "info")
+            return redirect(url_for("staff.security_key_list"))
+    status = 422 if request.method == "POST" else 200
+    return render_template(
+        "staff/security_key_new.html",
+        form=form,
+        options=security_keys.register_options(current_user.session),
+    ), status
+
+
+@bp.post("/security-keys/<public_id>/remove")
+@staff(*AGENTS)
+@fresh_within(minutes=5)
+def security_key_remove(public_id: str):
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    try:
+        staff_service.remove_security_key(_member(), public_id)
+    except staff_service.StaffError as exc:
+        flash(str(exc), "error")
+    else:
+        flash(_("The security key was removed."), "info")
+    return redirect(url_for("staff.security_key_list"))
 
 
 # --- the queue and a case ---

@@ -79,3 +79,37 @@ def test_a_scan_without_a_readable_report_fails(tmp_path, capsys, content):
         path.write_text(content)
     assert dast_verdict.main(str(path)) == 2
     assert "no readable wapiti report" in capsys.readouterr().out
+
+
+ACCEPTED_SQL = """
+[[accepted]]
+module = "sql"
+method = "GET"
+path = "/me"
+parameter = "phone"
+reason = "a length limit, not SQL"
+"""
+
+
+def sql_on(parameter: str) -> dict:
+    return {"SQL Injection": [{**finding("sql", 4), "parameter": parameter}]}
+
+
+def test_a_finding_judged_not_a_flaw_is_shown_as_accepted_with_its_reason(report, tmp_path, capsys):
+    judged = tmp_path / "accepted.toml"
+    judged.write_text(ACCEPTED_SQL)
+    assert dast_verdict.main(report(vulnerabilities=sql_on("phone")), judged) == 0
+    out = capsys.readouterr().out
+    assert "ACCEPTED" in out and "a length limit, not SQL" in out
+
+
+def test_an_acceptance_covers_only_its_own_parameter(report, tmp_path, capsys):
+    judged = tmp_path / "accepted.toml"
+    judged.write_text(ACCEPTED_SQL)
+    assert dast_verdict.main(report(vulnerabilities=sql_on("email")), judged) == 1
+    assert "BLOCKS" in capsys.readouterr().out
+
+
+def test_every_accepted_finding_in_the_repository_gives_its_reason():
+    judged = dast_verdict.accepted()
+    assert judged and all(len(reason) > 40 for reason in judged.values())

@@ -54,10 +54,10 @@ security: install
 	$(BIN)/bandit -q -c pyproject.toml -r portal -ll
 
 # OPS-01: the SBOM of what requirements.lock installs (CycloneDX JSON, build/sbom.json; CI makes
-# it on every run), then `make audit`: pip-audit over the same lock. --strict: a pin the vulnerability service cannot look up fails the
-# audit instead of being skipped (pip-audit otherwise prints "No known vulnerabilities found"
-# after skipping every package). docs/dast.md ("The dependency audit") says why CI does not run
-# it yet: the vulnerability service cannot be reached from the build machines.
+# it on every run), then `make audit`: pip-audit over the same lock. --strict: a pin that the
+# vulnerability service cannot look up fails the audit instead of being skipped (pip-audit
+# otherwise prints "No known vulnerabilities found" after skipping every package). docs/dast.md
+# ("Dependency audit and SBOM") says why CI does not run it: the service cannot be reached here.
 sbom: install
 	mkdir -p build
 	$(BIN)/cyclonedx-py requirements --pyproject pyproject.toml --output-reproducible \
@@ -94,7 +94,7 @@ tools: $(TOOLS_STAMP)
 
 # OPS-03: the portal under gunicorn with production settings, scanned by wapiti (tools/dast.sh);
 # reports in build/dast/, non-zero exit on a blocking finding. docs/dast.md. The full active scan
-# takes about 3 minutes (the nightly job); the passive baseline about 20 seconds (CI, every run).
+# takes about 3 minutes (the nightly job); the passive baseline about 30 seconds (CI, every run).
 dast: install tools
 	tools/dast.sh
 

@@ -14,8 +14,8 @@ OUT=build/dast
 SCAN_SECONDS=${DAST_SCAN_SECONDS:-150}    # the whole scan's budget, crawl and attacks
 ATTACK_SECONDS=${DAST_ATTACK_SECONDS:-20} # at most this long for each attack module
 # A Redis database for the scan's rate limits alone: it is emptied first, so that limits left
-# from the last scan do not turn this one's requests into 429s.
-REDIS_URL=${PORTAL_DAST_REDIS_URL:-redis://127.0.0.1:6379/14}
+# from the last scan do not turn this one's requests into 429s. (The tests use 15 and 14.)
+REDIS_URL=${PORTAL_DAST_REDIS_URL:-redis://127.0.0.1:6379/13}
 # Active modules: injection (sql, exec, file, xss, permanentxss, crlf), open redirect, CSRF,
 # HTTP methods, leftover backup and .htaccess files, uploads; plus every passive check (headers,
 # CSP, cookie flags, information and stack-trace disclosure, passwords over plain HTTP).

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PORT   ?= 5000
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench lint security format install clean translations
+.PHONY: demo test bench lint security format install clean translations sbom audit dast dast-baseline tools
 
 # Every dependency comes from requirements.lock, each file checked against its pinned hash; the
 # portal itself then goes in without resolving anything else. (README: "Updating dependencies".)
@@ -56,6 +56,54 @@ lint: install
 security: install
 	$(BIN)/bandit -q -c pyproject.toml -r portal -ll
 
+# OPS-01: the SBOM of what requirements.lock installs (CycloneDX JSON, build/sbom.json; CI makes
+# it on every run), then `make audit`: pip-audit over the same lock. --strict: a pin that the
+# vulnerability service cannot look up fails the audit instead of being skipped (pip-audit
+# otherwise prints "No known vulnerabilities found" after skipping every package). docs/dast.md
+# ("Dependency audit and SBOM") says why CI does not run it: the service cannot be reached here.
+sbom: install
+	mkdir -p build
+	$(BIN)/cyclonedx-py requirements --pyproject pyproject.toml --output-reproducible \
+		--of JSON -o build/sbom.json requirements.lock
+	@echo "SBOM: build/sbom.json"
+
+audit: sbom
+	@$(BIN)/pip-audit --strict --require-hashes --disable-pip -r requirements.lock \
+		--progress-spinner off -f json -o build/audit.json > build/audit.log 2>&1; \
+	status=$$?; cat build/audit.log; \
+	if grep -q "could not be audited" build/audit.log; then \
+		echo "audit: FAILED: a pinned release could not be looked up, so nothing is claimed. pip-audit"; \
+		echo "audit: asks PyPI's JSON API for each release (/pypi/NAME/VERSION/json); from this machine"; \
+		echo "audit: it answers 404 for every release, and OSV cannot be reached. docs/dast.md."; \
+		exit 1; \
+	fi; \
+	if [ $$status -ne 0 ]; then echo "audit: FAILED: known vulnerabilities above (build/audit.json)"; fi; \
+	exit $$status
+
+# The scanner for `make dast` lives apart: wapiti 3.3 needs Python 3.12 or newer (the portal runs
+# on 3.11) and pins libraries of its own. Installed from its own lock, every file hash-checked.
+TOOLS_VENV   := .venv-tools
+TOOLS_STAMP  := $(TOOLS_VENV)/.installed
+TOOLS_PYTHON ?= $(shell for p in python3.13 python3.12 $(wildcard $(HOME)/.pyenv/versions/3.1[234].*/bin/python3); do \
+	$$p -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null && { command -v $$p; break; }; done)
+
+$(TOOLS_STAMP): tools/requirements-tools.lock
+	@test -n "$(TOOLS_PYTHON)" || { echo "tools: wapiti needs Python 3.12 or newer; set TOOLS_PYTHON"; exit 1; }
+	test -x $(TOOLS_VENV)/bin/python || $(TOOLS_PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/python -m pip install --quiet --require-hashes -r tools/requirements-tools.lock
+	touch $(TOOLS_STAMP)
+
+tools: $(TOOLS_STAMP)
+
+# OPS-03: the portal under gunicorn with production settings, scanned by wapiti (tools/dast.sh);
+# reports in build/dast/, non-zero exit on a blocking finding. docs/dast.md. The full active scan
+# takes about 3 minutes (the nightly job); the passive baseline about 30 seconds (CI, every run).
+dast: install tools
+	tools/dast.sh
+
+dast-baseline: install tools
+	DAST_MODULES=passive DAST_SCAN_SECONDS=60 tools/dast.sh
+
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
@@ -71,4 +119,4 @@ translations: install
 	$(BIN)/pybabel compile -d portal/translations
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(TOOLS_VENV) build .pytest_cache .ruff_cache *.egg-info

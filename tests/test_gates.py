@@ -88,9 +88,29 @@ def test_the_lock_file_pins_every_dependency_at_its_pyproject_version_with_hashe
     lock = (ROOT / "requirements.lock").read_text()
     locked = _pins(lock.splitlines())
     assert {name: locked.get(name) for name in wanted} == wanted
-    # Every pinned requirement carries at least one hash, so pip runs in hash-checking mode.
-    entries = re.split(r"\n(?=[a-z0-9])", lock.split("\n\n")[-1].strip())
-    assert all("--hash=sha256:" in entry for entry in entries if "==" in entry)
+    assert unhashed_pins(lock) == []
+
+
+def unhashed_pins(lock: str) -> list[str]:
+    """The pins of a lock file without a hash, in every section of it (pip-compile puts pip, once
+    pip-audit needs it, in a section of its own after a blank line)."""
+    entries = re.split(r"\n(?=[a-z0-9])", lock)
+    return [
+        entry.split()[0] for entry in entries if "==" in entry and "--hash=sha256:" not in entry
+    ]
+
+
+def test_the_scanner_lock_pins_every_package_with_hashes():
+    # .venv-tools (make tools) installs wapiti from it with --require-hashes.
+    lock = (ROOT / "tools/requirements-tools.lock").read_text()
+    assert "wapiti3==3.3.2" in lock
+    assert unhashed_pins(lock) == []
+
+
+def test_a_pin_without_a_hash_is_found_in_any_section_of_the_lock():
+    lock = (ROOT / "requirements.lock").read_text()
+    planted = lock.replace("\nflask==", "\nplanted-unhashed==6.6.6\nflask==", 1)
+    assert unhashed_pins(planted) == ["planted-unhashed==6.6.6"]
 
 
 # Words that make a name hold a secret (or a value derived from one) for the `==` rule below:

@@ -293,3 +293,45 @@ def test_the_shipped_common_password_list():
     assert len(common) >= 10_000
     assert "password" in common and "123456" in common
     assert (passwords.COMMON_PASSWORDS.parent / "common-passwords.LICENSE").exists()
+
+
+# --- the second penetration test: a password made only of guessable words (AUTH-03) ---
+
+
+@pytest.fixture
+def ann_smith(client, incident, write_csv):
+    row = customer_row(1, full_name="Ann Smith", email=ANN, phone="", data_classes="password")
+    import_customers(incident, write_csv([row]), actor="test")
+    queue_notices(incident, actor="test")
+    sign_in(client, ANN)
+    return client
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        "Example Corp breach",  # the organisation's name and the word "breach", nothing else
+        "breach portal 2026!",
+        "ann smith example corp",  # her own name and ours
+    ],
+)
+def test_a_password_built_only_from_guessable_words_is_refused(ann_smith, password):
+    """POST /me/password with "Example Corp breach" was set (302): the rule took out one
+    guessable word at a time, so two of them together passed."""
+    page = ann_smith.get("/me/password")
+    response = ann_smith.post(
+        "/me/password",
+        data={"csrf_token": csrf_from(page), "password": password, "confirm": password},
+    )
+    assert response.status_code == 422, response.headers.get("Location")
+    assert "guess about you" in response.get_data(as_text=True)
+
+
+def test_guessable_words_beside_unrelated_ones_are_still_a_good_password(ann_smith):
+    password = "example corp kettle marmalade cyclone"
+    page = ann_smith.get("/me/password")
+    response = ann_smith.post(
+        "/me/password",
+        data={"csrf_token": csrf_from(page), "password": password, "confirm": password},
+    )
+    assert response.status_code == 302

@@ -142,16 +142,20 @@ def check_rules(password: str, confirm: str, context: set[str]) -> str:
             )
         )
     squeezed = re.sub(r"[\W_]", "", folded)
+    # Every guessable word is taken out, not one at a time: "Example Corp breach" is three such
+    # words together, and a guesser tries their combinations as readily as each one alone.
+    rest = squeezed
     for word in sorted(context, key=len, reverse=True):
-        if word in squeezed and _is_padding(squeezed.replace(word, "")):
-            raise PasswordRejected(
-                _(
-                    "That password is built from a word someone could guess "
-                    "about you or this breach (such as our name or your "
-                    "email). Choose words that have nothing to do with "
-                    "either."
-                )
+        rest = rest.replace(word, "")
+    if rest != squeezed and _is_padding(rest):
+        raise PasswordRejected(
+            _(
+                "That password is built from a word someone could guess "
+                "about you or this breach (such as our name or your "
+                "email). Choose words that have nothing to do with "
+                "either."
             )
+        )
     if current_app.config["PWNED_PASSWORDS_URL"] and is_pwned(password):
         raise PasswordRejected(
             _(

@@ -142,6 +142,8 @@ def test_ten_wrong_codes_after_the_right_password_lock_and_tell_the_member(app, 
     # The owner hears of each right password with a wrong code, and no code is in the message.
     notices = [m.text for m in messages_to("agent.a@example.com")][told_before:]
     assert notices and all("right password but" in text for text in notices)
+    # What it asks the member to do is something they can do: staff have no password page.
+    assert all("tell an admin" in text and "change your password" not in text for text in notices)
     assert all("000000" not in text and PASSWORD not in text for text in notices)
 
 

@@ -350,7 +350,8 @@ def second_factor(session_: StaffSession, typed: str, *, user_agent: str = "") -
         _tell(
             member,
             "Someone signed in to your staff account with the right password but "
-            "a wrong code. If it was not you, change your password now.",
+            "a wrong code. If it was not you, tell an admin at once: they "
+            "can end your sessions and reset your sign-in.",
         )
         # Kept although an error follows (the failure, the warning): the edge commits it.
         db.session.flush()
@@ -440,7 +441,8 @@ def _key_refused(member: StaffMember, exc: security_keys.KeyRefused, where: str)
         _tell(
             member,
             "Someone gave the right password for your staff account, then a security key "
-            "answer that was refused. If it was not you, change your password now.",
+            "answer that was refused. If it was not you, tell an admin at once: they "
+            "can end your sessions and reset your sign-in.",
         )
     db.session.flush()  # kept with the refusal: the edge commits a request it answered
 
@@ -601,7 +603,8 @@ def reauthenticate(
             _tell(
                 member,
                 "Someone confirming it was you on a signed-in staff session gave the right "
-                "password but a wrong code. If it was not you, change your password now.",
+                "password but a wrong code. If it was not you, tell an admin at once: they "
+                "can end your sessions and reset your sign-in.",
             )
         db.session.flush()  # counts towards the lock: the edge commits it with the refusal
         raise SignInFailed()

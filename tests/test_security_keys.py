@@ -329,6 +329,7 @@ def test_the_policy_is_on_in_production_and_off_in_development_unless_set(tmp_pa
         "PORTAL_DATA_KEYS": "k",
         "PORTAL_AUDIT_KEYS": "Y" * 43,
         "PORTAL_REDIS_URL": "redis://127.0.0.1:6379/4",
+        "PORTAL_STAFF_SAME_HOST": "1",
     }
     assert load(production, tmp_path)["ADMIN_SECURITY_KEY_REQUIRED"] is True
     assert load({"PORTAL_ENV": "development"}, tmp_path)["ADMIN_SECURITY_KEY_REQUIRED"] is False

@@ -92,9 +92,7 @@ def test_a_new_browser_stays_under_the_account_lock(app, members_browser, clock)
     assert "That email and password do not match" in _text(response)
 
 
-def test_a_forged_or_another_members_device_cookie_gives_no_exemption(
-    app, members_browser, clock
-):
+def test_a_forged_or_another_members_device_cookie_gives_no_exemption(app, members_browser, clock):
     other = app.test_client()
     set_up(app, other, OTHER, "agent", clock)
     assert log_in(other, OTHER, clock).headers["Location"] == "/staff/cases"

@@ -362,9 +362,7 @@ def _fail(member: StaffMember, factor: str) -> None:
     )
 
 
-def sign_in(
-    address: str, password: str, *, user_agent: str = "", device: str | None = None
-) -> str:
+def sign_in(address: str, password: str, *, user_agent: str = "", device: str | None = None) -> str:
     """Check email and password; return a half-signed-in session token (the code comes next).
 
     device is the browser's device cookie: one this member got at a full sign-in is held to its

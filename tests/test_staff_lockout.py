@@ -133,3 +133,14 @@ def test_the_member_is_mailed_once_when_a_stranger_locks_the_account(app, agent,
     db.session.expire_all()
     assert member(MEMBER).locked_until is not None
     assert db.session.query(AuditEvent).filter_by(action="staff.locked").count() >= 1
+
+
+def test_a_stranger_who_spends_the_accounts_rate_limit_does_not_shut_out_the_members_browser(
+    app, members_browser, clock
+):
+    answers = [
+        _password_step(app, f"guess {n}", STRANGER_NETWORK)[1].status_code for n in range(31)
+    ]
+    assert answers[-1] == 429  # the per-account limit holds for strangers
+    _client, response = _password_step(app, PASSWORD, MEMBERS_NETWORK, members_browser)
+    assert response.headers.get("Location") == "/staff/code", _text(response)

@@ -13,7 +13,7 @@ from flask_babel import gettext as _
 from sqlalchemy import select, update
 
 from portal import clock
-from portal.extensions import db
+from portal.extensions import db, limiter
 from portal.mail.compose import compose_alert, compose_staff_setup
 from portal.models import RecoveryCode, SecurityKey, StaffMember, StaffSession
 from portal.models.audit import Actor, staff_actor
@@ -30,6 +30,10 @@ LOCK_AFTER = 10
 LOCK_BASE = timedelta(seconds=30)
 LOCK_MAX = timedelta(hours=1)
 RECOVERY_CODES = 10
+# A browser the member signed in from (password and second factor) keeps a signed device cookie
+# this long; it escapes the account-wide lock, so a stranger cannot lock the member out (AUTH-07).
+DEVICE_TTL = timedelta(days=180)
+_DEVICE_KEPT = int(timedelta(days=1).total_seconds())  # a device's failure count is kept this long
 _RECOVERY_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"  # 31 symbols: 24 of them ~ 119 bits
 
 
@@ -238,13 +242,108 @@ def _locked(member: StaffMember) -> bool:
     return member.locked_until is not None and member.locked_until > clock.now()
 
 
+def _lock_wait(failures: int) -> timedelta:
+    # 30 s, doubling with every further failure, up to an hour: guessing stays hopeless,
+    # and the real person is never locked out for long.
+    return min(LOCK_MAX, LOCK_BASE * 2 ** (failures - LOCK_AFTER))
+
+
+# --- known devices (OWASP's "device cookie": lockout must not be a denial of service) ---
+
+
+def _device_mac(member: StaffMember, nonce: str, key: str | bytes) -> str:
+    key = key.encode() if isinstance(key, str) else key
+    message = f"staff-device|{member.public_id}|{nonce}".encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def device_token(member: StaffMember) -> str:
+    """A new device cookie's value for a browser that just signed in fully (random nonce, MAC)."""
+    nonce = secrets.token_urlsafe(24)
+    return f"{nonce}.{_device_mac(member, nonce, current_app.secret_key)}"
+
+
+def known_device(member: StaffMember | None, token: str | None) -> str | None:
+    """The device nonce, when token is a device cookie issued to this member; else None."""
+    if member is None or not token or token.count(".") != 1:
+        return None
+    nonce, mac = token.split(".")
+    keys = [current_app.secret_key, *current_app.config.get("SECRET_KEY_FALLBACKS", [])]
+    # Constant time, and every key tried: a forged or another member's cookie earns nothing.
+    found = False
+    for key in keys:
+        if key:
+            found |= hmac.compare_digest(_device_mac(member, nonce, key), mac)
+    return nonce if found else None
+
+
+def _device_key(nonce: str) -> str:
+    # The nonce's digest, not the nonce: the cookie's value stays out of Redis.
+    return "staff-device:" + hashlib.sha256(nonce.encode()).hexdigest()[:32]
+
+
+def _device_locked(nonce: str) -> bool:
+    # Read from the shared rate-limit store; a store that is down raises and the edge answers
+    # 503 (fail closed): a known device is never let guess unlimited.
+    until = int(limiter.storage.get(_device_key(nonce) + ":until") or 0)
+    return until > clock.now().timestamp()
+
+
+def _device_fail(member: StaffMember, nonce: str, factor: str) -> None:
+    """A failure from a known device counts on that device alone, with the account's policy:
+    a stolen laptop cannot guess freely, and a stranger's failures never reach it."""
+    key = _device_key(nonce)
+    failures = limiter.storage.incr(key + ":failures", _DEVICE_KEPT)
+    if failures >= LOCK_AFTER:
+        wait = _lock_wait(failures)
+        limiter.storage.clear(key + ":until")
+        limiter.storage.incr(
+            key + ":until", _DEVICE_KEPT, amount=int((clock.now() + wait).timestamp()) + 1
+        )
+        audit.record(
+            "staff.device_locked",
+            actor=Actor.STAFF,
+            subject_type="staff",
+            subject_id=member.public_id,
+            outcome="failure",
+            details={"seconds": int(wait.total_seconds())},
+        )
+    audit.record(
+        "staff.sign_in_failed",
+        actor=Actor.STAFF,
+        subject_type="staff",
+        subject_id=member.public_id,
+        outcome="failure",
+        details={"factor": factor, "device": "known"},
+    )
+
+
+def _device_clear(nonce: str) -> None:
+    key = _device_key(nonce)
+    limiter.storage.clear(key + ":failures")
+    limiter.storage.clear(key + ":until")
+
+
+def _refused(member: StaffMember, nonce: str | None) -> bool:
+    """Locked for this request: a known device answers to its own count, any other browser to
+    the account's."""
+    return _device_locked(nonce) if nonce else _locked(member)
+
+
 def _fail(member: StaffMember, factor: str) -> None:
     member.failed_logins += 1
     if member.failed_logins >= LOCK_AFTER:
-        # 30 s, doubling with every further failure, up to an hour: guessing stays hopeless,
-        # and the real person is never locked out for long.
-        wait = min(LOCK_MAX, LOCK_BASE * 2 ** (member.failed_logins - LOCK_AFTER))
+        wait = _lock_wait(member.failed_logins)
         member.locked_until = clock.now() + wait
+        if member.failed_logins == LOCK_AFTER and factor == "password":
+            # Once per lock (the count restarts only at a sign-in), nothing secret in it; a
+            # wrong code is already told on its own, each time.
+            _tell(
+                member,
+                "Someone tried many wrong passwords on your staff account from a browser you "
+                "have not used to sign in, so signing in from new browsers is paused for a "
+                "while. Your own browsers are not affected. If it was not you, tell an admin.",
+            )
         audit.record(
             "staff.locked",
             actor=Actor.STAFF,
@@ -263,15 +362,19 @@ def _fail(member: StaffMember, factor: str) -> None:
     )
 
 
-def sign_in(address: str, password: str, *, user_agent: str = "") -> str:
-    """Check email and password; return a half-signed-in session token (the code comes next)."""
+def sign_in(address: str, password: str, *, user_agent: str = "", device: str | None = None) -> str:
+    """Check email and password; return a half-signed-in session token (the code comes next).
+
+    device is the browser's device cookie: one this member got at a full sign-in is held to its
+    own failure count instead of the account's lock (AUTH-07)."""
     # Looked up whatever was typed: an address that is not one costs the same query.
     member = by_email(address)
+    nonce = known_device(member, device)
     if (
         member is None
         or not member.password_hash
         or member.disabled_at is not None
-        or _locked(member)
+        or _refused(member, nonce)
     ):
         _spend_like_verify(password)
         _fail_unchecked(address, member)
@@ -279,7 +382,10 @@ def sign_in(address: str, password: str, *, user_agent: str = "") -> str:
     try:
         passwords.hasher().verify(member.password_hash, passwords.normalise(password))
     except Exception:  # argon2 raises its own mismatch errors; all mean "no"
-        _fail(member, "password")
+        if nonce:
+            _device_fail(member, nonce, "password")
+        else:
+            _fail(member, "password")
         # The failure counts towards the lock although an error follows: the view answers it
         # on purpose, and the edge commits a request it answered.
         db.session.flush()
@@ -329,10 +435,13 @@ def _spend_like_verify(password: str) -> None:
         return
 
 
-def second_factor(session_: StaffSession, typed: str, *, user_agent: str = "") -> str:
+def second_factor(
+    session_: StaffSession, typed: str, *, user_agent: str = "", device: str | None = None
+) -> str:
     """Finish signing in with an authenticator or recovery code; return the new session token."""
     member = session_.staff
-    if _locked(member):
+    nonce = known_device(member, device)
+    if _refused(member, nonce):
         raise SignInFailed()
     _refuse_codes_if_key_required(member, "sign-in")
     step = totp.accept(
@@ -344,7 +453,10 @@ def second_factor(session_: StaffSession, typed: str, *, user_agent: str = "") -
     if step is not None:
         member.totp_last_step = step
     elif not _use_recovery_code(member, typed):
-        _fail(member, "second factor")
+        if nonce:
+            _device_fail(member, nonce, "second factor")
+        else:
+            _fail(member, "second factor")
         _tell_if_replayed(member, typed)
         # The password was right, the code was not: the real owner should hear of it.
         _tell(
@@ -359,15 +471,24 @@ def second_factor(session_: StaffSession, typed: str, *, user_agent: str = "") -
     else:
         factor = "recovery code"
         _tell(member, "A recovery code was used to sign in to your staff account.")
-    return _signed_in(session_, factor, user_agent)
+    return _signed_in(session_, factor, user_agent, nonce=nonce)
 
 
 def _signed_in(
-    session_: StaffSession, factor: str, user_agent: str, key: SecurityKey | None = None
+    session_: StaffSession,
+    factor: str,
+    user_agent: str,
+    key: SecurityKey | None = None,
+    nonce: str | None = None,
 ) -> str:
     member = session_.staff
-    member.failed_logins = 0
-    member.locked_until = None
+    if nonce:
+        # A known device clears its own count only: the member signing in from their laptop
+        # must not hand a stranger a fresh set of guesses against the account.
+        _device_clear(nonce)
+    else:
+        member.failed_logins = 0
+        member.locked_until = None
     session_.revoked_at = clock.now()  # the half session ends; a new id for the full one
     audit.record(
         "staff.signed_in",
@@ -419,10 +540,15 @@ def _refuse_codes_if_key_required(member: StaffMember, where: str) -> None:
         )
 
 
-def _key_refused(member: StaffMember, exc: security_keys.KeyRefused, where: str) -> None:
+def _key_refused(
+    member: StaffMember, exc: security_keys.KeyRefused, where: str, nonce: str | None = None
+) -> None:
     """A key's answer was refused after a right password: counted, recorded, and the owner
     told; a copied key (its counter went backwards) is recorded as such."""
-    _fail(member, "security key")
+    if nonce:
+        _device_fail(member, nonce, "security key")
+    else:
+        _fail(member, "security key")
     if isinstance(exc, security_keys.KeyCloned):
         audit.record(
             "staff.security_key_cloned",
@@ -447,18 +573,21 @@ def _key_refused(member: StaffMember, exc: security_keys.KeyRefused, where: str)
     db.session.flush()  # kept with the refusal: the edge commits a request it answered
 
 
-def second_factor_key(session_: StaffSession, answer: str, *, user_agent: str = "") -> str:
+def second_factor_key(
+    session_: StaffSession, answer: str, *, user_agent: str = "", device: str | None = None
+) -> str:
     """Finish signing in with a security key; return the new session token."""
     member = session_.staff
-    if _locked(member):
+    nonce = known_device(member, device)
+    if _refused(member, nonce):
         session_.sign_challenge = session_.sign_challenge_at = None
         raise SignInFailed()
     try:
         key = security_keys.verify_sign_in(session_, answer)
     except security_keys.KeyRefused as exc:
-        _key_refused(member, exc, "sign-in")
+        _key_refused(member, exc, "sign-in", nonce)
         raise SignInFailed() from None
-    return _signed_in(session_, "security key", user_agent, key)
+    return _signed_in(session_, "security key", user_agent, key, nonce)
 
 
 def _clean_key_name(name: str) -> str:

@@ -89,6 +89,15 @@ def staff_cookie_name() -> str:
     )
 
 
+def staff_device_cookie_name() -> str:
+    """The browser's staff device cookie (a known device escapes the account lock, AUTH-07)."""
+    return (
+        "__Host-portal_staff_device"
+        if current_app.config["PORTAL_ENV"] == "production"
+        else ("portal_staff_device")
+    )
+
+
 def staff_cookie_attributes() -> dict:
     """How the staff cookie is set, and so how it must be deleted: a browser ignores a deletion
     of a `__Host-` cookie that lacks `Secure` (and one with another path), so sign-out would

@@ -35,7 +35,11 @@ from portal.web import input as request_input
 from portal.web.access import public, staff, staff_pending
 from portal.web.devices import device_label
 from portal.web.freshness import fresh_within
-from portal.web.identity import staff_cookie_attributes, staff_cookie_name
+from portal.web.identity import (
+    staff_cookie_attributes,
+    staff_cookie_name,
+    staff_device_cookie_name,
+)
 from portal.web.navigation import safe_next
 from portal.web.staff.forms import (
     ActionForm,
@@ -65,6 +69,31 @@ def _with_cookie(response, token: str):
     from another site's link already signed in)."""
     response.set_cookie(staff_cookie_name(), token, **staff_cookie_attributes())
     return response
+
+
+def _device() -> str | None:
+    return request.cookies.get(staff_device_cookie_name())
+
+
+def _with_device(response, member):
+    """A full sign-in marks this browser as the member's own for 180 days: a stranger's wrong
+    passwords lock new browsers, never this one (AUTH-07, OWASP's device cookie)."""
+    response.set_cookie(
+        staff_device_cookie_name(),
+        staff_service.device_token(member),
+        max_age=int(staff_service.DEVICE_TTL.total_seconds()),
+        **staff_cookie_attributes(),
+    )
+    return response
+
+
+def _known_device_for_typed_address() -> bool:
+    # A browser with this member's device cookie is not held to the per-account limit either,
+    # or a stranger's 30 tries in 15 minutes would shut the member out just the same.
+    if not _device():
+        return False
+    member = staff_service.by_email(request.form.get("email", ""))
+    return staff_service.known_device(member, _device()) is not None
 
 
 def _member():
@@ -139,14 +168,22 @@ def setup_authenticator():
 
 @bp.route("/login", methods=["GET", "POST"])
 @public
-@limiter.limit(limits.STAFF_LOGIN_PER_ACCOUNT, key_func=limits.staff_email, methods=["POST"])
+@limiter.limit(
+    limits.STAFF_LOGIN_PER_ACCOUNT,
+    key_func=limits.staff_email,
+    methods=["POST"],
+    exempt_when=_known_device_for_typed_address,
+)
 @limiter.limit(limits.STAFF_LOGIN_PER_NETWORK, key_func=limits.network, methods=["POST"])
 def login():
     form = LoginForm()
     if form.validate_on_submit():
         try:
             token = staff_service.sign_in(
-                form.email.data, form.password.data, user_agent=request.user_agent.string
+                form.email.data,
+                form.password.data,
+                user_agent=request.user_agent.string,
+                device=_device(),
             )
         except staff_service.SignInFailed:
             form.password.errors.append(_("That email and password do not match."))
@@ -171,25 +208,32 @@ def code():
         if key_form.validate_on_submit():
             try:
                 token = staff_service.second_factor_key(
-                    session_, key_form.key_answer.data, user_agent=request.user_agent.string
+                    session_,
+                    key_form.key_answer.data,
+                    user_agent=request.user_agent.string,
+                    device=_device(),
                 )
             except staff_service.SignInFailed:
                 key_form.key_answer.errors.append(
                     _("That security key was not accepted. Try again, or use another key.")
                 )
             else:
-                return _with_cookie(redirect(url_for("staff.queue")), token)
+                return _with_device(
+                    _with_cookie(redirect(url_for("staff.queue")), token), session_.staff
+                )
     elif form.validate_on_submit():
         try:
             token = staff_service.second_factor(
-                session_, form.code.data, user_agent=request.user_agent.string
+                session_, form.code.data, user_agent=request.user_agent.string, device=_device()
             )
         except staff_service.KeyRequired as exc:
             form.code.errors.append(str(exc))
         except staff_service.SignInFailed:
             form.code.errors.append(_("That code does not match."))
         else:
-            return _with_cookie(redirect(url_for("staff.queue")), token)
+            return _with_device(
+                _with_cookie(redirect(url_for("staff.queue")), token), session_.staff
+            )
     status = 422 if request.method == "POST" else 200
     return render_template(
         "staff/code.html",

@@ -10,6 +10,7 @@ from flask import (
     redirect,
     render_template,
     request,
+    session,
     url_for,
 )
 from flask_babel import gettext as _
@@ -267,7 +268,11 @@ def logout():
     response = redirect(url_for("staff.login"))
     # Deleted with the attributes it was set with: without Secure a browser keeps a __Host- one.
     response.delete_cookie(staff_cookie_name(), **staff_cookie_attributes())
-    response.headers["Clear-Site-Data"] = '"cache", "cookies", "storage"'
+    session.clear()  # the Flask session (CSRF secret, kept proofs) ends with the sign-in
+    # Not "cookies": that would also wipe the device cookie, and the member's own browser would
+    # then fall under a stranger's lock on the account again (AUTH-07). The staff cookie is
+    # deleted above and its session revoked server-side; cache and storage are cleared.
+    response.headers["Clear-Site-Data"] = '"cache", "storage"'
     return response
 
 

@@ -24,8 +24,8 @@ from sqlalchemy import delete, or_, select
 from portal import clock, unit_of_work
 from portal.extensions import db
 from portal.models import Challenge, KeptAct, LoginSession, OutboxMessage, StaffSession
-from portal.models.staff import KEPT_ACT_TTL
 from portal.models.audit import Actor
+from portal.models.staff import KEPT_ACT_TTL
 from portal.services import audit
 from portal.services.background import Progress, job
 

@@ -6,8 +6,9 @@ and code first, and nothing they did is lost:
 
 - a GET (an export, a form page) comes back to the same address after the proof;
 - a POST is kept (its fields and files, sealed in the database under a random id, tied to this
-  staff session, for 15 minutes: never in a URL nor on disk), and the proof is sent to the same address, which then does
-  what was asked with what was kept. Nobody enters or chooses anything twice.
+  staff session, for 15 minutes: never in a URL nor on disk, and on every app instance), and the
+  proof is sent to the same address, which then does what was asked with what was kept.
+  Nobody enters or chooses anything twice.
 """
 
 from __future__ import annotations
@@ -25,9 +26,8 @@ from urllib.parse import urlsplit
 from flask import flash, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
-from werkzeug.datastructures import FileStorage, ImmutableMultiDict, MultiDict
-
 from sqlalchemy import delete, select
+from werkzeug.datastructures import FileStorage, ImmutableMultiDict, MultiDict
 
 from portal import clock
 from portal.extensions import db
@@ -42,6 +42,7 @@ from portal.web.navigation import safe_next
 RESUME_FIELD = "resume"
 # The act the next "Confirm it is you" page finishes (its id, in the Flask session).
 _OFFERED = "kept_act"
+# A staff session idle for 15 minutes has ended, and with it any act it kept.
 KEPT_TTL = KEPT_ACT_TTL
 
 

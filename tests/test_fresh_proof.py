@@ -210,6 +210,22 @@ def test_a_kept_act_is_finished_only_by_the_session_that_kept_it(admin, incident
     assert jobs() == []
 
 
+def test_an_act_kept_on_one_app_instance_is_finished_on_another(
+    admin, incident, app, clock, env, make_app, monkeypatch, tmp_path
+):
+    """Behind a load balancer the proof may reach another instance, with its own disk."""
+    page = admin.get("/admin/incidents/acme-2026/import")
+    clock.tick(STALE)
+    asked = upload(admin, page)
+    monkeypatch.setenv("PORTAL_INSTANCE_PATH", str(tmp_path / "other-instance"))
+    other_instance = make_app(env)
+    other_instance.test_client_class = type(admin)
+    other = other_instance.test_client()
+    other._cookies = admin._cookies  # the same browser, answered by the other instance
+    done = confirm_it_is_you(other, asked, ADMIN, clock)
+    assert done.headers["Location"].startswith("/admin/jobs/") and len(jobs()) == 1
+
+
 def test_a_page_or_export_asked_for_with_a_stale_proof_opens_after_reauthentication(
     admin, incident, clock
 ):

@@ -4,15 +4,14 @@ makes anyone enter or choose something twice."""
 from __future__ import annotations
 
 import io
-import os
-import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from portal.extensions import db
-from portal.models import Customer, Job, Notice
+from portal.models import ContactChange, Customer, Job, KeptAct, Notice
 from portal.services import background
 from portal.services.imports import import_customers
 from tests.conftest import customer_row
@@ -45,6 +44,13 @@ def kept_files(app) -> list[Path]:
     return sorted(folder.iterdir()) if folder.exists() else []
 
 
+def kept_rows() -> list[tuple[str, bytes]]:
+    """The kept acts as stored: (id, payload bytes), read past the model, as a disk would be."""
+    db.session.expire_all()
+    rows = db.session.execute(text("SELECT public_id, payload_sealed FROM kept_act")).all()
+    return [(public_id, bytes(payload)) for public_id, payload in rows]
+
+
 def upload(admin, page):
     return admin.post(
         "/admin/incidents/acme-2026/import",
@@ -61,16 +67,15 @@ def test_a_csv_uploaded_with_a_stale_proof_is_checked_after_reauthentication_wit
     asked = upload(admin, page)
     assert asked.headers["Location"].startswith("/staff/reauth")
     assert jobs() == []  # nothing done yet
-    kept = [p for p in kept_files(app) if p.suffix != ".json"]
-    assert len(kept) == 1 and kept[0].read_text() == CSV  # in the instance folder ...
-    assert "customers" not in kept[0].name  # ... under a random name, not the sender's
-    assert kept[0].stem not in asked.headers["Location"]  # and never in an address
-    assert kept[0].stat().st_mode & 0o077 == 0
+    assert kept_files(app) == []  # nothing on this instance's disk ...
+    ((kept_id, payload),) = kept_rows()  # ... one row in the database, sealed
+    assert b"ann@example.com" not in payload and b"external_id" not in payload
+    assert kept_id not in asked.headers["Location"]  # and never in an address
 
     done = confirm_it_is_you(admin, asked, ADMIN, clock)
     check_path = done.headers["Location"]
     assert check_path.startswith("/admin/jobs/") and len(jobs()) == 1
-    assert kept_files(app) == []  # the kept copy is gone once used
+    assert kept_rows() == []  # the kept copy is gone once used
     background.run_one()
     page = admin.get(check_path)
     assert b"2 rows checked: no problems." in page.data
@@ -205,6 +210,22 @@ def test_a_kept_act_is_finished_only_by_the_session_that_kept_it(admin, incident
     assert jobs() == []
 
 
+def test_an_act_kept_on_one_app_instance_is_finished_on_another(
+    admin, incident, app, clock, env, make_app, monkeypatch, tmp_path
+):
+    """Behind a load balancer the proof may reach another instance, with its own disk."""
+    page = admin.get("/admin/incidents/acme-2026/import")
+    clock.tick(STALE)
+    asked = upload(admin, page)
+    monkeypatch.setenv("PORTAL_INSTANCE_PATH", str(tmp_path / "other-instance"))
+    other_instance = make_app(env)
+    other_instance.test_client_class = type(admin)
+    other = other_instance.test_client()
+    other._cookies = admin._cookies  # the same browser, answered by the other instance
+    done = confirm_it_is_you(other, asked, ADMIN, clock)
+    assert done.headers["Location"].startswith("/admin/jobs/") and len(jobs()) == 1
+
+
 def test_a_page_or_export_asked_for_with_a_stale_proof_opens_after_reauthentication(
     admin, incident, clock
 ):
@@ -241,16 +262,30 @@ def test_an_act_nobody_came_back_for_is_not_kept_past_fifteen_minutes(
     asked = admin.post(
         "/admin/incidents/acme-2026/campaign/send", data={"csrf_token": csrf_from(page)}
     )
-    left = kept_files(app)
-    assert left
-    long_ago = time.time() - 16 * 60  # the files' own age: no clock of the app is involved
-    for path in left:
-        os.utime(path, (long_ago, long_ago))
+    ((left, _payload),) = kept_rows()
+    # Kept sixteen minutes ago (while the session itself was kept alive).
+    kept = db.session.scalars(select(KeptAct)).one()
+    kept.created_at -= timedelta(minutes=16)
+    db.session.commit()
     done = confirm_it_is_you(admin, asked, ADMIN, clock)
     assert not done.headers["Location"].startswith("/admin/jobs/") and jobs() == []
     clock.tick(STALE)
     admin.post("/admin/incidents/acme-2026/campaign/send", data={"csrf_token": csrf_from(page)})
-    assert not set(left) & set(kept_files(app))  # the next act kept cleared the old files
+    assert left not in [kept_id for kept_id, _ in kept_rows()]  # the next act kept cleared it
+
+
+def test_retention_deletes_an_act_nobody_came_back_for(admin, incident, app, clock, runner):
+    page = admin.get("/admin/incidents/acme-2026/import")
+    clock.tick(STALE)
+    upload(admin, page)
+    clock.move(timedelta(minutes=14))
+    first = runner.invoke(args=["retention", "run"])
+    assert first.exit_code == 0, first.output
+    assert len(kept_rows()) == 1  # still inside its fifteen minutes: it may yet be finished
+    clock.move(timedelta(minutes=2))
+    second = runner.invoke(args=["retention", "run"])
+    assert second.exit_code == 0, second.output
+    assert kept_rows() == []
 
 
 def test_every_sensitive_act_asks_for_a_fresh_proof_first(admin, clock):
@@ -272,3 +307,74 @@ def test_every_sensitive_act_asks_for_a_fresh_proof_first(admin, clock):
         assert asked.headers["Location"].startswith("/staff/reauth"), path
     for path in ("/admin/metrics.csv", "/admin/incidents/x/import"):
         assert admin.get(path).headers["Location"].startswith("/staff/reauth"), path
+
+
+CUSTOMER = "c@example.com"
+NEW_ADDRESS = "c.new.mailbox@example.com"
+
+
+@pytest.fixture
+def agent(app, clock):
+    client = app.test_client()
+    set_up(app, client, "agent.a@example.com", "agent", clock)
+    return client
+
+
+def test_a_kept_contact_change_does_not_leave_the_new_address_in_clear_on_disk(
+    app, agent, incident, write_csv, clock
+):
+    """Finding P3 (DATA-02): an agent whose proof is older than five minutes POSTs
+    /staff/cases/<id>/tools/correct-contact with a new email -> 302 to "Confirm it is you", and
+    the form (the new address, the reason) is written as plain JSON under instance/kept/, where
+    it stays until some later kept act happens to purge it. Personal data at rest is sealed
+    everywhere else (and a file on one instance is not there for the next instance anyway)."""
+    from pathlib import Path
+
+    from sqlalchemy import select
+
+    from portal.extensions import db
+    from portal.models import Case
+    from portal.services.imports import import_customers
+    from portal.services.notices import queue_notices
+    from tests.conftest import customer_row
+    from tests.customer_flow import sign_in
+
+    import_customers(incident, write_csv([customer_row(1, email=CUSTOMER, phone="")]), actor="test")
+    queue_notices(incident, actor="test")
+    customer = app.test_client()
+    sign_in(customer, CUSTOMER)
+    page = customer.get("/me/cases")
+    customer.post(
+        "/me/cases",
+        data={"csrf_token": csrf_from(page), "topic": "my_data", "body": "My email changed."},
+    )
+    path = f"/staff/cases/{db.session.scalars(select(Case)).one().public_id}"
+    page = agent.get(path)
+    agent.post(f"{path}/claim", data={"csrf_token": csrf_from(page)})
+    clock.move(timedelta(minutes=6))  # the sign-in proof is now stale
+    page = agent.get(path)
+    asked = agent.post(
+        f"{path}/tools/correct-contact",
+        data={
+            "csrf_token": csrf_from(page),
+            "reason": "Caller Ann, date of birth checked",
+            "email": NEW_ADDRESS,
+            "phone": "",
+        },
+    )
+    assert asked.status_code == 302 and "reauth" in asked.headers["Location"]
+    kept = Path(app.instance_path) / "kept"
+    in_clear = (
+        [p.name for p in kept.glob("*") if NEW_ADDRESS.encode() in p.read_bytes()]
+        if kept.exists()
+        else []
+    )
+    assert in_clear == []
+    # Kept in the database instead, sealed: neither the new address nor the reason in clear.
+    ((_kept_id, payload),) = kept_rows()
+    assert NEW_ADDRESS.encode() not in payload and b"date of birth" not in payload
+    done = confirm_it_is_you(agent, asked, "agent.a@example.com", clock)
+    assert done.headers["Location"].startswith(path)
+    db.session.expire_all()
+    assert [change.value for change in db.session.scalars(select(ContactChange))] == [NEW_ADDRESS]
+    assert kept_rows() == []  # finished: nothing of it kept

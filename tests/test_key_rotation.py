@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+from datetime import timedelta
 
 import pyotp
 import pytest
@@ -16,7 +17,7 @@ from sqlalchemy import LargeBinary, func, select
 
 from portal.config import new_data_key
 from portal.extensions import db, vault
-from portal.models import Case, Customer, Job
+from portal.models import Case, Customer, Job, KeptAct
 from portal.models.base import Base
 from portal.models.sealed import BlindIndex, Sealed, blind_index_columns, fields_of, sealed_columns
 from portal.services import background
@@ -32,7 +33,7 @@ from tests.customer_flow import (
     start_from_link,
     submit_code,
 )
-from tests.staff_flow import log_in, set_up
+from tests.staff_flow import confirm_it_is_you, log_in, set_up
 from tests.test_outbox import smtp_url
 from tests.test_protection import enroll_in_browser, load_codes, offer_cli
 from tests.test_support_desk import ask_for_help, post_reply
@@ -143,6 +144,24 @@ def test_rotating_then_removing_the_old_key_keeps_every_feature_working(
     db.session.commit()
     job_id = job.id
 
+    # A tool posted on a stale proof: the act is kept, sealed, while the agent proves it again.
+    from portal.models import StaffSession
+
+    for staff_session in db.session.scalars(select(StaffSession)):
+        staff_session.reauth_at = clock.now() - timedelta(minutes=6)
+    db.session.commit()
+    page = staff.get(case_path)
+    kept = staff.post(
+        f"{case_path}/tools/correct-contact",
+        data={
+            "csrf_token": csrf_from(page),
+            "reason": "Caller checked",
+            "email": "caller@example.net",
+            "phone": "",
+        },
+    )
+    assert "/staff/reauth" in kept.headers["Location"]
+
     before = _every_sealed_value_opens()
     declared = {f"{c.model.__tablename__}.{c.column}" for c in sealed_columns()}
     # Every declared column holds something here: a new one must be exercised by this test.
@@ -163,6 +182,11 @@ def test_rotating_then_removing_the_old_key_keeps_every_feature_working(
     from portal.models import ContactChange
 
     assert db.session.get(ContactChange, held_id).value == "ann.new@example.net"
+
+    # The act kept under the old key is finished after the proof, not lost.
+    finished = confirm_it_is_you(staff, kept, AGENT, clock)
+    assert "no longer kept" not in staff.get(finished.headers["Location"]).get_data(as_text=True)
+    assert db.session.scalar(select(func.count()).select_from(KeptAct)) == 0
 
     # Staff sign in (their address is found by its re-keyed index, their seed opens).
     clock.tick(60)

@@ -12,7 +12,7 @@ from portal.models.notice import Notice
 from portal.models.obligation import Obligation
 from portal.models.outbox import OutboxMessage
 from portal.models.protection import ActivationCode, Enrollment, ProtectionOffer
-from portal.models.staff import RecoveryCode, SecurityKey, StaffMember, StaffSession
+from portal.models.staff import KeptAct, RecoveryCode, SecurityKey, StaffMember, StaffSession
 from portal.models.update import IncidentUpdate
 from portal.models.verification import Challenge, KnownBrowser, LoginSession
 
@@ -32,6 +32,7 @@ __all__ = [
     "Incident",
     "IncidentUpdate",
     "Job",
+    "KeptAct",
     "KnownBrowser",
     "LoginSession",
     "Notice",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, LargeBinary, String, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -12,6 +12,8 @@ from portal.models.sealed import BlindIndex, Sealed, SealedField
 from portal.validation import normalise_email
 
 STAFF_ROLES = ("agent", "admin")
+# A staff session idle for 15 minutes has ended, and with it any act it kept.
+KEPT_ACT_TTL = timedelta(minutes=15)
 
 
 class StaffMember(Base):
@@ -111,3 +113,25 @@ class SecurityKey(Base):
     name: Mapped[str] = mapped_column(String(60))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.now())
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class KeptAct(Base):
+    """A staff POST kept while its sender proves who they are again (portal.web.freshness):
+    which route it was for, and its fields and files, sealed."""
+
+    __tablename__ = "kept_act"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # The id the "Confirm it is you" page posts back (random, never in an address).
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    # Only the session that kept it can finish it; a session deleted takes its acts with it.
+    session_id: Mapped[int] = mapped_column(
+        ForeignKey("staff_session.id", ondelete="CASCADE"), index=True
+    )
+    endpoint: Mapped[str] = mapped_column(String(100))
+    path: Mapped[str] = mapped_column(String(500))
+    # The form and files (a new contact, a reason, a customer file): personal data, so sealed
+    # to this row like every other at rest, and covered by key rotation.
+    payload_sealed: Mapped[bytes] = mapped_column(Sealed())
+    payload = SealedField("payload_sealed", kind="json")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

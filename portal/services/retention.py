@@ -5,7 +5,9 @@ Each period is a setting (`*_RETENTION_TTL`, README "Retention"). Past it, a row
   gone (emptied when it left); the row still names a recipient;
 - a one-time code challenge that was used or has expired (never less than the verification lock
   window, whose failure count is read from recent challenges);
-- a customer or staff session that ended (signed out, revoked, or past its idle limit).
+- a customer or staff session that ended (signed out, revoked, or past its idle limit), and any
+  act a staff session kept while its sender proved who they were, once past KEPT_ACT_TTL
+  (counted with the sessions: it is part of one, and ends with it).
 
 Run by `portal retention run`, or as the background job "retention" (a scheduler submits it,
 e.g. daily). Safe to run at any time and to run twice: it deletes only what is past its date,
@@ -21,8 +23,9 @@ from sqlalchemy import delete, or_, select
 
 from portal import clock, unit_of_work
 from portal.extensions import db
-from portal.models import Challenge, LoginSession, OutboxMessage, StaffSession
+from portal.models import Challenge, KeptAct, LoginSession, OutboxMessage, StaffSession
 from portal.models.audit import Actor
+from portal.models.staff import KEPT_ACT_TTL
 from portal.services import audit
 from portal.services.background import Progress, job
 
@@ -77,7 +80,11 @@ def run(*, actor: str = Actor.JOBS, keep_batches: bool = False) -> dict[str, int
             keep_batches=keep_batches,
         ),
     }
-    sessions = 0
+    # A kept act holds personal data: gone as soon as nobody can finish it any more (and before
+    # the sessions it belongs to).
+    sessions = _delete_in_batches(
+        KeptAct, KeptAct.created_at < now - KEPT_ACT_TTL, keep_batches=keep_batches
+    )
     for model in (LoginSession, StaffSession):
         # Ended: revoked, or unused for the whole period (far past any idle limit, so a row
         # that old can never sign anyone in again).

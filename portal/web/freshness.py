@@ -5,30 +5,36 @@ flask-security's `auth_required(within=...)`. Without one, the person is asked f
 and code first, and nothing they did is lost:
 
 - a GET (an export, a form page) comes back to the same address after the proof;
-- a POST is kept (its fields, and any file in the instance folder under a random name, tied to
-  this staff session: never in a URL), and the proof is sent to the same address, which then does
-  what was asked with what was kept. Nobody enters or chooses anything twice.
+- a POST is kept (its fields and files, sealed in the database under a random id, tied to this
+  staff session, for 15 minutes: never in a URL nor on disk, and on every app instance), and the
+  proof is sent to the same address, which then does what was asked with what was kept.
+  Nobody enters or chooses anything twice.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
+import base64
+import hmac
+import io
 import secrets
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import wraps
-from pathlib import Path
 from urllib.parse import urlsplit
 
-from flask import current_app, flash, redirect, render_template, request, session, url_for
+from flask import flash, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
+from sqlalchemy import delete, select
 from werkzeug.datastructures import FileStorage, ImmutableMultiDict, MultiDict
 
+from portal import clock
+from portal.extensions import db
+from portal.models import KeptAct as KeptActRow
+from portal.models.staff import KEPT_ACT_TTL
 from portal.services import staff as staff_service
+from portal.unit_of_work import write_is_the_point
 from portal.web import limits
 from portal.web.navigation import safe_next
 
@@ -37,7 +43,7 @@ RESUME_FIELD = "resume"
 # The act the next "Confirm it is you" page finishes (its id, in the Flask session).
 _OFFERED = "kept_act"
 # A staff session idle for 15 minutes has ended, and with it any act it kept.
-KEPT_TTL = timedelta(minutes=15)
+KEPT_TTL = KEPT_ACT_TTL
 
 
 def fresh_within(*, minutes: int) -> Callable:
@@ -62,6 +68,8 @@ def fresh_within(*, minutes: int) -> Callable:
             if request.method in ("GET", "HEAD"):
                 # Nothing was entered: after the proof, the same address again. An act kept
                 # earlier is dropped, not finished by this proof (the person has moved on).
+                # Dropping it is the point of this GET: it must not be finished later.
+                write_is_the_point(KeptActRow)
                 forget()
                 here = request.full_path if request.query_string else request.path
                 return redirect(url_for("staff.reauth", next=here))
@@ -150,12 +158,10 @@ class KeptAct:
     """A POST kept while its sender proves who they are: what it asked for, and with what."""
 
     id: str
-    session_id: int
     endpoint: str
     path: str
     form: list[tuple[str, str]]
-    files: list[tuple[str, str, str, str]]  # field, file name as sent, content type, stored as
-    _handles: tuple = ()
+    files: list[tuple[str, str, str, bytes]]  # field, file name as sent, content type, content
 
     def install(self) -> None:
         """This request now carries the kept fields and files, with its own CSRF token (checked
@@ -163,88 +169,74 @@ class KeptAct:
         form = MultiDict(self.form)
         form["csrf_token"] = request.form.get("csrf_token", "")
         files = MultiDict()
-        handles = []
-        for field, filename, content_type, stored in self.files:
-            handle = (_folder() / stored).open("rb")
-            handles.append(handle)
-            files.add(field, FileStorage(handle, filename, field, content_type))
-        self._handles = tuple(handles)
+        for field, filename, content_type, content in self.files:
+            files.add(field, FileStorage(io.BytesIO(content), filename, field, content_type))
         request.form = ImmutableMultiDict(form)
         request.files = ImmutableMultiDict(files)
         request.__dict__.pop("values", None)  # computed from the old form, if it was read
 
     def discard(self) -> None:
-        for handle in self._handles:
-            handle.close()
-        for _field, _filename, _type, stored in self.files:
-            (_folder() / stored).unlink(missing_ok=True)
-        (_folder() / f"{self.id}.json").unlink(missing_ok=True)
-
-
-def _folder() -> Path:
-    folder = Path(current_app.instance_path) / "kept"
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return folder
-
-
-def _private(path: Path) -> None:
-    path.chmod(0o600)  # personal data (a reason, a contact, a customer file): the owner only
+        """Delete the kept row (in this request's unit of work): an act is finished once."""
+        db.session.execute(delete(KeptActRow).where(KeptActRow.public_id == self.id))
+        db.session.flush()
 
 
 def _keep() -> str:
     """Keep this POST (form fields and files) for this staff session; return its id."""
     _purge()
-    kept_id = secrets.token_urlsafe(18)
-    folder = _folder()
-    files = []
-    for number, (field, upload) in enumerate(request.files.items(multi=True)):
-        stored = f"{kept_id}.{number}"
-        upload.save(folder / stored)
-        _private(folder / stored)
-        files.append((field, upload.filename or "", upload.content_type or "", stored))
-    record = {
-        "session_id": current_user.session.id,
-        "endpoint": request.endpoint,
-        "path": request.path,
-        "form": [(k, v) for k, v in request.form.items(multi=True) if k != "csrf_token"],
-        "files": files,
+    files = [
+        (field, upload.filename or "", upload.content_type or "", upload.read())
+        for field, upload in request.files.items(multi=True)
+    ]
+    row = KeptActRow(
+        public_id=secrets.token_urlsafe(18),
+        session_id=current_user.session.id,
+        endpoint=request.endpoint,
+        path=request.path,
+        created_at=clock.now(),
+    )
+    # Sealed in the database, never a file: the form holds personal data (a new address, a
+    # reason, a customer file), and any app instance must be able to finish it after the proof.
+    row.payload = {
+        "form": [[k, v] for k, v in request.form.items(multi=True) if k != "csrf_token"],
+        "files": [[f, n, t, base64.b64encode(c).decode("ascii")] for f, n, t, c in files],
     }
-    path = folder / f"{kept_id}.json"
-    path.write_text(json.dumps(record), encoding="utf-8")
-    _private(path)
-    return kept_id
+    db.session.add(row)
+    db.session.flush()
+    return row.public_id
 
 
 def _load(kept_id: str) -> KeptAct | None:
     """The act kept under this id, if it is this staff session's and not too old."""
-    if not kept_id or not kept_id.replace("-", "").replace("_", "").isalnum():
+    if not kept_id or len(kept_id) > 32:
         return None
-    path = _folder() / f"{kept_id}.json"
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        if time.time() - path.stat().st_mtime > KEPT_TTL.total_seconds():
-            return None
-    except (OSError, ValueError):
+    row = db.session.scalars(select(KeptActRow).where(KeptActRow.public_id == kept_id)).first()
+    if row is None or clock.now() - row.created_at > KEPT_TTL:
         return None
-    if record["session_id"] != getattr(current_user.session, "id", None):
+    # The id is random, yet compared in constant time with the owner's session like a secret.
+    owner = str(getattr(current_user.session, "id", ""))
+    if not hmac.compare_digest(str(row.session_id), owner):
         return None  # another session's: as if it did not exist
+    payload = row.payload
     return KeptAct(
-        id=kept_id,
-        session_id=record["session_id"],
-        endpoint=record["endpoint"],
-        path=record["path"],
-        form=[tuple(pair) for pair in record["form"]],
-        files=[tuple(entry) for entry in record["files"]],
+        id=row.public_id,
+        endpoint=row.endpoint,
+        path=row.path,
+        form=[tuple(pair) for pair in payload["form"]],
+        files=[(f, n, t, base64.b64decode(c)) for f, n, t, c in payload["files"]],
     )
 
 
-def _purge() -> None:
-    """Acts nobody came back for (housekeeping by the files' age, not the app's clock)."""
-    horizon = time.time() - KEPT_TTL.total_seconds()
-    for path in _folder().iterdir():
-        with contextlib.suppress(FileNotFoundError):  # another request took it first
-            if path.stat().st_mtime < horizon:
-                path.unlink()
+def purge_expired() -> int:
+    """Delete the acts nobody came back for within KEPT_TTL; return how many."""
+    result = db.session.execute(
+        delete(KeptActRow).where(KeptActRow.created_at < clock.now() - KEPT_TTL)
+    )
+    db.session.flush()
+    return result.rowcount or 0
+
+
+_purge = purge_expired
 
 
 def _came_from() -> str:

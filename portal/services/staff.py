@@ -300,22 +300,8 @@ def _device_fail(member: StaffMember, nonce: str, factor: str) -> None:
         limiter.storage.incr(
             key + ":until", _DEVICE_KEPT, amount=int((clock.now() + wait).timestamp()) + 1
         )
-        audit.record(
-            "staff.device_locked",
-            actor=Actor.STAFF,
-            subject_type="staff",
-            subject_id=member.public_id,
-            outcome="failure",
-            details={"seconds": int(wait.total_seconds())},
-        )
-    audit.record(
-        "staff.sign_in_failed",
-        actor=Actor.STAFF,
-        subject_type="staff",
-        subject_id=member.public_id,
-        outcome="failure",
-        details={"factor": factor, "device": "known"},
-    )
+        _record_refusal(member, "staff.device_locked", seconds=int(wait.total_seconds()))
+    _record_refusal(member, "staff.sign_in_failed", factor=factor, device="known")
 
 
 def _device_clear(nonce: str) -> None:
@@ -344,21 +330,19 @@ def _fail(member: StaffMember, factor: str) -> None:
                 "have not used to sign in, so signing in from new browsers is paused for a "
                 "while. Your own browsers are not affected. If it was not you, tell an admin.",
             )
-        audit.record(
-            "staff.locked",
-            actor=Actor.STAFF,
-            subject_type="staff",
-            subject_id=member.public_id,
-            outcome="failure",
-            details={"seconds": int(wait.total_seconds())},
-        )
+        _record_refusal(member, "staff.locked", seconds=int(wait.total_seconds()))
+    _record_refusal(member, "staff.sign_in_failed", factor=factor)
+
+
+def _record_refusal(member: StaffMember, action: str, **details) -> None:
+    """A failed or locked sign-in, in the trail under the member it was aimed at."""
     audit.record(
-        "staff.sign_in_failed",
+        action,
         actor=Actor.STAFF,
         subject_type="staff",
         subject_id=member.public_id,
         outcome="failure",
-        details={"factor": factor},
+        details=details,
     )
 
 

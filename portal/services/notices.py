@@ -180,26 +180,15 @@ def campaign(incident: Incident) -> Campaign:
 
 def requeue_failed(incident: Incident, *, actor: str) -> int:
     """Try again every notice message of this incident that failed (an address since fixed)."""
-    failed = (
-        select(OutboxMessage.id)
-        .join(Notice, Notice.id == OutboxMessage.notice_id)
-        .where(Notice.incident_id == incident.id, OutboxMessage.status == "failed")
-    )
-    result = db.session.execute(
-        update(OutboxMessage)
-        .where(OutboxMessage.id.in_(failed))
-        .values(status="queued", attempts=0, next_attempt_at=clock.now(), last_error=""),
-        execution_options={"synchronize_session": False},
-    )
+    outcome = outbox.requeue_failed(actor=actor, notice_of_incident=incident.id)
     audit.record(
         "notices.requeued",
         actor=actor,
         subject_type="incident",
         subject_id=incident.slug,
-        details={"count": result.rowcount},
+        details={"count": outcome.requeued},
     )
-    db.session.flush()
-    return result.rowcount
+    return outcome.requeued
 
 
 def data_classes_involved(incident: Incident) -> list[tuple[str, int]]:

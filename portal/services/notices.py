@@ -6,7 +6,7 @@ import secrets
 from dataclasses import dataclass
 from functools import partial
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import selectinload
 
 from portal import clock, unit_of_work

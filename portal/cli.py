@@ -153,7 +153,7 @@ def _transports():
     config = current_app.config
     development = config["PORTAL_ENV"] == "development"
     if config["SMTP_URL"]:
-        email = SMTPTransport(config["SMTP_URL"])
+        email = SMTPTransport(config["SMTP_URL"], timeout=config["SMTP_TIMEOUT"])
     elif development:
         email = DevMailbox()  # development: accepted here, readable at /dev/mail
     else:

@@ -96,10 +96,25 @@ def _outbox(env: dict[str, str]) -> dict:
     doubling to OUTBOX_BACKOFF_MAX, and the alert fires once the oldest queued message has
     waited OUTBOX_ALERT_AFTER.
     """
+    smtp_timeout = _whole(env, "SMTP_TIMEOUT_SECONDS", 30)
+    lease = _whole(env, "OUTBOX_LEASE_SECONDS", 120)
+    if lease < 2 * smtp_timeout + 10:
+        # A message is begun only with its transport's timeout (and 5 s) left on the lease; a
+        # shorter lease would leave a worker too little time to send anything.
+        raise ConfigError(
+            "PORTAL_OUTBOX_LEASE_SECONDS must be at least twice PORTAL_SMTP_TIMEOUT_SECONDS, "
+            "plus 10."
+        )
     return {
+        "SMTP_TIMEOUT": float(smtp_timeout),
         # Messages a pass takes before it records its summary; each message is still claimed,
         # sent and recorded in a transaction of its own (a killed worker re-sends at most one).
         "OUTBOX_BATCH_SIZE": _whole(env, "OUTBOX_BATCH_SIZE", 100),
+        # A worker takes this many due messages at a time, and holds them for the lease: a
+        # worker killed mid-pass leaves the rest of its claim to wait out the lease (never sent
+        # twice); one taking longer hands back what it did not reach before the lease ends.
+        "OUTBOX_CLAIM_SIZE": _whole(env, "OUTBOX_CLAIM_SIZE", 20),
+        "OUTBOX_LEASE_TTL": timedelta(seconds=lease),
         "OUTBOX_MAX_ATTEMPTS": _whole(env, "OUTBOX_MAX_ATTEMPTS", 20),
         "OUTBOX_RETRY_BASE_TTL": timedelta(seconds=_whole(env, "OUTBOX_RETRY_BASE_SECONDS", 30)),
         "OUTBOX_RETRY_MAX_TTL": timedelta(seconds=_whole(env, "OUTBOX_RETRY_MAX_SECONDS", 7200)),

@@ -109,10 +109,16 @@ def queue_notices(
         # on from here. After the commit every row is clean, and the session holds clean rows
         # only weakly: memory stays flat over a million notices without detaching the caller's
         # objects.
+        if not queued:
+            # Workers start on the first batch while the rest is queued: they claim by the due
+            # index only once the planner knows the queue is no longer empty.
+            outbox.after_bulk_queue()
         unit_of_work.checkpoint()
         queued += len(customers)
         if progress is not None:
             progress(queued)
+    if queued:
+        outbox.after_bulk_queue()
     return queued
 
 

@@ -15,6 +15,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
+from portal import ROOT
 from portal import clock as portal_clock
 from portal.extensions import db
 from portal.mail.smtp import SMTPTransport
@@ -395,14 +396,12 @@ def test_two_workers_deliver_2000_messages_each_exactly_once(app, database_url):
     try:
         queue(2000)
         env = {**os.environ, **base_env(database_url, PORTAL_SMTP_URL=smtp_url(controller))}
-        command = [
-            os.path.join(os.path.dirname(sys.executable), "portal"),
-            "outbox",
-            "work",
-            "--once",
-        ]
+        # This checkout's code (not whatever `portal` the virtualenv's script would import).
+        command = [sys.executable, "-c", "from portal.cli import main; main()"]
+        command += ["outbox", "work", "--once"]
         workers = [
-            subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)
+            subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+            for _ in range(2)
         ]
         outputs = [w.communicate(timeout=300)[0] for w in workers]
     finally:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import getpass
 import logging
-import signal
 import sys
-import time
 from datetime import date
 from pathlib import Path
 
@@ -155,7 +153,7 @@ def _transports():
     config = current_app.config
     development = config["PORTAL_ENV"] == "development"
     if config["SMTP_URL"]:
-        email = SMTPTransport(config["SMTP_URL"])
+        email = SMTPTransport(config["SMTP_URL"], timeout=config["SMTP_TIMEOUT"])
     elif development:
         email = DevMailbox()  # development: accepted here, readable at /dev/mail
     else:
@@ -176,30 +174,26 @@ def _transports():
 
 
 def work_turn(transports=None):
-    """One turn of the worker loop, each step its own unit of work: a batch of due messages
-    (when transports are given), then one due job. Returns (the batch's result or None, the job
-    or None)."""
-    from portal.services import background, contact_changes, outbox
+    """One turn of the worker loop (portal.worker.turn), for tests and the browser tests' worker."""
+    from portal.worker import turn
 
-    batch = None
-    if transports is not None:
-        with unit_of_work.unit():  # sent is recorded as sent
-            batch = outbox.deliver_batch(transports)
-    # One job a turn, also while mail is waiting: a new-link request must not wait for a whole
-    # campaign to go out. A long job (an import) holds this worker meanwhile; others go on.
-    with unit_of_work.unit():
-        job = background.run_one()
-    # A staff contact change that waited out its hold applies on the next turn, not only when
-    # someone next acts on that customer.
-    with unit_of_work.unit():
-        contact_changes.settle_due()
-    return batch, job
+    return turn(transports, lambda: False)
 
 
-def _busy(batch, job) -> bool:
-    """Did the turn get anything done (not only messages that failed to go again)?"""
-    sent = batch is not None and batch.sent + batch.failed + batch.expired > 0
-    return sent or job is not None
+def _work(transports, *, once: bool, idle_seconds: float):
+    """Run the worker loop; a database that is away when `--once` was asked is a plain error."""
+    from portal.worker import Worker, database_away
+
+    worker = Worker(transports, once=once, idle_seconds=idle_seconds)
+    worker.handle_signals()
+    try:
+        return worker.run()
+    except Exception as error:
+        if once and database_away(error):
+            raise click.ClickException(
+                "The database cannot be reached; nothing was lost. Try again when it is back."
+            ) from error
+        raise
 
 
 @outbox_cli.command("work")
@@ -207,30 +201,12 @@ def _busy(batch, job) -> bool:
 @click.option("--idle-seconds", default=2.0, show_default=True, help="Pause when nothing is due.")
 def outbox_work(once, idle_seconds):
     """Deliver queued messages and run queued jobs; several workers may run at once on
-    PostgreSQL."""
-    from portal.services.outbox import BatchResult
-
+    PostgreSQL. Waits out a database or mail server that is away; SIGTERM stops it after the
+    message in hand."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     transports = _transports()
-    stopping = []
-
-    def stop(*_args):
-        stopping.append(True)  # finish the batch or job in hand, then leave
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    total, jobs = BatchResult(), 0
     try:
-        while not stopping:
-            batch, job = work_turn(transports)
-            for name in ("sent", "retried", "failed", "expired"):
-                setattr(total, name, getattr(total, name) + getattr(batch, name))
-            jobs += job is not None
-            if _busy(batch, job):
-                continue
-            if once:
-                break
-            time.sleep(idle_seconds)
+        total = _work(transports, once=once, idle_seconds=idle_seconds)
     finally:
         transports.close()
     if once:
@@ -238,8 +214,8 @@ def outbox_work(once, idle_seconds):
             f"Sent {total.sent}, retrying {total.retried}, failed {total.failed}, "
             f"expired {total.expired}."
         )
-        if jobs:
-            click.echo(f"Ran {jobs} job(s).")
+        if total.jobs:
+            click.echo(f"Ran {total.jobs} job(s).")
 
 
 jobs_cli = click.Group("jobs", help="Background jobs (imports, campaigns, new-link requests).")
@@ -248,21 +224,47 @@ jobs_cli = click.Group("jobs", help="Background jobs (imports, campaigns, new-li
 @jobs_cli.command("work")
 @click.option("--once", is_flag=True, help="Run what is waiting, then exit.")
 def jobs_work(once):
-    """Run queued jobs only (`portal outbox work` runs them too, between its batches)."""
-    while True:
-        _batch, job = work_turn()
-        if job is not None:
-            click.echo(f"Job {job.kind} {job.public_id}: {job.status}.")
-        elif once:
-            return
-        else:
-            time.sleep(2)
+    """Run queued jobs only (`portal outbox work` runs them too, between its passes)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    total = _work(None, once=once, idle_seconds=2.0)
+    for job in total.finished:
+        click.echo(f"Job {job.kind} {job.public_id}: {job.status}.")
+
+
+@outbox_cli.command("retry")
+@click.option("--failed", is_flag=True, required=True, help="Queue failed messages again.")
+@click.option(
+    "--since",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"]),
+    help="Only those that failed at or after this time (UTC), e.g. 2026-11-27 or 2026-11-27T09:00.",
+)
+@click.option("--kind", type=click.Choice(["email", "sms", "webhook"]), help="Only this kind.")
+@unit_of_work.command
+def outbox_retry(failed, since, kind):
+    """Queue again every message that failed for good (notices, codes, links, update emails,
+    webhooks), as the very same message, once the cause is fixed."""
+    from datetime import UTC
+
+    from portal.services import outbox
+
+    outcome = outbox.requeue_failed(
+        actor=_actor(), since=since.replace(tzinfo=UTC) if since else None, kind=kind
+    )
+    click.echo(f"Queued again: {outcome.requeued}.")
+    if outcome.expired:
+        click.echo(
+            f"Not queued, past their expiry (a code or link that would come too late): "
+            f"{outcome.expired}."
+        )
+    if outcome.emptied:
+        click.echo(f"Not queued, their content was removed when they failed: {outcome.emptied}.")
 
 
 @outbox_cli.command("status")
 @unit_of_work.command
 def outbox_status():
-    """Counts by state and the oldest message due."""
+    """Counts by state, the oldest message waiting, and the alert: exits 1 while a message has
+    waited longer than PORTAL_OUTBOX_ALERT_MINUTES (for a monitoring check)."""
     from portal.services import outbox
 
     state = outbox.status()
@@ -271,6 +273,16 @@ def outbox_status():
     oldest = state.oldest_due_at.isoformat() if state.oldest_due_at else "none"
     click.echo(f"due now  {state.due_now}")
     click.echo(f"oldest queued next attempt: {oldest}")
+    if state.waited is not None:
+        click.echo(f"longest wait: {int(state.waited.total_seconds() // 60)} min")
+    if state.alert:
+        click.echo(
+            f"ALERT: a message has waited longer than "
+            f"{int(state.alert_after.total_seconds() // 60)} min: is a worker running, and can it "
+            "reach the mail server? (docs/operations.md)",
+            err=True,
+        )
+        sys.exit(1)
 
 
 def _anchor(anchor_line: str | None, anchor_file: Path | None):

@@ -78,6 +78,51 @@ RETENTION_DAYS = {
 }
 
 
+def _whole(env: dict[str, str], name: str, default: int, least: int = 1) -> int:
+    value = env.get(f"PORTAL_{name}", str(default))
+    if not value.isdigit() or int(value) < least:
+        raise ConfigError(f"PORTAL_{name} must be a whole number, at least {least}.")
+    return int(value)
+
+
+def _outbox(env: dict[str, str]) -> dict:
+    """How the outbox worker paces itself (docs/operations.md: "When mail cannot go").
+
+    A message the server answers with a temporary refusal (4xx) is tried again 30 s, 1, 2, 4 ...
+    minutes later, doubling to at most 2 hours, each wait shortened by up to half at random so
+    that a recovered server is not hit by every message at once; the 20th refusal fails it for
+    good: about 18 hours of tries on average, never under 12. A pass that reaches no server at
+    all counts no try (an outage of any length fails nothing): the worker pauses instead, 1 s
+    doubling to OUTBOX_BACKOFF_MAX, and the alert fires once the oldest queued message has
+    waited OUTBOX_ALERT_AFTER.
+    """
+    smtp_timeout = _whole(env, "SMTP_TIMEOUT_SECONDS", 30)
+    lease = _whole(env, "OUTBOX_LEASE_SECONDS", 120)
+    if lease < 2 * smtp_timeout + 10:
+        # A message is begun only with its transport's timeout (and 5 s) left on the lease; a
+        # shorter lease would leave a worker too little time to send anything.
+        raise ConfigError(
+            "PORTAL_OUTBOX_LEASE_SECONDS must be at least twice PORTAL_SMTP_TIMEOUT_SECONDS, "
+            "plus 10."
+        )
+    return {
+        "SMTP_TIMEOUT": float(smtp_timeout),
+        # Messages a pass takes before it records its summary; each message is still claimed,
+        # sent and recorded in a transaction of its own (a killed worker re-sends at most one).
+        "OUTBOX_BATCH_SIZE": _whole(env, "OUTBOX_BATCH_SIZE", 100),
+        # A worker takes this many due messages at a time, and holds them for the lease: a
+        # worker killed mid-pass leaves the rest of its claim to wait out the lease (never sent
+        # twice); one taking longer hands back what it did not reach before the lease ends.
+        "OUTBOX_CLAIM_SIZE": _whole(env, "OUTBOX_CLAIM_SIZE", 20),
+        "OUTBOX_LEASE_TTL": timedelta(seconds=lease),
+        "OUTBOX_MAX_ATTEMPTS": _whole(env, "OUTBOX_MAX_ATTEMPTS", 20),
+        "OUTBOX_RETRY_BASE_TTL": timedelta(seconds=_whole(env, "OUTBOX_RETRY_BASE_SECONDS", 30)),
+        "OUTBOX_RETRY_MAX_TTL": timedelta(seconds=_whole(env, "OUTBOX_RETRY_MAX_SECONDS", 7200)),
+        "OUTBOX_BACKOFF_MAX_TTL": timedelta(seconds=_whole(env, "OUTBOX_BACKOFF_MAX_SECONDS", 60)),
+        "OUTBOX_ALERT_AFTER": timedelta(minutes=_whole(env, "OUTBOX_ALERT_MINUTES", 15)),
+    }
+
+
 def _retention(env: dict[str, str]) -> dict[str, timedelta]:
     """The `*_RETENTION_TTL` settings, each a whole number of days (at least one)."""
     periods = {}
@@ -309,10 +354,7 @@ def load(env: dict[str, str] | None = None, instance_path: str | Path = "instanc
         "CONTACT_CHANGE_HOLD_TTL": timedelta(hours=24),
         # The "this was not me" link in the notice to the old address.
         "CONTACT_CHANGE_CANCEL_TTL": timedelta(days=14),
-        "OUTBOX_BATCH_SIZE": 100,
-        "OUTBOX_MAX_ATTEMPTS": 10,
-        "OUTBOX_RETRY_BASE_TTL": timedelta(seconds=30),
-        "OUTBOX_RETRY_MAX_TTL": timedelta(hours=1),
+        **_outbox(env),
         "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
         # Only the console's CSV upload may be larger (a million rows is about 120 MB).
         "IMPORT_MAX_BYTES": int(env.get("PORTAL_IMPORT_MAX_MB", "256")) * 1024 * 1024,

@@ -6,9 +6,13 @@ import contextlib
 import re
 import smtplib
 import ssl
+import time
 from urllib.parse import unquote, urlsplit
 
 _ADDRESS = re.compile(r"[^\s<>@]+@[^\s<>@]+")
+# A connection idle this long is checked with a NOOP before the next message: servers close idle
+# connections, and finding out during a message would leave us unsure whether it was taken.
+IDLE_CHECK_SECONDS = 5.0
 
 
 class DeliveryError(Exception):
@@ -39,6 +43,7 @@ class SMTPTransport:
         self.password = unquote(parts.password) if parts.password else None
         self.timeout = timeout
         self._conn: smtplib.SMTP | None = None
+        self._used_at = 0.0
 
     def _connect(self) -> smtplib.SMTP:
         context = ssl.create_default_context()
@@ -63,36 +68,48 @@ class SMTPTransport:
         return conn
 
     def send(self, sender: str, recipient: str, message: bytes) -> None:
-        """Hand one message (RFC 5322 bytes, CRLF lines) to the server; return once accepted."""
-        for attempt in (1, 2):
-            if self._conn is None:
-                self._conn = self._connect()
+        """Hand one message (RFC 5322 bytes, CRLF lines) to the server; return once accepted.
+
+        A message is handed over once per call. A connection that went stale while idle is
+        found out by a NOOP before the message, and replaced then; one that breaks or goes quiet
+        during the message raises a connection error instead of sending again at once on a new
+        connection: the server may have taken it, so it waits for the worker's next pass.
+        """
+        conn = self._ready()
+        try:
+            refused = conn.sendmail(sender, [recipient], message)
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, text = next(iter(exc.recipients.values()))
+            raise _classify(code, text, "recipient refused") from exc
+        except smtplib.SMTPSenderRefused as exc:
+            raise _classify(exc.smtp_code, exc.smtp_error, "sender refused") from exc
+        except smtplib.SMTPResponseException as exc:
+            self._reset()
+            raise _classify(exc.smtp_code, exc.smtp_error, "refused") from exc
+        except (OSError, smtplib.SMTPException) as exc:  # incl. disconnected and timed out
+            self._drop()
+            raise DeliveryError(
+                f"connection failed: {type(exc).__name__}", permanent=False, connection=True
+            ) from exc
+        finally:
+            self._used_at = time.monotonic()
+        if refused:
+            code, text = next(iter(refused.values()))
+            raise _classify(code, text, "recipient refused")
+
+    def _ready(self) -> smtplib.SMTP:
+        """The open connection, checked with a NOOP if it sat idle; a new one if it is gone."""
+        if self._conn is not None and time.monotonic() - self._used_at > IDLE_CHECK_SECONDS:
             try:
-                refused = self._conn.sendmail(sender, [recipient], message)
-            except smtplib.SMTPServerDisconnected as exc:
-                self._conn = None
-                if attempt == 2:
-                    raise DeliveryError(
-                        "server disconnected", permanent=False, connection=True
-                    ) from exc
-                continue  # a reused connection went stale: open a new one once
-            except smtplib.SMTPRecipientsRefused as exc:
-                code, text = next(iter(exc.recipients.values()))
-                raise _classify(code, text, "recipient refused") from exc
-            except smtplib.SMTPSenderRefused as exc:
-                raise _classify(exc.smtp_code, exc.smtp_error, "sender refused") from exc
-            except smtplib.SMTPResponseException as exc:
-                self._reset()
-                raise _classify(exc.smtp_code, exc.smtp_error, "refused") from exc
-            except (OSError, smtplib.SMTPException) as exc:
-                self.close()
-                raise DeliveryError(
-                    f"connection failed: {type(exc).__name__}", permanent=False, connection=True
-                ) from exc
-            if refused:
-                code, text = next(iter(refused.values()))
-                raise _classify(code, text, "recipient refused")
-            return
+                code, _text = self._conn.noop()
+            except (OSError, smtplib.SMTPException):
+                code = 0
+            if code != 250:
+                self._drop()
+        if self._conn is None:
+            self._conn = self._connect()
+            self._used_at = time.monotonic()
+        return self._conn
 
     def _reset(self) -> None:
         try:
@@ -100,6 +117,13 @@ class SMTPTransport:
                 self._conn.rset()
         except (OSError, smtplib.SMTPException):
             self.close()
+
+    def _drop(self) -> None:
+        """Close the socket without a QUIT: a server that stopped answering would make us wait."""
+        if self._conn is not None:
+            with contextlib.suppress(OSError):
+                self._conn.close()
+            self._conn = None
 
     def close(self) -> None:
         if self._conn is not None:

@@ -6,7 +6,7 @@ import secrets
 from dataclasses import dataclass
 from functools import partial
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import selectinload
 
 from portal import clock, unit_of_work
@@ -109,10 +109,16 @@ def queue_notices(
         # on from here. After the commit every row is clean, and the session holds clean rows
         # only weakly: memory stays flat over a million notices without detaching the caller's
         # objects.
+        if not queued:
+            # Workers start on the first batch while the rest is queued: they claim by the due
+            # index only once the planner knows the queue is no longer empty.
+            outbox.after_bulk_queue()
         unit_of_work.checkpoint()
         queued += len(customers)
         if progress is not None:
             progress(queued)
+    if queued:
+        outbox.after_bulk_queue()
     return queued
 
 
@@ -180,26 +186,15 @@ def campaign(incident: Incident) -> Campaign:
 
 def requeue_failed(incident: Incident, *, actor: str) -> int:
     """Try again every notice message of this incident that failed (an address since fixed)."""
-    failed = (
-        select(OutboxMessage.id)
-        .join(Notice, Notice.id == OutboxMessage.notice_id)
-        .where(Notice.incident_id == incident.id, OutboxMessage.status == "failed")
-    )
-    result = db.session.execute(
-        update(OutboxMessage)
-        .where(OutboxMessage.id.in_(failed))
-        .values(status="queued", attempts=0, next_attempt_at=clock.now(), last_error=""),
-        execution_options={"synchronize_session": False},
-    )
+    outcome = outbox.requeue_failed(actor=actor, notice_of_incident=incident.id)
     audit.record(
         "notices.requeued",
         actor=actor,
         subject_type="incident",
         subject_id=incident.slug,
-        details={"count": result.rowcount},
+        details={"count": outcome.requeued},
     )
-    db.session.flush()
-    return result.rowcount
+    return outcome.requeued
 
 
 def data_classes_involved(incident: Incident) -> list[tuple[str, int]]:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import re
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -20,7 +22,8 @@ from urllib.parse import urlsplit
 from flask import current_app
 from flask_babel import force_locale
 from flask_babel.speaklater import LazyString
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import DBAPIError
 
 from portal import clock, unit_of_work
 from portal.backoff import retry_delay
@@ -30,6 +33,7 @@ from portal.mail.compose import Composed
 from portal.mail.smtp import DeliveryError
 from portal.models import Notice, OutboxMessage
 from portal.models.audit import Actor
+from portal.models.sealed import seal
 from portal.services import audit
 
 log = logging.getLogger(__name__)
@@ -76,6 +80,7 @@ def enqueue_email(
         subject=subject,
         locale=locale,
         next_attempt_at=clock.now(),
+        created_at=clock.now(),  # the one clock: the queue's age is read against it
         expires_at=expires_at,
         notice_id=notice_id,
     )
@@ -158,8 +163,24 @@ def enqueue_webhook(*, event: str, data: dict) -> OutboxMessage | None:
     return row
 
 
+def after_bulk_queue() -> None:
+    """Refresh PostgreSQL's statistics of the queue after queueing many messages at once.
+
+    Why: the worker claims one message at a time by the due index; with statistics from when the
+    queue was empty, the planner reads and sorts every queued row for each claim instead (5 ms a
+    message at 5,000 queued, growing with the queue), until autovacuum catches up. ANALYZE samples
+    a fixed number of rows, so this costs well under a second even at a million.
+    """
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.flush()
+        db.session.execute(text("ANALYZE outbox_message"))
+
+
 def _row(kind: str, dedupe_key: str, **fields) -> OutboxMessage:
-    return OutboxMessage(kind=kind, dedupe_key=dedupe_key, next_attempt_at=clock.now(), **fields)
+    now = clock.now()
+    return OutboxMessage(
+        kind=kind, dedupe_key=dedupe_key, next_attempt_at=now, created_at=now, **fields
+    )
 
 
 @dataclass(frozen=True)
@@ -195,6 +216,18 @@ class BatchResult:
     expired: int = 0
     claimed: int = 0
     errors: list[str] = field(default_factory=list)
+    # kind -> why its server could not be reached this pass (the worker pauses before the next)
+    unreachable: dict[str, str] = field(default_factory=dict)
+
+    def add(self, other: BatchResult) -> None:
+        for name in ("sent", "retried", "failed", "expired", "claimed"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.unreachable.update(other.unreachable)
+
+    @property
+    def moved(self) -> int:
+        """Messages that left the queue this pass (not those that will be tried again)."""
+        return self.sent + self.failed + self.expired
 
 
 @dataclass
@@ -230,6 +263,15 @@ def _deliver(row: OutboxMessage, transports: Transports) -> None:
         transports.webhook.send(recipient, row.body, event=row.subject)
 
 
+def _purged(row: OutboxMessage, now: datetime) -> dict:
+    """The column values of `row` with its body emptied (see purge_body)."""
+    return {
+        "body_digest": hashlib.sha256(row.body).digest(),
+        "body_sealed": seal(OutboxMessage, "body_sealed", row.seal_binding, b""),
+        "body_purged_at": now,
+    }
+
+
 def purge_body(row: OutboxMessage, now: datetime) -> None:
     """Empty the body of a message that has left the queue, keeping a SHA-256 of it.
 
@@ -244,10 +286,16 @@ def purge_body(row: OutboxMessage, now: datetime) -> None:
 
 
 def _claim(now: datetime, limit: int, kinds: list[str]) -> list[OutboxMessage]:
-    # FOR UPDATE SKIP LOCKED: each worker takes rows no other worker holds, and the locks end
-    # with the transaction, so a killed worker's rows become available again at once.
-    # (SQLite has no row locks and one writer at a time; there one worker runs.)
-    return list(
+    """Take up to `limit` due messages for this worker, and hold them with a lease.
+
+    FOR UPDATE SKIP LOCKED: each worker takes rows no other worker holds. The claim is committed
+    at once with each row's next attempt moved to the end of the lease, so the row locks end and
+    no other worker sees those messages due while this one sends them, each recorded in a
+    commit of its own. A worker killed mid-pass leaves the message in hand to go again (at most
+    one per kill) and the rest of its claim due again when the lease ends (OUTBOX_LEASE). (SQLite
+    has no row locks and one writer at a time; there one worker runs.)
+    """
+    rows = list(
         db.session.scalars(
             select(OutboxMessage)
             .where(
@@ -260,73 +308,133 @@ def _claim(now: datetime, limit: int, kinds: list[str]) -> list[OutboxMessage]:
             .with_for_update(skip_locked=True)
         )
     )
+    lease_ends = now + current_app.config["OUTBOX_LEASE_TTL"]
+    for row in rows:
+        row.due_at = row.next_attempt_at  # put back as it was if the pass does not get to it
+        row.next_attempt_at = lease_ends
+    unit_of_work.checkpoint()
+    return rows
+
+
+class _Recorder:
+    """Where a pass records each message the server took: one statement, one commit.
+
+    The hot path of notice day is "sent": it is written on a connection of its own, the outbox
+    row and its notice in one statement that is its own transaction on PostgreSQL (one round
+    trip a message; the session's commit would cost four: the pool's ping, BEGIN, UPDATE,
+    COMMIT). On PostgreSQL these commits also return without waiting for the disk flush. Why
+    that is safe: a worker killed after the commit has told the server, so the message is never
+    sent again; only a crash of the database server itself within its WAL writer's delay (a
+    fraction of a second) could forget the last few, and those would go again (at least once,
+    never lost). Other outcomes (a refusal, an expiry, an unreachable server) are rare and go
+    through the session with their audit events.
+    """
+
+    def __init__(self) -> None:
+        self.connection = None
+        self.postgres = False
+
+    def __enter__(self) -> _Recorder:
+        # The claimed rows are this worker's until their lease ends: nobody else changes them, so
+        # the session's commits in the pass need not make each be read again from the database.
+        self.session = db.session()
+        self.expiring, self.session.expire_on_commit = self.session.expire_on_commit, False
+        connection = db.engine.connect()
+        self.postgres = connection.dialect.name == "postgresql"
+        if self.postgres:
+            connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+            connection.exec_driver_sql("SET synchronous_commit TO OFF")
+        self.connection = connection
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.session.expire_on_commit = self.expiring
+        with contextlib.suppress(DBAPIError):
+            if self.postgres:
+                self.connection.exec_driver_sql("RESET synchronous_commit")
+            self.connection.close()
+
+    def sent(self, row: OutboxMessage, now: datetime, *, keep_body: bool) -> None:
+        values = {
+            "status": "sent",
+            "attempts": row.attempts + 1,
+            "sent_at": now,
+            "next_attempt_at": now,  # when it left the queue (retention counts from it)
+            "last_error": "",
+        }
+        if not keep_body:
+            values |= _purged(row, now)
+        statement = update(OutboxMessage).where(OutboxMessage.id == row.id).values(**values)
+        notice = None
+        if row.notice_id is not None:
+            notice = update(Notice).where(Notice.id == row.notice_id).values(sent_at=now)
+        if self.postgres:
+            if notice is not None:
+                statement = statement.add_cte(notice.cte("notice_sent"))
+            self.connection.execute(statement)
+            return
+        with self.connection.begin():
+            self.connection.execute(statement)
+            if notice is not None:
+                self.connection.execute(notice)
+
+
+def _margin(transports: Transports) -> float:
+    """How much of the lease must be left to start a message: the longest its transport may
+    take (its timeout), and some. A message is never begun that could outlive the lease and be
+    taken by another worker meanwhile."""
+    timeouts = [getattr(getattr(transports, k), "timeout", 0.0) for k in transports.kinds()]
+    return max(timeouts, default=0.0) + 5.0
 
 
 def deliver_batch(
-    transports: Transports, now: datetime | None = None, limit: int | None = None
+    transports: Transports,
+    now: datetime | None = None,
+    limit: int | None = None,
+    stopping: Callable[[], bool] | None = None,
 ) -> BatchResult:
-    """Claim one batch of due messages, hand them to the transport, record what happened.
+    """One pass: claim a few due messages, then send them one at a time, each message's outcome
+    committed on its own right after its server answered.
 
-    A worker iteration: the caller's edge commits it (portal.unit_of_work.unit). A message is
-    marked sent only after the server accepted it, in the transaction that holds its row lock:
-    a crash before the commit makes it due again (at least once, never lost).
+    So a worker killed at any point sends again at most the one message it was handing over;
+    `stopping` is asked between messages, so a stop request waits for one message, never for a
+    batch. Messages claimed but not reached (a stop, an unreachable server, a lease running out)
+    are handed back due as they were, in the pass's last commit.
+
+    A server that cannot be reached (refused, timed out, hung up mid-message) costs its messages
+    no try: they stay due, the rest of their kind waits for the next pass, and the result names
+    the kind in `unreachable` so the worker pauses. A message the server refused for now (4xx)
+    is tried again later (portal.backoff) and fails for good after OUTBOX_MAX_ATTEMPTS refusals;
+    a permanent refusal (5xx) fails it at once.
     """
     now = now or clock.now()
-    limit = limit or current_app.config["OUTBOX_BATCH_SIZE"]
-    max_attempts = current_app.config["OUTBOX_MAX_ATTEMPTS"]
+    config = current_app.config
+    limit = limit or config["OUTBOX_BATCH_SIZE"]
+    max_attempts = config["OUTBOX_MAX_ATTEMPTS"]
+    claim_size = min(limit, config["OUTBOX_CLAIM_SIZE"])
+    usable = config["OUTBOX_LEASE_TTL"].total_seconds() - _margin(transports)
     result = BatchResult()
-    rows = _claim(now, limit, transports.kinds())
-    result.claimed = len(rows)
-    sent_notices: list[int] = []
-    unreachable: dict[str, DeliveryError] = {}  # kind -> why its transport cannot be reached
-    for row in rows:
-        if row.expires_at is not None and row.expires_at <= now:
-            row.status = "expired"
-            row.last_error = "expired before delivery"
-            purge_body(row, now)
-            result.expired += 1
-            continue
-        error = unreachable.get(row.kind)
-        if error is None:
-            try:
-                _deliver(row, transports)
-            except DeliveryError as exc:
-                error = exc
-                if exc.connection:
-                    # The server is unreachable: the rest of its kind waits too, untried.
-                    unreachable[row.kind] = exc
-        row.attempts += 1
-        if error is None:
-            row.status = "sent"
-            row.sent_at = now
-            row.last_error = ""
-            if not _kept_here(row, transports):
-                purge_body(row, now)
-            if row.notice_id is not None:
-                sent_notices.append(row.notice_id)
-            result.sent += 1
-        elif error.permanent or row.attempts >= max_attempts:
-            row.status = "failed"
-            row.last_error = str(error)
-            purge_body(row, now)
-            result.failed += 1
-            audit.record(
-                "outbox.failed",
-                actor=Actor.OUTBOX,
-                subject_type="outbox_message",
-                subject_id=row.id,
-                outcome="failure",
-                details={"attempts": row.attempts, "kind": row.kind},
-            )
-        else:
-            row.next_attempt_at = now + retry_delay(row.attempts)
-            row.last_error = str(error)
-            result.retried += 1
-    if sent_notices:
-        db.session.execute(
-            update(Notice).where(Notice.id.in_(sent_notices)).values(sent_at=now),
-            execution_options={"synchronize_session": False},
-        )
+    kinds = transports.kinds()
+    with _Recorder() as recorder:
+        while kinds and result.claimed < limit and not (stopping and stopping()):
+            claimed_at = time.monotonic()
+            rows = _claim(now, min(claim_size, limit - result.claimed), kinds)
+            if not rows:
+                break
+            for row in rows:
+                late = time.monotonic() - claimed_at > usable
+                if row.kind not in kinds or late or (stopping and stopping()):
+                    row.next_attempt_at = row.due_at  # not reached: due again as it was
+                    continue
+                result.claimed += 1
+                if _deliver_one(row, transports, now, max_attempts, result):
+                    recorder.sent(row, now, keep_body=_kept_here(row, transports))
+                    db.session.expunge(row)  # recorded: the session has nothing to write
+                    continue
+                if row.kind in result.unreachable:
+                    kinds.remove(row.kind)
+                unit_of_work.checkpoint()  # this message's outcome is kept before the next
+            unit_of_work.checkpoint()  # what was not reached is handed back
     if result.claimed:
         audit.record(
             "outbox.delivered",
@@ -339,8 +447,6 @@ def deliver_batch(
                 "expired": result.expired,
             },
         )
-    db.session.flush()
-    if result.claimed:
         log.info(
             "outbox batch: sent=%d retried=%d failed=%d expired=%d",
             result.sent,
@@ -348,21 +454,125 @@ def deliver_batch(
             result.failed,
             result.expired,
         )
+    for kind, why in result.unreachable.items():
+        log.warning("outbox: the %s server cannot be reached (%s); its messages wait", kind, why)
+    db.session.flush()
     return result
 
 
+def _deliver_one(
+    row: OutboxMessage,
+    transports: Transports,
+    now: datetime,
+    max_attempts: int,
+    result: BatchResult,
+) -> bool:
+    """Hand one claimed message over. True when its server took it (the caller records that);
+    any other outcome is set on the row, for the session's commit."""
+    if row.expires_at is not None and row.expires_at <= now:
+        row.status, row.next_attempt_at = "expired", now  # left the queue now
+        row.last_error = "expired before delivery"
+        purge_body(row, now)
+        result.expired += 1
+        return False
+    try:
+        _deliver(row, transports)
+    except DeliveryError as error:
+        row.last_error = str(error)
+        if error.connection:
+            row.next_attempt_at = row.due_at  # still due, first in line when the server is back
+            # No server answered for this message (or the answer never came back): no try is
+            # counted, and it is not sent again at once on a new connection (the server may
+            # have taken it) but on the worker's next pass, after its pause.
+            result.unreachable[row.kind] = str(error)
+            return False
+        row.attempts += 1
+        if error.permanent or row.attempts >= max_attempts:
+            row.status, row.next_attempt_at = "failed", now  # when it left (retry --since)
+            # The body is kept (sealed) so that `portal outbox retry --failed` can send the very
+            # same message once the cause is fixed; retention deletes the row in its time.
+            result.failed += 1
+            audit.record(
+                "outbox.failed",
+                actor=Actor.OUTBOX,
+                subject_type="outbox_message",
+                subject_id=row.id,
+                outcome="failure",
+                details={"attempts": row.attempts, "kind": row.kind},
+            )
+        else:
+            row.next_attempt_at = now + retry_delay(row.attempts)
+            result.retried += 1
+        return False
+    result.sent += 1
+    return True
+
+
 def drain(transports: Transports, now: datetime | None = None) -> BatchResult:
-    """Deliver batches until nothing is due (or only messages that just failed to go)."""
+    """Deliver until nothing is due, or until every server with messages due is unreachable."""
     total = BatchResult()
     while True:
         batch = deliver_batch(transports, now=now)
-        # Each batch is kept as it is delivered: its row locks end, and a crash later does not
-        # send it again.
-        unit_of_work.checkpoint()
-        for name in ("sent", "retried", "failed", "expired", "claimed"):
-            setattr(total, name, getattr(total, name) + getattr(batch, name))
-        if batch.claimed == 0 or batch.sent + batch.failed + batch.expired == 0:
+        unit_of_work.checkpoint()  # the pass's summary in the audit trail
+        total.add(batch)
+        if batch.claimed == 0 or batch.moved == 0:
             return total
+
+
+@dataclass(frozen=True)
+class Requeued:
+    requeued: int
+    expired: int  # past their expiry (a code that would arrive too late): left as they are
+    emptied: int  # failed before bodies were kept for a retry: nothing left to send
+
+
+def requeue_failed(
+    *,
+    actor: str,
+    since: datetime | None = None,
+    kind: str | None = None,
+    notice_of_incident: int | None = None,
+) -> Requeued:
+    """Queue again, with a fresh count of tries, the messages that failed for good (the address
+    was fixed, the provider's outage is over). Each goes as the very same message (same bytes,
+    same Message-ID), so a receiver that got it after all can tell it is a repeat."""
+    now = clock.now()
+    failed = OutboxMessage.status == "failed"
+    if since is not None:
+        failed &= OutboxMessage.next_attempt_at >= since
+    if kind is not None:
+        failed &= OutboxMessage.kind == kind
+    if notice_of_incident is not None:
+        failed &= OutboxMessage.notice_id.in_(
+            select(Notice.id).where(Notice.incident_id == notice_of_incident)
+        )
+    late = failed & OutboxMessage.expires_at.is_not(None) & (OutboxMessage.expires_at <= now)
+    emptied = failed & OutboxMessage.body_purged_at.is_not(None)
+    counts = db.session.execute(
+        select(func.count().filter(late), func.count().filter(emptied & ~late))
+    ).one()
+    ready = failed & OutboxMessage.body_purged_at.is_(None)
+    ready &= OutboxMessage.expires_at.is_(None) | (OutboxMessage.expires_at > now)
+    changed = db.session.execute(
+        update(OutboxMessage)
+        .where(ready)
+        .values(status="queued", attempts=0, next_attempt_at=now, last_error=""),
+        execution_options={"synchronize_session": False},
+    ).rowcount
+    outcome = Requeued(changed, int(counts[0] or 0), int(counts[1] or 0))
+    audit.record(
+        "outbox.requeued",
+        actor=actor,
+        subject_type="outbox",
+        details={
+            "requeued": outcome.requeued,
+            "expired": outcome.expired,
+            "emptied": outcome.emptied,
+            "kind": kind or "all",
+        },
+    )
+    db.session.flush()
+    return outcome
 
 
 @dataclass
@@ -370,20 +580,45 @@ class OutboxStatus:
     counts: dict[str, int]
     oldest_due_at: datetime | None
     due_now: int
+    # When the message that has waited longest was queued (the age the alert watches).
+    oldest_queued_at: datetime | None = None
+    alert_after: timedelta | None = None
+    now: datetime | None = None
+
+    @property
+    def waited(self) -> timedelta | None:
+        """How long the oldest queued message has waited."""
+        if self.oldest_queued_at is None or self.now is None:
+            return None
+        return max(self.now - self.oldest_queued_at, timedelta(0))
+
+    @property
+    def alert(self) -> bool:
+        """Has a message waited longer than OUTBOX_ALERT_AFTER (a server down, no worker)?"""
+        waited = self.waited
+        return waited is not None and self.alert_after is not None and waited > self.alert_after
 
 
 def status(now: datetime | None = None) -> OutboxStatus:
-    """Counts by state and the oldest message waiting to go."""
+    """Counts by state, the oldest message waiting to go, and whether that is cause for alarm."""
     now = now or clock.now()
     counts = dict.fromkeys(("queued", "sent", "failed", "expired"), 0)
     for state, count in db.session.execute(
         select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)
     ):
         counts[state] = count
-    oldest, due = db.session.execute(
+    oldest, due, queued_at = db.session.execute(
         select(
             func.min(OutboxMessage.next_attempt_at),
             func.count().filter(OutboxMessage.next_attempt_at <= now),
+            func.min(OutboxMessage.created_at),
         ).where(OutboxMessage.status == "queued")
     ).one()
-    return OutboxStatus(counts, oldest, due)
+    return OutboxStatus(
+        counts,
+        oldest,
+        due,
+        oldest_queued_at=queued_at,
+        alert_after=current_app.config["OUTBOX_ALERT_AFTER"],
+        now=now,
+    )

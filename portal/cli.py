@@ -121,9 +121,11 @@ def customers_import(slug, file):
         report = import_customers(incident, file, actor=_actor())
     except ImportRejected as exc:
         report = exc.report
-        click.echo(
-            f"Nothing was imported: {report.problem_count} problem(s) in {file.name}.", err=True
-        )
+        if report.complete:
+            checked = f" in {report.rows} row(s) of {file.name}"
+        else:  # reading stopped early: the rows counted so far are not the file's
+            checked = f"; {file.name} could not be read to its end"
+        click.echo(f"Nothing was imported: {report.problem_count} problem(s){checked}.", err=True)
         for problem in report.problems:
             click.echo(f"  {problem}", err=True)
         if report.problem_count > len(report.problems):

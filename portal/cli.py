@@ -115,10 +115,16 @@ def incident_create(slug, title, discovered, occurred, contained, **text):
 def customers_import(slug, file):
     """Validate FILE.csv, then import it (nothing is written if any row is bad)."""
     from portal.services.imports import ImportRejected, import_customers
+    from portal.services.runs import Busy
 
     incident = _incident(slug)
     try:
         report = import_customers(incident, file, actor=_actor())
+    except Busy:
+        raise click.ClickException(
+            f"Another import into incident {slug} is running. Nothing was imported: run this "
+            "again once it has finished (the same file then updates what it imported)."
+        ) from None
     except ImportRejected as exc:
         report = exc.report
         if report.complete:
@@ -144,8 +150,15 @@ def customers_import(slug, file):
 def notices_send(slug):
     """Queue a notice for every affected customer not yet notified (safe to run again)."""
     from portal.services.notices import queue_notices
+    from portal.services.runs import Busy
 
-    count = queue_notices(_incident(slug), actor=_actor())
+    try:
+        count = queue_notices(_incident(slug), actor=_actor())
+    except Busy:
+        raise click.ClickException(
+            f"Notices for incident {slug} are being queued by another run. Nothing was queued "
+            "by this one: run it again once the other has finished (it queues only what is left)."
+        ) from None
     click.echo(f"Queued {count} notice(s).")
 
 

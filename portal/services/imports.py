@@ -17,7 +17,7 @@ from portal.models.customer import new_public_id
 from portal.models.sealed import index_of
 from portal.models.sealed import open_text as _open
 from portal.models.sealed import seal as _seal
-from portal.services import audit
+from portal.services import audit, runs
 from portal.services.background import Progress, job
 from portal.validation import (
     Invalid,
@@ -340,10 +340,18 @@ def _batches(rows: Iterator[Row], size: int) -> Iterator[list[Row]]:
 
 
 def import_customers(
-    incident: Incident, path: Path | str, *, actor: str, progress=None
+    incident: Incident, path: Path | str, *, actor: str, progress=None, wait: bool = False
 ) -> ImportReport:
-    """Validate then upsert the file; raise ImportRejected (writing nothing) on any problem."""
+    """Validate then upsert the file; raise ImportRejected (writing nothing) on any problem.
+
+    Another import into the same incident under way: wait for it to end (wait=True, a worker's
+    job), or raise runs.Busy before anything is read (a command).
+    """
     path = Path(path)
+    # Held to the end of this transaction (the import is one), so a second import starts only
+    # once every row of the first is committed and visible: it then updates them instead of
+    # inserting them again (a unique violation half-way, as it was).
+    runs.hold_for_transaction(runs.IMPORT, incident.id, wait=wait)
     report = validate(path)
     if not report.ok:
         audit.record(
@@ -408,6 +416,7 @@ def _import_job(payload: dict, progress: Progress) -> dict:
             path,
             actor=payload["actor"],
             progress=lambda rows: progress(rows, payload.get("rows", 0)),
+            wait=True,  # after another import into this incident: the admin sees it "running"
         )
     except ImportRejected as exc:
         return {"rejected": True, "problem_count": exc.report.problem_count}

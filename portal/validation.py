@@ -52,15 +52,12 @@ def has_invisible(text: str) -> bool:
     return _INVISIBLE_CHARACTERS.search(text) is not None
 
 
-def is_plain_name(text: str) -> bool:
-    """A name or an id as the portal takes it: one line, nothing invisible or direction-changing."""
-    return is_single_line(text) and not has_invisible(text)
-
-
-def shown_plainly(text: str) -> str:
+def shown_plainly(text: str | None) -> str | None:
     """text with each invisible, direction-changing or control character shown as U+FFFD, for
     values kept before they were refused: the reader sees that something is there, and it can
     no longer reorder or hide what follows it."""
+    if not isinstance(text, str):
+        return text  # an erased name (None) is shown as before
     text = _INVISIBLE_CHARACTERS.sub("\ufffd", text)
     return _CONTROL_CHARACTERS.sub("\ufffd", text)
 

@@ -54,7 +54,9 @@ def held(operation: int, incident_id: int, *, wait: bool) -> Iterator[None]:
         yield
         return
     params = {"operation": operation, "incident": incident_id}
-    with db.engine.connect() as connection:
+    # Autocommit: a session-level lock outlives transactions, and this connection keeps none
+    # open for the whole run (an idle transaction could be ended by the server's timeout).
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         if wait:
             connection.execute(text("SELECT pg_advisory_lock(:operation, :incident)"), params)
         elif not connection.scalar(
@@ -64,5 +66,5 @@ def held(operation: int, incident_id: int, *, wait: bool) -> Iterator[None]:
         try:
             yield
         finally:
+            # Back to the pool, the connection would otherwise keep the lock.
             connection.execute(text("SELECT pg_advisory_unlock(:operation, :incident)"), params)
-            connection.commit()

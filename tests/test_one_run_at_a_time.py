@@ -17,9 +17,12 @@ from portal.services import background, runs
 from portal.services.imports import import_customers
 from tests.conftest import base_env, customer_row, pg_url
 
-pytestmark = pytest.mark.skipif(
-    not pg_url(), reason="PostgreSQL only: SQLite lets one writer in at a time by itself"
-)
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.skipif(
+        not pg_url(), reason="PostgreSQL only: SQLite lets one writer in at a time by itself"
+    ),
+]
 
 BUSY = {
     "import": "Another import into incident acme-2026 is running. Nothing was imported",

@@ -128,6 +128,11 @@ def register_extensions(app: Flask) -> None:
     app.jinja_env.globals.update(CaseStatus=CaseStatus, MessageKind=MessageKind)
     app.jinja_env.filters["when"] = datetime_with_zone  # customers' pages
     app.jinja_env.filters["staff_time"] = staff_datetime  # staff pages
+    from portal.validation import shown_plainly
+
+    # Names and ids kept before invisible and direction-changing characters were refused: shown
+    # with those characters made visible, so they cannot disguise one person as another.
+    app.jinja_env.filters["plain"] = shown_plainly
     from portal.markdown import render as render_markdown
 
     app.jinja_env.filters["markdown"] = render_markdown

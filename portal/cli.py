@@ -113,15 +113,23 @@ def incident_create(slug, title, discovered, occurred, contained, **text):
 def customers_import(slug, file):
     """Validate FILE.csv, then import it (nothing is written if any row is bad)."""
     from portal.services.imports import ImportRejected, import_customers
+    from portal.services.runs import Busy
 
     incident = _incident(slug)
     try:
         report = import_customers(incident, file, actor=_actor())
+    except Busy:
+        raise click.ClickException(
+            f"Another import into incident {slug} is running. Nothing was imported: run this "
+            "again once it has finished (the same file then updates what it imported)."
+        ) from None
     except ImportRejected as exc:
         report = exc.report
-        click.echo(
-            f"Nothing was imported: {report.problem_count} problem(s) in {file.name}.", err=True
-        )
+        if report.complete:
+            checked = f" in {report.rows} row(s) of {file.name}"
+        else:  # reading stopped early: the rows counted so far are not the file's
+            checked = f"; {file.name} could not be read to its end"
+        click.echo(f"Nothing was imported: {report.problem_count} problem(s){checked}.", err=True)
         for problem in report.problems:
             click.echo(f"  {problem}", err=True)
         if report.problem_count > len(report.problems):
@@ -140,8 +148,15 @@ def customers_import(slug, file):
 def notices_send(slug):
     """Queue a notice for every affected customer not yet notified (safe to run again)."""
     from portal.services.notices import queue_notices
+    from portal.services.runs import Busy
 
-    count = queue_notices(_incident(slug), actor=_actor())
+    try:
+        count = queue_notices(_incident(slug), actor=_actor())
+    except Busy:
+        raise click.ClickException(
+            f"Notices for incident {slug} are being queued by another run. Nothing was queued "
+            "by this one: run it again once the other has finished (it queues only what is left)."
+        ) from None
     click.echo(f"Queued {count} notice(s).")
 
 

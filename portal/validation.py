@@ -33,6 +33,35 @@ def is_single_line(text: str) -> bool:
     return _CONTROL_CHARACTERS.search(text) is None
 
 
+# Characters that change how the text around them is shown without being seen themselves: the
+# bidirectional embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069), the Arabic
+# letter mark (U+061C), zero-width spaces, joiners and direction marks (U+200B-U+200F), the word
+# joiner and invisible operators (U+2060-U+2064) and a byte order mark inside the text (U+FEFF).
+# In a name or an id they make "Ann" look like someone else's name, or an id read backwards
+# ("Trojan Source"), on the very pages staff use to tell people apart; no real name needs them.
+_INVISIBLE_CHARACTERS = re.compile(
+    "[\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
+)
+INVISIBLE_EXPECTED = _l(
+    "This contains an invisible or direction-changing character. Please type it again without it."
+)
+
+
+def has_invisible(text: str) -> bool:
+    """Whether text holds a character that is invisible or changes the direction of the text."""
+    return _INVISIBLE_CHARACTERS.search(text) is not None
+
+
+def shown_plainly(text: str | None) -> str | None:
+    """text with each invisible, direction-changing or control character shown as U+FFFD, for
+    values kept before they were refused: the reader sees that something is there, and it can
+    no longer reorder or hide what follows it."""
+    if not isinstance(text, str):
+        return text  # an erased name (None) is shown as before
+    text = _INVISIBLE_CHARACTERS.sub("\ufffd", text)
+    return _CONTROL_CHARACTERS.sub("\ufffd", text)
+
+
 # The local part as mail systems deliver it in practice: dot-separated runs of the characters
 # RFC 5322 allows unquoted. Quoted local parts and non-ASCII ones (SMTPUTF8) are refused: the
 # outbox speaks plain SMTP, and an address it cannot send to is no use to anyone.

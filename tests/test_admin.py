@@ -236,6 +236,75 @@ def test_a_good_upload_imports_after_confirmation(admin, incident, app):
     assert uploads == []  # the uploaded file is gone once imported
 
 
+def test_a_second_import_them_click_shows_the_first_import_not_a_failed_job(admin, incident, app):
+    good = HEADER + "C-1,Ann,ann@example.com,,en,US-CA,ssn\nC-2,Bob,bob@example.com,,en,,ssn\n"
+    check_path = _upload(admin, good).headers["Location"]
+    background.run_one()
+    page = admin.get(check_path)
+    token = csrf_from(page)
+    first = admin.post(check_path + "/confirm", data={"csrf_token": token})
+    second = admin.post(check_path + "/confirm", data={"csrf_token": token})  # a double click
+
+    assert second.headers["Location"] == first.headers["Location"]
+    shown = admin.get(second.headers["Location"]).get_data(as_text=True)
+    assert "This file was already sent for import: here is that import." in shown
+    background.run_one()
+    assert background.run_one() is None  # one import job, not two
+    done = admin.get(first.headers["Location"]).get_data(as_text=True)
+    assert "Imported 2 rows: 2 new" in done
+
+    # Back on the check's page after the import (the file is gone): a link, no button, and
+    # a form sent again from an old tab still leads to the import that ran.
+    page = admin.get(check_path).get_data(as_text=True)
+    assert "Import them" not in page and "see that import" in page
+    again = admin.post(check_path + "/confirm", data={"csrf_token": token})
+    assert again.headers["Location"] == first.headers["Location"]
+    assert "failed" not in admin.get(again.headers["Location"]).get_data(as_text=True)
+    assert len(db.session.scalars(select(Customer)).all()) == 2
+
+
+def test_two_confirmations_at_the_same_moment_queue_one_import(admin, incident, app):
+    from sqlalchemy.orm.attributes import set_committed_value
+
+    check_path = _upload(admin, HEADER + "C-1,Ann,ann@example.com,,en,,ssn\n").headers["Location"]
+    background.run_one()
+    check = background.get(check_path.rsplit("/", 1)[1])
+    read_before = check.result  # what both requests read before either wrote
+    first, new = background.submit_after(check, "import_customers", {}, actor="test")
+    assert new
+    set_committed_value(check, "result", read_before)  # the second request's stale view
+    second, new = background.submit_after(check, "import_customers", {}, actor="test")
+    assert not new and second.public_id == first.public_id
+
+
+def _upload_bytes(admin, content: bytes):
+    page = admin.get("/admin/incidents/acme-2026/import")
+    return admin.post(
+        "/admin/incidents/acme-2026/import",
+        data={"csrf_token": csrf_from(page), "file": (io.BytesIO(content), "customers.csv")},
+        content_type="multipart/form-data",
+    )
+
+
+def test_the_check_page_names_the_line_that_is_not_utf8_and_never_says_0_rows(admin, incident, app):
+    rows = [f"C-{n},Person {n},p{n}@example.com,,en,,ssn\n".encode() for n in range(1, 8)]
+    rows[3] = "C-4,José,p4@example.com,,en,,ssn\n".encode("latin-1")
+    job_path = _upload_bytes(admin, HEADER.encode() + b"".join(rows)).headers["Location"]
+    background.run_one()
+    page = admin.get(job_path).get_data(as_text=True)
+    assert "1 problem(s) in 7 rows: nothing was written" in page
+    assert "<td>5</td><td>this line is not UTF-8 text" in page
+
+    wide = (HEADER + "C-1,Ann,ann@example.com,,en,,ssn\n").encode("utf-16")
+    job_path = _upload_bytes(admin, wide).headers["Location"]
+    background.run_one()
+    page = admin.get(job_path).get_data(as_text=True)
+    assert "in 0 rows" not in page
+    assert "The file could not be read to its end: nothing was written" in page
+    assert "the file is saved as UTF-16" in page
+    assert db.session.scalars(select(Customer)).all() == []
+
+
 def test_an_import_that_fails_says_so_at_once_and_is_not_run_again(admin, incident, app):
     good = HEADER + "C-1,Ann,ann@example.com,,en,US-CA,ssn\n"
     job_path = _upload(admin, good).headers["Location"]

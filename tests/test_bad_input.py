@@ -225,3 +225,68 @@ def test_a_body_that_is_not_a_form_is_left_unread_for_its_view_to_limit(env, mak
         "/small-body", data=b"{" + b"x" * 100, content_type="application/json"
     )
     assert response.status_code == 413
+
+
+# --- invisible and direction-changing characters in names and ids (issue 13, 6) ---
+
+INVISIBLE_ADVICE = "contains an invisible or direction-changing character"
+
+
+def ask_for_help(client, name: str):
+    page = client.get("/help")
+    data = {
+        "csrf_token": csrf_from(page),
+        "topic": "cannot_verify",
+        "name": name,
+        "contact": "ana@example.com",
+        "reference": "",
+        "body": "My old phone number is gone.",
+    }
+    return client.post("/help", data=data)
+
+
+@pytest.mark.parametrize(
+    "character",
+    ["\u202e", "\u202a", "\u2066", "\u2069", "\u200b", "\u200d", "\u2060", "\ufeff", "\u061c"],
+)
+def test_a_name_with_an_invisible_or_direction_changing_character_is_refused(
+    client, incident, character
+):
+    before = row_counts()
+    response = ask_for_help(client, f"Ana{character} Lopez")
+    assert response.status_code == 422
+    assert INVISIBLE_ADVICE in response.get_data(as_text=True)
+    assert row_counts() == before
+
+
+@pytest.mark.parametrize("character", ["\x80", "\x85", "\x9f", "\u2028"])
+def test_a_c1_control_character_in_a_name_is_refused(client, incident, character):
+    before = row_counts()
+    response = ask_for_help(client, f"Ana{character}Lopez")
+    assert response.status_code == 422
+    assert "Write this on one line, without line breaks or control characters." in (
+        response.get_data(as_text=True)
+    )
+    assert row_counts() == before
+
+
+def test_a_name_in_another_script_is_still_taken(client, incident):
+    assert ask_for_help(client, "محمد علي").headers["Location"] == "/help/sent"
+
+
+def test_a_name_and_id_kept_before_the_rule_show_their_hidden_characters(
+    admin, incident, write_csv
+):
+    from portal.services.customers import find_by_email
+
+    import_customers(incident, write_csv([customer_row(1)]), actor="test")
+    person = find_by_email("person1@example.com")[0]
+    # Written past the import's check, as rows kept before it were.
+    person.name = "Ann \u202eregaM"  # shows as "Ann Magers" on a page that obeys the override
+    person.external_id = "C-\u200b00001"
+    db.session.commit()
+
+    page = admin.get(f"/staff/customers/{person.public_id}").get_data(as_text=True)
+    assert "\u202e" not in page and "\u200b" not in page
+    assert "<h1>Ann \ufffdregaM</h1>" in page
+    assert "Customer id: C-\ufffd00001" in page

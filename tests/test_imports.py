@@ -179,6 +179,127 @@ def test_wrong_encoding_is_reported(app, incident, write_csv):
     assert count(Customer) == 0
 
 
+def _bytes_file(tmp_path, content: bytes):
+    path = tmp_path / "bytes.csv"
+    path.write_bytes(content)
+    return path
+
+
+HEADER_LINE = b"external_id,full_name,email,phone,locale,region,data_classes\r\n"
+
+
+def _row_bytes(n: int, name: bytes | None = None) -> bytes:
+    name = name or b"Person %d" % n
+    return b"C-%d,%s,p%d@example.com,,en,US-CA,ssn\r\n" % (n, name, n)
+
+
+def test_a_byte_that_is_not_utf8_is_reported_on_its_own_line(app, incident, tmp_path):
+    rows = [_row_bytes(n) for n in range(1, 8)]
+    rows[3] = _row_bytes(4, b"Jos\xe9 N\xfa\xf1ez")  # Latin-1, on the file's line 5
+    path = _bytes_file(tmp_path, HEADER_LINE + b"".join(rows))
+
+    with pytest.raises(ImportRejected) as caught:
+        import_customers(incident, path, actor="test")
+
+    report = caught.value.report
+    assert [str(p) for p in report.problems] == [
+        "line 5: this line is not UTF-8 text; save the file as CSV UTF-8 and upload it again"
+    ]
+    assert (report.rows, report.complete) == (7, True)  # the whole file was checked
+    assert count(Customer) == 0
+
+
+def test_a_bad_byte_inside_a_quoted_field_names_the_line_that_holds_it(app, incident, tmp_path):
+    quoted = b'C-2,"Ann\r\nJos\xe9",p2@example.com,,en,US-CA,ssn\r\n'  # lines 3 and 4
+    path = _bytes_file(tmp_path, HEADER_LINE + _row_bytes(1) + quoted + _row_bytes(3))
+
+    with pytest.raises(ImportRejected) as caught:
+        import_customers(incident, path, actor="test")
+
+    assert [p.line for p in caught.value.report.problems] == [4]
+
+
+@pytest.mark.parametrize(
+    "encoding", ["utf-16", "utf-16-le", "utf-16-be"], ids=["with-mark", "le", "be"]
+)
+def test_a_utf16_file_gets_one_clear_message(app, incident, tmp_path, encoding):
+    text = (HEADER_LINE + _row_bytes(1) + _row_bytes(2)).decode()
+    path = _bytes_file(tmp_path, text.encode(encoding))
+
+    with pytest.raises(ImportRejected) as caught:
+        import_customers(incident, path, actor="test")
+
+    report = caught.value.report
+    assert report.problem_count == 1
+    assert "saved as UTF-16" in report.problems[0].reason
+    assert "save it as CSV UTF-8" in report.problems[0].reason
+    assert report.complete is False
+    assert count(Customer) == 0
+
+
+def test_a_bad_byte_in_the_header_is_line_1(app, incident, tmp_path):
+    path = _bytes_file(
+        tmp_path, b"external_id,full_name\xff,email,data_classes\n" + b"C-1,A,a@b.de,ssn\n"
+    )
+    with pytest.raises(ImportRejected) as caught:
+        import_customers(incident, path, actor="test")
+    assert str(caught.value.report.problems[0]).startswith("line 1: this line is not UTF-8")
+
+
+def test_cli_names_the_line_and_does_not_claim_zero_rows(runner, incident, tmp_path):
+    rows = [_row_bytes(n) for n in range(1, 8)]
+    rows[3] = _row_bytes(4, b"Jos\xe9")
+    bad = _bytes_file(tmp_path, HEADER_LINE + b"".join(rows))
+    result = runner.invoke(args=["customers", "import", "--incident", "acme-2026", str(bad)])
+    assert result.exit_code == 1
+    assert "Nothing was imported: 1 problem(s) in 7 row(s) of bytes.csv." in result.output
+    assert "line 5: this line is not UTF-8 text" in result.output
+
+    utf16 = tmp_path / "wide.csv"
+    utf16.write_bytes((HEADER_LINE + _row_bytes(1)).decode().encode("utf-16"))
+    result = runner.invoke(args=["customers", "import", "--incident", "acme-2026", str(utf16)])
+    assert result.exit_code == 1
+    assert "0 row" not in result.output
+    assert "wide.csv could not be read to its end" in result.output
+    assert "line 1: the file is saved as UTF-16" in result.output
+
+
+@pytest.mark.parametrize(
+    "character",
+    ["\u202e", "\u202a", "\u2066", "\u2069", "\u200b", "\u200f", "\u2060", "\ufeff", "\u061c"],
+)
+@pytest.mark.parametrize("column", ["full_name", "external_id"])
+def test_invisible_or_direction_changing_characters_are_refused(
+    app, incident, write_csv, character, column
+):
+    value = {"full_name": f"Ann{character}Example", "external_id": f"C-{character}1"}[column]
+    path = write_csv([customer_row(1), customer_row(2, **{column: value})])
+
+    with pytest.raises(ImportRejected) as caught:
+        import_customers(incident, path, actor="test")
+
+    assert [str(p) for p in caught.value.report.problems] == [
+        f"line 3: {column} contains an invisible or direction-changing character"
+    ]
+    assert count(Customer) == 0
+
+
+@pytest.mark.parametrize("character", ["\x80", "\x85", "\x9f", "\u2028"])
+def test_c1_control_characters_are_refused_in_names_and_ids(app, incident, write_csv, character):
+    path = write_csv([customer_row(1, full_name=f"Ann{character}Example"), customer_row(2)])
+    with pytest.raises(ImportRejected) as caught:
+        import_customers(incident, path, actor="test")
+    assert "line 2: full_name must be at most 200 printable characters" in str(
+        caught.value.report.problems[0]
+    )
+
+
+def test_accents_and_other_scripts_stay_welcome(app, incident, write_csv):
+    names = ["José Núñez", "Zoë Ørsted", "محمد علي", "李小龍", "Ngũgĩ wa Thiong'o"]
+    path = write_csv([customer_row(n, full_name=name) for n, name in enumerate(names, 1)])
+    assert import_customers(incident, path, actor="test").created == len(names)
+
+
 def test_row_with_extra_fields(app, incident, tmp_path):
     path = tmp_path / "extra.csv"
     path.write_text(
@@ -223,7 +344,7 @@ def test_cli_import_reports_problems_and_exits_non_zero(runner, incident, write_
     bad = write_csv([customer_row(1), customer_row(2, phone="555-0101")])
     result = runner.invoke(args=["customers", "import", "--incident", "acme-2026", str(bad)])
     assert result.exit_code == 1
-    assert "Nothing was imported: 1 problem(s)" in result.output
+    assert "Nothing was imported: 1 problem(s) in 2 row(s) of" in result.output
     assert "line 3: phone must be in E.164 form" in result.output
 
     good = write_csv([customer_row(1), customer_row(2)])

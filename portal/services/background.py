@@ -62,13 +62,13 @@ def _name(handler: Handler) -> str:
     return f"{handler.__module__}.{handler.__qualname__}"
 
 
-def submit(kind: str, payload: dict, *, actor: str) -> Job:
+def submit(kind: str, payload: dict, *, actor: str, public_id: str | None = None) -> Job:
     """Queue a job (every job is safe to run twice: a worker may die half-way)."""
     if kind not in HANDLERS:
         raise ValueError(f"unknown job {kind}")
     now = clock.now()
     job = Job(
-        public_id=secrets.token_hex(16),
+        public_id=public_id or secrets.token_hex(16),
         kind=kind,
         created_by=actor,
         created_at=now,
@@ -84,6 +84,29 @@ def submit(kind: str, payload: dict, *, actor: str) -> Job:
         details={"kind": kind},
     )
     return job
+
+
+def submit_after(first: Job, kind: str, payload: dict, *, actor: str) -> tuple[Job, bool]:
+    """Queue the job that follows `first` (the import of a checked file) once; return it and
+    whether it is new. Asked again (a second click, a resent form), the job queued the first
+    time is returned: the first import deletes the file, so a second one could only fail."""
+    if report(first).get("next_job"):
+        return get(report(first)["next_job"]), False
+    report_before = first.result
+    followed = {**report(first), "next_job": secrets.token_hex(16)}
+    # Compare-and-set on the first job's report, so two requests at the same moment cannot both
+    # queue a job: on PostgreSQL the second UPDATE waits for the first's commit, then finds the
+    # report changed and touches no row; SQLite lets one writer in at a time.
+    claimed = db.session.execute(
+        update(Job)
+        .where(Job.id == first.id, Job.result == report_before)
+        .values(result=json.dumps(followed))
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    db.session.refresh(first)
+    if not claimed:
+        return get(report(first)["next_job"]), False
+    return submit(kind, payload, actor=actor, public_id=followed["next_job"]), True
 
 
 def get(public_id: str) -> Job | None:

@@ -20,7 +20,16 @@ from portal.models import Case, CaseMessage, Customer, StaffMember
 from portal.models.audit import Actor, customer_actor
 from portal.models.case import CaseStatus, CaseTopic, MessageKind
 from portal.services import audit, reference_codes, tokens
-from portal.validation import Invalid, email_address, is_email, phone_number
+from portal.validation import (
+    INVISIBLE_EXPECTED,
+    SINGLE_LINE_EXPECTED,
+    Invalid,
+    email_address,
+    has_invisible,
+    is_email,
+    is_single_line,
+    phone_number,
+)
 
 # How soon a person should hear back, by topic: someone whose identity is being stolen first.
 RESPONSE_TARGETS = {
@@ -210,6 +219,12 @@ def help_request(
         raise CaseError(_("Please choose what your question is about."))
     if not name or len(name) > 200:
         raise CaseError(_("Please tell us your name."), field="name")
+    # The name is shown to the agents who decide whose record this request is: a direction
+    # override or an invisible character would make it read as someone else's name.
+    if has_invisible(name):
+        raise CaseError(str(INVISIBLE_EXPECTED), field="name")
+    if not is_single_line(name):
+        raise CaseError(str(SINGLE_LINE_EXPECTED), field="name")
     try:
         contact = email_address(contact) if "@" in contact else phone_number(contact)
     except Invalid:

@@ -17,9 +17,15 @@ from portal.models.customer import new_public_id
 from portal.models.sealed import index_of
 from portal.models.sealed import open_text as _open
 from portal.models.sealed import seal as _seal
-from portal.services import audit
+from portal.services import audit, runs
 from portal.services.background import Progress, job
-from portal.validation import Invalid, email_address, phone_number
+from portal.validation import (
+    Invalid,
+    email_address,
+    has_invisible,
+    is_single_line,
+    phone_number,
+)
 
 COLUMNS = ("external_id", "full_name", "email", "phone", "locale", "region", "data_classes")
 REQUIRED = ("external_id", "full_name", "email", "data_classes")
@@ -29,8 +35,12 @@ BATCH_SIZE = 1000
 _LOCALE = re.compile(r"^[a-z]{2,3}(?:[-_][A-Za-z]{2})?$")
 _REGION = re.compile(r"^[A-Z]{2}(?:-[A-Z0-9]{1,3})?$")
 _FRAGMENT = re.compile(r"^[A-Za-z0-9]{1,4}$")
-# Control characters (CR/LF above all) never belong in a name or id: they end up in headers.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# A byte that is not UTF-8 is read as a lone surrogate (errors="surrogateescape") and found
+# here, on its own line: strict decoding fails on a whole buffered chunk of the file, and named
+# a line far before the real one.
+_BAD_BYTE = re.compile("[\udc80-\udcff]")
+# How much of the start of a file is looked at to recognise UTF-16.
+_SNIFF_BYTES = 4096
 
 
 @dataclass
@@ -52,6 +62,9 @@ class ImportReport:
     exposures_updated: int = 0
     problems: list[Problem] = field(default_factory=list)
     problem_count: int = 0
+    # False when reading stopped before the end of the file (a UTF-16 file, a bad header,
+    # malformed CSV): `rows` then counts only the rows before that point.
+    complete: bool = True
 
     @property
     def ok(self) -> bool:
@@ -113,11 +126,16 @@ def _parse_data_classes(value: str) -> tuple[dict[str, str | None], str | None]:
     return result, None
 
 
-def _check_row(line: int, values: list[str] | None) -> tuple[Row | None, str | None]:
+def _check_row(line: int, values: list[str]) -> tuple[Row | None, str | None]:
     """Validate one record (values in COLUMNS order); return the clean Row or why it is refused."""
-    if values is None:
-        return None, _("the row has more fields than the header")
     external_id, full_name, email, phone, locale, region, data_classes = values
+    # Invisible and direction-changing characters would make a name look like another one on
+    # the staff's pages (or an id read backwards); the C0 and C1 controls end up in headers.
+    for name, value in (("external_id", external_id), ("full_name", full_name)):
+        if has_invisible(value):
+            return None, _(
+                "%(column)s contains an invisible or direction-changing character", column=name
+            )
     required = (
         ("external_id", external_id),
         ("full_name", full_name),
@@ -127,9 +145,9 @@ def _check_row(line: int, values: list[str] | None) -> tuple[Row | None, str | N
     for name, value in required:
         if not value:
             return None, _("%(column)s is required", column=name)
-    if len(external_id) > 128 or _CONTROL.search(external_id):
+    if len(external_id) > 128 or not is_single_line(external_id):
         return None, _("external_id must be at most 128 printable characters")
-    if len(full_name) > 200 or _CONTROL.search(full_name):
+    if len(full_name) > 200 or not is_single_line(full_name):
         return None, _("full_name must be at most 200 printable characters")
     # The same rule as every form's (portal.validation): what /help takes, the file may hold.
     try:
@@ -152,15 +170,59 @@ def _check_row(line: int, values: list[str] | None) -> tuple[Row | None, str | N
     return Row(line, external_id, full_name, email, phone or None, locale, region, exposures), None
 
 
-def _records(path: Path) -> Iterator[tuple[int, list[str] | None]]:
-    """Stream (line number, stripped values in COLUMNS order) from the CSV.
+def not_utf8() -> str:
+    """The problem reported on a line that holds a byte that is not UTF-8."""
+    return _("this line is not UTF-8 text; save the file as CSV UTF-8 and upload it again")
 
-    Values are None for a row with more fields than the header. Raises ValueError for an
-    unusable header.
+
+def _check_encoding(path: Path) -> None:
+    """Raise ValueError for a file saved as UTF-16 (or UTF-32): every line of it would be
+    reported as not UTF-8, when the one thing to do is to save it again."""
+    with path.open("rb") as handle:
+        head = handle.read(_SNIFF_BYTES)
+    # A byte order mark of UTF-16 (FF FE, FE FF), or text that is mostly NUL bytes (UTF-16
+    # without a mark: every other byte of Latin text is a NUL). A stray NUL in a UTF-8 file is
+    # not this: it is a control character, refused on its own line.
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or head.count(0) * 4 >= len(head) > 0:
+        raise ValueError(
+            _(
+                "the file is saved as UTF-16 (Unicode) text, not UTF-8: save it as CSV UTF-8 "
+                "and upload it again"
+            )
+        )
+
+
+class _Lines:
+    """The file's lines as the CSV reader takes them, numbered, noting those with a bad byte."""
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.number = 0
+        self.bad: list[int] = []
+
+    def __iter__(self) -> Iterator[str]:
+        for text in self.handle:
+            self.number += 1
+            if _BAD_BYTE.search(text):
+                self.bad.append(self.number)
+            yield text
+
+
+def _records(path: Path) -> Iterator[tuple[int, list[str] | None, str | None]]:
+    """Stream (line number, stripped values in COLUMNS order, problem) from the CSV.
+
+    Values are None and the problem says why for a row with more fields than the header or a
+    byte that is not UTF-8 (the line named is the one holding that byte). Raises ValueError for
+    an unusable file or header.
     """
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        reader = csv.reader(handle)
+    _check_encoding(path)
+    # utf-8-sig: a file saved as "CSV UTF-8" by a spreadsheet starts with a byte order mark.
+    with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
+        lines = _Lines(handle)
+        reader = csv.reader(lines)
         header = [name.strip() for name in next(reader, [])]
+        if lines.bad:
+            raise ValueError(not_utf8())
         if not header:
             raise ValueError(_("the file is empty"))
         unknown = [name for name in header if name not in COLUMNS]
@@ -177,11 +239,14 @@ def _records(path: Path) -> Iterator[tuple[int, list[str] | None]]:
         for fields in reader:
             # The line a record starts on: a quoted field may span several lines.
             line, ended = ended + 1, reader.line_num
+            if lines.bad and lines.bad[-1] >= line:
+                yield next(bad for bad in lines.bad if bad >= line), None, not_utf8()
+                continue
             if len(fields) > width:
-                yield line, None
+                yield line, None, _("the row has more fields than the header")
                 continue
             fields += [""] * (width - len(fields))
-            yield line, [fields[i].strip() if i is not None else "" for i in positions]
+            yield line, [fields[i].strip() if i is not None else "" for i in positions], None
 
 
 def _id_digest(external_id: str) -> int:
@@ -198,9 +263,9 @@ def validate(path: Path) -> ImportReport:
     suspects: dict[int, list[int]] = {}
     line = 1
     try:
-        for line, record in _records(path):
+        for line, record, problem in _records(path):
             report.rows += 1
-            row, problem = _check_row(line, record)
+            row, problem = (None, problem) if problem else _check_row(line, record)
             if problem:
                 report.add_problem(line, problem)
                 continue
@@ -208,13 +273,12 @@ def validate(path: Path) -> ImportReport:
             if digest in seen:
                 suspects.setdefault(digest, []).append(line)
             seen.add(digest)
-    except UnicodeDecodeError:
-        report.add_problem(line + 1, _("the file is not UTF-8 text; save it as CSV UTF-8"))
-        return report
     except csv.Error as exc:
+        report.complete = False
         report.add_problem(line + 1, _("the CSV is malformed (%(error)s)", error=str(exc)[:100]))
         return report
     except ValueError as exc:
+        report.complete = False
         report.add_problem(1, str(exc))
         return report
     if suspects:
@@ -227,7 +291,7 @@ def validate(path: Path) -> ImportReport:
 def _confirm_duplicates(path: Path, suspects: dict[int, list[int]], report: ImportReport) -> None:
     """A second look at rows whose id digest repeated: name real duplicates and their twin."""
     first_line: dict[str, int] = {}
-    for line, record in _records(path):
+    for line, record, _problem in _records(path):
         if record is None:
             continue
         external_id = record[0]
@@ -245,7 +309,7 @@ def _confirm_duplicates(path: Path, suspects: dict[int, list[int]], report: Impo
 
 def _rows(path: Path) -> Iterator[Row]:
     """The second pass over a file that validated: build the rows without checking again."""
-    for line, values in _records(path):
+    for line, values, _problem in _records(path):
         external_id, full_name, email, phone, locale, region, data_classes = values
         exposures = {}
         for item in data_classes.split(";"):
@@ -276,10 +340,18 @@ def _batches(rows: Iterator[Row], size: int) -> Iterator[list[Row]]:
 
 
 def import_customers(
-    incident: Incident, path: Path | str, *, actor: str, progress=None
+    incident: Incident, path: Path | str, *, actor: str, progress=None, wait: bool = False
 ) -> ImportReport:
-    """Validate then upsert the file; raise ImportRejected (writing nothing) on any problem."""
+    """Validate then upsert the file; raise ImportRejected (writing nothing) on any problem.
+
+    Another import into the same incident under way: wait for it to end (wait=True, a worker's
+    job), or raise runs.Busy before anything is read (a command).
+    """
     path = Path(path)
+    # Held to the end of this transaction (the import is one), so a second import starts only
+    # once every row of the first is committed and visible: it then updates them instead of
+    # inserting them again (a unique violation half-way, as it was).
+    runs.hold_for_transaction(runs.IMPORT, incident.id, wait=wait)
     report = validate(path)
     if not report.ok:
         audit.record(
@@ -327,6 +399,7 @@ def _validate_job(payload: dict, progress: Progress) -> dict:
         Path(payload["path"]).unlink(missing_ok=True)  # rejected: nothing keeps its data
     return {
         "rows": result.rows,
+        "complete": result.complete,
         "problem_count": result.problem_count,
         "problems": [[p.line, p.reason] for p in result.problems],
     }
@@ -343,6 +416,7 @@ def _import_job(payload: dict, progress: Progress) -> dict:
             path,
             actor=payload["actor"],
             progress=lambda rows: progress(rows, payload.get("rows", 0)),
+            wait=True,  # after another import into this incident: the admin sees it "running"
         )
     except ImportRejected as exc:
         return {"rejected": True, "problem_count": exc.report.problem_count}

@@ -13,7 +13,7 @@ from portal import clock, unit_of_work
 from portal.extensions import db
 from portal.mail.compose import compose_notice
 from portal.models import Customer, Exposure, Incident, Notice, OutboxMessage
-from portal.services import audit, guidance, outbox, reference_codes, tokens
+from portal.services import audit, guidance, outbox, reference_codes, runs, tokens
 from portal.services.background import Progress, job
 
 BATCH_SIZE = 500
@@ -49,13 +49,27 @@ def _fresh_reference_codes(count: int) -> list[str]:
 
 
 def queue_notices(
-    incident: Incident, *, actor: str, batch_size: int = BATCH_SIZE, progress=None
+    incident: Incident,
+    *,
+    actor: str,
+    batch_size: int = BATCH_SIZE,
+    progress=None,
+    wait: bool = False,
 ) -> int:
     """Create a Notice and its outbox message for every affected customer not yet notified.
 
     Each batch commits its notices together with their messages, so a notice is never marked
     queued without its message, nor a message queued twice: running it again sends nothing new.
+    Another run for the same incident under way: wait for it (wait=True, a worker's job), then
+    queue what is left; or raise runs.Busy before queueing anything (a command).
     """
+    # Two runs at once would pick the same customers and insert their notices twice (the loser
+    # died on uq_notice_once half-way). Held on a connection of its own: batches commit.
+    with runs.held(runs.NOTICES, incident.id, wait=wait):
+        return _queue_notices(incident, actor=actor, batch_size=batch_size, progress=progress)
+
+
+def _queue_notices(incident: Incident, *, actor: str, batch_size: int, progress) -> int:
     queued = 0
     while True:
         customer_ids = _unnotified_customer_ids(incident.id, batch_size)
@@ -127,7 +141,10 @@ def _send_notices_job(payload: dict, progress: Progress) -> dict:
     """Job: the campaign an admin started from the console."""
     incident = db.session.get(Incident, payload["incident_id"])
     count = queue_notices(
-        incident, actor=payload["actor"], progress=lambda n: progress(n, payload.get("total", 0))
+        incident,
+        actor=payload["actor"],
+        progress=lambda n: progress(n, payload.get("total", 0)),
+        wait=True,  # after another campaign run for this incident: then queues what is left
     )
     return {"queued": count}
 

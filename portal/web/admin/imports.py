@@ -52,9 +52,12 @@ def confirm_import(public_id: str):
         flash(_("Only a file that passed validation can be imported."), "error")
         return redirect(url_for("admin.job", public_id=public_id))
     payload = background.payload(item)
-    follow = background.submit(
+    follow, new = background.submit_after(
+        item,
         "import_customers",
         {**payload, "rows": report.get("rows", 0), "actor": current_actor()},
         actor=current_actor(),
     )
+    if not new:  # a second click on "Import them", or the form sent again
+        flash(_("This file was already sent for import: here is that import."), "info")
     return redirect(url_for("admin.job", public_id=follow.public_id))

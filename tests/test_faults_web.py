@@ -20,7 +20,7 @@ from sqlalchemy import select
 from portal import ROOT
 from portal.extensions import db
 from portal.models import Notice
-from portal.services import reference_codes
+from portal.services import audit, reference_codes
 from portal.services.imports import import_customers
 from portal.services.incidents import create_incident
 from portal.services.notices import queue_notices
@@ -326,3 +326,6 @@ def test_sqlite_writers_wait_their_turn_under_a_crowd_of_sign_ins(
     assert len(answers) == len(codes) and wrong == [], wrong
     log = (tmp_path / "gunicorn.log").read_text()
     assert "database is locked" not in log
+    with app.app_context():
+        # Nor did the crowd fork the audit chain (SQLite has no advisory lock to guard it).
+        assert not audit.verify_chain().broken

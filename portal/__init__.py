@@ -154,11 +154,13 @@ def _sqlite_begin(connection) -> None:
     """A request that may write (POST and the like) takes SQLite's one write lock when its
     transaction starts, waiting its turn (busy_timeout) instead of failing.
 
-    pysqlite otherwise opens a deferred transaction before the first INSERT or UPDATE, so a
-    request that read inside it (a savepoint, an earlier write) and then writes while another
-    writer has committed cannot wait (waiting could deadlock): SQLite answers "database is
-    locked" at once. Page views, commands and workers keep pysqlite's way: their reads take no
-    lock, so a long read (a worker talking to the mail server) never stops the site's writers.
+    pysqlite otherwise opens a deferred transaction only before the first INSERT or UPDATE:
+    what the request read before it (a count of codes sent, say) is not part of the unit it
+    then writes, and a transaction a savepoint opened, which read first and then writes after
+    another writer committed, cannot wait (waiting could deadlock): SQLite answers "database
+    is locked" at once. Page views, commands and workers keep pysqlite's way: their reads take
+    no lock, so a long read (a worker talking to the mail server) never stops the site's
+    writers.
     """
     from portal.unit_of_work import SAFE_METHODS
 

@@ -86,6 +86,7 @@ def register_extensions(app: Flask) -> None:
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
             event.listen(db.engine, "connect", _sqlite_pragmas)
+            event.listen(db.engine, "begin", _sqlite_begin)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True)
     from portal.web import hosts
 
@@ -138,15 +139,40 @@ def register_extensions(app: Flask) -> None:
     app.jinja_env.filters["markdown"] = render_markdown
 
 
+# How long a SQLite writer waits for the one write lock before "database is locked". SQLite
+# serves one writer at a time: under a crowd, writers queue here (production uses PostgreSQL).
+SQLITE_BUSY_TIMEOUT_MS = 15000
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     """SQLite as a real database: enforce foreign keys; WAL lets readers work beside a writer."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys = ON")
     cursor.execute("PRAGMA journal_mode = WAL")
     cursor.execute("PRAGMA synchronous = NORMAL")
-    cursor.execute("PRAGMA busy_timeout = 5000")
+    cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA cache_size = -65536")  # 64 MiB: index inserts stay in memory
     cursor.close()
+
+
+def _sqlite_begin(connection) -> None:
+    """A request that may write (POST and the like) takes SQLite's one write lock when its
+    transaction starts, waiting its turn (busy_timeout) instead of failing.
+
+    pysqlite otherwise opens a deferred transaction only before the first INSERT or UPDATE:
+    what the request read before it (a count of codes sent, say) is not part of the unit it
+    then writes, and a transaction a savepoint opened, which read first and then writes after
+    another writer committed, cannot wait (waiting could deadlock): SQLite answers "database
+    is locked" at once. Page views, commands and workers keep pysqlite's way: their reads take
+    no lock, so a long read (a worker talking to the mail server) never stops the site's
+    writers.
+    """
+    from portal.unit_of_work import SAFE_METHODS
+
+    if has_request_context() and request.method not in SAFE_METHODS:
+        # Emitted on the driver's connection: pysqlite sees the transaction and opens none of
+        # its own, and ends this one when SQLAlchemy ends the unit of work.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def register_blueprints(app: Flask) -> None:

@@ -64,6 +64,33 @@ def _split(value: str | None) -> list[str]:
     return [part.strip() for part in (value or "").split(",") if part.strip()]
 
 
+# A hung Redis or database (a stopped process, a dropped network path) must not hold a request:
+# without a timeout a client waits for the operating system, tens of seconds or for ever, and
+# every worker queues behind it. Redis answers in about a millisecond, so half a second without
+# an answer means it is not answering: the request gets the calm 503 (rate limits fail closed)
+# within about a second.
+REDIS_TIMEOUT_SECONDS = 0.5
+# Opening a PostgreSQL connection takes milliseconds on a working network; past 2 s the request
+# gets a 503 rather than a hang (libpq's connect_timeout; whole seconds, at least 2).
+DATABASE_CONNECT_TIMEOUT_SECONDS = 2
+
+
+def redis_options() -> dict[str, float]:
+    """The options every Redis client of the portal is made with (the rate-limit store, /readyz)."""
+    return {
+        "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
+        "socket_timeout": REDIS_TIMEOUT_SECONDS,
+    }
+
+
+def _engine_options(database_url: str) -> dict:
+    """SQLAlchemy engine options: a dead pooled connection is replaced before use (pre-ping)."""
+    options: dict = {"pool_pre_ping": True}
+    if database_url.startswith("postgresql"):
+        options["connect_args"] = {"connect_timeout": DATABASE_CONNECT_TIMEOUT_SECONDS}
+    return options
+
+
 # How long finished things are kept before `portal retention run` deletes them (README
 # "Retention"): PORTAL_<NAME>_DAYS overrides each.
 RETENTION_DAYS = {
@@ -284,7 +311,7 @@ def load(env: dict[str, str] | None = None, instance_path: str | Path = "instanc
         if production
         else None,
         "SQLALCHEMY_DATABASE_URI": database_url,
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "SQLALCHEMY_ENGINE_OPTIONS": _engine_options(database_url),
         "DATA_KEYS": data_keys,
         # The audit chain's own keys, newest first: the first signs, the others only verify.
         "AUDIT_KEYS": audit_keys,
@@ -295,7 +322,11 @@ def load(env: dict[str, str] | None = None, instance_path: str | Path = "instanc
         "SMTP_URL": smtp_url,
         "SMS_URL": env.get("PORTAL_SMS_URL") or None,
         "SMS_TOKEN": env.get("PORTAL_SMS_TOKEN") or "",
+        "REDIS_URL": redis_url,
         "RATELIMIT_STORAGE_URI": redis_url or "memory://",
+        # Passed to redis.from_url by Flask-Limiter's storage: short timeouts (see redis_options).
+        # Its errors reach our handler unwrapped (RATELIMIT_SWALLOW_ERRORS stays off): a 503.
+        "RATELIMIT_STORAGE_OPTIONS": redis_options() if redis_url else {},
         "RATELIMIT_HEADERS_ENABLED": False,
         # Said outright: Flask-Limiter's one limiter object otherwise keeps the last app's choice
         # (`config.setdefault(..., self.enabled)`), so an app made without limits would switch

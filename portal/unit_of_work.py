@@ -15,6 +15,7 @@ from contextlib import contextmanager
 import click
 from flask import Flask, current_app, has_request_context, request
 from sqlalchemy import event, inspect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from portal.extensions import db
@@ -109,7 +110,12 @@ def _end_request(response):
     info = db.session.info
     written, declared = info.pop(_WRITTEN, None), info.pop(_DECLARED, None)
     if response.status_code >= 500:
-        rollback()
+        try:
+            rollback()
+        except DBAPIError:
+            # The database is away (the likely reason for this 5xx): there is nothing to undo
+            # there, and the error page must still go out.
+            log.warning("rollback failed: the database is unreachable")
         return response
     undeclared = sorted(w for w in written or () if not _is_declared(w, declared))
     if undeclared:

@@ -104,13 +104,14 @@ def test_customer_pages_on_the_staff_host_are_not_found(two_hosts, write_csv):
     assert public.get("/").status_code == 200
 
 
-def test_the_stylesheet_health_check_and_language_switch_work_on_both_hosts(two_hosts):
+def test_the_stylesheet_health_checks_and_language_switch_work_on_both_hosts(two_hosts):
     public, staff = clients(two_hosts)
     for browser in (public, staff):
         stylesheet = browser.get("/static/css/portal.css")
         assert stylesheet.status_code == 200
         stylesheet.close()
         assert browser.get("/healthz").status_code == 200
+        assert browser.get("/readyz").status_code == 200
     page = staff.get("/staff/login")
     switched = staff.post(
         "/language", data={"csrf_token": csrf_from(page), "lang": "es", "next": "/staff/login"}

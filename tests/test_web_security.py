@@ -18,6 +18,7 @@ from tests.conftest import base_env, customer_row
 PUBLIC_ROUTES = {
     "public.index",
     "public.health",
+    "public.ready",  # the readiness check: which part is down, nothing more
     "static",
     # the way in, for people who are not signed in yet
     "customer.link",

@@ -13,6 +13,7 @@ from flask_babel import format_timedelta
 from flask_babel import gettext as _
 from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from portal.web.input import BadInput
@@ -97,13 +98,45 @@ def register(app: Flask) -> None:
     def http_error(error: HTTPException):
         if error.code is None or error.code < 400:
             return error
+        original = getattr(error, "original_exception", None)
+        if isinstance(original, DBAPIError) and database_unavailable(original):
+            # The commit at the request's end failed (portal/unit_of_work.py): the database
+            # went away mid-request. Flask has logged it; the person gets "try again".
+            return database_error(original)
         response = render_error(error.code)
         if error.code == 405 and error.valid_methods:
             return (*response, {"Allow": ", ".join(error.valid_methods)})
         return response
+
+    @app.errorhandler(DBAPIError)
+    def database_error(error: DBAPIError):
+        if not database_unavailable(error):
+            return unexpected(error)
+        # The database is away (restarting, failing over, unreachable) or too busy: a calm
+        # "try again", not a 500. One line for the operator: the driver's reason, never the
+        # statement or its parameters (they can hold personal data), and no traceback.
+        reason = (str(error.orig).strip().splitlines() or [""])[0][:200]
+        log.error(
+            "database unavailable: %s: %s (request %s)",
+            type(error.orig).__name__,
+            reason,
+            g.get("request_id", ""),
+        )
+        from portal.extensions import login_manager
+
+        # Nobody is signed in on this page: the error page must not ask the database again.
+        login_manager._update_request_context_with_user()
+        return render_error(503)
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception):
         # The last resort: log the failure against the request id, show nothing of it.
         log.exception("unhandled error (request %s)", g.get("request_id", ""))
         return render_error(InternalServerError.code)
+
+
+def database_unavailable(error: DBAPIError) -> bool:
+    """The database could not serve (unreachable, a dropped connection, locked), as opposed to
+    a mistake of ours (a constraint, bad SQL): PEP 249's OperationalError, or a connection
+    SQLAlchemy found dead."""
+    return isinstance(error, OperationalError) or error.connection_invalidated

@@ -16,10 +16,12 @@ from werkzeug.exceptions import SecurityError
 
 # The blueprints of the staff side: every /staff and /admin route.
 STAFF_BLUEPRINTS = frozenset({"staff", "admin"})
-# What both hosts serve: the shared stylesheet, scripts and icons; the health check (each host's
-# proxy probes its own); CSP reports, which browsers post from staff pages too; and the language
-# switch, which is in every page's footer, staff pages included.
-SHARED_ENDPOINTS = frozenset({"static", "public.health", "public.csp_report", "customer.language"})
+# What both hosts serve: the shared stylesheet, scripts and icons; the health and readiness
+# checks (each host's proxy probes its own); CSP reports, which browsers post from staff pages
+# too; and the language switch, which is in every page's footer, staff pages included.
+SHARED_ENDPOINTS = frozenset(
+    {"static", "public.health", "public.ready", "public.csp_report", "customer.language"}
+)
 
 
 def staff_host() -> str | None:

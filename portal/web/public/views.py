@@ -1,9 +1,9 @@
-"""Pages anyone may open: the front page, the health check, and where CSP reports go."""
+"""Pages anyone may open: the front page, the health checks, and where CSP reports go."""
 
 from flask import Blueprint, abort, render_template, request
 
 from portal.extensions import csrf, limiter
-from portal.services import csp_reports, incidents, updates
+from portal.services import csp_reports, incidents, readiness, updates
 from portal.web import limits
 from portal.web.access import public
 
@@ -19,7 +19,19 @@ def index():
 @bp.get("/healthz")
 @public
 def health():
+    """Liveness: the process answers. It touches nothing else, so a database outage does not
+    get every instance restarted by its supervisor."""
     return {"status": "ok"}
+
+
+@bp.get("/readyz")
+@public
+def ready():
+    """Readiness: the database and Redis answer (200), or which of them does not (503)."""
+    parts = readiness.check()
+    if all(state == readiness.OK for state in parts.values()):
+        return {"status": "ready"}
+    return {"status": "unavailable", **parts}, 503
 
 
 @bp.get("/incidents/<slug>")

@@ -23,7 +23,7 @@ from flask import current_app
 from flask_babel import force_locale
 from flask_babel.speaklater import LazyString
 from sqlalchemy import bindparam, func, select, text, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import SQLAlchemyError
 
 from portal import clock, unit_of_work
 from portal.backoff import retry_delay
@@ -347,11 +347,16 @@ class _Recorder:
         self.connection = connection
         return self
 
-    def __exit__(self, *_exc) -> None:
+    def __exit__(self, exc_type, *_exc) -> None:
         self.session.expire_on_commit = self.expiring
-        with contextlib.suppress(DBAPIError):
-            if self.postgres:
+        # Nothing here may hide why the pass ended: a database that went away mid-statement
+        # must reach the worker as itself (it waits and tries again), not as a failed RESET.
+        with contextlib.suppress(SQLAlchemyError):
+            if exc_type is not None:
+                self.connection.invalidate()  # it may be mid-statement: never back to the pool
+            elif self.postgres:
                 self.connection.exec_driver_sql("RESET synchronous_commit")
+        with contextlib.suppress(SQLAlchemyError):
             self.connection.close()
 
     def sent(self, row: OutboxMessage, now: datetime, *, keep_body: bool) -> None:

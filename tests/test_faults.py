@@ -73,6 +73,16 @@ def _tail(path: Path, lines: int = 15) -> str:
     return f"--- {path.name} (last {lines} lines)\n" + "\n".join(shown)
 
 
+def _errors(path: Path, count: int = 8) -> str:
+    """The last distinct exception lines of a log (what each 500 was)."""
+    found: list[str] = []
+    with contextlib.suppress(OSError):
+        for line in path.read_text(errors="replace").splitlines():
+            if re.match(r"[\w.]+(Error|Exception|Exit)\b", line) and line[:200] not in found:
+                found.append(line[:200])
+    return f"--- {path.name} (exceptions)\n" + "\n".join(found[-count:])
+
+
 # --- PostgreSQL: a cluster of our own, run as the postgres user (it refuses root) ---
 
 
@@ -571,7 +581,9 @@ def test_the_portal_holds_under_faults_nothing_lost_nothing_sent_twice_nothing_s
         if not all(alive):
             problems.append(f"worker(s) gone after the database restart: exit codes {exits}")
         if errors_500:
-            problems.append(f"{len(errors_500)} answer(s) 500 outside the grace")
+            # When, against the database's restart: before it (< 0), while it was down, after.
+            at = ", ".join(f"{a.path} at {a.started - db_stopping:+.1f} s" for a in errors_500[:5])
+            problems.append(f"{len(errors_500)} answer(s) 500 outside the grace ({at})")
         if not while_down or any(a.status != 503 for a in while_down):
             problems.append("GET / answered other than 503 while the database was down")
         if (ready_while_down, ready_after) != (503, 200):
@@ -586,9 +598,8 @@ def test_the_portal_holds_under_faults_nothing_lost_nothing_sent_twice_nothing_s
         if hung != 503 or redis_seconds >= REDIS_BOUND_SECONDS:
             problems.append(f"POST /signin with Redis hung: {hung} after {redis_seconds:.1f} s")
         logs = "\n".join(
-            _tail(log)
-            for log in (*run.worker_logs[-2:], folder / "gunicorn.log", cluster.log)
-            if problems
+            [_tail(log) for log in (*run.worker_logs[-2:], cluster.log)]
+            + [_errors(folder / "gunicorn.log")]
         )
         assert not problems, "; ".join(problems) + "\n" + summary + "\n" + logs
     finally:

@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -393,14 +394,11 @@ def test_the_portal_holds_under_faults_nothing_lost_nothing_sent_twice_nothing_s
         cluster = Cluster(folder)
         cluster.create()
         redis_port = free_port()
-        redis = run.spawn(
-            [
-                *("redis-server", "--port", str(redis_port), "--bind", "127.0.0.1"),
-                *("--save", "", "--appendonly", "no"),
-            ],
-            folder / "redis.log",
-            dict(os.environ),
-        )
+        redis_command = [
+            *("redis-server", "--port", str(redis_port), "--bind", "127.0.0.1"),
+            *("--save", "", "--appendonly", "no"),
+        ]
+        redis = run.spawn(redis_command, folder / "redis.log", dict(os.environ))
         sink = Sink()
         sink.start()
         (folder / "instance").mkdir()
@@ -497,20 +495,41 @@ def test_the_portal_holds_under_faults_nothing_lost_nothing_sent_twice_nothing_s
         # With Redis answering, the form reaches the view (a wrong code: 422), so the answer
         # while it hangs is the limiter's.
         healthy = _request(web_port, "POST", "/signin", form, post_headers)[0]
-        os.kill(redis.pid, signal.SIGSTOP)
-        try:
+
+        def sign_in() -> tuple[int | str, float]:
             started = time.monotonic()
             try:
-                hung: int | str = _request(
+                status: int | str = _request(
                     web_port, "POST", "/signin", form, post_headers, timeout=REDIS_WAIT_LIMIT
                 )[0]
             except TimeoutError:
-                hung = f"no answer in {REDIS_WAIT_LIMIT} s"
-            except Exception as exc:
-                hung = type(exc).__name__
-            redis_seconds = time.monotonic() - started
+                status = f"no answer in {REDIS_WAIT_LIMIT} s"
+            except Exception as exc:  # what went wrong is the answer here
+                status = type(exc).__name__
+            return status, time.monotonic() - started
+
+        os.kill(redis.pid, signal.SIGSTOP)
+        try:
+            hung, redis_seconds = sign_in()
         finally:
             os.kill(redis.pid, signal.SIGCONT)
+        # e. Redis gone (killed), then back on its port: 503 meanwhile, sign-in works again after.
+        redis.kill()
+        redis.wait()
+        gone, gone_seconds = sign_in()
+        redis = run.spawn(redis_command, folder / "redis-2.log", dict(os.environ))
+
+        def redis_up() -> bool:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", redis_port), timeout=1) as connection,
+            ):
+                connection.sendall(b"PING\r\n")
+                return connection.recv(16).startswith(b"+PONG")
+            return False
+
+        assert _wait_for(redis_up, 10), _tail(folder / "redis-2.log")
+        back = sign_in()[0]
         time.sleep(2)
         customers.stop()
 
@@ -562,7 +581,8 @@ def test_the_portal_holds_under_faults_nothing_lost_nothing_sent_twice_nothing_s
             f"no answer {dict(Counter(a.status for a in no_answer))}, slowest {late:.1f} s; "
             f"/readyz {ready_while_down} while down, {ready_after} after; "
             f"POST /signin with Redis up {healthy}, with Redis hung {hung} in "
-            f"{redis_seconds:.2f} s; {sink.count() - arrivals_before_restart} arrivals after "
+            f"{redis_seconds:.2f} s, with Redis gone {gone} in {gone_seconds:.2f} s, "
+            f"back {back}; {sink.count() - arrivals_before_restart} arrivals after "
             f"the database restart; set-up {set_up_seconds:.0f} s, "
             f"run {time.monotonic() - began:.0f} s"
         )
@@ -600,6 +620,10 @@ def test_the_portal_holds_under_faults_nothing_lost_nothing_sent_twice_nothing_s
             problems.append(f"POST /signin with Redis up answered {healthy}, not 422")
         if hung != 503 or redis_seconds >= REDIS_BOUND_SECONDS:
             problems.append(f"POST /signin with Redis hung: {hung} after {redis_seconds:.1f} s")
+        if gone != 503 or gone_seconds >= REDIS_BOUND_SECONDS:
+            problems.append(f"POST /signin with Redis gone: {gone} after {gone_seconds:.1f} s")
+        if back != 422:
+            problems.append(f"POST /signin with Redis back answered {back}, not 422")
         logs = "\n".join(
             [_tail(log) for log in (*run.worker_logs[-2:], cluster.log)]
             + [_errors(folder / "gunicorn.log")]

@@ -403,9 +403,13 @@ def test_the_portal_holds_under_faults_nothing_lost_nothing_sent_twice_nothing_s
                 cluster.url,
                 PORTAL_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
                 PORTAL_SMTP_URL=f"smtp://127.0.0.1:{sink.port}",
-                # The worker's pauses, short for a run of minutes (knobs of the outbox change).
+                # The worker's pauses, short for a run of minutes: its wait while a server or the
+                # database is away, and the lease after which a killed worker's claim is due
+                # again (the least the portal allows with a 2 s mail timeout).
                 PORTAL_OUTBOX_RETRY_BASE_SECONDS="1",
                 PORTAL_OUTBOX_BACKOFF_MAX_SECONDS="2",
+                PORTAL_SMTP_TIMEOUT_SECONDS="2",
+                PORTAL_OUTBOX_LEASE_SECONDS="14",
                 PORTAL_INSTANCE_PATH=str(folder / "instance"),
             ),
             "PYTHONPATH": str(ROOT),

@@ -518,8 +518,12 @@ def _deliver_one(
         row.attempts += 1
         if error.permanent or row.attempts >= max_attempts:
             row.status, row.next_attempt_at = "failed", now  # when it left (retry --since)
-            # The body is kept (sealed) so that `portal outbox retry --failed` can send the very
-            # same message once the cause is fixed; retention deletes the row in its time.
+            # A notice or an update keeps its body (sealed) so that `portal outbox retry
+            # --failed` can send the very same message once the cause is fixed; retention deletes
+            # the row in its time. A message with an expiry (a code, a short-lived link) is of no
+            # use late: its secret is not kept.
+            if row.expires_at is not None:
+                purge_body(row, now)
             result.failed += 1
             audit.record(
                 "outbox.failed",

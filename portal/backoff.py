@@ -17,3 +17,9 @@ def retry_delay(attempts: int) -> timedelta:
     # Jitter spreads retries so that a recovered server is not hit by every worker at once;
     # it needs no unpredictability, so the plain generator is right here.
     return timedelta(seconds=delay * random.uniform(0.5, 1.0))  # noqa: S311
+
+
+def jittered(seconds: float) -> float:
+    """`seconds` cut by up to half at random: workers that lost the same server (or database)
+    do not all come back to it at the same moment."""
+    return seconds * random.uniform(0.5, 1.0)  # noqa: S311 (spread, not a secret)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import signal
 import threading
 import time
@@ -24,6 +23,7 @@ from flask import current_app
 from sqlalchemy import exc as sa_exc
 
 from portal import unit_of_work
+from portal.backoff import jittered
 from portal.extensions import db
 
 log = logging.getLogger(__name__)
@@ -55,8 +55,7 @@ class Pause:
 
     def next(self) -> float:
         self.failures += 1
-        delay = min(self.cap, 2.0 ** (self.failures - 1))
-        return delay * random.uniform(0.5, 1.0)  # noqa: S311 (spread, not a secret)
+        return jittered(min(self.cap, 2.0 ** (self.failures - 1)))
 
     def reset(self) -> None:
         self.failures = 0

@@ -329,3 +329,25 @@ def test_sqlite_writers_wait_their_turn_under_a_crowd_of_sign_ins(
     with app.app_context():
         # Nor did the crowd fork the audit chain (SQLite has no advisory lock to guard it).
         assert not audit.verify_chain().broken
+
+
+def test_an_error_raised_because_the_database_went_away_is_still_the_busy_page(client, monkeypatch):
+    """The fault run saw a 500 as the database stopped: the session, asked again after its
+    connection dropped, raises something other than the driver's error (PendingRollbackError).
+    Whatever wraps it, a database that is away gets "try again"."""
+    from sqlalchemy.exc import OperationalError, PendingRollbackError
+
+    from portal.web.public import views
+
+    def announced_incidents():
+        try:
+            raise OperationalError("SELECT 1", {}, ConnectionError("server closed the connection"))
+        except OperationalError as away:
+            raise PendingRollbackError(
+                "Can't reconnect until invalid transaction is rolled back"
+            ) from away
+
+    monkeypatch.setattr(views.incidents, "announced_incidents", announced_incidents)
+    response = client.get("/")
+    assert response.status_code == 503
+    assert b"We are very busy right now" in response.data

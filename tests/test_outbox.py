@@ -436,3 +436,32 @@ def test_non_ascii_text_arrives_intact(app, smtp_server):
     assert received["Subject"] == "Aviso de filtración de datos"
     assert received.get_body(("plain",)).get_content().strip() == "Información — qué pasó"
     assert all(byte < 128 for byte in sink.messages[0].content)  # 7-bit clean on the wire
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not pg_url(), reason="needs PORTAL_TEST_DATABASE_URL (PostgreSQL)")
+def test_a_database_lost_while_recording_a_message_reaches_the_worker_as_itself(
+    app, smtp_server, monkeypatch
+):
+    """The fault run: a worker died (exit 1) when the database restarted as it recorded a
+    message, because cleaning up raised PendingRollbackError, which the worker does not wait
+    out. The database's own error must reach it, and the message stays due (at least once)."""
+    from sqlalchemy.exc import OperationalError
+
+    from portal.worker import database_away
+
+    _sink, controller = smtp_server
+    queue(1)
+    transport = Transports(email=SMTPTransport(smtp_url(controller)))
+
+    def sent(self, row, now, *, keep_body):
+        self.connection.exec_driver_sql("SELECT pg_terminate_backend(pg_backend_pid())")
+
+    monkeypatch.setattr(outbox_service._Recorder, "sent", sent)
+    with pytest.raises(OperationalError) as raised:
+        outbox_service.deliver_batch(transport)
+    transport.close()
+    db.session.rollback()
+
+    assert database_away(raised.value)
+    assert [r.status for r in rows()] == ["queued"]

@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 from flask import current_app
 from flask_babel import force_locale
 from flask_babel.speaklater import LazyString
-from sqlalchemy import func, select, text, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from portal import clock, unit_of_work
 from portal.backoff import retry_delay
@@ -347,36 +347,65 @@ class _Recorder:
         self.connection = connection
         return self
 
-    def __exit__(self, *_exc) -> None:
+    def __exit__(self, exc_type, *_exc) -> None:
         self.session.expire_on_commit = self.expiring
-        with contextlib.suppress(DBAPIError):
-            if self.postgres:
+        # Nothing here may hide why the pass ended: a database that went away mid-statement
+        # must reach the worker as itself (it waits and tries again), not as a failed RESET.
+        with contextlib.suppress(SQLAlchemyError):
+            if exc_type is not None:
+                self.connection.invalidate()  # it may be mid-statement: never back to the pool
+            elif self.postgres:
                 self.connection.exec_driver_sql("RESET synchronous_commit")
+        with contextlib.suppress(SQLAlchemyError):
             self.connection.close()
 
     def sent(self, row: OutboxMessage, now: datetime, *, keep_body: bool) -> None:
-        values = {
-            "status": "sent",
-            "attempts": row.attempts + 1,
-            "sent_at": now,
-            "next_attempt_at": now,  # when it left the queue (retention counts from it)
-            "last_error": "",
-        }
+        values = {"p_row_id": row.id, "p_attempts": row.attempts + 1, "p_now": now}
+        statement = _SENT_KEPT
         if not keep_body:
-            values |= _purged(row, now)
-        statement = update(OutboxMessage).where(OutboxMessage.id == row.id).values(**values)
-        notice = None
-        if row.notice_id is not None:
-            notice = update(Notice).where(Notice.id == row.notice_id).values(sent_at=now)
+            purged = _purged(row, now)
+            values["p_body_sealed"] = purged["body_sealed"]
+            values["p_body_digest"] = purged["body_digest"]
+            statement = _SENT
+        notice = row.notice_id is not None
+        if notice:
+            values["p_notice_id"] = row.notice_id
         if self.postgres:
-            if notice is not None:
-                statement = statement.add_cte(notice.cte("notice_sent"))
-            self.connection.execute(statement)
+            # The row and its notice in one statement: one transaction, one round trip.
+            if notice:
+                statement = _WITH_NOTICE[id(statement)]
+            self.connection.execute(statement, values)
             return
-        with self.connection.begin():
-            self.connection.execute(statement)
-            if notice is not None:
-                self.connection.execute(notice)
+        self.connection.execute(statement, values)
+        if notice:
+            self.connection.execute(_NOTICE_SENT, values)
+        self.connection.commit()
+
+
+# Built once: the statements of the hot path, compiled and cached by SQLAlchemy the first time
+# (a statement built per message cost more Python than the database took to run it).
+_SENT_VALUES = {
+    "status": "sent",
+    "attempts": bindparam("p_attempts"),
+    "sent_at": bindparam("p_now"),
+    "next_attempt_at": bindparam("p_now"),  # when it left the queue (retention counts from it)
+    "last_error": "",
+}
+_SENT_KEPT = (
+    update(OutboxMessage).where(OutboxMessage.id == bindparam("p_row_id")).values(**_SENT_VALUES)
+)
+_SENT = _SENT_KEPT.values(
+    body_sealed=bindparam("p_body_sealed"),
+    body_digest=bindparam("p_body_digest"),
+    body_purged_at=bindparam("p_now"),
+)
+_NOTICE_SENT = (
+    update(Notice).where(Notice.id == bindparam("p_notice_id")).values(sent_at=bindparam("p_now"))
+)
+_WITH_NOTICE = {  # PostgreSQL: the notice's update rides along in the same statement
+    id(statement): statement.add_cte(_NOTICE_SENT.cte("notice_sent"))
+    for statement in (_SENT, _SENT_KEPT)
+}
 
 
 def _margin(transports: Transports) -> float:
@@ -489,8 +518,12 @@ def _deliver_one(
         row.attempts += 1
         if error.permanent or row.attempts >= max_attempts:
             row.status, row.next_attempt_at = "failed", now  # when it left (retry --since)
-            # The body is kept (sealed) so that `portal outbox retry --failed` can send the very
-            # same message once the cause is fixed; retention deletes the row in its time.
+            # A notice or an update keeps its body (sealed) so that `portal outbox retry
+            # --failed` can send the very same message once the cause is fixed; retention deletes
+            # the row in its time. A message with an expiry (a code, a short-lived link) is of no
+            # use late: its secret is not kept.
+            if row.expires_at is not None:
+                purge_body(row, now)
             result.failed += 1
             audit.record(
                 "outbox.failed",

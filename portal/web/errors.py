@@ -130,9 +130,25 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception):
+        away = _database_away_behind(error)
+        if away is not None:
+            # Raised as something else because the database went away under it (the session
+            # asked again after a dropped connection, a template's lazy load): still "try again".
+            return database_error(away)
         # The last resort: log the failure against the request id, show nothing of it.
         log.exception("unhandled error (request %s)", g.get("request_id", ""))
         return render_error(InternalServerError.code)
+
+
+def _database_away_behind(error: BaseException) -> DBAPIError | None:
+    """The database error that caused `error`, if the database being away is what did."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, DBAPIError) and database_unavailable(error):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def database_unavailable(error: DBAPIError) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import timedelta
 
 from sqlalchemy import event, select, update
 
@@ -115,3 +116,24 @@ def test_the_metrics_page_counts_todays_csp_reports(app, clock):
         assert sent.status_code == 204
     page = admin.get("/admin/metrics").get_data(as_text=True)
     assert "(CSP reports)</td><td>2</td>" in page
+
+
+def test_the_metrics_page_says_when_messages_have_waited_too_long(app, clock):
+    """Issue 13: the queue's age, and the alert an operator acts on (a worker down, a mail server
+    unreachable), on the console as well as from `portal outbox status`."""
+    from portal.services import outbox
+
+    admin = app.test_client()
+    set_up(app, admin, "admin.queue@example.com", "admin", clock)
+    row = outbox.enqueue_email(
+        dedupe_key="waiting", recipient="a@example.com", subject="s", text="t", html="<p>h</p>"
+    )
+    db.session.commit()
+    calm = admin.get("/admin/metrics").get_data(as_text=True)
+    row.created_at = portal_clock.now() - timedelta(minutes=20)  # queued 20 minutes ago
+    db.session.commit()
+    alarmed = admin.get("/admin/metrics").get_data(as_text=True)
+
+    assert "Longest wait in the queue</td>\n      <td>0 minutes" in calm
+    assert "is a worker running" not in calm
+    assert "20 minutes" in alarmed and "is a worker running" in alarmed

@@ -13,6 +13,7 @@ import threading
 import time
 from urllib.parse import urlencode
 
+import psycopg
 import pytest
 import redis
 from sqlalchemy import select
@@ -341,7 +342,8 @@ def test_an_error_raised_because_the_database_went_away_is_still_the_busy_page(c
 
     def announced_incidents():
         try:
-            raise OperationalError("SELECT 1", {}, ConnectionError("server closed the connection"))
+            closed = psycopg.OperationalError("server closed the connection unexpectedly")
+            raise OperationalError("SELECT 1", {}, closed)
         except OperationalError as away:
             raise PendingRollbackError(
                 "Can't reconnect until invalid transaction is rolled back"

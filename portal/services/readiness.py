@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import redis
 from flask import current_app
@@ -84,9 +85,19 @@ def _redis(url: str) -> str:
     return OK
 
 
+# Each app keeps its last answer, and when it was found: /readyz is public, and each check opens
+# a connection to the database and one to Redis, so a flood of probes must not become a flood
+# of connections. A load balancer polls every few seconds: an answer a second old is fresh.
+FRESH_SECONDS = 1.0
+
+
 def check() -> dict[str, str]:
     """Each part this instance needs and whether it answers: "ok" or "down"."""
+    found = current_app.extensions.get("portal.readiness")
+    if found is not None and time.monotonic() - found[0] < FRESH_SECONDS:
+        return found[1]
     parts = {"database": _database()}
     if current_app.config["REDIS_URL"]:
         parts["redis"] = _redis(current_app.config["REDIS_URL"])
+    current_app.extensions["portal.readiness"] = (time.monotonic(), parts)
     return parts

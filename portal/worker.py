@@ -20,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from flask import current_app
-from sqlalchemy import exc as sa_exc
 
 from portal import unit_of_work
 from portal.backoff import jittered
@@ -36,13 +35,12 @@ ALERT_CHECK_SECONDS = 60.0
 def database_away(error: BaseException) -> bool:
     """Is this the database being unreachable (restart, failover, network), not a bug of ours?
 
-    An IntegrityError or a bad query is a bug: it must still end the worker loudly, not be
-    retried for ever. A connection the pool found broken, or an operational error (refused,
-    terminated by the administrator, read-only during a failover), is waited out.
+    An IntegrityError, a bad query or a missing column is a bug: it must still end the worker
+    loudly, not be retried for ever (portal.services.readiness.database_unavailable).
     """
-    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
-        return True
-    return isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError)
+    from portal.services.readiness import database_unavailable
+
+    return database_unavailable(error)
 
 
 @dataclass
@@ -117,6 +115,7 @@ class Worker:
         while not self.stop.is_set():
             try:
                 batch, job = turn(self.transports, self.stop.is_set)
+                self._watch_the_queue()
             except Exception as error:
                 if not database_away(error):
                     raise
@@ -126,7 +125,6 @@ class Worker:
                 self.stop.wait(self.pause.next())
                 continue
             self._count(batch, job)
-            self._watch_the_queue()
             if batch is not None and batch.unreachable and job is None:
                 # A mail server is away: wait before knocking again (no try is counted meanwhile).
                 if self.once:
@@ -152,8 +150,12 @@ class Worker:
 
     def _recover(self, error: BaseException) -> None:
         """Drop the broken transaction and connections; the pool's pre-ping brings new ones."""
+        from portal.services.readiness import reason
+
         log.warning(
-            "database unreachable (%s); the worker waits and tries again", type(error).__name__
+            "database unreachable (%s: %s); the worker waits and tries again",
+            type(error).__name__,
+            reason(error),
         )
         with contextlib.suppress(Exception):
             db.session.rollback()

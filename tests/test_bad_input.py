@@ -247,7 +247,25 @@ def ask_for_help(client, name: str):
 
 @pytest.mark.parametrize(
     "character",
-    ["\u202e", "\u202a", "\u2066", "\u2069", "\u200b", "\u200d", "\u2060", "\ufeff", "\u061c"],
+    [
+        "\u202e",
+        "\u202a",
+        "\u2066",
+        "\u2069",
+        "\u200b",
+        "\u200d",
+        "\u2060",
+        "\ufeff",
+        "\u061c",
+        # found in review: the soft hyphen, a tag character, a Hangul filler, the blank Braille
+        # pattern, a deprecated format character, an interlinear annotation anchor
+        "\u00ad",
+        "\U000e0041",
+        "\u3164",
+        "\u2800",
+        "\u206a",
+        "\ufff9",
+    ],
 )
 def test_a_name_with_an_invisible_or_direction_changing_character_is_refused(
     client, incident, character
@@ -259,7 +277,7 @@ def test_a_name_with_an_invisible_or_direction_changing_character_is_refused(
     assert row_counts() == before
 
 
-@pytest.mark.parametrize("character", ["\x80", "\x85", "\x9f", "\u2028"])
+@pytest.mark.parametrize("character", ["\x80", "\x85", "\x9f"])
 def test_a_c1_control_character_in_a_name_is_refused(client, incident, character):
     before = row_counts()
     response = ask_for_help(client, f"Ana{character}Lopez")

@@ -13,6 +13,7 @@ import threading
 import time
 from urllib.parse import urlencode
 
+import psycopg
 import pytest
 import redis
 from sqlalchemy import select
@@ -20,7 +21,7 @@ from sqlalchemy import select
 from portal import ROOT
 from portal.extensions import db
 from portal.models import Notice
-from portal.services import audit, reference_codes
+from portal.services import audit, readiness, reference_codes
 from portal.services.imports import import_customers
 from portal.services.incidents import create_incident
 from portal.services.notices import queue_notices
@@ -83,8 +84,9 @@ def private_redis():
 
 
 def test_a_hung_redis_gets_the_busy_page_within_a_second_not_a_stalled_request(
-    database_url, make_app, private_redis
+    database_url, make_app, private_redis, monkeypatch
 ):
+    monkeypatch.setattr(readiness, "FRESH_SECONDS", 0)  # each /readyz looks afresh
     url, server = private_redis
     app = make_app(base_env(database_url, PORTAL_REDIS_URL=url))
     client = app.test_client()
@@ -119,6 +121,16 @@ def test_readyz_says_ready_when_the_database_and_redis_answer(client):
     assert response.status_code == 200 and response.json == {"status": "ready"}
 
 
+def test_readyz_answers_a_flood_of_probes_from_one_look_a_second(client, monkeypatch):
+    """Review of issue 13: /readyz is public and each look opens a connection to the database
+    and to Redis; a flood of probes must not become a flood of connections."""
+    looks = []
+    real = readiness._database
+    monkeypatch.setattr(readiness, "_database", lambda: looks.append(1) or real())
+    answers = {client.get("/readyz").status_code for _ in range(20)}
+    assert answers == {200} and len(looks) <= 2
+
+
 def test_readyz_says_which_part_is_down_when_redis_is(database_url, make_app):
     app = make_app(base_env(database_url, PORTAL_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0"))
     response = app.test_client().get("/readyz")
@@ -128,8 +140,9 @@ def test_readyz_says_which_part_is_down_when_redis_is(database_url, make_app):
 
 @pytest.mark.skipif(bool(pg_url()), reason="a SQLite file made unreachable")
 def test_while_the_database_is_away_pages_answer_busy_and_readyz_says_so(
-    migrated_database, tmp_path, make_app, caplog
+    migrated_database, tmp_path, make_app, caplog, monkeypatch
 ):
+    monkeypatch.setattr(readiness, "FRESH_SECONDS", 0)  # each /readyz looks afresh
     folder = tmp_path / "data"
     folder.mkdir()
     app = make_app(base_env(clean_database(migrated_database, folder)))
@@ -341,7 +354,8 @@ def test_an_error_raised_because_the_database_went_away_is_still_the_busy_page(c
 
     def announced_incidents():
         try:
-            raise OperationalError("SELECT 1", {}, ConnectionError("server closed the connection"))
+            closed = psycopg.OperationalError("server closed the connection unexpectedly")
+            raise OperationalError("SELECT 1", {}, closed)
         except OperationalError as away:
             raise PendingRollbackError(
                 "Can't reconnect until invalid transaction is rolled back"

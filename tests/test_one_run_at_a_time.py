@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import create_engine, func, select, text
@@ -71,7 +72,9 @@ def test_notices_sent_while_another_run_queues_them_says_so_and_queues_nothing(
     assert "Queued 3 notice(s)." in result.output
 
 
-def test_a_campaign_job_waits_for_the_other_run_then_queues_what_is_left(app, incident, write_csv):
+def test_a_campaign_job_goes_after_the_other_run_then_queues_what_is_left(
+    app, incident, write_csv, clock
+):
     committed_customers(incident, write_csv)
     job = background.submit("send_notices", {"incident_id": incident.id, "actor": "t"}, actor="t")
     unit_of_work.commit()
@@ -89,11 +92,16 @@ def test_a_campaign_job_waits_for_the_other_run_then_queues_what_is_left(app, in
     thread = threading.Thread(target=other_run)
     thread.start()
     assert held.wait(30)
-    threading.Timer(0.5, release.set).start()  # the other run ends while the job waits
-    background.run_one()
+    waiting = background.run_one()  # the other run holds the lock: back to the queue, later
     unit_of_work.commit()
+    assert (waiting.status, waiting.attempts) == ("queued", 0)
+    assert waiting.next_attempt_at > clock.now() and count(Notice) == 0
+    release.set()  # the other run ends
     thread.join()
     other.dispose()
+    clock.move(timedelta(minutes=1))
+    background.run_one()
+    unit_of_work.commit()
 
     db.session.expire_all()
     assert db.session.get(Job, job.id).status == "done"

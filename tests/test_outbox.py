@@ -11,6 +11,7 @@ import subprocess
 import sys
 from datetime import timedelta
 
+import psycopg
 import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import select
@@ -339,7 +340,8 @@ def test_the_worker_waits_out_a_database_that_is_away_instead_of_exiting(
     def turn(transports, stopping):
         calls.append(True)
         if len(calls) <= 2:
-            raise OperationalError("SELECT 1", {}, ConnectionRefusedError("server restarting"))
+            refused = psycopg.OperationalError("connection refused: the server is restarting")
+            raise OperationalError("SELECT 1", {}, refused)
         raise KeyboardInterrupt  # the test's way out of the endless loop
 
     monkeypatch.setattr(worker, "turn", turn)
@@ -348,7 +350,7 @@ def test_the_worker_waits_out_a_database_that_is_away_instead_of_exiting(
         worker.Worker(None).run()
 
     assert len(calls) == 3
-    assert caplog.text.count("database unreachable (OperationalError)") == 2
+    assert caplog.text.count("database unreachable (OperationalError: connection refused") == 2
 
 
 def test_no_message_body_or_address_goes_to_the_log(app, smtp_server, caplog):
@@ -465,3 +467,131 @@ def test_a_database_lost_while_recording_a_message_reaches_the_worker_as_itself(
 
     assert database_away(raised.value)
     assert [r.status for r in rows()] == ["queued"]
+
+
+def test_each_claim_of_a_long_pass_gets_a_lease_from_its_own_time(app, smtp_server, monkeypatch):
+    """Review of issue 13: the lease of a pass's later claims was counted from the start of the
+    pass, so with a slow server they were due to other workers while this one sent them."""
+    _sink, controller = smtp_server
+    app.config["OUTBOX_CLAIM_SIZE"] = 2
+    queue(6)
+    transport = Transports(email=SMTPTransport(smtp_url(controller)))
+    seen = []
+    real_claim = outbox_service._claim
+
+    def claim(now, limit, kinds):
+        rows = real_claim(now, limit, kinds)
+        seen.append([r.next_attempt_at - portal_clock.now() for r in rows])
+        portal_clock.source = lambda: portal_clock.system_time() + timedelta(seconds=50 * len(seen))
+        return rows
+
+    monkeypatch.setattr(outbox_service, "_claim", claim)
+    monkeypatch.setattr(portal_clock, "source", portal_clock.source)  # restored after the test
+    outbox_service.deliver_batch(transport)
+    transport.close()
+
+    lease = app.config["OUTBOX_LEASE_TTL"]
+    assert [len(leases) for leases in seen] == [2, 2, 2, 0]
+    for leases in seen:  # every claim's lease runs a whole lease from when it was taken
+        assert all(lease - timedelta(seconds=5) < left <= lease for left in leases), seen
+
+
+def test_a_message_broken_off_mid_send_waits_for_every_worker_not_only_this_one(app):
+    """Review of issue 13: after a timeout mid-message the row was due at once, so another
+    worker sent it again straight away. Now no worker may before the pause is over."""
+    from portal.mail.smtp import DeliveryError
+
+    class BreaksOff:
+        timeout = 1.0
+
+        def send(self, sender, recipient, message):
+            raise DeliveryError(
+                "connection failed: TimeoutError",
+                permanent=False,
+                connection=True,
+                maybe_taken=True,
+            )
+
+        def close(self):
+            pass
+
+    queue(1)
+    result = outbox_service.deliver_batch(Transports(email=BreaksOff()))
+    (row,) = rows()
+    assert "email" in result.unreachable and row.attempts == 0
+    assert row.next_attempt_at > portal_clock.now() + timedelta(seconds=50)
+    assert outbox_service.deliver_batch(Transports(email=BreaksOff())).claimed == 0
+
+
+def test_a_transport_that_breaks_in_its_own_way_fails_one_try_not_the_worker(app):
+    """Review of issue 13: a provider's garbled answer (http.client.IncompleteRead is no
+    OSError) escaped and ended the worker, and every worker after it (a crash loop)."""
+    import http.client
+
+    class Garbled:
+        timeout = 1.0
+
+        def send(self, recipient, body, event=None):
+            raise http.client.IncompleteRead(b"")
+
+        def close(self):
+            pass
+
+    queue(1)
+    result = outbox_service.deliver_batch(Transports(email=Garbled()))
+    (row,) = rows()
+    assert (result.retried, row.status, row.attempts) == (1, "queued", 1)
+    assert "transport error: IncompleteRead" in row.last_error
+
+
+def test_a_bug_of_ours_is_not_mistaken_for_the_database_being_away():
+    """Review of issue 13: any OperationalError was waited out for ever (on SQLite "no such
+    column" after a deploy without `db upgrade` is one) and answered 503 on the web."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from portal.worker import database_away
+
+    def raised(original):
+        return OperationalError("SELECT x FROM t", {}, original)
+
+    missing = sqlite3.OperationalError("no such column: x")
+    missing.sqlite_errorname = "SQLITE_ERROR"
+    locked = sqlite3.OperationalError("database is locked")
+    locked.sqlite_errorname = "SQLITE_BUSY"
+    assert not database_away(raised(missing))
+    assert database_away(raised(locked))
+    assert database_away(raised(psycopg.OperationalError("connection refused")))
+    shutdown = psycopg.errors.AdminShutdown("terminating connection")
+    assert database_away(raised(shutdown))
+    assert not database_away(raised(psycopg.errors.UndefinedColumn("column x does not exist")))
+
+
+def test_a_server_that_drips_its_answers_cannot_hold_a_message_past_its_deadline():
+    """Review of issue 13: smtplib's timeout is per read, so a server answering each step just
+    within it held one message for many timeouts (past the worker's lease, when another worker
+    may take it). The whole message now has one deadline."""
+    import asyncio
+
+    from portal.mail.smtp import DeliveryError
+
+    class Drips(SMTPSink):
+        async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+            await asyncio.sleep(0.6)  # each answer within the 1 s timeout ...
+            return await super().handle_RCPT(server, session, envelope, address, rcpt_options)
+
+        async def handle_DATA(self, server, session, envelope):
+            await asyncio.sleep(0.6)  # ... but the message as a whole past it
+            return await super().handle_DATA(server, session, envelope)
+
+    controller = Controller(Drips(), hostname="127.0.0.1", port=free_port())
+    controller.start()
+    transport = SMTPTransport(smtp_url(controller), timeout=1.0)
+    try:
+        with pytest.raises(DeliveryError) as raised:
+            transport.send("a@example.test", "b@example.test", b"Subject: x\r\n\r\nbody\r\n")
+    finally:
+        transport.close()
+        controller.stop()
+    assert raised.value.connection and raised.value.maybe_taken

@@ -5,6 +5,7 @@ but what the reading is for."""
 from __future__ import annotations
 
 import re
+import sqlite3
 from datetime import timedelta
 
 import pytest
@@ -230,7 +231,9 @@ def test_a_commit_that_fails_is_an_error_page_not_a_done(database_url, make_app,
     app = _app_with_a_page(make_app, base_env(database_url, PORTAL_ENV="production"), retitle)
 
     def refuse(self):
-        raise OperationalError("COMMIT", {}, Exception("disk full"))
+        full = sqlite3.OperationalError("database or disk is full")
+        full.sqlite_errorname = "SQLITE_FULL"
+        raise OperationalError("COMMIT", {}, full)
 
     monkeypatch.setattr(Session, "commit", refuse)
     response = app.test_client().get("/page", base_url=BASE_URL)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
@@ -27,7 +28,23 @@ def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float, what
         exc.close()
         retry = exc.code == 429 or exc.code >= 500
         raise DeliveryError(f"{what} answered {exc.code}", permanent=not retry) from exc
-    except (OSError, ValueError) as exc:
+    except http.client.HTTPException as exc:
+        # A garbled or cut-off answer (IncompleteRead, BadStatusLine): the provider got the
+        # request and may have acted on it.
         raise DeliveryError(
-            f"{what} unreachable: {type(exc).__name__}", permanent=False, connection=True
+            f"{what} answered badly: {type(exc).__name__}",
+            permanent=False,
+            connection=True,
+            maybe_taken=True,
+        ) from exc
+    except (OSError, ValueError) as exc:
+        # A timeout may come after the provider took the request; a refused connection cannot.
+        timed_out = isinstance(exc, TimeoutError) or isinstance(
+            getattr(exc, "reason", None), TimeoutError
+        )
+        raise DeliveryError(
+            f"{what} unreachable: {type(exc).__name__}",
+            permanent=False,
+            connection=True,
+            maybe_taken=timed_out,
         ) from exc

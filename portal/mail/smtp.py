@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import re
 import smtplib
+import socket
 import ssl
+import threading
 import time
 from urllib.parse import unquote, urlsplit
 
@@ -18,17 +20,42 @@ IDLE_CHECK_SECONDS = 5.0
 class DeliveryError(Exception):
     """A message was not accepted. `permanent` says whether trying again can help."""
 
-    def __init__(self, reason: str, *, permanent: bool, connection: bool = False):
+    def __init__(
+        self, reason: str, *, permanent: bool, connection: bool = False, maybe_taken: bool = False
+    ):
         # Server replies often quote the recipient: keep addresses out of what we store and log.
         super().__init__(_ADDRESS.sub("<address>", reason)[:500])
         self.permanent = permanent
+        # No answer from the server for this message (unreachable, hung up, timed out).
         self.connection = connection
+        # ... and it broke off after the message was begun: the server may have taken it.
+        self.maybe_taken = maybe_taken
 
 
 def _classify(code: int, text: bytes | str, what: str) -> DeliveryError:
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     return DeliveryError(f"{what}: {code} {text}", permanent=500 <= code < 600)
+
+
+@contextlib.contextmanager
+def _deadline(conn: smtplib.SMTP, seconds: float):
+    """Bound a whole exchange by `seconds`, not each read: smtplib's timeout applies to every
+    socket operation, so a server that drips its answers could hold one message for many
+    timeouts (and outlive the worker's lease). At the deadline the socket is shut, and the
+    exchange in progress fails with a connection error."""
+
+    def cut() -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            conn.sock.shutdown(socket.SHUT_RDWR)
+
+    timer = threading.Timer(seconds, cut)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 class SMTPTransport:
@@ -47,21 +74,27 @@ class SMTPTransport:
 
     def _connect(self) -> smtplib.SMTP:
         context = ssl.create_default_context()
+        if self.scheme == "smtps":
+            conn = smtplib.SMTP_SSL(timeout=self.timeout, context=context)
+        else:
+            conn = smtplib.SMTP(timeout=self.timeout)
         try:
-            if self.scheme == "smtps":
-                conn = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=context)
-            else:
-                conn = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+            with _deadline(conn, self.timeout):
+                code, reply = conn.connect(self.host, self.port)
+                if code != 220:
+                    raise smtplib.SMTPConnectError(code, reply)
                 if self.scheme == "smtp+starttls":
                     conn.starttls(context=context)
-            if self.username:
-                conn.login(self.username, self.password or "")
+                if self.username:
+                    conn.login(self.username, self.password or "")
         except smtplib.SMTPAuthenticationError as exc:
+            conn.close()
             # Wrong credentials will not fix themselves, but the messages are fine: keep them.
             raise DeliveryError(
                 f"login refused: {exc.smtp_code}", permanent=False, connection=True
             ) from exc
         except (OSError, smtplib.SMTPException) as exc:
+            conn.close()
             raise DeliveryError(
                 f"cannot connect: {type(exc).__name__}", permanent=False, connection=True
             ) from exc
@@ -77,7 +110,8 @@ class SMTPTransport:
         """
         conn = self._ready()
         try:
-            refused = conn.sendmail(sender, [recipient], message)
+            with _deadline(conn, self.timeout):
+                refused = conn.sendmail(sender, [recipient], message)
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = next(iter(exc.recipients.values()))
             raise _classify(code, text, "recipient refused") from exc
@@ -89,7 +123,10 @@ class SMTPTransport:
         except (OSError, smtplib.SMTPException) as exc:  # incl. disconnected and timed out
             self._drop()
             raise DeliveryError(
-                f"connection failed: {type(exc).__name__}", permanent=False, connection=True
+                f"connection failed: {type(exc).__name__}",
+                permanent=False,
+                connection=True,
+                maybe_taken=True,
             ) from exc
         finally:
             self._used_at = time.monotonic()

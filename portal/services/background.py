@@ -45,6 +45,16 @@ class Registered:
 HANDLERS: dict[str, Registered] = {}
 
 
+class Later(Exception):
+    """Raised by a handler that cannot start yet (another run holds what it needs): the job goes
+    back to the queue for `after`, without counting a try. The worker is free meanwhile, and a
+    stop request is not held up by a wait inside the job."""
+
+    def __init__(self, after: timedelta = timedelta(seconds=15)):
+        super().__init__(f"later, in {after}")
+        self.after = after
+
+
 def job(kind: str, *, retry: bool = False) -> Callable[[Handler], Handler]:
     """Register the decorated function as the handler of jobs of this kind."""
 
@@ -172,6 +182,12 @@ def run_one() -> Job | None:
         if handler is None:
             raise LookupError(f"no handler for job {job.kind}")
         result = handler.run(job.payload, progress)
+    except Later as later:
+        unit_of_work.rollback()
+        job = db.session.get(Job, job_id)
+        job.status, job.attempts = "queued", job.attempts - 1
+        job.next_attempt_at = clock.now() + later.after
+        return job
     except Exception as exc:  # a job's failure is recorded on the job, never lost in a log
         unit_of_work.rollback()  # what the job did since its claim (an import is all or nothing)
         log.exception("job %s (%s) failed", job.public_id, job.kind)

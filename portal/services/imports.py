@@ -18,7 +18,7 @@ from portal.models.sealed import index_of
 from portal.models.sealed import open_text as _open
 from portal.models.sealed import seal as _seal
 from portal.services import audit, runs
-from portal.services.background import Progress, job
+from portal.services.background import Later, Progress, job
 from portal.validation import (
     Invalid,
     email_address,
@@ -344,8 +344,8 @@ def import_customers(
 ) -> ImportReport:
     """Validate then upsert the file; raise ImportRejected (writing nothing) on any problem.
 
-    Another import into the same incident under way: wait for it to end (wait=True, a worker's
-    job), or raise runs.Busy before anything is read (a command).
+    Another import into the same incident under way: wait for it to end (wait=True), or raise
+    runs.Busy before anything is read (a command; a worker's job then goes back to the queue).
     """
     path = Path(path)
     # Held to the end of this transaction (the import is one), so a second import starts only
@@ -416,12 +416,17 @@ def _import_job(payload: dict, progress: Progress) -> dict:
             path,
             actor=payload["actor"],
             progress=lambda rows: progress(rows, payload.get("rows", 0)),
-            wait=True,  # after another import into this incident: the admin sees it "running"
         )
-    except ImportRejected as exc:
-        return {"rejected": True, "problem_count": exc.report.problem_count}
-    finally:
+    except runs.Busy:
+        # Another import into this incident: this one goes after it, its upload kept until then
+        # (the worker is not parked in a wait meanwhile).
+        raise Later() from None
+    except BaseException as exc:
         path.unlink(missing_ok=True)  # the upload held personal data: gone once used
+        if isinstance(exc, ImportRejected):
+            return {"rejected": True, "problem_count": exc.report.problem_count}
+        raise
+    path.unlink(missing_ok=True)
     return {
         "rows": result.rows,
         "created": result.created,

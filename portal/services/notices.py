@@ -14,7 +14,7 @@ from portal.extensions import db
 from portal.mail.compose import compose_notice
 from portal.models import Customer, Exposure, Incident, Notice, OutboxMessage
 from portal.services import audit, guidance, outbox, reference_codes, runs, tokens
-from portal.services.background import Progress, job
+from portal.services.background import Later, Progress, job
 
 BATCH_SIZE = 500
 
@@ -60,7 +60,7 @@ def queue_notices(
 
     Each batch commits its notices together with their messages, so a notice is never marked
     queued without its message, nor a message queued twice: running it again sends nothing new.
-    Another run for the same incident under way: wait for it (wait=True, a worker's job), then
+    Another run for the same incident under way: wait for it (wait=True), then
     queue what is left; or raise runs.Busy before queueing anything (a command).
     """
     # Two runs at once would pick the same customers and insert their notices twice (the loser
@@ -140,12 +140,16 @@ def _queue_notices(incident: Incident, *, actor: str, batch_size: int, progress)
 def _send_notices_job(payload: dict, progress: Progress) -> dict:
     """Job: the campaign an admin started from the console."""
     incident = db.session.get(Incident, payload["incident_id"])
-    count = queue_notices(
-        incident,
-        actor=payload["actor"],
-        progress=lambda n: progress(n, payload.get("total", 0)),
-        wait=True,  # after another campaign run for this incident: then queues what is left
-    )
+    try:
+        count = queue_notices(
+            incident,
+            actor=payload["actor"],
+            progress=lambda n: progress(n, payload.get("total", 0)),
+        )
+    except runs.Busy:
+        # Another campaign run for this incident: this job goes after it, and then queues what is
+        # left (the worker is not parked in a wait meanwhile).
+        raise Later() from None
     return {"queued": count}
 
 

@@ -310,7 +310,6 @@ def _claim(now: datetime, limit: int, kinds: list[str]) -> list[OutboxMessage]:
     )
     lease_ends = now + current_app.config["OUTBOX_LEASE_TTL"]
     for row in rows:
-        row.due_at = row.next_attempt_at  # put back as it was if the pass does not get to it
         row.next_attempt_at = lease_ends
     unit_of_work.checkpoint()
     return rows
@@ -319,15 +318,15 @@ def _claim(now: datetime, limit: int, kinds: list[str]) -> list[OutboxMessage]:
 class _Recorder:
     """Where a pass records each message the server took: one statement, one commit.
 
-    The hot path of notice day is "sent": it is written on a connection of its own, the outbox
-    row and its notice in one statement that is its own transaction on PostgreSQL (one round
+    The hot path of notice day is "sent". On PostgreSQL it is written on a connection of its
+    own, the outbox row and its notice in one statement that is its own transaction (one round
     trip a message; the session's commit would cost four: the pool's ping, BEGIN, UPDATE,
-    COMMIT). On PostgreSQL these commits also return without waiting for the disk flush. Why
-    that is safe: a worker killed after the commit has told the server, so the message is never
-    sent again; only a crash of the database server itself within its WAL writer's delay (a
-    fraction of a second) could forget the last few, and those would go again (at least once,
-    never lost). Other outcomes (a refusal, an expiry, an unreachable server) are rare and go
-    through the session with their audit events.
+    COMMIT), and these commits return without waiting for the disk flush. Why that is safe: a
+    worker killed after the commit has told the server, so the message is never sent again; only
+    a crash of the database server itself within its WAL writer's delay (a fraction of a second)
+    could forget the last few, and those would go again (at least once, never lost). On SQLite
+    it goes through the session. Other outcomes (a refusal, an expiry, an unreachable server)
+    are rare and go through the session with their audit events.
     """
 
     def __init__(self) -> None:
@@ -339,22 +338,23 @@ class _Recorder:
         # the session's commits in the pass need not make each be read again from the database.
         self.session = db.session()
         self.expiring, self.session.expire_on_commit = self.session.expire_on_commit, False
-        connection = db.engine.connect()
-        self.postgres = connection.dialect.name == "postgresql"
+        self.postgres = self.session.get_bind().dialect.name == "postgresql"
         if self.postgres:
-            connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+            connection = db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
             connection.exec_driver_sql("SET synchronous_commit TO OFF")
-        self.connection = connection
+            self.connection = connection
         return self
 
     def __exit__(self, exc_type, *_exc) -> None:
         self.session.expire_on_commit = self.expiring
+        if self.connection is None:
+            return
         # Nothing here may hide why the pass ended: a database that went away mid-statement
         # must reach the worker as itself (it waits and tries again), not as a failed RESET.
         with contextlib.suppress(SQLAlchemyError):
             if exc_type is not None:
                 self.connection.invalidate()  # it may be mid-statement: never back to the pool
-            elif self.postgres:
+            else:
                 self.connection.exec_driver_sql("RESET synchronous_commit")
         with contextlib.suppress(SQLAlchemyError):
             self.connection.close()
@@ -376,10 +376,12 @@ class _Recorder:
                 statement = _WITH_NOTICE[id(statement)]
             self.connection.execute(statement, values)
             return
-        self.connection.execute(statement, values)
+        # SQLite has one writer at a time: through the session, never a second connection that
+        # would wait for this one's lock (and fail after the server already took the message).
+        self.session.execute(statement, values)
         if notice:
-            self.connection.execute(_NOTICE_SENT, values)
-        self.connection.commit()
+            self.session.execute(_NOTICE_SENT, values)
+        unit_of_work.checkpoint()
 
 
 # Built once: the statements of the hot path, compiled and cached by SQLAlchemy the first time
@@ -408,12 +410,37 @@ _WITH_NOTICE = {  # PostgreSQL: the notice's update rides along in the same stat
 }
 
 
+def _hand_back(rows: list[OutboxMessage], claim_now: datetime) -> None:
+    """Make the messages of a claim that the pass did not reach due again, now.
+
+    Only while they are still this claim's (queued, lease as set): a row whose lease ran out
+    may already be another worker's, and must not be made due a second time under it.
+    """
+    if not rows:
+        return
+    lease_ends = rows[0].next_attempt_at
+    for row in rows:
+        db.session.expunge(row)
+    db.session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.id.in_([row.id for row in rows]),
+            OutboxMessage.status == "queued",
+            OutboxMessage.next_attempt_at == lease_ends,
+        )
+        .values(next_attempt_at=claim_now),
+        execution_options={"synchronize_session": False},
+    )
+    unit_of_work.checkpoint()
+
+
 def _margin(transports: Transports) -> float:
     """How much of the lease must be left to start a message: the longest its transport may
-    take (its timeout), and some. A message is never begun that could outlive the lease and be
-    taken by another worker meanwhile."""
+    take (a connection made within its timeout, then the message within it again: each is a
+    deadline, not a per-read timeout), and some. A message is never begun that could outlive
+    the lease and be taken by another worker meanwhile."""
     timeouts = [getattr(getattr(transports, k), "timeout", 0.0) for k in transports.kinds()]
-    return max(timeouts, default=0.0) + 5.0
+    return 2 * max(timeouts, default=0.0) + 5.0
 
 
 def deliver_batch(
@@ -436,7 +463,9 @@ def deliver_batch(
     is tried again later (portal.backoff) and fails for good after OUTBOX_MAX_ATTEMPTS refusals;
     a permanent refusal (5xx) fails it at once.
     """
-    now = now or clock.now()
+    # `now` moves the clock for a test (a pass "hours later"); the pass itself reads the time at
+    # each claim, so every lease starts when its claim does, however long the pass runs.
+    shift = (now - clock.now()) if now is not None else timedelta(0)
     config = current_app.config
     limit = limit or config["OUTBOX_BATCH_SIZE"]
     max_attempts = config["OUTBOX_MAX_ATTEMPTS"]
@@ -446,16 +475,18 @@ def deliver_batch(
     kinds = transports.kinds()
     with _Recorder() as recorder:
         while kinds and result.claimed < limit and not (stopping and stopping()):
-            claimed_at = time.monotonic()
-            rows = _claim(now, min(claim_size, limit - result.claimed), kinds)
+            claimed_at, claim_now = time.monotonic(), clock.now() + shift
+            rows = _claim(claim_now, min(claim_size, limit - result.claimed), kinds)
             if not rows:
                 break
+            untouched = []
             for row in rows:
                 late = time.monotonic() - claimed_at > usable
                 if row.kind not in kinds or late or (stopping and stopping()):
-                    row.next_attempt_at = row.due_at  # not reached: due again as it was
+                    untouched.append(row)
                     continue
                 result.claimed += 1
+                now = clock.now() + shift
                 if _deliver_one(row, transports, now, max_attempts, result):
                     recorder.sent(row, now, keep_body=_kept_here(row, transports))
                     db.session.expunge(row)  # recorded: the session has nothing to write
@@ -463,7 +494,7 @@ def deliver_batch(
                 if row.kind in result.unreachable:
                     kinds.remove(row.kind)
                 unit_of_work.checkpoint()  # this message's outcome is kept before the next
-            unit_of_work.checkpoint()  # what was not reached is handed back
+            _hand_back(untouched, claim_now)
     if result.claimed:
         audit.record(
             "outbox.delivered",
@@ -505,14 +536,27 @@ def _deliver_one(
         result.expired += 1
         return False
     try:
-        _deliver(row, transports)
+        try:
+            _deliver(row, transports)
+        except DeliveryError:
+            raise
+        except Exception as unexpected:
+            # A transport's own failure (a provider's garbled reply): a failed try on this
+            # message, not the end of the worker (the message would come back and end the next).
+            log.exception("outbox: %s transport failed", row.kind)
+            raise DeliveryError(
+                f"transport error: {type(unexpected).__name__}", permanent=False
+            ) from unexpected
     except DeliveryError as error:
         row.last_error = str(error)
         if error.connection:
-            row.next_attempt_at = row.due_at  # still due, first in line when the server is back
-            # No server answered for this message (or the answer never came back): no try is
-            # counted, and it is not sent again at once on a new connection (the server may
-            # have taken it) but on the worker's next pass, after its pause.
+            # No server answered for this message: no try is counted. If it never got as far as
+            # the message, it is due again at once (first in line when the server is back). If
+            # it broke off during the message, the server may have taken it: no worker sends it
+            # again before the pause is over (not at once, on a new connection).
+            row.next_attempt_at = now
+            if error.maybe_taken:
+                row.next_attempt_at += current_app.config["OUTBOX_BACKOFF_MAX_TTL"]
             result.unreachable[row.kind] = str(error)
             return False
         row.attempts += 1

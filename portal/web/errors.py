@@ -13,9 +13,10 @@ from flask_babel import format_timedelta
 from flask_babel import gettext as _
 from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
+from portal.services import readiness
 from portal.web.input import BadInput
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ def register(app: Flask) -> None:
         if error.code is None or error.code < 400:
             return error
         original = getattr(error, "original_exception", None)
-        if isinstance(original, DBAPIError) and database_unavailable(original):
+        if isinstance(original, DBAPIError) and readiness.database_unavailable(original):
             # The commit at the request's end failed (portal/unit_of_work.py): the database
             # went away mid-request. Flask has logged it; the person gets "try again".
             return database_error(original)
@@ -110,16 +111,15 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(DBAPIError)
     def database_error(error: DBAPIError):
-        if not database_unavailable(error):
+        if not readiness.database_unavailable(error):
             return unexpected(error)
         # The database is away (restarting, failing over, unreachable) or too busy: a calm
         # "try again", not a 500. One line for the operator: the driver's reason, never the
         # statement or its parameters (they can hold personal data), and no traceback.
-        reason = (str(error.orig).strip().splitlines() or [""])[0][:200]
         log.error(
             "database unavailable: %s: %s (request %s)",
             type(error.orig).__name__,
-            reason,
+            readiness.reason(error),
             g.get("request_id", ""),
         )
         from portal.extensions import login_manager
@@ -145,14 +145,7 @@ def _database_away_behind(error: BaseException) -> DBAPIError | None:
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
-        if isinstance(error, DBAPIError) and database_unavailable(error):
+        if isinstance(error, DBAPIError) and readiness.database_unavailable(error):
             return error
         error = error.__cause__ or error.__context__
     return None
-
-
-def database_unavailable(error: DBAPIError) -> bool:
-    """The database could not serve (unreachable, a dropped connection, locked), as opposed to
-    a mistake of ours (a constraint, bad SQL): PEP 249's OperationalError, or a connection
-    SQLAlchemy found dead."""
-    return isinstance(error, OperationalError) or error.connection_invalidated

@@ -231,6 +231,11 @@ def outbox_work(once, idle_seconds):
         )
         if total.jobs:
             click.echo(f"Ran {total.jobs} job(s).")
+        if total.unreachable:
+            # For whoever runs this from cron: the messages are safe, but they did not go.
+            for kind, why in sorted(total.unreachable.items()):
+                click.echo(f"Waiting: the {kind} server cannot be reached ({why}).", err=True)
+            sys.exit(1)
 
 
 jobs_cli = click.Group("jobs", help="Background jobs (imports, campaigns, new-link requests).")

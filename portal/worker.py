@@ -67,6 +67,7 @@ class Totals:
     expired: int = 0
     jobs: int = 0
     finished: list = field(default_factory=list)  # the jobs run, for `jobs work` to report
+    unreachable: dict = field(default_factory=dict)  # kind -> why, as last seen
 
 
 def turn(transports, stopping: Callable[[], bool]):
@@ -144,6 +145,7 @@ class Worker:
         if batch is not None:
             for name in ("sent", "retried", "failed", "expired"):
                 setattr(self.totals, name, getattr(self.totals, name) + getattr(batch, name))
+            self.totals.unreachable.update(batch.unreachable)
         if job is not None:
             self.totals.jobs += 1
             self.totals.finished.append(job)

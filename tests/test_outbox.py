@@ -595,3 +595,14 @@ def test_a_server_that_drips_its_answers_cannot_hold_a_message_past_its_deadline
         transport.close()
         controller.stop()
     assert raised.value.connection and raised.value.maybe_taken
+
+
+def test_work_once_says_when_the_server_cannot_be_reached(app, runner):
+    """Walking issue 13 as an operator: `outbox work --once` against a server that is down said
+    "Sent 0" and exited 0, as if all was well."""
+    queue(2)
+    app.config["SMTP_URL"] = f"smtp://127.0.0.1:{free_port()}"
+    result = runner.invoke(args=["outbox", "work", "--once"])
+    assert result.exit_code == 1
+    assert "Waiting: the email server cannot be reached (cannot connect" in result.output
+    assert [(r.status, r.attempts) for r in rows()] == [("queued", 0)] * 2

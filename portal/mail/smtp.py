@@ -38,24 +38,52 @@ def _classify(code: int, text: bytes | str, what: str) -> DeliveryError:
     return DeliveryError(f"{what}: {code} {text}", permanent=500 <= code < 600)
 
 
-@contextlib.contextmanager
-def _deadline(conn: smtplib.SMTP, seconds: float):
-    """Bound a whole exchange by `seconds`, not each read: smtplib's timeout applies to every
-    socket operation, so a server that drips its answers could hold one message for many
-    timeouts (and outlive the worker's lease). At the deadline the socket is shut, and the
-    exchange in progress fails with a connection error."""
+class _Watchdog:
+    """Bounds a whole exchange with the server by a deadline, not each read: smtplib's timeout
+    applies to every socket operation, so a server that drips its answers could hold one message
+    for many timeouts (and outlive the worker's lease). At the deadline the socket is shut, and
+    the exchange in progress fails with a connection error. One thread per transport, woken for
+    each exchange (a timer thread per message cost a thread start each)."""
 
-    def cut() -> None:
-        with contextlib.suppress(OSError, AttributeError):
-            conn.sock.shutdown(socket.SHUT_RDWR)
+    def __init__(self) -> None:
+        self._wake = threading.Condition()
+        self._conn: smtplib.SMTP | None = None
+        self._deadline: float | None = None
+        self._thread: threading.Thread | None = None
+        self._stopped = False
 
-    timer = threading.Timer(seconds, cut)
-    timer.daemon = True
-    timer.start()
-    try:
-        yield
-    finally:
-        timer.cancel()
+    @contextlib.contextmanager
+    def armed(self, conn: smtplib.SMTP, seconds: float):
+        with self._wake:
+            self._conn, self._deadline = conn, time.monotonic() + seconds
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._watch, daemon=True)
+                self._thread.start()
+            self._wake.notify()
+        try:
+            yield
+        finally:
+            with self._wake:
+                self._conn = self._deadline = None
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopped = True
+            self._wake.notify()
+
+    def _watch(self) -> None:
+        with self._wake:
+            while not self._stopped:
+                if self._deadline is None:
+                    self._wake.wait()
+                    continue
+                left = self._deadline - time.monotonic()
+                if left > 0:
+                    self._wake.wait(left)
+                    continue
+                conn, self._conn, self._deadline = self._conn, None, None
+                with contextlib.suppress(OSError, AttributeError):
+                    conn.sock.shutdown(socket.SHUT_RDWR)
 
 
 class SMTPTransport:
@@ -71,6 +99,7 @@ class SMTPTransport:
         self.timeout = timeout
         self._conn: smtplib.SMTP | None = None
         self._used_at = 0.0
+        self._watchdog = _Watchdog()
 
     def _connect(self) -> smtplib.SMTP:
         context = ssl.create_default_context()
@@ -79,7 +108,7 @@ class SMTPTransport:
         else:
             conn = smtplib.SMTP(timeout=self.timeout)
         try:
-            with _deadline(conn, self.timeout):
+            with self._watchdog.armed(conn, self.timeout):
                 code, reply = conn.connect(self.host, self.port)
                 if code != 220:
                     raise smtplib.SMTPConnectError(code, reply)
@@ -110,7 +139,7 @@ class SMTPTransport:
         """
         conn = self._ready()
         try:
-            with _deadline(conn, self.timeout):
+            with self._watchdog.armed(conn, self.timeout):
                 refused = conn.sendmail(sender, [recipient], message)
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = next(iter(exc.recipients.values()))
@@ -167,3 +196,5 @@ class SMTPTransport:
             with contextlib.suppress(OSError, smtplib.SMTPException):
                 self._conn.quit()
             self._conn = None
+        self._watchdog.stop()  # its thread ends; a transport used again gets a new one
+        self._watchdog = _Watchdog()

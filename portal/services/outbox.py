@@ -24,6 +24,7 @@ from flask_babel import force_locale
 from flask_babel.speaklater import LazyString
 from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm.attributes import set_committed_value
 
 from portal import clock, unit_of_work
 from portal.backoff import retry_delay
@@ -309,8 +310,16 @@ def _claim(now: datetime, limit: int, kinds: list[str]) -> list[OutboxMessage]:
         )
     )
     lease_ends = now + current_app.config["OUTBOX_LEASE_TTL"]
-    for row in rows:
-        row.next_attempt_at = lease_ends
+    if rows:
+        # One statement for the whole claim (the session would send one per row).
+        db.session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_([row.id for row in rows]))
+            .values(next_attempt_at=lease_ends),
+            execution_options={"synchronize_session": False},
+        )
+        for row in rows:
+            set_committed_value(row, "next_attempt_at", lease_ends)
     unit_of_work.checkpoint()
     return rows
 

@@ -53,7 +53,8 @@ def _invisible(character: str) -> bool:
 
 
 INVISIBLE_EXPECTED = _l(
-    "This contains an invisible or direction-changing character. Please type it again without it."
+    "This contained an invisible or direction-changing character. We have taken it out: check "
+    "what is left and send it again."
 )
 
 
@@ -62,6 +63,12 @@ def has_invisible(text: str) -> bool:
     # Plain ASCII has none (its control characters are refused as such): the import's million
     # names and ids mostly take this path.
     return not text.isascii() and any(_invisible(c) for c in text)
+
+
+def without_invisible(text: str) -> str:
+    """text with its invisible and direction-changing characters taken out: what a form shows
+    back after refusing them, so that the person, who cannot see them, can simply send again."""
+    return text if text.isascii() else "".join(c for c in text if not _invisible(c))
 
 
 def shown_plainly(text: str | None) -> str | None:

@@ -208,7 +208,7 @@ def test_a_browser_upload_with_bad_rows_reports_and_writes_nothing(admin, incide
     response = _upload(admin, bad)
     job_path = response.headers["Location"]
     assert job_path.startswith("/admin/jobs/")
-    assert b"Status: queued" in admin.get(job_path).data
+    assert b"Status: waiting for the background worker" in admin.get(job_path).data
     background.run_one()  # what the worker does
     page = admin.get(job_path).get_data(as_text=True)
     assert "1 problem(s) in 2 rows: nothing was written" in page
@@ -300,7 +300,7 @@ def test_the_check_page_names_the_line_that_is_not_utf8_and_never_says_0_rows(ad
     background.run_one()
     page = admin.get(job_path).get_data(as_text=True)
     assert "in 0 rows" not in page
-    assert "The file could not be read to its end: nothing was written" in page
+    assert "The file could not be read: nothing was written" in page
     assert "the file is saved as UTF-16" in page
     assert db.session.scalars(select(Customer)).all() == []
 
@@ -399,3 +399,25 @@ def test_an_admin_creates_an_incident_and_sees_the_data_involved(admin, app, wri
     )
     page = admin.get("/admin/incidents/web-2026").get_data(as_text=True)
     assert "email_address (1)" in page and "payment_card (1)" in page
+
+
+def test_the_check_page_speaks_the_admins_language_and_says_what_a_waiting_job_waits_for(
+    admin, incident, app
+):
+    """Walking issue 13: the worker wrote the problems in its own language (English) for an admin
+    reading in Spanish; the status was the raw word ("queued", "done"), and a job waiting for a
+    worker that is not running said nothing of it."""
+    from tests.customer_flow import csrf_from
+
+    page = admin.get("/admin/")
+    admin.post("/language", data={"csrf_token": csrf_from(page), "lang": "es", "next": "/admin/"})
+    rows = [f"C-{n},Person {n},p{n}@example.com,,en,,ssn\n".encode() for n in range(1, 8)]
+    rows[3] = "C-4,José,p4@example.com,,en,,ssn\n".encode("latin-1")
+    job_path = _upload_bytes(admin, HEADER.encode() + b"".join(rows)).headers["Location"]
+    waiting = admin.get(job_path).get_data(as_text=True)
+    background.run_one()
+    page = admin.get(job_path).get_data(as_text=True)
+
+    assert "esperando al proceso de fondo" in waiting and "portal outbox work" in waiting
+    assert "esta línea no es texto UTF-8" in page
+    assert "this line is not UTF-8" not in page and "Estado: done" not in page

@@ -365,3 +365,4 @@ def test_an_error_raised_because_the_database_went_away_is_still_the_busy_page(c
     response = client.get("/")
     assert response.status_code == 503
     assert b"We are very busy right now" in response.data
+    assert response.headers["Retry-After"] == "30"  # walking issue 13: say when to come back

@@ -8,10 +8,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flask_babel import force_locale
 from flask_babel import gettext as _
 from sqlalchemy import select
 
 from portal.extensions import db
+from portal.i18n import language_for
 from portal.models import DATA_CLASSES, Customer, Exposure, Incident
 from portal.models.customer import new_public_id
 from portal.models.sealed import index_of
@@ -394,7 +396,8 @@ def import_customers(
 def _validate_job(payload: dict, progress: Progress) -> dict:
     """Job: check an uploaded file; a rejected file is deleted at once."""
     progress(0, 1)
-    result = validate(Path(payload["path"]))
+    with force_locale(language_for(payload.get("locale", "en"))):  # the admin's language
+        result = validate(Path(payload["path"]))
     if result.problem_count:
         Path(payload["path"]).unlink(missing_ok=True)  # rejected: nothing keeps its data
     return {

@@ -48,6 +48,9 @@ def render_error(code: int, advice: str | None = None):
     page = render_template(
         "errors/error.html", code=code, title=title, advice=advice, request_id=request_id
     )
+    if code == 503:
+        # A part is away or too busy: clients and proxies may try again in half a minute.
+        return page, code, {"Retry-After": "30"}
     return page, code
 
 

@@ -6,6 +6,7 @@ import secrets
 from pathlib import Path
 
 from flask import current_app, flash, redirect, render_template, request, url_for
+from flask_babel import get_locale
 from flask_babel import gettext as _
 
 from portal.services import background
@@ -35,7 +36,13 @@ def upload_import(slug: str):
         path.chmod(0o600)
         job = background.submit(
             "validate_import",
-            {"path": str(path), "incident_id": item.id, "actor": current_actor()},
+            # The report is written by the worker: in the language of the admin who will read it.
+            {
+                "path": str(path),
+                "incident_id": item.id,
+                "actor": current_actor(),
+                "locale": str(get_locale()),
+            },
             actor=current_actor(),
         )
         return redirect(url_for("admin.job", public_id=job.public_id))

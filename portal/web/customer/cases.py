@@ -9,6 +9,7 @@ from flask_login import current_user
 
 from portal.extensions import limiter
 from portal.services import cases
+from portal.validation import without_invisible
 from portal.web import limits
 from portal.web.access import customer, public
 from portal.web.customer.blueprint import bp
@@ -94,6 +95,9 @@ def help_request():
             )
         except cases.CaseError as exc:
             getattr(form, exc.field or "contact").errors.append(str(exc))
+            # Shown back without what the person cannot see (and was refused): sending the form
+            # again then works, instead of failing the same way until the rate limit stops them.
+            form.name.data = without_invisible(form.name.data or "")
         else:
             # The same answer whether or not we know this person.
             return redirect(url_for("customer.help_sent"))

@@ -606,3 +606,24 @@ def test_work_once_says_when_the_server_cannot_be_reached(app, runner):
     assert result.exit_code == 1
     assert "Waiting: the email server cannot be reached (cannot connect" in result.output
     assert [(r.status, r.attempts) for r in rows()] == [("queued", 0)] * 2
+
+
+def test_a_lease_too_short_for_the_transport_sends_nothing_and_does_not_spin(app, caplog):
+    """Review: when no message of a claim could be begun within its lease, the pass claimed the
+    same messages again for ever. Now it ends, says why, and the messages stay due."""
+
+    class Slow:
+        timeout = 100.0  # longer than half the 120 s lease: no message may be begun
+
+        def send(self, *_args):
+            raise AssertionError("no message may be begun")
+
+        def close(self):
+            pass
+
+    queue(3)
+    with caplog.at_level(logging.ERROR):
+        result = outbox_service.deliver_batch(Transports(email=Slow()))
+    assert result.claimed == 0
+    assert "the lease (PORTAL_OUTBOX_LEASE_SECONDS) is shorter" in caplog.text
+    assert all(r.status == "queued" and r.next_attempt_at <= portal_clock.now() for r in rows())

@@ -480,6 +480,11 @@ def deliver_batch(
     max_attempts = config["OUTBOX_MAX_ATTEMPTS"]
     claim_size = min(limit, config["OUTBOX_CLAIM_SIZE"])
     usable = config["OUTBOX_LEASE_TTL"].total_seconds() - _margin(transports)
+    if usable <= 0:
+        log.error(
+            "outbox: the lease (PORTAL_OUTBOX_LEASE_SECONDS) is shorter than twice the slowest "
+            "transport's timeout: no message can be begun safely, so none is"
+        )
     result = BatchResult()
     kinds = transports.kinds()
     with _Recorder() as recorder:
@@ -488,9 +493,9 @@ def deliver_batch(
             rows = _claim(claim_now, min(claim_size, limit - result.claimed), kinds)
             if not rows:
                 break
-            untouched = []
+            untouched, late = [], False
             for row in rows:
-                late = time.monotonic() - claimed_at > usable
+                late = late or time.monotonic() - claimed_at > usable
                 if row.kind not in kinds or late or (stopping and stopping()):
                     untouched.append(row)
                     continue
@@ -504,6 +509,8 @@ def deliver_batch(
                     kinds.remove(row.kind)
                 unit_of_work.checkpoint()  # this message's outcome is kept before the next
             _hand_back(untouched, claim_now)
+            if late:
+                break  # the claim's lease ran low: the next pass starts with a fresh one
     if result.claimed:
         audit.record(
             "outbox.delivered",

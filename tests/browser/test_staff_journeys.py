@@ -520,6 +520,51 @@ def test_an_admin_whose_proof_grew_old_while_choosing_a_file_confirms_it_is_them
     _wait_for_job(you, "2 rows checked: no problems.", check=True)
 
 
+@JS
+def test_an_admin_reading_in_spanish_is_told_in_spanish_which_line_of_the_file_is_not_utf8(
+    live, person, clock, js, tmp_path
+):
+    """Issue 13, walked: the problems of a file are written by the worker, and were in its own
+    language (English) for an admin reading the console in Spanish. On a phone, too."""
+    from portal.services.incidents import create_incident
+
+    mode = "js" if js else "nojs"
+    slug = f"quay-{mode}"
+    live.run(
+        create_incident,
+        slug=slug,
+        title=f"Quay ledger exposure ({mode})",
+        discovered_on=date(2026, 11, 5),
+        actor="test",
+    )
+    rows = [f"Q-{mode}-{n},Quay Person{n},quay{n}.{mode}@example.com,,en,,ssn\n" for n in range(6)]
+    lines = [",".join(HEADER).encode() + b"\n"] + [row.encode() for row in rows]
+    lines[4] = lines[4].replace(b"Person", b"Pers\xe9n")  # Latin-1, on the file's line 5
+    upload = tmp_path / "afectados.csv"
+    upload.write_bytes(b"".join(lines))
+
+    you = person(js=js, phone=True)
+    set_up(you, live, clock, role="admin")
+    page = you.page
+    page.goto(live.base + f"/admin/incidents/{slug}/import")
+    you.click("button", "Español")
+    page.get_by_label("Archivo CSV (UTF-8)").set_input_files(upload)
+    you.click("button", "Subir y revisar")
+    page.wait_for_url(re.compile(r"/admin/jobs/"))
+    deadline = time.monotonic() + 30
+    while "Corrija el archivo" not in page.get_by_role("main").inner_text():
+        assert time.monotonic() < deadline, "the check never finished"
+        if js:
+            time.sleep(0.3)  # the page updates itself
+        else:
+            time.sleep(0.3)
+            you.click("link", "Actualizar")
+    main = page.get_by_role("main").inner_text()
+    assert "esta línea no es texto UTF-8" in main
+    assert "this line is not UTF-8" not in main and "done" not in main
+    you.check("a file that is not UTF-8, in Spanish, on a phone")
+
+
 # --- a contact change made by staff waits for the new address and a second staff member ---
 
 

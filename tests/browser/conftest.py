@@ -404,3 +404,13 @@ def pytest_collection_modifyitems(items):
                     r":pytest.PytestUnraisableExceptionWarning"
                 )
             )
+
+
+@pytest.fixture(autouse=True)
+def fresh_browser_rate_limits():
+    """Each browser test starts with no rate-limit counts left by the tests before it: they share
+    a module's live server and its Redis, and every one of them comes from 127.0.0.1, so a test
+    late in a module could meet a per-network limit the earlier ones used up (as CI saw)."""
+    import redis
+
+    redis.Redis.from_url(REDIS_URL).flushdb()

@@ -46,7 +46,7 @@ def test_an_import_while_another_runs_says_so_and_writes_nothing(runner, inciden
     unit_of_work.commit()
     path = write_csv([customer_row(1), customer_row(2)])
 
-    with runs.held(runs.IMPORT, incident.id, wait=False):  # another import, in another process
+    with runs.held(runs.IMPORT, incident.id):  # another import, in another process
         result = runner.invoke(args=["customers", "import", "--incident", "acme-2026", str(path)])
 
     assert result.exit_code == 1
@@ -62,7 +62,7 @@ def test_notices_sent_while_another_run_queues_them_says_so_and_queues_nothing(
 ):
     committed_customers(incident, write_csv)
 
-    with runs.held(runs.NOTICES, incident.id, wait=False):
+    with runs.held(runs.NOTICES, incident.id):
         result = runner.invoke(args=["notices", "send", "--incident", "acme-2026"])
 
     assert result.exit_code == 1

@@ -342,18 +342,18 @@ def _batches(rows: Iterator[Row], size: int) -> Iterator[list[Row]]:
 
 
 def import_customers(
-    incident: Incident, path: Path | str, *, actor: str, progress=None, wait: bool = False
+    incident: Incident, path: Path | str, *, actor: str, progress=None
 ) -> ImportReport:
     """Validate then upsert the file; raise ImportRejected (writing nothing) on any problem.
 
-    Another import into the same incident under way: wait for it to end (wait=True), or raise
-    runs.Busy before anything is read (a command; a worker's job then goes back to the queue).
+    Another import into the same incident under way: raise runs.Busy before anything is read
+    (a command says so; a worker's job goes back to the queue).
     """
     path = Path(path)
     # Held to the end of this transaction (the import is one), so a second import starts only
     # once every row of the first is committed and visible: it then updates them instead of
     # inserting them again (a unique violation half-way, as it was).
-    runs.hold_for_transaction(runs.IMPORT, incident.id, wait=wait)
+    runs.hold_for_transaction(runs.IMPORT, incident.id)
     report = validate(path)
     if not report.ok:
         audit.record(

@@ -54,18 +54,16 @@ def queue_notices(
     actor: str,
     batch_size: int = BATCH_SIZE,
     progress=None,
-    wait: bool = False,
 ) -> int:
     """Create a Notice and its outbox message for every affected customer not yet notified.
 
     Each batch commits its notices together with their messages, so a notice is never marked
     queued without its message, nor a message queued twice: running it again sends nothing new.
-    Another run for the same incident under way: wait for it (wait=True), then
-    queue what is left; or raise runs.Busy before queueing anything (a command).
+    Another run for the same incident under way: raise runs.Busy before queueing anything.
     """
     # Two runs at once would pick the same customers and insert their notices twice (the loser
     # died on uq_notice_once half-way). Held on a connection of its own: batches commit.
-    with runs.held(runs.NOTICES, incident.id, wait=wait):
+    with runs.held(runs.NOTICES, incident.id):
         return _queue_notices(incident, actor=actor, batch_size=batch_size, progress=progress)
 
 

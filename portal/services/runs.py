@@ -3,9 +3,9 @@ processes and machines, through PostgreSQL advisory locks.
 
 Two runs at once would read the same "not yet there" rows and insert them twice: the loser hit
 a unique constraint and died with a traceback (which printed sealed values) half-way. A lock per
-incident and operation makes the second run wait (a worker's job) or stop at once with a clear
-message (a command), before it reads anything. SQLite needs none: it lets one writer in at a
-time, and the database file's own lock makes the second run wait.
+incident and operation makes the second run stop at once, before it reads anything: a command
+with a clear message, a worker's job by going back to the queue (background.Later). SQLite needs
+none: it lets one writer in at a time, and the database file's own lock makes the second run wait.
 """
 
 from __future__ import annotations
@@ -31,22 +31,20 @@ def _postgresql() -> bool:
     return db.session.get_bind().dialect.name == "postgresql"
 
 
-def hold_for_transaction(operation: int, incident_id: int, *, wait: bool) -> None:
+def hold_for_transaction(operation: int, incident_id: int) -> None:
     """Hold the lock until the session's transaction ends (commit or rollback): for a run that
     is one transaction, such as an import, so the next run sees everything it wrote."""
     if not _postgresql():
         return
     params = {"operation": operation, "incident": incident_id}
-    if wait:
-        db.session.execute(text("SELECT pg_advisory_xact_lock(:operation, :incident)"), params)
-    elif not db.session.scalar(
+    if not db.session.scalar(
         text("SELECT pg_try_advisory_xact_lock(:operation, :incident)"), params
     ):
         raise Busy
 
 
 @contextmanager
-def held(operation: int, incident_id: int, *, wait: bool) -> Iterator[None]:
+def held(operation: int, incident_id: int) -> Iterator[None]:
     """Hold the lock for the block, on a connection of its own: for a run that commits batch by
     batch, such as queueing notices, whose own transactions end many times. A process that dies
     closes the connection, and PostgreSQL lets go of the lock."""
@@ -57,9 +55,7 @@ def held(operation: int, incident_id: int, *, wait: bool) -> Iterator[None]:
     # Autocommit: a session-level lock outlives transactions, and this connection keeps none
     # open for the whole run (an idle transaction could be ended by the server's timeout).
     with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        if wait:
-            connection.execute(text("SELECT pg_advisory_lock(:operation, :incident)"), params)
-        elif not connection.scalar(
+        if not connection.scalar(
             text("SELECT pg_try_advisory_lock(:operation, :incident)"), params
         ):
             raise Busy

@@ -60,7 +60,13 @@ def register_proxy(app: Flask) -> None:
 
 def register_extensions(app: Flask) -> None:
     from portal.extensions import babel, csrf, db, limiter, migrate, vault
-    from portal.i18n import datetime_with_zone, language_for, localized, staff_datetime
+    from portal.i18n import (
+        datetime_with_zone,
+        install_template_gettext,
+        language_for,
+        localized,
+        staff_datetime,
+    )
     from portal.web import identity
     from portal.web.access import CUSTOMER
 
@@ -121,6 +127,7 @@ def register_extensions(app: Flask) -> None:
         locale_selector=select_locale,
         default_translation_directories=str(ROOT / "portal" / "translations"),
     )
+    install_template_gettext(app)
     app.jinja_env.globals["get_locale"] = get_locale
     app.jinja_env.globals["localized"] = localized
     from portal.models.case import CaseStatus, MessageKind

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import nh3
 from markdown_it import MarkdownIt
 from markupsafe import Markup
@@ -13,12 +15,12 @@ _PARSER = MarkdownIt("commonmark", {"html": False, "linkify": False})
 _TAGS = {"p", "br", "strong", "em", "ul", "ol", "li", "a", "blockquote", "code", "h3", "h4"}
 
 
-def render(source) -> Markup:
-    """Safe HTML for a Markdown text (the only place the portal marks HTML as safe).
-
-    A portal.i18n.Localized text standing in for another language keeps its own `lang`.
-    """
-    html = _PARSER.render(str(source or ""))
+# The same few texts (an incident's sections, its updates) are shown on every dashboard and
+# public page: each is parsed and cleaned once a process, not once a request. The key is the
+# text itself, so an edited text is a new entry; the bound keeps memory flat.
+@lru_cache(maxsize=512)
+def _cleaned(text: str) -> Markup:
+    html = _PARSER.render(text)
     cleaned = nh3.clean(
         html,
         tags=_TAGS,
@@ -27,7 +29,15 @@ def render(source) -> Markup:
         link_rel="noopener noreferrer",
     )
     # Sanitised by nh3 with the allow-list just above: the one place HTML is marked safe.
-    safe = Markup(cleaned)  # noqa: S704  # nosec B704: nh3-cleaned with an allow-list
+    return Markup(cleaned)  # noqa: S704  # nosec B704: nh3-cleaned with an allow-list
+
+
+def render(source) -> Markup:
+    """Safe HTML for a Markdown text (the only place the portal marks HTML as safe).
+
+    A portal.i18n.Localized text standing in for another language keeps its own `lang`.
+    """
+    safe = _cleaned(str(source or ""))
     lang_attr = getattr(source, "attr", Markup())
     if lang_attr and safe:
         return Markup("<div{}>{}</div>").format(lang_attr, safe)

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import and_, select
 
 from portal.extensions import db
 from portal.models import (
     DATA_CLASSES,
     Customer,
+    Enrollment,
     Exposure,
     Incident,
     IncidentUpdate,
@@ -46,16 +47,34 @@ class IncidentView:
 
 
 def for_customer(customer: Customer) -> list[IncidentView]:
-    """The customer's incidents, newest first. Three queries, however much there is to show."""
+    """The customer's incidents, newest first. Three queries, however much there is to show:
+    the exposures with their incidents and the protection offer (a left join: one offer an
+    incident, one enrollment an offer and customer, so no row is repeated); the plan steps
+    done; the published updates."""
     views: dict[int, IncidentView] = {}
     rows = db.session.execute(
-        select(Exposure.data_class, Exposure.fragment_sealed, Incident)
+        select(
+            Exposure.data_class,
+            Exposure.fragment_sealed,
+            Incident,
+            ProtectionOffer.id,
+            Enrollment.status,
+        )
         .join(Incident, Incident.id == Exposure.incident_id)
+        .outerjoin(ProtectionOffer, ProtectionOffer.incident_id == Incident.id)
+        .outerjoin(
+            Enrollment,
+            and_(Enrollment.offer_id == ProtectionOffer.id, Enrollment.customer_id == customer.id),
+        )
         .where(Exposure.customer_id == customer.id)
         .order_by(Incident.discovered_on.desc(), Incident.id.desc())
     )
-    for data_class, sealed, incident in rows:
-        view = views.setdefault(incident.id, IncidentView(incident))
+    for data_class, sealed, incident, offer_id, enrollment in rows:
+        view = views.get(incident.id)
+        if view is None:
+            view = views[incident.id] = IncidentView(incident)
+            if offer_id is not None:
+                view.protection = protection.shown_status(enrollment)
         binding = Exposure.binding(customer.public_id, incident.id, data_class)
         fragment = (
             sealed_.open_text(Exposure, "fragment_sealed", binding, sealed)
@@ -75,15 +94,7 @@ def for_customer(customer: Customer) -> list[IncidentView]:
         ):
             updates[update.incident_id].append(update)
         done = plan.done_steps(customer)
-        offered = set(
-            db.session.scalars(
-                select(ProtectionOffer.incident_id).where(ProtectionOffer.incident_id.in_(views))
-            )
-        )
-        statuses = protection.enrollment_statuses(customer)
         for incident_id, view in views.items():
             view.updates = updates[incident_id]
             view.done = done
-            if incident_id in offered:
-                view.protection = statuses.get(incident_id, "offered")
     return list(views.values())

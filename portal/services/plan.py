@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, literal, select, union_all
 
 from portal import clock
 from portal.extensions import db
@@ -48,20 +48,16 @@ class Plan:
         raise StepNotInPlan(step_id)
 
 
-def exposed_keys(customer: Customer) -> set[str]:
-    return set(
-        db.session.scalars(
-            select(Exposure.data_class).where(Exposure.customer_id == customer.id).distinct()
-        )
-    )
-
-
 def done_steps(customer: Customer) -> set[str]:
     done = set(
         db.session.scalars(
             select(GuidanceProgress.step_id).where(GuidanceProgress.customer_id == customer.id)
         )
     )
+    return _with_password_step(customer, done)
+
+
+def _with_password_step(customer: Customer, done: set[str]) -> set[str]:
     if customer.password_changed_at is not None:
         done.add(CHANGE_PASSWORD)  # setting a new password here is that step, done
     return done
@@ -76,8 +72,23 @@ def build(keys: set[str], done: set[str], language: str) -> Plan:
 
 
 def for_customer(customer: Customer, language: str) -> Plan:
-    """Two queries, however many incidents and exposures."""
-    return build(exposed_keys(customer), done_steps(customer), language)
+    """One query, however many incidents and exposures: what was exposed and which steps are
+    done, side by side (a UNION ALL of the two)."""
+    rows = db.session.execute(
+        union_all(
+            select(literal("exposed"), Exposure.data_class).where(
+                Exposure.customer_id == customer.id
+            ),
+            select(literal("done"), GuidanceProgress.step_id).where(
+                GuidanceProgress.customer_id == customer.id
+            ),
+        )
+    )
+    keys: set[str] = set()
+    done: set[str] = set()
+    for kind, key in rows:
+        (keys if kind == "exposed" else done).add(key)
+    return build(keys, _with_password_step(customer, done), language)
 
 
 def viewed(customer: Customer) -> None:

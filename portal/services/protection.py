@@ -269,14 +269,10 @@ def offer_for_customer(offer_id: int, customer: Customer) -> ProtectionOffer | N
     return None
 
 
-def enrollment_statuses(customer: Customer) -> dict[int, str]:
-    """incident id -> "enrolled" or "waiting", for the dashboard (one query)."""
-    rows = db.session.execute(
-        select(ProtectionOffer.incident_id, Enrollment.status)
-        .join(Enrollment, Enrollment.offer_id == ProtectionOffer.id)
-        .where(Enrollment.customer_id == customer.id)
-    )
-    return dict(rows.all())
+def shown_status(enrollment_status: str | None) -> str:
+    """What the dashboard says of an offer: "offered" until the customer enrolls, then
+    "enrolled" or "waiting" (for a code from the pool)."""
+    return enrollment_status or "offered"
 
 
 # --- enrolling ---

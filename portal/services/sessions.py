@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from flask import current_app
 from sqlalchemy import exists, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import joinedload
 
 from portal import clock
 from portal.extensions import db
@@ -57,7 +58,12 @@ def load_session(token: str | None) -> LoginSession | None:
     """The live session for this token, or None when unknown, ended, idle or too old."""
     if not token:
         return None
-    row = db.session.scalar(select(LoginSession).where(LoginSession.token_digest == _digest(token)))
+    # The customer comes in the same query: every signed-in page reads them next.
+    row = db.session.scalar(
+        select(LoginSession)
+        .where(LoginSession.token_digest == _digest(token))
+        .options(joinedload(LoginSession.customer, innerjoin=True))
+    )
     if row is None or row.revoked_at is not None:
         return None
     config = current_app.config

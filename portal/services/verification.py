@@ -14,6 +14,7 @@ from flask import current_app
 from flask_babel import gettext as _
 from flask_babel import ngettext
 from sqlalchemy import func, select
+from sqlalchemy.orm import joinedload
 
 from portal import clock
 from portal.extensions import db
@@ -140,7 +141,14 @@ def _notice_from_token(token: str) -> Notice:
         raise LinkInvalid("expired") from exc
     except tokens.InvalidToken as exc:
         raise LinkInvalid("tampered") from exc
-    notice = db.session.scalar(select(Notice).where(Notice.public_id == public_id))
+    # Its customer and incident in the same query: the link page and the code's start read both.
+    notice = db.session.scalar(
+        select(Notice)
+        .where(Notice.public_id == public_id)
+        .options(
+            joinedload(Notice.customer, innerjoin=True), joinedload(Notice.incident, innerjoin=True)
+        )
+    )
     if notice is None:
         raise LinkInvalid("tampered")
     # A newer link replaces the nonce: every link sent before it stops working.

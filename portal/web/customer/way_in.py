@@ -58,8 +58,8 @@ from portal.web.navigation import safe_next
 def _helpline():
     """`helpline()` for the "ask a person" panel: looked up only on pages that show it."""
 
-    def helpline():
-        return incidents.support_line(session.get(SUPPORT_KEY))
+    def helpline(announced=None):
+        return incidents.support_line(session.get(SUPPORT_KEY), announced)
 
     return {"helpline": helpline}
 

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import pytest
 from alembic.script import ScriptDirectory
 from flask_migrate import downgrade, upgrade
-from sqlalchemy import func, select, text
+from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from portal import ROOT
@@ -24,7 +24,7 @@ from portal.models import AuditEvent
 from portal.services import audit
 from portal.services.imports import import_customers
 from portal.services.notices import queue_notices
-from tests.conftest import AUDIT_KEY, SECRET_KEY, base_env, customer_row
+from tests.conftest import AUDIT_KEY, SECRET_KEY, base_env, customer_row, pg_url
 from tests.customer_flow import link_path, messages_to
 
 
@@ -463,3 +463,59 @@ def test_the_least_privilege_app_role_can_append_and_nothing_else(history, state
             admin.execute(text(f"DROP OWNED BY {role}"))
             admin.execute(text(f"DROP ROLE {role}"))
         admin.close()
+
+
+# --- the chain's lock: held for the append and the commit, not for the whole request ---
+
+
+@pytest.mark.skipif(not pg_url(), reason="the chain's lock is PostgreSQL's (advisory lock)")
+def test_recording_an_event_does_not_hold_the_chains_lock_until_the_commit(app, incident):
+    """Every request that records an event (a link opened, a code typed) once held the one lock
+    of the whole chain from that moment to its commit, its page's rendering included: on notice
+    day every instance's requests queued behind one another. Now the lock is taken as the
+    transaction commits."""
+    db.session.commit()
+    before = db.session.scalar(select(func.count()).select_from(AuditEvent))
+    audit.record("test.first", actor="test", subject_type="test", subject_id="1")
+    audit.record("test.second", actor="test", subject_type="test", subject_id="2")
+    db.session.flush()
+    other = create_engine(pg_url())
+    try:
+        with other.connect() as conn:
+            free = conn.execute(
+                text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": audit._CHAIN_LOCK}
+            ).scalar()
+            conn.rollback()
+        assert free, "another transaction could not take the chain's lock before the commit"
+        db.session.commit()
+    finally:
+        other.dispose()
+    events = db.session.scalars(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(3)).all()
+    assert [e.action for e in events[:2]] == ["test.second", "test.first"]
+    assert events[0].prev_hash == events[1].hash and events[1].prev_hash == events[2].hash
+    assert db.session.scalar(select(func.count()).select_from(AuditEvent)) == before + 2
+
+
+def test_events_of_a_transaction_rolled_back_are_not_kept(app, incident):
+    db.session.commit()
+    before = db.session.scalar(select(func.count()).select_from(AuditEvent))
+    audit.record("test.undone", actor="test")
+    db.session.rollback()
+    audit.record("test.kept", actor="test")
+    db.session.commit()
+    actions = db.session.scalars(select(AuditEvent.action).order_by(AuditEvent.id)).all()
+    assert "test.undone" not in actions and actions[-1] == "test.kept"
+    assert len(actions) == before + 1
+
+
+def test_a_read_of_the_chain_in_the_transaction_sees_its_own_events(app, incident):
+    audit.record("test.seen", actor="test", subject_type="test", subject_id="x")
+    seen = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "test.seen"))
+    assert seen is not None and seen.hash and seen.prev_hash
+    db.session.commit()
+    assert (
+        db.session.scalar(
+            select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "test.seen")
+        )
+        == 1
+    )

@@ -19,7 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from flask import current_app, g, has_request_context, request
+from sqlalchemy import event as sa_event
 from sqlalchemy import func, select, text
+from sqlalchemy.sql.util import find_tables
 
 from portal import clock
 from portal.config import legacy_audit_key
@@ -118,6 +120,10 @@ def _lock_chain() -> None:
         db.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CHAIN_LOCK})
 
 
+# Events recorded in this unit of work, appended to the chain as it commits (see _append).
+_PENDING = "portal.audit_pending"
+
+
 def record(
     action: str,
     *,
@@ -127,14 +133,11 @@ def record(
     outcome: str = "success",
     details: dict | None = None,
 ) -> AuditEvent:
-    """Append one event to the chain in the current transaction. Details must hold no secrets."""
-    session = db.session
-    _lock_chain()
-    prev = session.execute(
-        select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)
-    ).scalar_one_or_none()
-    signing = chain_keys()[0]
-    # After a rotation the first event under the new key links to the old head: a new segment.
+    """Record one event in the current transaction. Details must hold no secrets.
+
+    What happened, when, by whom and from where is taken now; the event joins the chain when
+    the unit of work commits (or when something reads the chain first), in the order recorded.
+    """
     event = AuditEvent(
         occurred_at=clock.now(),
         actor=actor[:120],
@@ -145,13 +148,59 @@ def record(
         outcome=outcome,
         details=json.dumps(details or {}, sort_keys=True, separators=(",", ":")),
         client_addr=current_client_address(),
-        key_id=signing.id,
-        prev_hash=prev or GENESIS,
     )
-    event.hash = _digest(signing.raw, event)
-    session.add(event)
-    session.flush()
+    db.session.info.setdefault(_PENDING, []).append(event)
+    db.session.flush()  # as before: what the caller changed is written, only the event waits
     return event
+
+
+def _append(session) -> None:
+    """Chain the events recorded in this transaction: lock the chain, read its head, link.
+
+    Done as the transaction commits, not as each event is recorded: the chain's lock (one for
+    the whole portal on PostgreSQL) is then held for these few statements and the commit, not
+    for the rest of a request (its page's rendering, other queries), which on notice day would
+    make every link opened and every code typed wait for one another across all instances.
+    """
+    pending = session.info.pop(_PENDING, None)
+    if not pending:
+        return
+    _lock_chain()
+    prev = session.execute(
+        select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)
+    ).scalar_one_or_none()
+    signing = chain_keys()[0]
+    for event in pending:
+        # After a rotation the first event under the new key links to the old head: a segment.
+        event.key_id = signing.id
+        event.prev_hash = prev or GENESIS
+        event.hash = prev = _digest(signing.raw, event)
+        session.add(event)
+    session.flush()
+
+
+@sa_event.listens_for(db.session, "before_commit")
+def _append_before_commit(session) -> None:
+    _append(session)
+
+
+@sa_event.listens_for(db.session, "do_orm_execute")
+def _append_before_reading(state) -> None:
+    """Whoever reads the chain in this transaction sees the events it recorded, in place."""
+    if (
+        state.is_select
+        and state.session.info.get(_PENDING)
+        and AuditEvent.__table__ in find_tables(state.statement, include_joins=True)
+    ):
+        _append(state.session)
+
+
+@sa_event.listens_for(db.session, "after_transaction_end")
+def _forget_when_undone(session, transaction) -> None:
+    # The whole transaction ended unkept (rolled back): its events go with it, as
+    # their rows would have. A savepoint's end leaves them be (none is recorded inside one).
+    if transaction.parent is None:
+        session.info.pop(_PENDING, None)
 
 
 # --- checkpoints: the head of the chain, kept outside the table ---

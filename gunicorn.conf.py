@@ -51,8 +51,9 @@ workers = _number("PORTAL_WEB_WORKERS", 2 * (os.cpu_count() or 1) + 1, least=1)
 # concurrency); each thread may hold a database connection of its own.
 threads = _number("PORTAL_WEB_THREADS", 1, least=1)
 
-# A request is killed (and its worker restarted) after this long: the database answers or fails
-# within 2 s and Redis within 0.5 s (portal/config.py), so 30 s is only ever a stuck process.
+# A request is killed (and its worker restarted) after this long: a connection to PostgreSQL is
+# given up after 2 s and a Redis call after 0.5 s (portal/config.py), and a page takes
+# milliseconds, so 30 s is a stuck process or a runaway query, never a busy moment.
 timeout = _number("PORTAL_WEB_TIMEOUT", 30, least=1)
 # On SIGTERM (a deploy), requests in hand get this long to finish; a request's one commit
 # either happened or did not, so a worker killed at the end of it loses nothing half-done.

@@ -37,6 +37,7 @@ def create_app(env: dict[str, str] | None = None, **overrides) -> Flask:
     register_errorhandlers(app)
     register_cli(app)
     register_security_headers(app)
+    register_static_files(app)
     register_proxy(app)
     return app
 
@@ -209,6 +210,13 @@ def register_errorhandlers(app: Flask) -> None:
 
 def register_cli(app: Flask) -> None:
     from portal.cli import register
+
+    register(app)
+
+
+def register_static_files(app: Flask) -> None:
+    """Static files under content-hashed names, cached for a year (portal/web/static_files.py)."""
+    from portal.web.static_files import register
 
     register(app)
 

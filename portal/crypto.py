@@ -50,11 +50,27 @@ def decode_key(text: str) -> bytes:
     return raw
 
 
+# Counts the forks this process came through. A forked child inherits its parent's memory, the
+# nonce pools with it: parent and child would then draw the same nonces under the same key, and
+# AES-GCM with a repeated nonce gives away both plaintexts and the key that authenticates them.
+# gunicorn forks its workers from a master that made the app (preload_app), so a pool drawn
+# before the fork must never be used after it.
+_forks = 0
+
+
+def _forked() -> None:
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 class _NonceSource(threading.local):
     """Fresh random nonces, read from the OS in blocks (one system call per 4,096 seals).
 
     Every nonce is 96 bits straight from the CSPRNG, never reused: a block is consumed once, by
-    one thread (the pool is per thread).
+    one thread (the pool is per thread) of one process (a pool from before a fork is dropped).
     """
 
     BLOCK = NONCE_SIZE * 4096
@@ -62,10 +78,11 @@ class _NonceSource(threading.local):
     def __init__(self):
         self.pool = b""
         self.offset = 0
+        self.forks = _forks
 
     def take(self) -> bytes:
-        if self.offset >= len(self.pool):
-            self.pool, self.offset = os.urandom(self.BLOCK), 0
+        if self.offset >= len(self.pool) or self.forks != _forks:
+            self.pool, self.offset, self.forks = os.urandom(self.BLOCK), 0, _forks
         nonce = self.pool[self.offset : self.offset + NONCE_SIZE]
         self.offset += NONCE_SIZE
         return nonce

@@ -153,3 +153,28 @@ def test_every_seal_uses_a_fresh_nonce_even_across_threads():
     for thread in threads:
         thread.join()
     assert len(nonces) == 24000 and len(set(nonces)) == 24000
+
+
+def test_a_forked_process_never_draws_its_parents_nonces():
+    # gunicorn makes the app once and forks its workers from it (preload_app): a nonce pool
+    # drawn before the fork, copied into every child, would repeat nonces under one key.
+    import os
+
+    from portal.crypto import HEADER_SIZE
+
+    local = DataVault([new_data_key()])
+    local.seal("drawn before the fork", "ctx")  # the pool now holds 4,095 unused nonces
+    reading, writing = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe and leaves at once
+        try:
+            os.write(writing, b"".join(local.seal("v", "ctx")[5:HEADER_SIZE] for _ in range(50)))
+        finally:
+            os._exit(0)
+    os.close(writing)
+    os.waitpid(child, 0)
+    with os.fdopen(reading, "rb") as pipe:
+        drawn = pipe.read()
+    in_child = {drawn[n : n + 12] for n in range(0, len(drawn), 12)}
+    in_parent = {local.seal("v", "ctx")[5:HEADER_SIZE] for _ in range(50)}
+    assert len(in_child) == 50 and not in_child & in_parent

@@ -408,19 +408,26 @@ def _alert_pool_empty(offer: ProtectionOffer) -> None:
         .select_from(Enrollment)
         .where(Enrollment.offer_id == offer.id, Enrollment.status == "waiting")
     )
-    outbox.queue_message(
-        compose_alert,
-        to=current_app.config["ALERT_EMAIL"],
-        locale="en",  # the response team reads alerts in English
-        dedupe_key=key,
-        subject=f"Activation codes have run out: {offer.incident.slug}",
-        text=(
-            f"The {offer.provider_name} code pool for incident {offer.incident.slug} is "
-            f"empty. {waiting} customer(s) are on the waiting list. Import more codes with "
-            f"`portal protection import-codes --incident {offer.incident.slug} FILE`; "
-            f"waiting customers then get theirs in order."
-        ),
-    )
+    try:
+        # Many enrollments meet the empty pool at once; the first to commit queues the alert and
+        # the others' check above does not see it yet. A savepoint, so that a loser undoes only
+        # this insert, not the customer's enrollment on the waiting list.
+        with db.session.begin_nested():
+            outbox.queue_message(
+                compose_alert,
+                to=current_app.config["ALERT_EMAIL"],
+                locale="en",  # the response team reads alerts in English
+                dedupe_key=key,
+                subject=f"Activation codes have run out: {offer.incident.slug}",
+                text=(
+                    f"The {offer.provider_name} code pool for incident {offer.incident.slug} is "
+                    f"empty. {waiting} customer(s) are on the waiting list. Import more codes "
+                    f"with `portal protection import-codes --incident {offer.incident.slug} "
+                    f"FILE`; waiting customers then get theirs in order."
+                ),
+            )
+    except IntegrityError:
+        return  # another request queued this hour's alert, and recorded it
     audit.record(
         "protection.pool_empty",
         actor=Actor.PROTECTION,

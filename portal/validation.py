@@ -179,4 +179,6 @@ def is_phone(typed: str) -> bool:
 
 def normalise_name(name: str) -> str:
     """The form used for the name index: Unicode-normalised, case-folded, single spaces."""
-    return " ".join(unicodedata.normalize("NFKC", name).casefold().split())
+    if not name.isascii():  # NFKC leaves ASCII as it is: a million imported names skip it
+        name = unicodedata.normalize("NFKC", name)
+    return " ".join(name.casefold().split())

@@ -7,6 +7,7 @@ from sqlalchemy import func, select, text
 
 from portal.extensions import db
 from portal.models import AuditEvent, Customer, Exposure
+from portal.services import imports
 from portal.services.customers import find_by_email
 from portal.services.imports import ImportRejected, import_customers
 from tests.conftest import TABLES, customer_row
@@ -386,3 +387,80 @@ def test_import_is_audited_without_personal_data(app, incident, write_csv):
     assert event.subject_id == "acme-2026"
     assert '"created":1' in event.details
     assert "person1" not in event.details
+
+
+# --- the file is read once: batches written before a problem are undone ---
+
+
+def test_a_bad_row_after_batches_were_written_leaves_nothing_of_them(
+    app, incident, write_csv, monkeypatch
+):
+    monkeypatch.setattr(imports, "BATCH_SIZE", 10)
+    import_customers(incident, write_csv([customer_row(n) for n in range(1, 6)]), actor="t")
+    before = table_snapshot()
+    rows = [customer_row(n, full_name=f"Renamed {n}") for n in range(1, 60)]
+    rows[55] = customer_row(56, phone="555-0101")  # five batches of ten were written before it
+
+    with pytest.raises(ImportRejected) as caught:
+        import_customers(incident, write_csv(rows), actor="test")
+
+    assert [p.line for p in caught.value.report.problems] == [57]
+    assert table_snapshot() == before
+
+
+def test_a_duplicate_in_a_later_batch_is_named_and_writes_nothing(
+    app, incident, write_csv, monkeypatch
+):
+    monkeypatch.setattr(imports, "BATCH_SIZE", 10)
+    rows = [customer_row(n) for n in range(1, 40)]
+    rows[35] = customer_row(3, email="other@example.com")  # line 37 repeats line 4
+
+    with pytest.raises(ImportRejected) as caught:
+        import_customers(incident, write_csv(rows), actor="test")
+
+    assert [str(p) for p in caught.value.report.problems] == ["line 37: external_id repeats line 4"]
+    assert count(Customer) == 0
+
+
+def test_two_ids_with_the_same_digest_are_both_imported(app, incident, write_csv, monkeypatch):
+    monkeypatch.setattr(imports, "BATCH_SIZE", 10)
+    # Every id "collides" with every other: the import notices only after writing a batch,
+    # then writes the whole (good) file again from its start.
+    monkeypatch.setattr(imports, "_id_digest", lambda external_id: 1)
+    rows = [customer_row(n) for n in range(1, 26)]
+
+    report = import_customers(incident, write_csv(rows), actor="test")
+
+    assert (report.rows, report.created, report.exposures_added) == (25, 25, 75)
+    assert count(Customer) == 25
+    assert count(Exposure) == 75
+    assert find_by_email("person25@example.com")[0].name == "Person Number25"
+
+
+def test_batches_of_new_and_known_customers_keep_their_ids_and_seals(
+    app, incident, write_csv, monkeypatch
+):
+    monkeypatch.setattr(imports, "BATCH_SIZE", 7)
+    import_customers(incident, write_csv([customer_row(n) for n in range(1, 20, 2)]), actor="t")
+    first = {c.external_id: (c.id, c.public_id) for c in db.session.scalars(select(Customer))}
+    rows = [customer_row(n) for n in range(1, 31)]
+    rows[2] = customer_row(3, full_name="Third Person", data_classes="ssn:1111;password")
+
+    report = import_customers(incident, write_csv(rows), actor="test")
+
+    assert (report.created, report.updated, report.unchanged) == (20, 1, 9)
+    assert (report.exposures_added, report.exposures_updated) == (61, 1)
+    db.session.expire_all()
+    customers = {c.external_id: c for c in db.session.scalars(select(Customer))}
+    assert {k: (c.id, c.public_id) for k, c in customers.items() if k in first} == first
+    assert len({c.public_id for c in customers.values()}) == 30
+    third = customers["C-00003"]
+    assert third.name == "Third Person"
+    assert {e.data_class: e.fragment for e in third.exposures} == {
+        "email_address": None,
+        "payment_card": "4242",
+        "ssn": "1111",
+        "password": None,
+    }
+    last = find_by_email("person30@example.com")[0]
+    assert {e.data_class: e.fragment for e in last.exposures}["payment_card"] == "4242"

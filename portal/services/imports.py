@@ -797,10 +797,10 @@ class _PostgresWriter(_Writer):
         self.sequence = self.cursor.fetchone()[0]
 
     def known(self, external_ids):
-        return self.cursor.execute(_KNOWN.format("= ANY(%s)"), [external_ids]).fetchall()
+        return self.cursor.execute(_KNOWN.format("= ANY(%s::text[])"), [external_ids]).fetchall()
 
     def known_exposures(self, customer_ids):
-        statement = _KNOWN_EXPOSURES.format(mark="%s", ids="= ANY(%s)")
+        statement = _KNOWN_EXPOSURES.format(mark="%s", ids="= ANY(%s::integer[])")
         return self.cursor.execute(statement, [self.incident_id, customer_ids]).fetchall()
 
     def new_ids(self, count):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from sqlalchemy import func, select, text
 
@@ -10,7 +12,7 @@ from portal.models import AuditEvent, Customer, Exposure
 from portal.services import imports
 from portal.services.customers import find_by_email
 from portal.services.imports import ImportRejected, import_customers
-from tests.conftest import TABLES, customer_row
+from tests.conftest import TABLES, customer_row, pg_url
 
 
 def table_snapshot() -> dict[str, list[tuple]]:
@@ -464,3 +466,75 @@ def test_batches_of_new_and_known_customers_keep_their_ids_and_seals(
     }
     last = find_by_email("person30@example.com")[0]
     assert {e.data_class: e.fragment for e in last.exposures}["payment_card"] == "4242"
+
+
+# --- the plans at scale (issue 14, acceptance 2) ---
+
+
+def _scans(plan: dict) -> Iterator[tuple[str, str | None]]:
+    yield plan["Node Type"], plan.get("Relation Name")
+    for child in plan.get("Plans", ()):
+        yield from _scans(child)
+
+
+class _Explaining:
+    """The writer's cursor, asking PostgreSQL for the plan of each query before running it."""
+
+    def __init__(self, cursor, plans: dict[str, list]):
+        self.cursor = cursor
+        self.plans = plans
+
+    def execute(self, statement, params=None):
+        if statement.startswith(("SELECT id", "INSERT")):
+            self.cursor.execute(f"EXPLAIN (FORMAT JSON) {statement}", params)
+            self.plans[statement] = list(_scans(self.cursor.fetchone()[0][0]["Plan"]))
+        return self.cursor.execute(statement, params)
+
+    def __getattr__(self, name):
+        return getattr(self.cursor, name)
+
+
+@pytest.mark.skipif(not pg_url(), reason="PostgreSQL's planner (the suite runs there in CI)")
+def test_no_statement_of_the_import_scans_a_large_customer_or_exposure_table(
+    app, incident, write_csv, monkeypatch
+):
+    raw = db.session.connection().connection.dbapi_connection
+    # 200,000 other people, as a large incident leaves them (their values need not open here).
+    raw.execute(
+        "INSERT INTO customer (external_id, public_id, name_sealed, email_sealed, email_index, "
+        "locale, region) SELECT 'X-' || g, lpad(to_hex(g), 32, '0'), '\\x00', '\\x00', "
+        "decode(md5(g::text), 'hex'), 'en', '' FROM generate_series(1, 200000) g"
+    )
+    raw.execute(
+        "INSERT INTO exposure (customer_id, incident_id, data_class) "
+        "SELECT id, %s, 'ssn' FROM customer",
+        [incident.id],
+    )
+    half = imports.BATCH_SIZE // 2
+    import_customers(incident, write_csv([customer_row(n) for n in range(half)]), actor="t")
+    raw.execute("ANALYZE customer")
+    raw.execute("ANALYZE exposure")
+    plans: dict[str, list] = {}
+    writer = imports._writer
+
+    def explaining(incident_id, report):
+        made = writer(incident_id, report)
+        made.cursor = _Explaining(made.cursor, plans)
+        return made
+
+    monkeypatch.setattr(imports, "_writer", explaining)
+    # One full batch: half of it known (with exposures to compare), half new.
+    rows = [customer_row(n, region="DE") for n in range(imports.BATCH_SIZE)]
+
+    report = import_customers(incident, write_csv(rows), actor="test")
+
+    assert (report.created, report.updated) == (imports.BATCH_SIZE - half, half)
+    assert {" ".join(s.split()[:4]) for s in plans} == {
+        "SELECT id, external_id, public_id,",  # who of the batch is known
+        "SELECT id, customer_id, data_class,",  # their exposures to this incident
+        "INSERT INTO customer AS",  # the upserts
+        "INSERT INTO exposure AS",
+    }
+    for statement, scans in plans.items():
+        seq_scanned = [table for node, table in scans if node == "Seq Scan"]
+        assert not {"customer", "exposure"} & set(seq_scanned), (statement, scans)

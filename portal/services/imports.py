@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -400,15 +401,25 @@ def _write_checked(incident: Incident, path: Path, report: ImportReport, progres
         report.created = report.updated = report.unchanged = 0
         report.exposures_added = report.exposures_updated = 0
         writer = _writer(incident.id, report)
-        for batch in _batches(_good_rows(path), BATCH_SIZE):
-            writer.write(batch)
-        writer.finish()
+        try:
+            for batch in _batches(_good_rows(path), BATCH_SIZE):
+                writer.write(batch)
+            writer.finish()
+        finally:
+            writer.close()
     if progress is not None:
         progress(report.rows)
 
 
 def _scan_and_write(incident: Incident, path: Path, report: ImportReport, progress) -> None:
     writer = _writer(incident.id, report)
+    try:
+        _scan_into(writer, path, report, progress)
+    finally:
+        writer.close()
+
+
+def _scan_into(writer: _Writer, path: Path, report: ImportReport, progress) -> None:
     scan = _Scan(path, report)
     batch: list[Row] = []
     writing = True
@@ -515,14 +526,11 @@ CUSTOMER_COLUMNS = (
     "name_index",
     "phone_index",
 )
-_KNOWN = (
-    "SELECT id, external_id, public_id, name_sealed, email_sealed, phone_sealed, locale, "
-    "locale_chosen_at, region, name_index FROM customer WHERE external_id {}"
+_KNOWN_COLUMNS = (
+    "id, external_id, public_id, name_sealed, email_sealed, phone_sealed, locale, "
+    "locale_chosen_at, region, name_index"
 )
-_KNOWN_EXPOSURES = (
-    "SELECT id, customer_id, data_class, fragment_sealed FROM exposure "
-    "WHERE incident_id = {mark} AND customer_id {ids}"
-)
+_EXPOSURE_COLUMNS = "id, customer_id, data_class, fragment_sealed"
 
 
 def _writer(incident_id: int, report: ImportReport) -> _Writer:
@@ -549,6 +557,10 @@ class _Writer:
         self.raw = connection.connection.dbapi_connection
         self.incident_id = incident_id
         self.report = report
+        # One batch is stored (the database's part of the work, which lets go of the GIL) while
+        # the next is read and checked; the connection is used by one thread at a time.
+        self.storing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-store")
+        self.pending: Future | None = None
         self.vault = vault.bulk()
         # Each sealed value's associated data: the model's own context with the row's binding.
         self.name_context = context(Customer, "name_sealed", "").encode()
@@ -575,10 +587,27 @@ class _Writer:
 
     def finish(self) -> None:
         """After the last batch."""
+        self.wait()
 
     # --- the same on both ---
 
+    def wait(self) -> None:
+        """Until the batch being stored is stored (its error, if any, raised here)."""
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            pending.result()
+
+    def close(self) -> None:
+        """No store runs after this: the savepoint's release or rollback needs the connection."""
+        try:
+            self.wait()
+        finally:
+            self.storing.shutdown()
+
     def write(self, batch: list[Row]) -> None:
+        """Find who is known, seal, and hand the batch to the store (which runs beside the
+        reading of the next batch)."""
+        self.wait()
         report = self.report
         known = {r[1]: r for r in self.known([row.external_id for row in batch])}
         customers: list[tuple] = []  # CUSTOMER_COLUMNS, the changed ones first
@@ -605,7 +634,7 @@ class _Writer:
                 customers.append(self._customer(customer_id, public_id, row))
             report.created += len(fresh)
         exposures = self._exposures(batch, ids, known)
-        self.store(customers, updates, exposures)
+        self.pending = self.storing.submit(self.store, customers, updates, exposures)
 
     def _customer(self, customer_id: int, public_id: str, row: Row) -> tuple:
         """A customer's row in CUSTOMER_COLUMNS order, its values sealed for this customer."""
@@ -726,11 +755,15 @@ class _SQLiteWriter(_Writer):
 
     def known(self, external_ids):
         marks = ", ".join("?" * len(external_ids))
-        return self.cursor.execute(_KNOWN.format(f"IN ({marks})"), external_ids).fetchall()
+        statement = f"SELECT {_KNOWN_COLUMNS} FROM customer WHERE external_id IN ({marks})"  # noqa: S608  # nosec B608: constant columns and placeholders
+        return self.cursor.execute(statement, external_ids).fetchall()
 
     def known_exposures(self, customer_ids):
         marks = ", ".join("?" * len(customer_ids))
-        statement = _KNOWN_EXPOSURES.format(mark="?", ids=f"IN ({marks})")
+        statement = (
+            f"SELECT {_EXPOSURE_COLUMNS} FROM exposure "  # noqa: S608  # nosec B608: constant columns and placeholders
+            f"WHERE incident_id = ? AND customer_id IN ({marks})"
+        )
         return self.cursor.execute(statement, [self.incident_id, *customer_ids]).fetchall()
 
     def new_ids(self, count):
@@ -796,12 +829,27 @@ class _PostgresWriter(_Writer):
         self.cursor.execute("SELECT pg_get_serial_sequence('customer', 'id')")
         self.sequence = self.cursor.fetchone()[0]
 
+    # One index probe per id of the batch, whatever the planner's statistics say: a lookup by
+    # `= ANY(array)` of a few thousand ids, or a join with them, was planned as a scan of the
+    # whole table once it held a few hundred thousand rows (and the statistics of a table that
+    # grows during the import are those from before it). OFFSET 0 keeps the planner from
+    # turning the LATERAL subquery back into such a join.
+    KNOWN = (
+        f"SELECT {_KNOWN_COLUMNS} FROM unnest(%s::text[]) AS batch(key), LATERAL ("  # noqa: S608  # nosec B608: constant column names
+        f"SELECT {_KNOWN_COLUMNS} FROM customer WHERE external_id = batch.key OFFSET 0) AS known"
+    )
+    KNOWN_EXPOSURES = (
+        f"SELECT {_EXPOSURE_COLUMNS} FROM unnest(%s::integer[]) AS batch(key), LATERAL ("  # noqa: S608  # nosec B608: constant column names
+        f"SELECT {_EXPOSURE_COLUMNS} FROM exposure "
+        "WHERE incident_id = %s AND customer_id = batch.key OFFSET 0) AS known"
+    )
+
     def known(self, external_ids):
-        return self.cursor.execute(_KNOWN.format("= ANY(%s::text[])"), [external_ids]).fetchall()
+        return self.cursor.execute(self.KNOWN, [external_ids]).fetchall()
 
     def known_exposures(self, customer_ids):
-        statement = _KNOWN_EXPOSURES.format(mark="%s", ids="= ANY(%s::integer[])")
-        return self.cursor.execute(statement, [self.incident_id, customer_ids]).fetchall()
+        parameters = [customer_ids, self.incident_id]
+        return self.cursor.execute(self.KNOWN_EXPOSURES, parameters).fetchall()
 
     def new_ids(self, count):
         self.cursor.execute(
@@ -832,4 +880,5 @@ class _PostgresWriter(_Writer):
             cursor.execute(self.UPSERT_EXPOSURES, [self.incident_id])
 
     def finish(self):
+        super().finish()
         self.cursor.execute("DROP TABLE import_customer, import_exposure")

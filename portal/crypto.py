@@ -154,7 +154,7 @@ class BulkSealer:
     96 fresh bits from the OS, never reused.
     """
 
-    __slots__ = ("_encrypt", "_header", "_index_key", "_key_id", "_nonces", "_vault")
+    __slots__ = ("_encrypt", "_header", "_index_key", "_key_id", "_offset", "_pool", "_vault")
 
     def __init__(self, vault: DataVault):
         key = vault._keys[0]
@@ -163,11 +163,18 @@ class BulkSealer:
         self._key_id = key.id
         self._header = FORMAT_VERSION + key.id
         self._index_key = key.index_key
-        self._nonces = vault._nonces
+        # Its own block of nonces, read from the OS as DataVault's are: one bulk sealer serves
+        # one thread (the import's reading thread), and each nonce of a block is used once.
+        self._pool = b""
+        self._offset = 0
 
     def seal(self, data: bytes, context: bytes) -> bytes:
         """DataVault.seal(data, context.decode()), for data and context already bytes."""
-        nonce = self._nonces.take()
+        offset = self._offset
+        if offset >= len(self._pool):
+            self._pool, offset = os.urandom(_NonceSource.BLOCK), 0
+        self._offset = offset + NONCE_SIZE
+        nonce = self._pool[offset : offset + NONCE_SIZE]
         return self._header + nonce + self._encrypt(nonce, data, context + self._key_id)
 
     def open(self, blob: bytes, context: bytes) -> bytes:

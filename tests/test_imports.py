@@ -538,3 +538,26 @@ def test_no_statement_of_the_import_scans_a_large_customer_or_exposure_table(
     for statement, scans in plans.items():
         seq_scanned = [table for node, table in scans if node == "Seq Scan"]
         assert not {"customer", "exposure"} & set(seq_scanned), (statement, scans)
+
+
+def test_a_customer_added_by_another_run_meanwhile_fails_the_import_and_writes_nothing(
+    app, incident, write_csv, monkeypatch
+):
+    import_customers(incident, write_csv([customer_row(2)]), actor="test")
+    before = table_snapshot()
+    writer = imports._writer
+
+    def unaware(incident_id, report):
+        # As if C-00002 had been committed by another run after this one looked for it.
+        made = writer(incident_id, report)
+        made.known = lambda external_ids: []
+        return made
+
+    monkeypatch.setattr(imports, "_writer", unaware)
+
+    with pytest.raises(Exception, match=r"another run|UNIQUE|unique"):
+        import_customers(
+            incident, write_csv([customer_row(1), customer_row(2, full_name="Other")]), actor="t"
+        )
+
+    assert table_snapshot() == before

@@ -410,24 +410,28 @@ def test_a_bad_row_after_batches_were_written_leaves_nothing_of_them(
     assert table_snapshot() == before
 
 
+@pytest.mark.parametrize(
+    ("twin", "first"), [(35, 3), (15, 12)], ids=["of-an-earlier-batch", "in-its-own-batch"]
+)
 def test_a_duplicate_in_a_later_batch_is_named_and_writes_nothing(
-    app, incident, write_csv, monkeypatch
+    app, incident, write_csv, monkeypatch, twin, first
 ):
     monkeypatch.setattr(imports, "BATCH_SIZE", 10)
     rows = [customer_row(n) for n in range(1, 40)]
-    rows[35] = customer_row(3, email="other@example.com")  # line 37 repeats line 4
+    rows[twin] = customer_row(first, email="other@example.com")
 
     with pytest.raises(ImportRejected) as caught:
         import_customers(incident, write_csv(rows), actor="test")
 
-    assert [str(p) for p in caught.value.report.problems] == ["line 37: external_id repeats line 4"]
+    assert [str(p) for p in caught.value.report.problems] == [
+        f"line {twin + 2}: external_id repeats line {first + 1}"
+    ]
     assert count(Customer) == 0
 
 
 def test_two_ids_with_the_same_digest_are_both_imported(app, incident, write_csv, monkeypatch):
     monkeypatch.setattr(imports, "BATCH_SIZE", 10)
-    # Every id "collides" with every other: the import notices only after writing a batch,
-    # then writes the whole (good) file again from its start.
+    # Every id "collides" with every other: only the exact second look tells them apart.
     monkeypatch.setattr(imports, "_id_digest", lambda external_id: 1)
     rows = [customer_row(n) for n in range(1, 26)]
 

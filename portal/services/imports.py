@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import re
+from array import array
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 from flask_babel import force_locale
@@ -282,18 +284,32 @@ def _id_digest(external_id: str) -> int:
     return hash(external_id)
 
 
+def _repeated(digests: array) -> set[int]:
+    """The digests that occur more than once, sorted in 256 small parts (a sort of all of them
+    at once would hold a million Python ints)."""
+    parts = [array("q") for _ in range(256)]
+    for digest in digests:
+        parts[digest & 0xFF].append(digest)
+    repeated: set[int] = set()
+    for part in parts:
+        ordered = sorted(part)
+        repeated.update(a for a, b in pairwise(ordered) if a == b)
+    return repeated
+
+
 class _Scan:
     """One reading of the file: every row counted and checked, every problem noted in the
-    report, and each good row handed on (written only while the whole file is still good)."""
+    report, and each good row handed on."""
 
     def __init__(self, path: Path, report: ImportReport):
         self.path = path
         self.report = report
-        self.seen: set[int] = set()
-        self.suspects: dict[int, list[int]] = {}
+        # Eight bytes a row (a set of them took some 70 MB at a million rows).
+        self.digests = array("q")
 
     def rows(self) -> Iterator[Row]:
         report = self.report
+        digests = self.digests
         line = 1
         try:
             for line, record, problem in _records(self.path):
@@ -302,10 +318,7 @@ class _Scan:
                 if problem:
                     report.add_problem(line, problem)
                     continue
-                digest = _id_digest(row.external_id)
-                if digest in self.seen:
-                    self.suspects.setdefault(digest, []).append(line)
-                self.seen.add(digest)
+                digests.append(_id_digest(row.external_id))
                 yield row
         except csv.Error as exc:
             report.complete = False
@@ -318,12 +331,13 @@ class _Scan:
 
     def finish(self) -> None:
         """After the last row: name real duplicates, refuse a file without rows."""
-        self.seen.clear()
         report = self.report
+        suspects = _repeated(self.digests)
+        self.digests = array("q")
         if not report.complete:
             return
-        if self.suspects:
-            _confirm_duplicates(self.path, self.suspects, report)
+        if suspects:
+            _confirm_duplicates(self.path, suspects, report)
         if report.rows == 0 and report.ok:
             report.add_problem(1, _("the file has no rows"))
 
@@ -338,7 +352,7 @@ def validate(path: Path) -> ImportReport:
     return report
 
 
-def _confirm_duplicates(path: Path, suspects: dict[int, list[int]], report: ImportReport) -> None:
+def _confirm_duplicates(path: Path, suspects: set[int], report: ImportReport) -> None:
     """A second look at rows whose id digest repeated: name real duplicates and their twin."""
     first_line: dict[str, int] = {}
     for line, record, _problem in _records(path):
@@ -412,83 +426,46 @@ def import_customers(
     return report
 
 
-class _Collision(Exception):
-    """Two different ids of a good file share a digest: the writing stopped at the second."""
-
-
 def _write_checked(incident: Incident, path: Path, report: ImportReport, progress) -> None:
     """Check the file and write its rows in batches as they pass; raise _Refused on a problem."""
-    try:
-        with db.session.begin_nested():
-            _scan_and_write(incident, path, report, progress)
-    except _Collision:
-        # The savepoint undid the rows written before the collision: write the (good) file
-        # again from its start. A file of a billion rows would meet this about once.
-        report.created = report.updated = report.unchanged = 0
-        report.exposures_added = report.exposures_updated = 0
+    with db.session.begin_nested():
         writer = _writer(incident.id, report)
         try:
-            for batch in _batches(_good_rows(path), BATCH_SIZE):
-                writer.write(batch)
-            writer.finish()
+            _scan_into(writer, path, report, progress)
         finally:
             writer.close()
     if progress is not None:
         progress(report.rows)
 
 
-def _scan_and_write(incident: Incident, path: Path, report: ImportReport, progress) -> None:
-    writer = _writer(incident.id, report)
-    try:
-        _scan_into(writer, path, report, progress)
-    finally:
-        writer.close()
-
-
 def _scan_into(writer: _Writer, path: Path, report: ImportReport, progress) -> None:
     scan = _Scan(path, report)
     batch: list[Row] = []
+    in_batch: set[str] = set()
     writing = True
     for row in scan.rows():
-        # A problem, or an id whose digest was seen before (a duplicate, or far more rarely a
-        # collision), stops the writing: the rest of the file is only checked.
+        # The first problem stops the writing: the rest of the file is only checked. An id
+        # that repeats one of this batch stops it too (both would be written as new); one that
+        # repeats an earlier batch is found there by the lookup, written as an update, and
+        # refused with the file at the end.
         if not writing:
             continue
-        if not report.ok or scan.suspects:
+        if not report.ok or row.external_id in in_batch:
             writing, batch = False, []
             continue
         batch.append(row)
+        in_batch.add(row.external_id)
         if len(batch) == BATCH_SIZE:
             writer.write(batch)
-            batch = []
+            batch, in_batch = [], set()
             if progress is not None:
                 progress(report.rows)
     scan.finish()
     if not report.ok:
         raise _Refused  # leaving the savepoint undoes every row written
-    if not writing:
-        raise _Collision
     if batch:
         writer.write(batch)
     writer.finish()
-
-
-def _good_rows(path: Path) -> Iterator[Row]:
-    """The rows of a file that was checked and found good."""
-    for line, record, _problem in _records(path):
-        row, _problem = _check_row(line, record)
-        yield row
-
-
-def _batches(rows: Iterator[Row], size: int) -> Iterator[list[Row]]:
-    batch: list[Row] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 @job("validate_import")

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import create_engine, func, select, text
 
+from portal import unit_of_work
 from portal.extensions import db
 from portal.models import AuditEvent, Customer, Exposure
 from portal.services import imports
@@ -565,3 +566,27 @@ def test_a_customer_added_by_another_run_meanwhile_fails_the_import_and_writes_n
         )
 
     assert table_snapshot() == before
+
+
+def test_a_command_that_fails_after_the_rows_are_written_keeps_none_of_them(
+    runner, incident, write_csv, monkeypatch
+):
+    unit_of_work.commit()
+    recorded = imports.audit.record
+
+    def fail_on_success(action, **kwargs):
+        if action == "customers.imported":
+            raise RuntimeError("the disk filled up")
+        return recorded(action, **kwargs)
+
+    monkeypatch.setattr(imports.audit, "record", fail_on_success)
+    path = write_csv([customer_row(1), customer_row(2)])
+
+    result = runner.invoke(args=["customers", "import", "--incident", "acme-2026", str(path)])
+
+    assert isinstance(result.exception, RuntimeError)
+    other = create_engine(db.engine.url)  # what was committed, seen from another connection
+    with other.connect() as connection:
+        assert connection.scalar(select(func.count()).select_from(Customer)) == 0
+        assert connection.scalar(select(func.count()).select_from(Exposure)) == 0
+    other.dispose()

@@ -394,8 +394,7 @@ def import_customers(
         # inside a savepoint, and the first problem anywhere in the file undoes them all. So a
         # bad file changes nothing (as when it was read twice, checked and then written), and
         # a good one is not read, parsed and checked a second time.
-        with db.session.begin_nested():
-            _write_checked(incident, path, report, progress)
+        _write_checked(incident, path, report, progress)
     except _Refused:
         audit.record(
             "customers.import_rejected",
@@ -428,6 +427,15 @@ def import_customers(
 
 def _write_checked(incident: Incident, path: Path, report: ImportReport, progress) -> None:
     """Check the file and write its rows in batches as they pass; raise _Refused on a problem."""
+    connection = db.session.connection()
+    if connection.dialect.name == "sqlite":
+        raw = connection.connection.dbapi_connection
+        if not raw.in_transaction:
+            # Begun here, not by the savepoint: pysqlite would let SAVEPOINT open the
+            # transaction, and its RELEASE would then commit the rows at once, before the
+            # audit record and the command's end. And the one write lock is taken now: the ids
+            # handed out below stay free, and a second import waits for this one (busy_timeout).
+            raw.execute("BEGIN IMMEDIATE")
     with db.session.begin_nested():
         writer = _writer(incident.id, report)
         try:
@@ -757,10 +765,6 @@ class _SQLiteWriter(_Writer):
 
     def __init__(self, connection, incident_id: int, report: ImportReport):
         super().__init__(connection, incident_id, report)
-        if not self.raw.in_transaction:
-            # The one write lock from here to the commit: the ids handed out below stay free,
-            # and a second import waits for this one (busy_timeout) instead of failing half-way.
-            self.raw.execute("BEGIN IMMEDIATE")
         self.cursor = self.raw.cursor()
         self.next_id = self.cursor.execute("SELECT coalesce(max(id), 0) FROM customer").fetchone()[
             0

@@ -1,4 +1,5 @@
-"""Import who was affected: validate the whole file first, then upsert it in streamed batches."""
+"""Import who was affected: one streamed reading of the file checks every row and upserts the
+good ones in batches inside a savepoint, which the first problem anywhere in the file undoes."""
 
 from __future__ import annotations
 

@@ -153,6 +153,8 @@ _PHONE_SEPARATORS = re.compile(r"[\s().-]")
 def normalise_phone(typed: str) -> str:
     """What a person typed, in E.164 form when it can be: spaces, dots, dashes and brackets
     dropped, a leading 00 read as +."""
+    if _E164.match(typed):  # already in its kept form (a million imported numbers are)
+        return typed
     phone = _PHONE_SEPARATORS.sub("", typed.strip())
     if phone.startswith("00"):
         phone = "+" + phone[2:]
@@ -179,4 +181,6 @@ def is_phone(typed: str) -> bool:
 
 def normalise_name(name: str) -> str:
     """The form used for the name index: Unicode-normalised, case-folded, single spaces."""
-    return " ".join(unicodedata.normalize("NFKC", name).casefold().split())
+    if not name.isascii():  # NFKC leaves ASCII as it is: a million imported names skip it
+        name = unicodedata.normalize("NFKC", name)
+    return " ".join(name.casefold().split())

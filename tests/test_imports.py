@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-import pytest
-from sqlalchemy import func, select, text
+from collections.abc import Iterator
 
+import pytest
+from sqlalchemy import create_engine, func, select, text
+
+from portal import unit_of_work
 from portal.extensions import db
 from portal.models import AuditEvent, Customer, Exposure
+from portal.services import imports
 from portal.services.customers import find_by_email
 from portal.services.imports import ImportRejected, import_customers
-from tests.conftest import TABLES, customer_row
+from tests.conftest import TABLES, customer_row, pg_url
 
 
 def table_snapshot() -> dict[str, list[tuple]]:
@@ -386,3 +390,203 @@ def test_import_is_audited_without_personal_data(app, incident, write_csv):
     assert event.subject_id == "acme-2026"
     assert '"created":1' in event.details
     assert "person1" not in event.details
+
+
+# --- the file is read once: batches written before a problem are undone ---
+
+
+def test_a_bad_row_after_batches_were_written_leaves_nothing_of_them(
+    app, incident, write_csv, monkeypatch
+):
+    monkeypatch.setattr(imports, "BATCH_SIZE", 10)
+    import_customers(incident, write_csv([customer_row(n) for n in range(1, 6)]), actor="t")
+    before = table_snapshot()
+    rows = [customer_row(n, full_name=f"Renamed {n}") for n in range(1, 60)]
+    rows[55] = customer_row(56, phone="555-0101")  # five batches of ten were written before it
+
+    with pytest.raises(ImportRejected) as caught:
+        import_customers(incident, write_csv(rows), actor="test")
+
+    assert [p.line for p in caught.value.report.problems] == [57]
+    assert table_snapshot() == before
+
+
+@pytest.mark.parametrize(
+    ("twin", "first"), [(35, 3), (15, 12)], ids=["of-an-earlier-batch", "in-its-own-batch"]
+)
+def test_a_duplicate_in_a_later_batch_is_named_and_writes_nothing(
+    app, incident, write_csv, monkeypatch, twin, first
+):
+    monkeypatch.setattr(imports, "BATCH_SIZE", 10)
+    rows = [customer_row(n) for n in range(1, 40)]
+    rows[twin] = customer_row(first, email="other@example.com")
+
+    with pytest.raises(ImportRejected) as caught:
+        import_customers(incident, write_csv(rows), actor="test")
+
+    assert [str(p) for p in caught.value.report.problems] == [
+        f"line {twin + 2}: external_id repeats line {first + 1}"
+    ]
+    assert count(Customer) == 0
+
+
+def test_two_ids_with_the_same_digest_are_both_imported(app, incident, write_csv, monkeypatch):
+    monkeypatch.setattr(imports, "BATCH_SIZE", 10)
+    # Every id "collides" with every other: only the exact second look tells them apart.
+    monkeypatch.setattr(imports, "_id_digest", lambda external_id: 1)
+    rows = [customer_row(n) for n in range(1, 26)]
+
+    report = import_customers(incident, write_csv(rows), actor="test")
+
+    assert (report.rows, report.created, report.exposures_added) == (25, 25, 75)
+    assert count(Customer) == 25
+    assert count(Exposure) == 75
+    assert find_by_email("person25@example.com")[0].name == "Person Number25"
+
+
+def test_batches_of_new_and_known_customers_keep_their_ids_and_seals(
+    app, incident, write_csv, monkeypatch
+):
+    monkeypatch.setattr(imports, "BATCH_SIZE", 7)
+    import_customers(incident, write_csv([customer_row(n) for n in range(1, 20, 2)]), actor="t")
+    first = {c.external_id: (c.id, c.public_id) for c in db.session.scalars(select(Customer))}
+    rows = [customer_row(n) for n in range(1, 31)]
+    rows[2] = customer_row(3, full_name="Third Person", data_classes="ssn:1111;password")
+
+    report = import_customers(incident, write_csv(rows), actor="test")
+
+    assert (report.created, report.updated, report.unchanged) == (20, 1, 9)
+    assert (report.exposures_added, report.exposures_updated) == (61, 1)
+    db.session.expire_all()
+    customers = {c.external_id: c for c in db.session.scalars(select(Customer))}
+    assert {k: (c.id, c.public_id) for k, c in customers.items() if k in first} == first
+    assert len({c.public_id for c in customers.values()}) == 30
+    third = customers["C-00003"]
+    assert third.name == "Third Person"
+    assert {e.data_class: e.fragment for e in third.exposures} == {
+        "email_address": None,
+        "payment_card": "4242",
+        "ssn": "1111",
+        "password": None,
+    }
+    last = find_by_email("person30@example.com")[0]
+    assert {e.data_class: e.fragment for e in last.exposures}["payment_card"] == "4242"
+
+
+# --- the plans at scale (issue 14, acceptance 2) ---
+
+
+def _scans(plan: dict) -> Iterator[tuple[str, str | None]]:
+    yield plan["Node Type"], plan.get("Relation Name")
+    for child in plan.get("Plans", ()):
+        yield from _scans(child)
+
+
+class _Explaining:
+    """The writer's cursor, asking PostgreSQL for the plan of each query before running it."""
+
+    def __init__(self, cursor, plans: dict[str, list]):
+        self.cursor = cursor
+        self.plans = plans
+
+    def execute(self, statement, params=None):
+        if statement.startswith(("SELECT id", "INSERT")):
+            self.cursor.execute(f"EXPLAIN (FORMAT JSON) {statement}", params)
+            self.plans[statement] = list(_scans(self.cursor.fetchone()[0][0]["Plan"]))
+        return self.cursor.execute(statement, params)
+
+    def __getattr__(self, name):
+        return getattr(self.cursor, name)
+
+
+@pytest.mark.skipif(not pg_url(), reason="PostgreSQL's planner (the suite runs there in CI)")
+def test_no_statement_of_the_import_scans_a_large_customer_or_exposure_table(
+    app, incident, write_csv, monkeypatch
+):
+    raw = db.session.connection().connection.dbapi_connection
+    # 200,000 other people, as a large incident leaves them (their values need not open here).
+    raw.execute(
+        "INSERT INTO customer (external_id, public_id, name_sealed, email_sealed, email_index, "
+        "locale, region) SELECT 'X-' || g, lpad(to_hex(g), 32, '0'), '\\x00', '\\x00', "
+        "decode(md5(g::text), 'hex'), 'en', '' FROM generate_series(1, 200000) g"
+    )
+    raw.execute(
+        "INSERT INTO exposure (customer_id, incident_id, data_class) "
+        "SELECT id, %s, 'ssn' FROM customer",
+        [incident.id],
+    )
+    half = imports.BATCH_SIZE // 2
+    import_customers(incident, write_csv([customer_row(n) for n in range(half)]), actor="t")
+    raw.execute("ANALYZE customer")
+    raw.execute("ANALYZE exposure")
+    plans: dict[str, list] = {}
+    writer = imports._writer
+
+    def explaining(incident_id, report):
+        made = writer(incident_id, report)
+        made.cursor = _Explaining(made.cursor, plans)
+        return made
+
+    monkeypatch.setattr(imports, "_writer", explaining)
+    # One full batch: half of it known (with exposures to compare), half new.
+    rows = [customer_row(n, region="DE") for n in range(imports.BATCH_SIZE)]
+
+    report = import_customers(incident, write_csv(rows), actor="test")
+
+    assert (report.created, report.updated) == (imports.BATCH_SIZE - half, half)
+    assert {" ".join(s.split()[:4]) for s in plans} == {
+        "SELECT id, external_id, public_id,",  # who of the batch is known
+        "SELECT id, customer_id, data_class,",  # their exposures to this incident
+        "INSERT INTO customer AS",  # the upserts
+        "INSERT INTO exposure AS",
+    }
+    for statement, scans in plans.items():
+        seq_scanned = [table for node, table in scans if node == "Seq Scan"]
+        assert not {"customer", "exposure"} & set(seq_scanned), (statement, scans)
+
+
+def test_a_customer_added_by_another_run_meanwhile_fails_the_import_and_writes_nothing(
+    app, incident, write_csv, monkeypatch
+):
+    import_customers(incident, write_csv([customer_row(2)]), actor="test")
+    before = table_snapshot()
+    writer = imports._writer
+
+    def unaware(incident_id, report):
+        # As if C-00002 had been committed by another run after this one looked for it.
+        made = writer(incident_id, report)
+        made.known = lambda external_ids: []
+        return made
+
+    monkeypatch.setattr(imports, "_writer", unaware)
+
+    with pytest.raises(Exception, match=r"another run|UNIQUE|unique"):
+        import_customers(
+            incident, write_csv([customer_row(1), customer_row(2, full_name="Other")]), actor="t"
+        )
+
+    assert table_snapshot() == before
+
+
+def test_a_command_that_fails_after_the_rows_are_written_keeps_none_of_them(
+    runner, incident, write_csv, monkeypatch
+):
+    unit_of_work.commit()
+    recorded = imports.audit.record
+
+    def fail_on_success(action, **kwargs):
+        if action == "customers.imported":
+            raise RuntimeError("the disk filled up")
+        return recorded(action, **kwargs)
+
+    monkeypatch.setattr(imports.audit, "record", fail_on_success)
+    path = write_csv([customer_row(1), customer_row(2)])
+
+    result = runner.invoke(args=["customers", "import", "--incident", "acme-2026", str(path)])
+
+    assert isinstance(result.exception, RuntimeError)
+    other = create_engine(db.engine.url)  # what was committed, seen from another connection
+    with other.connect() as connection:
+        assert connection.scalar(select(func.count()).select_from(Customer)) == 0
+        assert connection.scalar(select(func.count()).select_from(Exposure)) == 0
+    other.dispose()

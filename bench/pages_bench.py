@@ -2,7 +2,8 @@
 
     python bench/pages_bench.py [--quick | --full]
 
-Both are served by the same gunicorn (2 sync workers, this machine's 2 cores) and loaded by wrk
+Both are served by the same gunicorn with the portal's gunicorn.conf.py (2 sync workers, this
+machine's 2 cores) and loaded by wrk
 (50 connections; a small C program, so that the load does not take the cores it measures), in
 interleaved rounds: hello world, then each page, then again. Each page reports requests per
 second as a ratio of hello world's in the same round (target >= 0.3, goal 0.5), the app's CPU
@@ -149,22 +150,21 @@ class Server:
 
     def __init__(self, app: str, env: dict[str, str], cwd: Path) -> None:
         self.port = _free_port()
+        # Kept open for the server's life (its stderr); read only when it fails to start.
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115
         self.process = subprocess.Popen(
-            [
-                _bin("gunicorn"),
-                app,
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "--workers",
-                str(WORKERS),
-                "--no-control-socket",
-                "--log-level",
-                "warning",
-            ],
-            env=env,
+            # Both with the portal's own gunicorn.conf.py (its access log, preload and the rest),
+            # so that the floor is served exactly as the portal is.
+            [_bin("gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), app],
+            env={
+                **env,
+                "PORTAL_WEB_BIND": f"127.0.0.1:{self.port}",
+                "PORTAL_WEB_WORKERS": str(WORKERS),
+                "PORTAL_WEB_ERROR_LOG": "-",
+            },
             cwd=cwd,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=self.log,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -173,7 +173,8 @@ class Server:
                     break
             except OSError:
                 if self.process.poll() is not None:
-                    raise SystemExit(self.process.stderr.read().decode()) from None
+                    self.log.seek(0)
+                    raise SystemExit(self.log.read().decode()) from None
                 time.sleep(0.2)
 
     def workers(self) -> list[int]:

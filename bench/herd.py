@@ -52,6 +52,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -79,46 +80,14 @@ CODE_PATIENCE_S = 120.0
 REQUEST_TIMEOUT_S = 60.0
 STEPS = ("link page", "link button", "code page", "code", "dashboard", "plan")
 PAGE_P99_TARGET_MS = 1000.0
+# A few people walk first, unrecorded: each gunicorn worker compiles its templates and opens its
+# connections on its first requests, which is no part of notice day's cost.
+WARM_UP = 2 * WORKERS
+APP = "app (gunicorn, 2 workers)"
+CLIENT = "herd client (this script)"
 SIZES = {"quick": (500, 300.0), "full": (5_000, 1800.0)}  # people, time limit (s)
 
 _CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
-
-# The sink: its own process (its own interpreter lock), so that receiving mail does not take
-# turns with the people's threads. For each message it writes one JSON line: when it arrived,
-# to whom, and the access link or the one-time code it carries (the text part, as a person
-# reads it), for the herd to pick up. It keeps nothing else.
-SINK = r"""
-import email, email.policy, json, re, sys, time
-from aiosmtpd.controller import Controller
-
-LINK = re.compile(r"^" + re.escape(sys.argv[2]) + r"(/a/\S+)\s*$", re.M)
-CODE = re.compile(r"^\s*(\d{6})\s*$", re.M)
-
-
-class Sink:
-    async def handle_DATA(self, server, session, envelope):
-        arrived = time.time()
-        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        part = message.get_body(preferencelist=("plain",))
-        text = part.get_content() if part is not None else ""
-        link = LINK.search(text)
-        code = None if link else CODE.search(text)
-        for to in envelope.rcpt_tos:
-            line = {"t": arrived, "to": to.lower(), "link": link and link.group(1),
-                    "code": code and code.group(1)}
-            sys.stdout.write(json.dumps(line) + "\n")
-        sys.stdout.flush()
-        return "250 OK"
-
-
-controller = Controller(Sink(), hostname="127.0.0.1", port=int(sys.argv[1]))
-controller.start()
-sys.stdout.write("ready\n")
-sys.stdout.flush()
-sys.stdin.read()
-controller.stop()
-"""
-
 
 # --- the processes -----------------------------------------------------------------------------
 
@@ -416,6 +385,7 @@ class Result:
     tally: Tally
     cpu: dict[str, float]  # process -> CPU seconds during the herd
     setup: dict[str, float]  # setup step -> seconds
+    load: float  # the machine's 1-minute load average as the herd began (others' work too)
 
     @property
     def verifications_per_s(self) -> float:
@@ -461,8 +431,9 @@ def run(people: int, at_once: int = AT_ONCE, time_limit: float = 1800.0) -> Resu
     """Set the day up, let the herd walk, tear everything down; return what was seen."""
     import redis
 
-    if people > ADDRESSES.num_addresses - 2:
-        raise SystemExit(f"herd: at most {ADDRESSES.num_addresses - 2:,} people (one address each)")
+    most = ADDRESSES.num_addresses - 2 - WARM_UP
+    if people > most:
+        raise SystemExit(f"herd: at most {most:,} people (one address each)")
     setup: dict[str, float] = {}
     sink = server = worker = None
     with tempfile.TemporaryDirectory() as folder_name:
@@ -474,7 +445,7 @@ def run(people: int, at_once: int = AT_ONCE, time_limit: float = 1800.0) -> Resu
         _admin(f"CREATE DATABASE {DATABASE}")
         try:
             sink = subprocess.Popen(
-                [sys.executable, "-c", SINK, str(smtp_port), ORIGIN],
+                [sys.executable, str(ROOT / "bench" / "herd_sink.py"), str(smtp_port), ORIGIN],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
@@ -493,7 +464,7 @@ def run(people: int, at_once: int = AT_ONCE, time_limit: float = 1800.0) -> Resu
                 *("--contact-phone", "+1 800 555 0100", "--contact-hours", "9-5 weekdays"),
             )
             customers = folder / "customers.csv"
-            _write_customers(customers, people)
+            _write_customers(customers, people + WARM_UP)
             setup["customers import"] = _portal(
                 env, "customers", "import", "--incident", SLUG, str(customers)
             )
@@ -510,10 +481,11 @@ def run(people: int, at_once: int = AT_ONCE, time_limit: float = 1800.0) -> Resu
                 )
             started = time.perf_counter()
             deadline = time.monotonic() + max(120.0, people / 10)
-            while mailbox.link_count() < people:
+            total = people + WARM_UP
+            while mailbox.link_count() < total:
                 if worker.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit(
-                        f"herd: {mailbox.link_count():,} of {people:,} notices reached the "
+                        f"herd: {mailbox.link_count():,} of {total:,} notices reached the "
                         f"sink:\n{worker_log.read_text()[-3000:]}"
                     )
                 time.sleep(0.2)
@@ -535,13 +507,20 @@ def run(people: int, at_once: int = AT_ONCE, time_limit: float = 1800.0) -> Resu
                     stderr=subprocess.STDOUT,
                 )
             _wait_for_port(web_port, server, server_log)
-            # Each worker imports and connects on its first requests: not the herd's cost.
-            for _ in range(4 * WORKERS):
-                Browser(web_port, str(ADDRESSES[-2])).request("GET", "/")
 
-            result = _herd(
-                people, at_once, time_limit, links, mailbox, web_port, server, worker, sink
-            )
+            warm = herd(range(people, people + WARM_UP), WORKERS, 300, links, mailbox, web_port)
+            if warm.tally.finished != WARM_UP:
+                raise SystemExit(f"herd: the warm-up walk failed: {dict(warm.tally.errors)}")
+            workers = set(_children(server.pid))
+            processes = {
+                APP: lambda: sum(_cpu_seconds(pid) for pid in [server.pid, *_children(server.pid)]),
+                "outbox worker": lambda: _cpu_seconds(worker.pid),
+                "SMTP sink": lambda: _cpu_seconds(sink.pid),
+            }
+            result = herd(range(people), at_once, time_limit, links, mailbox, web_port, processes)
+            if set(_children(server.pid)) != workers:
+                # A worker gunicorn killed (its timeout) took its CPU count with it: say so.
+                result.tally.errors[("app", "a gunicorn worker was replaced")] += 1
             result.setup.update(setup)
             return result
         finally:
@@ -553,20 +532,21 @@ def run(people: int, at_once: int = AT_ONCE, time_limit: float = 1800.0) -> Resu
             _admin(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
 
 
-def _herd(
-    people: int,
+def herd(
+    people: range,
     at_once: int,
     time_limit: float,
     links: dict[str, str],
     mailbox: Mailbox,
     port: int,
-    server: subprocess.Popen,
-    worker: subprocess.Popen,
-    sink: subprocess.Popen,
+    processes: dict[str, Callable[[], float]] | None = None,
 ) -> Result:
-    """PEOPLE people, AT_ONCE at a time; nobody new starts once the time limit has passed."""
+    """Walk these people (numbers), AT_ONCE at a time; nobody new starts after the time limit.
+
+    `links` maps each person's address to their link's path; `processes` names CPU readers
+    (seconds so far) of the processes to account for; this one's own is always counted."""
     tally = Tally()
-    queue = iter(range(people))
+    queue = iter(people)
     take = threading.Lock()
     stop_starting = time.monotonic() + time_limit
 
@@ -590,16 +570,9 @@ def _herd(
                 with tally.lock:
                     tally.errors[("herd", type(exc).__name__)] += 1
 
-    processes = {
-        "app (gunicorn, 2 workers)": lambda: sum(
-            _cpu_seconds(pid) for pid in [server.pid, *_children(server.pid)]
-        ),
-        "outbox worker": lambda: _cpu_seconds(worker.pid),
-        "SMTP sink": lambda: _cpu_seconds(sink.pid),
-        "herd client (this script)": time.process_time,
-    }
+    processes = {**(processes or {}), CLIENT: time.process_time}
     before = {name: read() for name, read in processes.items()}
-    workers_before = set(_children(server.pid))
+    load = os.getloadavg()[0]
     began = time.perf_counter()
     threads = [threading.Thread(target=one_after_another, daemon=True) for _ in range(at_once)]
     for thread in threads:
@@ -608,10 +581,7 @@ def _herd(
         thread.join()
     seconds = time.perf_counter() - began
     cpu = {name: read() - before[name] for name, read in processes.items()}
-    if set(_children(server.pid)) != workers_before:
-        # A worker gunicorn killed (timeout) or lost took its CPU count with it: say so.
-        tally.errors[("app", "a gunicorn worker was replaced")] += 1
-    return Result(people, at_once, time_limit, seconds, tally, cpu, {})
+    return Result(len(people), at_once, time_limit, seconds, tally, cpu, {}, load)
 
 
 # --- the table ---------------------------------------------------------------------------------
@@ -655,10 +625,18 @@ def rows(result: Result) -> list[Row]:
     what = "; ".join(f"{s} {w} x{c}" for (s, w), c in tally.errors.most_common(4))
     rows_.append(Row(f"herd: errors ({what or 'none'})", errors, "", None, "0", errors == 0))
     if tally.verified:
-        app_ms = result.cpu["app (gunicorn, 2 workers)"] / tally.verified * 1000
+        app_ms = result.cpu[APP] / tally.verified * 1000
         rows_.append(Row("herd: app CPU per verified person (both workers)", app_ms, "ms"))
-    client = result.cpu["herd client (this script)"] / result.seconds * 100
+    client = result.cpu[CLIENT] / result.seconds * 100
     rows_.append(Row("herd: the herd client's own CPU (of one core)", client, "%"))
+    # No floor to divide by: the busier the machine was with other work, the slower the herd.
+    rows_.append(
+        Row(
+            f"herd: machine load as it began (1-min average, {os.cpu_count()} cores)",
+            result.load,
+            "",
+        )
+    )
     return rows_
 
 

@@ -624,7 +624,7 @@ def rows(result: Result) -> list[Row]:
     rows_.append(Row("herd: code delivery delay, p99", _percentile(tally.delays, 0.99), "s"))
     what = "; ".join(f"{s} {w} x{c}" for (s, w), c in tally.errors.most_common(4))
     rows_.append(Row(f"herd: errors ({what or 'none'})", errors, "", None, "0", errors == 0))
-    if tally.verified:
+    if tally.verified and APP in result.cpu:
         app_ms = result.cpu[APP] / tally.verified * 1000
         rows_.append(Row("herd: app CPU per verified person (both workers)", app_ms, "ms"))
     client = result.cpu[CLIENT] / result.seconds * 100

@@ -85,6 +85,8 @@ PAGE_P99_TARGET_MS = 1000.0
 WARM_UP = 2 * WORKERS
 APP = "app (gunicorn, 2 workers)"
 CLIENT = "herd client (this script)"
+DATABASE_CPU = "PostgreSQL (the herd database's backends)"
+APP_WAITING = "app workers waiting for a core (not CPU: run queue)"
 SIZES = {"quick": (500, 300.0), "full": (5_000, 1800.0)}  # people, time limit (s)
 
 _CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
@@ -123,11 +125,34 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _runqueue_seconds(pid: int) -> float:
+    """Time so far that a process was ready to run but waited for a core others held."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def _children(pid: int) -> list[int]:
     try:
         return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except OSError:
         return []
+
+
+def _backends_cpu() -> float:
+    """CPU so far of the PostgreSQL backends serving the herd's database (the server is local).
+
+    The app's and the worker's pooled connections live through the herd; a backend that ended
+    during it would take its count with it (none does unless a connection is dropped)."""
+    import psycopg
+
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        pids = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (DATABASE,),
+        ).fetchall()
+    return sum(_cpu_seconds(pid) for (pid,) in pids)
 
 
 def _environment(folder: Path, smtp_port: int) -> dict[str, str]:
@@ -516,6 +541,10 @@ def run(people: int, at_once: int = AT_ONCE, time_limit: float = 1800.0) -> Resu
                 APP: lambda: sum(_cpu_seconds(pid) for pid in [server.pid, *_children(server.pid)]),
                 "outbox worker": lambda: _cpu_seconds(worker.pid),
                 "SMTP sink": lambda: _cpu_seconds(sink.pid),
+                DATABASE_CPU: _backends_cpu,
+                APP_WAITING: lambda: sum(
+                    _runqueue_seconds(pid) for pid in [server.pid, *_children(server.pid)]
+                ),
             }
             result = herd(range(people), at_once, time_limit, links, mailbox, web_port, processes)
             if set(_children(server.pid)) != workers:
@@ -627,6 +656,18 @@ def rows(result: Result) -> list[Row]:
     if tally.verified and APP in result.cpu:
         app_ms = result.cpu[APP] / tally.verified * 1000
         rows_.append(Row("herd: app CPU per verified person (both workers)", app_ms, "ms"))
+        # What bounds sync workers: a worker waiting (on the database, on Redis, or for a core
+        # the machine's other work holds) serves no one meanwhile.
+        busy = result.cpu[APP] / (WORKERS * result.seconds) * 100
+        rows_.append(Row("herd: app workers on a CPU (share of their time)", busy, "%"))
+        if APP_WAITING in result.cpu:
+            waiting = result.cpu[APP_WAITING] / (WORKERS * result.seconds) * 100
+            rows_.append(
+                Row("herd: app workers ready but waiting for a core (share)", waiting, "%")
+            )
+    if tally.verified and DATABASE_CPU in result.cpu:
+        db_ms = result.cpu[DATABASE_CPU] / tally.verified * 1000
+        rows_.append(Row("herd: PostgreSQL CPU per verified person", db_ms, "ms"))
     client = result.cpu[CLIENT] / result.seconds * 100
     rows_.append(Row("herd: the herd client's own CPU (of one core)", client, "%"))
     # No floor to divide by: the busier the machine was with other work, the slower the herd.
@@ -663,10 +704,9 @@ def main() -> None:
     )
     print("setup: " + ", ".join(f"{name} {s:.1f} s" for name, s in result.setup.items()))
     print(
-        "CPU during the herd: "
+        "CPU (and the run-queue wait) during the herd: "
         + ", ".join(f"{name} {s:.1f} s" for name, s in result.cpu.items())
-        + f" (over {result.seconds:.1f} s on {os.cpu_count()} cores; PostgreSQL and Redis not "
-        "counted)"
+        + f" (over {result.seconds:.1f} s on {os.cpu_count()} cores; Redis not counted)"
     )
     for (step, what), count in tally.errors.most_common():
         print(f"error: {step}: {what} x{count}")

@@ -73,11 +73,13 @@ USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) portal-bench-herd"
 WORKERS = 2
 AT_ONCE = 50
 SLUG = "herd"
+WARM_SLUG = "herd-warm-up"
 # Each person's own address: the RFC 2544 benchmarking range has 131,072 of them.
 ADDRESSES = ipaddress.IPv4Network("198.18.0.0/15")
 # The pages say a code "may take a minute to arrive": a person waits two before giving up.
 CODE_PATIENCE_S = 120.0
 REQUEST_TIMEOUT_S = 60.0
+NOTICE_PATIENCE_S = 1800.0  # --while-sending: how long a person waits for their notice
 STEPS = ("link page", "link button", "code page", "code", "dashboard", "plan")
 PAGE_P99_TARGET_MS = 1000.0
 # A few people walk first, unrecorded: each gunicorn worker compiles its templates and opens its
@@ -194,15 +196,16 @@ def email_of(n: int) -> str:
     return f"person{n}@herd.example.test"
 
 
-def _write_customers(path: Path, people: int) -> None:
-    """PEOPLE affected customers with an email address and no phone: every code goes by email."""
+def _write_customers(path: Path, people: range) -> None:
+    """These people (numbers) as affected customers, each with an email address and no phone:
+    every code goes by email."""
     classes = ["email_address", "payment_card:4242", "ssn:6789", "date_of_birth", "full_name"]
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(
             ["external_id", "full_name", "email", "phone", "locale", "region", "data_classes"]
         )
-        for n in range(people):
+        for n in people:
             writer.writerow(
                 [
                     f"H-{n:07d}",
@@ -217,13 +220,12 @@ def _write_customers(path: Path, people: int) -> None:
 
 
 class Mailbox:
-    """What the sink received, by recipient: the notice links, and codes for whoever waits."""
+    """What the sink received, by kind ("link", "code") and recipient, for whoever waits."""
 
     def __init__(self, stream) -> None:
         self.lock = threading.Lock()
-        self.links: dict[str, str] = {}
-        self.codes: dict[str, list[tuple[float, str]]] = {}
-        self.waiting: dict[str, threading.Event] = {}
+        self.received: dict[tuple[str, str], list[tuple[float, str]]] = {}
+        self.waiting: dict[tuple[str, str], threading.Event] = {}
         self.other = 0
         self.reader = threading.Thread(target=self._read, args=(stream,), daemon=True)
         self.reader.start()
@@ -231,37 +233,46 @@ class Mailbox:
     def _read(self, stream) -> None:
         for line in stream:
             message = json.loads(line)
-            to = message["to"]
+            kind = "link" if message["link"] else "code" if message["code"] else None
             with self.lock:
-                if message["link"]:
-                    self.links[to] = message["link"]
-                elif message["code"]:
-                    self.codes.setdefault(to, []).append((message["t"], message["code"]))
-                    if to in self.waiting:
-                        self.waiting[to].set()
-                else:
+                if kind is None:
                     self.other += 1
+                    continue
+                key = (kind, message["to"])
+                self.received.setdefault(key, []).append((message["t"], message[kind]))
+                if key in self.waiting:
+                    self.waiting[key].set()
+
+    @property
+    def links(self) -> dict[str, str]:
+        """Each recipient's first access link (its path)."""
+        with self.lock:
+            return {to: got[0][1] for (kind, to), got in self.received.items() if kind == "link"}
 
     def link_count(self) -> int:
         with self.lock:
-            return len(self.links)
+            return sum(1 for kind, _to in self.received if kind == "link")
 
-    def code_for(self, address: str, timeout: float) -> tuple[float, str] | None:
-        """The first code that reached address: (when it arrived, the code), or None."""
+    def first(self, kind: str, address: str, timeout: float) -> tuple[float, str] | None:
+        """The first link or code that reached address: (when it arrived, what), or None."""
+        key = (kind, address)
         deadline = time.monotonic() + timeout
         while True:
             with self.lock:
-                if self.codes.get(address):
-                    self.waiting.pop(address, None)
-                    return self.codes[address][0]
-                event = self.waiting.setdefault(address, threading.Event())
+                if self.received.get(key):
+                    self.waiting.pop(key, None)
+                    return self.received[key][0]
+                event = self.waiting.setdefault(key, threading.Event())
                 event.clear()
             left = deadline - time.monotonic()
             if left <= 0 or not event.wait(left):
                 with self.lock:
-                    self.waiting.pop(address, None)
-                    found = self.codes.get(address)
+                    self.waiting.pop(key, None)
+                    found = self.received.get(key)
                 return found[0] if found else None
+
+    def code_for(self, address: str, timeout: float) -> tuple[float, str] | None:
+        return self.first("code", address, timeout)
 
 
 # --- one person --------------------------------------------------------------------------------
@@ -363,9 +374,17 @@ def _expect_redirect(step: str, status: int, headers, to: str) -> None:
         raise Failed(step, f"{status} to {location or 'nowhere'}, not {to}")
 
 
-def walk(tally: Tally, mailbox: Mailbox, port: int, n: int, link: str) -> None:
-    """One person's way in, as a browser walks it; raise Failed at the first error."""
+def walk(tally: Tally, mailbox: Mailbox, port: int, n: int, link: str | None) -> None:
+    """One person's way in, as a browser walks it; raise Failed at the first error.
+
+    Without a link, the person first waits for their notice to reach the sink (notices are
+    still being sent), and clicks as soon as it does."""
     address = email_of(n)
+    if link is None:
+        arrival = mailbox.first("link", address, NOTICE_PATIENCE_S)
+        if arrival is None:
+            raise Failed("link page", f"no notice in the sink within {NOTICE_PATIENCE_S:.0f} s")
+        link = arrival[1]
     browser = Browser(port, str(ADDRESSES[n + 1]))
     _status, _headers, text = _step(tally, browser, "link page", "GET", link)
     browser.referer = ORIGIN + link
@@ -411,6 +430,7 @@ class Result:
     cpu: dict[str, float]  # process -> CPU seconds during the herd
     setup: dict[str, float]  # setup step -> seconds
     load: float  # the machine's 1-minute load average as the herd began (others' work too)
+    while_sending: bool = False  # people clicked as their notice arrived, the campaign going on
 
     @property
     def verifications_per_s(self) -> float:
@@ -452,7 +472,40 @@ def _stop(process: subprocess.Popen | None) -> None:
         process.wait()
 
 
-def run(people: int, at_once: int = AT_ONCE, time_limit: float = 1800.0) -> Result:
+def _incident(env: dict[str, str], folder: Path, slug: str, people: range) -> float:
+    """Create an incident and import these people as affected by it; return the import's time."""
+    _portal(
+        env,
+        *("incident", "create", "--slug", slug, "--title", "Herd Corp data breach"),
+        *("--discovered", date.today().isoformat()),
+        *("--what-happened", "Someone copied part of our customer database."),
+        *("--what-we-are-doing", "We closed the hole and called the police."),
+        *("--contact-phone", "+1 800 555 0100", "--contact-hours", "9-5 weekdays"),
+    )
+    customers = folder / f"{slug}.csv"
+    _write_customers(customers, people)
+    return _portal(env, "customers", "import", "--incident", slug, str(customers))
+
+
+def _wait_for_links(mailbox: Mailbox, people: range, worker: subprocess.Popen, log: Path) -> None:
+    """Until each of these people's notices has reached the sink."""
+    deadline = time.monotonic() + max(120.0, len(people) / 10)
+    while True:
+        links = mailbox.links
+        missing = sum(1 for n in people if email_of(n) not in links)
+        if not missing:
+            return
+        if worker.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(
+                f"herd: {missing:,} of {len(people):,} notices did not reach the sink:\n"
+                + log.read_text()[-3000:]
+            )
+        time.sleep(0.2)
+
+
+def run(
+    people: int, at_once: int = AT_ONCE, time_limit: float = 1800.0, while_sending: bool = False
+) -> Result:
     """Set the day up, let the herd walk, tear everything down; return what was seen."""
     import redis
 
@@ -480,22 +533,7 @@ def run(people: int, at_once: int = AT_ONCE, time_limit: float = 1800.0) -> Resu
             mailbox = Mailbox(sink.stdout)
 
             setup["migrate"] = _portal(env, "db", "upgrade")
-            _portal(
-                env,
-                *("incident", "create", "--slug", SLUG, "--title", "Herd Corp data breach"),
-                *("--discovered", date.today().isoformat()),
-                *("--what-happened", "Someone copied part of our customer database."),
-                *("--what-we-are-doing", "We closed the hole and called the police."),
-                *("--contact-phone", "+1 800 555 0100", "--contact-hours", "9-5 weekdays"),
-            )
-            customers = folder / "customers.csv"
-            _write_customers(customers, people + WARM_UP)
-            setup["customers import"] = _portal(
-                env, "customers", "import", "--incident", SLUG, str(customers)
-            )
-            setup["notices send"] = _portal(env, "notices", "send", "--incident", SLUG)
-
-            worker_log = folder / "worker.log"
+            worker_log, server_log = folder / "worker.log", folder / "gunicorn.log"
             with worker_log.open("w") as log:
                 worker = subprocess.Popen(
                     [_bin("portal"), "outbox", "work"],
@@ -504,20 +542,6 @@ def run(people: int, at_once: int = AT_ONCE, time_limit: float = 1800.0) -> Resu
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )
-            started = time.perf_counter()
-            deadline = time.monotonic() + max(120.0, people / 10)
-            total = people + WARM_UP
-            while mailbox.link_count() < total:
-                if worker.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(
-                        f"herd: {mailbox.link_count():,} of {total:,} notices reached the "
-                        f"sink:\n{worker_log.read_text()[-3000:]}"
-                    )
-                time.sleep(0.2)
-            setup["notices delivered"] = time.perf_counter() - started
-            links = {address: mailbox.links[address] for address in mailbox.links}
-
-            server_log = folder / "gunicorn.log"
             with server_log.open("w") as log:
                 server = subprocess.Popen(
                     [
@@ -533,9 +557,35 @@ def run(people: int, at_once: int = AT_ONCE, time_limit: float = 1800.0) -> Resu
                 )
             _wait_for_port(web_port, server, server_log)
 
-            warm = herd(range(people, people + WARM_UP), WORKERS, 300, links, mailbox, web_port)
+            # The warm-up people are affected by an incident of their own, so that the herd's
+            # notices can still be unsent when the herd starts (--while-sending).
+            warm_people = range(people, people + WARM_UP)
+            _incident(env, folder, WARM_SLUG, warm_people)
+            _portal(env, "notices", "send", "--incident", WARM_SLUG)
+            _wait_for_links(mailbox, warm_people, worker, worker_log)
+            warm = herd(warm_people, WORKERS, 300, mailbox.links, mailbox, web_port)
             if warm.tally.finished != WARM_UP:
                 raise SystemExit(f"herd: the warm-up walk failed: {dict(warm.tally.errors)}")
+
+            setup["customers import"] = _incident(env, folder, SLUG, range(people))
+            links = None
+            if while_sending:
+                # Everyone clicks as soon as their notice arrives, while the rest are still
+                # being queued and delivered: codes share the outbox with the campaign.
+                sending = subprocess.Popen(
+                    [_bin("portal"), "notices", "send", "--incident", SLUG],
+                    env=env,
+                    cwd=ROOT,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            else:
+                started = time.perf_counter()
+                setup["notices send"] = _portal(env, "notices", "send", "--incident", SLUG)
+                _wait_for_links(mailbox, range(people), worker, worker_log)
+                setup["notices delivered"] = time.perf_counter() - started
+                links = mailbox.links
+
             workers = set(_children(server.pid))
             processes = {
                 APP: lambda: sum(_cpu_seconds(pid) for pid in [server.pid, *_children(server.pid)]),
@@ -547,6 +597,9 @@ def run(people: int, at_once: int = AT_ONCE, time_limit: float = 1800.0) -> Resu
                 ),
             }
             result = herd(range(people), at_once, time_limit, links, mailbox, web_port, processes)
+            result.while_sending = while_sending
+            if while_sending and sending.wait() != 0:
+                result.tally.errors[("notices send", f"exit {sending.returncode}")] += 1
             if set(_children(server.pid)) != workers:
                 # A worker gunicorn killed (its timeout) took its CPU count with it: say so.
                 result.tally.errors[("app", "a gunicorn worker was replaced")] += 1
@@ -565,14 +618,15 @@ def herd(
     people: range,
     at_once: int,
     time_limit: float,
-    links: dict[str, str],
+    links: dict[str, str] | None,
     mailbox: Mailbox,
     port: int,
     processes: dict[str, Callable[[], float]] | None = None,
 ) -> Result:
     """Walk these people (numbers), AT_ONCE at a time; nobody new starts after the time limit.
 
-    `links` maps each person's address to their link's path; `processes` names CPU readers
+    `links` maps each person's address to their link's path (None: each waits for their notice
+    to reach the sink, then clicks at once); `processes` names CPU readers
     (seconds so far) of the processes to account for; this one's own is always counted."""
     tally = Tally()
     queue = iter(people)
@@ -588,8 +642,8 @@ def herd(
             with tally.lock:
                 tally.started += 1
             try:
-                link = links.get(email_of(n))
-                if link is None:
+                link = None if links is None else links.get(email_of(n))
+                if links is not None and link is None:
                     raise Failed("link page", "no notice reached the sink")
                 walk(tally, mailbox, port, n, link)
             except Failed as failure:
@@ -622,7 +676,8 @@ def rows(result: Result) -> list[Row]:
     rows_ = [
         Row(
             f"herd: verifications completed, {result.people:,} people, {result.at_once} at a "
-            "time (no floor: nothing simpler walks this path)",
+            + ("time, clicking while the notices go out" if result.while_sending else "time")
+            + " (no floor: nothing simpler walks this path)",
             result.verifications_per_s,
             "/s",
         ),
@@ -693,8 +748,13 @@ def main() -> None:
     parser.add_argument("people", nargs="?", type=int, default=SIZES["full"][0])
     parser.add_argument("--at-once", type=int, default=AT_ONCE, help="people walking at once")
     parser.add_argument("--time-limit", type=float, default=SIZES["full"][1], help="seconds")
+    parser.add_argument(
+        "--while-sending",
+        action="store_true",
+        help="start as soon as the campaign starts: each person clicks when their notice arrives",
+    )
     args = parser.parse_args()
-    result = run(args.people, args.at_once, args.time_limit)
+    result = run(args.people, args.at_once, args.time_limit, args.while_sending)
     print(render(rows(result)))
     tally = result.tally
     print(

@@ -54,7 +54,7 @@ def _keep_working(app, transports, stopped: threading.Event, workers: list) -> N
 def site(app, runner, incident, tmp_path):
     """PEOPLE noticed customers (the herd's own), the portal serving, mail reaching the sink."""
     customers = tmp_path / "customers.csv"
-    herd._write_customers(customers, PEOPLE)
+    herd._write_customers(customers, range(PEOPLE))
     for args in (
         ["customers", "import", "--incident", incident.slug, str(customers)],
         ["notices", "send", "--incident", incident.slug],
@@ -131,3 +131,20 @@ def test_a_person_whose_code_never_comes_is_an_error_not_a_wait_for_ever(site, m
 
     assert dict(result.tally.errors) == {("code", "no code in the sink within 0 s"): 1}
     assert result.tally.verified == 0
+
+
+def test_people_without_a_link_in_hand_walk_once_their_notice_reaches_the_sink(site):
+    # As with --while-sending: nobody is handed a link; each reads it from their own notice.
+    result = herd.herd(range(PEOPLE), 2, 60, None, site.mailbox, site.port)
+
+    assert dict(result.tally.errors) == {}
+    assert result.tally.finished == PEOPLE
+
+
+def test_a_person_whose_notice_never_comes_is_an_error_not_a_wait_for_ever(site, monkeypatch):
+    monkeypatch.setattr(herd, "NOTICE_PATIENCE_S", 0.0)
+    mailbox = herd.Mailbox(iter(()))
+
+    result = herd.herd(range(1), 1, 60, None, mailbox, site.port)
+
+    assert dict(result.tally.errors) == {("link page", "no notice in the sink within 0 s"): 1}

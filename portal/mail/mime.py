@@ -83,7 +83,7 @@ _MESSAGE_ID = "<qqmid@slot.invalid>"
 _DATE = "Thu, 01 Jan 1970 00:00:00 +0000"
 _BOUNDARY = "=" * 15 + "0" * 19 + "=="
 _LINE = "qqslot{}qq"
-_LINE_BREAKS = frozenset("\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+_LINE_BREAK = re.compile("[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 # What the fast path writes as is: a plain address, and the line it makes must not fold.
 _PLAIN_ADDRESS = re.compile(
     r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
@@ -162,7 +162,7 @@ class Skeleton:
             and len(recipient) <= 74  # "To: " + it within 78: the header is not folded
             and _PLAIN_ID.fullmatch(message_id)
             and len(message_id) <= 66  # "Message-ID: " + it within 78
-            and not any(ch in _LINE_BREAKS for value in values.values() for ch in value)
+            and not _LINE_BREAK.search("".join(values.values()))
         ):
             return self.build(recipient=recipient, message_id=message_id, date=date, values=values)
         known = {

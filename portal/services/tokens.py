@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
+from functools import lru_cache
 
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
@@ -93,12 +94,19 @@ class _DatedSigner(TimestampSigner):
 def _serializer(salt: str, timestamp: int | None = None) -> URLSafeTimedSerializer:
     config = current_app.config
     # itsdangerous wants the keys oldest to newest: it signs with the last, accepts them all.
-    keys = [*config.get("SECRET_KEY_FALLBACKS", []), config["SECRET_KEY"]]
+    keys = (*config.get("SECRET_KEY_FALLBACKS", []), config["SECRET_KEY"])
     if timestamp is not None:
-        return URLSafeTimedSerializer(
-            keys, salt=salt, signer=_DatedSigner, signer_kwargs={"timestamp": timestamp}
-        )
-    return URLSafeTimedSerializer(keys, salt=salt, signer=_ClockSigner)
+        return _dated_serializer(keys, salt, timestamp)
+    return URLSafeTimedSerializer(list(keys), salt=salt, signer=_ClockSigner)
+
+
+@lru_cache(maxsize=16)
+def _dated_serializer(keys: tuple, salt: str, timestamp: int) -> URLSafeTimedSerializer:
+    # The worker signs every link of a campaign batch with the same date: one serializer each
+    # (keyed by the keys too, so a rotation takes effect at once).
+    return URLSafeTimedSerializer(
+        list(keys), salt=salt, signer=_DatedSigner, signer_kwargs={"timestamp": timestamp}
+    )
 
 
 def lifetime(purpose: Purpose) -> timedelta:

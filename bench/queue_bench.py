@@ -87,6 +87,8 @@ def make_app(url: str, instance: Path | None = None):
             "PORTAL_MAIL_FROM": "notices@portal.example.test",
             "PORTAL_STAFF_SAME_HOST": "1",
             "PORTAL_INSTANCE_PATH": str(instance or Path(tempfile.gettempdir())),
+            # e.g. PORTAL_OUTBOX_CLAIM_SIZE, to see what limits the workers
+            **{k: v for k, v in os.environ.items() if k.startswith("PORTAL_OUTBOX_")},
         }
     )
 

@@ -74,14 +74,18 @@ _UNNOTIFIED_EXPOSURES = (
 _INSERT_BATCH = text(
     """
     WITH batch AS (
-        SELECT nextval(pg_get_serial_sequence('notice', 'id')) AS notice_id, batch.*
+        -- notice_id_seq: the serial of notice.id (the initial migration's); named here, not
+        -- looked up per row (that cost more than the rest of the notice's values).
+        SELECT nextval('notice_id_seq') AS notice_id, public_id, customer_id, reference_code,
+               link_nonce, message_id, decode(recipient_hex, 'hex') AS recipient_sealed,
+               decode(body_hex, 'hex') AS body_sealed, template_id
         FROM unnest(
             string_to_array(:public_id, ','), string_to_array(:customer_id, ',')::integer[],
             string_to_array(:reference_code, ','), string_to_array(:link_nonce, ','),
             string_to_array(:message_id, ','), string_to_array(:recipient_sealed, ','),
             string_to_array(:body_sealed, ','), string_to_array(:template_id, ',')::integer[]
         ) AS batch(public_id, customer_id, reference_code, link_nonce, message_id,
-                   recipient_sealed, body_sealed, template_id)
+                   recipient_hex, body_hex, template_id)
     ), notices AS (
         INSERT INTO notice (id, public_id, customer_id, incident_id, reference_code, link_nonce,
                             queued_at)
@@ -91,10 +95,9 @@ _INSERT_BATCH = text(
     INSERT INTO outbox_message (kind, dedupe_key, message_id, recipient_sealed, subject,
                                 body_sealed, locale, status, attempts, next_attempt_at,
                                 last_error, notice_id, template_id, created_at)
-    SELECT 'email', 'notice:' || batch.public_id, batch.message_id,
-           decode(batch.recipient_sealed, 'hex'), outbox_template.subject,
-           decode(batch.body_sealed, 'hex'), outbox_template.locale, 'queued', 0, :now, '',
-           batch.notice_id, batch.template_id, :now
+    SELECT 'email', 'notice:' || batch.public_id, batch.message_id, batch.recipient_sealed,
+           outbox_template.subject, batch.body_sealed, outbox_template.locale, 'queued', 0,
+           :now, '', batch.notice_id, batch.template_id, :now
     FROM batch JOIN outbox_template ON outbox_template.id = batch.template_id
     """
 )

@@ -25,9 +25,9 @@ from portal.services.background import Later, Progress, job
 
 BATCH_SIZE = 5000
 
-# Today's notices of an incident and the customers it still has to tell, a batch at a time, by
-# the exposure index (incident, customer): a keyset from the last customer of the batch before,
-# so that a batch never reads the customers already passed.
+# The customers an incident touched, a batch at a time, by the exposure index (incident,
+# customer): a keyset from the last customer of the batch before, so that a batch never reads
+# the customers already passed (a rerun skips the notified ones by uq_notice_once).
 _NEXT_CUSTOMERS = (
     select(Exposure.customer_id)
     .where(

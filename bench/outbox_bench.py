@@ -89,7 +89,8 @@ def worker(url: str, port: int) -> None:
         cpu = time.process_time() - cpu
         transport.close()
         db.session.commit()
-    print(json.dumps({"sent": result.sent, "cpu": cpu}), flush=True)
+        print(json.dumps({"sent": result.sent, "cpu": cpu}), flush=True)
+        sys.stdin.readline()  # connected until the parent has read PostgreSQL's CPU
 
 
 def run_workers(url: str, port: int, count: int, sink_pid: int) -> dict[str, float]:
@@ -114,14 +115,17 @@ def run_workers(url: str, port: int, count: int, sink_pid: int) -> dict[str, flo
         process.stdin.flush()
     reports = [json.loads(process.stdout.readline()) for process in processes]
     elapsed = time.perf_counter() - start
+    pg_cpu = postgres_cpu() - pg_cpu  # before the workers' server processes end with them
     for process in processes:
+        process.stdin.write("bye\n")
+        process.stdin.flush()
         process.wait(timeout=60)
     return {
         "seconds": elapsed,
         "sent": sum(r["sent"] for r in reports),
         "worker_cpu": sum(r["cpu"] for r in reports),
         "sink_cpu": cpu_seconds(sink_pid) - sink_cpu,
-        "pg_cpu": postgres_cpu() - pg_cpu,
+        "pg_cpu": pg_cpu,
     }
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.queue_bench import postgres_cpu  # noqa: E402
+from bench.queue_bench import bench_backends, postgres_cpu  # noqa: E402
 from bench.table import Row  # noqa: E402
 
 SIZES = {"quick": 2_000, "full": 20_000}
@@ -108,14 +108,15 @@ def run_workers(url: str, port: int, count: int, sink_pid: int) -> dict[str, flo
     for process in processes:
         line = process.stdout.readline().strip()
         assert line == "ready", line
-    sink_cpu, pg_cpu = cpu_seconds(sink_pid), postgres_cpu()
+    pids = bench_backends()  # the workers' server processes (connected before "ready")
+    sink_cpu, pg_cpu = cpu_seconds(sink_pid), postgres_cpu(pids)
     start = time.perf_counter()
     for process in processes:
         process.stdin.write("go\n")
         process.stdin.flush()
     reports = [json.loads(process.stdout.readline()) for process in processes]
     elapsed = time.perf_counter() - start
-    pg_cpu = postgres_cpu() - pg_cpu  # before the workers' server processes end with them
+    pg_cpu = postgres_cpu(pids) - pg_cpu  # before the workers' server processes end with them
     for process in processes:
         process.stdin.write("bye\n")
         process.stdin.flush()

@@ -456,7 +456,7 @@ def test_a_database_lost_while_recording_a_message_reaches_the_worker_as_itself(
     queue(1)
     transport = Transports(email=SMTPTransport(smtp_url(controller)))
 
-    def sent(self, row, now, *, keep_body):
+    def sent(self, row, now, message, *, keep_body):
         self.connection.exec_driver_sql("SELECT pg_terminate_backend(pg_backend_pid())")
 
     monkeypatch.setattr(outbox_service._Recorder, "sent", sent)

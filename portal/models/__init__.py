@@ -10,7 +10,7 @@ from portal.models.incident import Incident
 from portal.models.job import Job
 from portal.models.notice import Notice
 from portal.models.obligation import Obligation
-from portal.models.outbox import OutboxMessage
+from portal.models.outbox import OutboxMessage, OutboxTemplate
 from portal.models.protection import ActivationCode, Enrollment, ProtectionOffer
 from portal.models.staff import KeptAct, RecoveryCode, SecurityKey, StaffMember, StaffSession
 from portal.models.update import IncidentUpdate
@@ -38,6 +38,7 @@ __all__ = [
     "Notice",
     "Obligation",
     "OutboxMessage",
+    "OutboxTemplate",
     "ProtectionOffer",
     "RecoveryCode",
     "SecurityKey",

@@ -15,6 +15,36 @@ OUTBOX_KINDS = ("email", "sms", "webhook")
 OUTBOX_STATUSES = ("queued", "sent", "failed", "expired")
 
 
+class OutboxTemplate(Base):
+    """A message rendered once for many recipients, with slots for what differs per person.
+
+    A notice campaign writes one per variant (language, data types, which of them show a masked
+    fragment); each of its messages holds only its own values, sealed, and the worker fills the
+    slots when it sends (portal.mail.mime). The text holds no personal data, but it is sealed as
+    every message body is: what a message says is no operator's reading.
+    """
+
+    __tablename__ = "outbox_template"
+    __seal_prefix__ = "outbox_template"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # SHA-256 of everything below: the same rendering is one row, however many runs make it.
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    sender: Mapped[str] = mapped_column(String(255))
+    subject: Mapped[str] = mapped_column(String(200))
+    locale: Mapped[str] = mapped_column(String(16))
+    text_sealed: Mapped[bytes] = mapped_column(Sealed())
+    html_sealed: Mapped[bytes] = mapped_column(Sealed())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.now())
+
+    text = SealedField("text_sealed")
+    html = SealedField("html_sealed")
+
+    @property
+    def seal_binding(self) -> str:
+        return self.digest
+
+
 class OutboxMessage(Base):
     __tablename__ = "outbox_message"
     __seal_prefix__ = "outbox"
@@ -45,6 +75,9 @@ class OutboxMessage(Base):
     notice_id: Mapped[int | None] = mapped_column(
         ForeignKey("notice.id", ondelete="SET NULL"), index=True
     )
+    # Set: the body holds this message's own values (JSON), filled into the template when it is
+    # sent; unset: the body is the message's bytes.
+    template_id: Mapped[int | None] = mapped_column(ForeignKey("outbox_template.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.now())
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Once a message leaves the queue (sent, failed for good, or expired) its body is emptied: it
@@ -54,7 +87,8 @@ class OutboxMessage(Base):
     body_purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     recipient = SealedField("recipient_sealed")
-    # An email's bytes as sent, an SMS's text, a webhook's JSON: read as bytes.
+    # An email's bytes as sent (or a templated email's values), an SMS's text, a webhook's
+    # JSON: read as bytes.
     body = SealedField("body_sealed", "bytes")
 
     @property

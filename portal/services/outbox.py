@@ -11,10 +11,8 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
-from email.message import EmailMessage
-from email.policy import SMTP
 from email.policy import default as default_policy
 from email.utils import format_datetime, make_msgid
 from urllib.parse import urlsplit
@@ -31,11 +29,12 @@ from portal.backoff import retry_delay
 from portal.extensions import db
 from portal.i18n import language_for
 from portal.mail.compose import Composed
+from portal.mail.mime import Skeleton, build_email
 from portal.mail.smtp import DeliveryError
-from portal.models import Notice, OutboxMessage
+from portal.models import Notice, OutboxMessage, OutboxTemplate
 from portal.models.audit import Actor
 from portal.models.sealed import seal
-from portal.services import audit
+from portal.services import audit, tokens
 
 log = logging.getLogger(__name__)
 
@@ -59,21 +58,20 @@ def enqueue_email(
     """
     config = current_app.config
     message_id = make_msgid(domain=urlsplit(config["BASE_URL"]).hostname)
-    email = EmailMessage()
-    email["From"] = config["MAIL_FROM"]
-    email["To"] = recipient  # the header policy refuses CR/LF: no header injection
     # Defence in depth: the forms refuse line breaks in titles, but a subject is built from
     # stored text (and translations) that may predate that rule; a CR/LF would make the header
     # policy refuse the whole message, so it becomes a space instead.
-    subject = _one_line(subject)
-    email["Subject"] = subject
-    email["Message-ID"] = message_id
-    email["Date"] = format_datetime(clock.now())
-    email["Content-Language"] = locale
-    email["Auto-Submitted"] = "auto-generated"
-    # Quoted-printable keeps the message 7-bit clean for any server.
-    email.set_content(text, cte="quoted-printable")
-    email.add_alternative(html, subtype="html", cte="quoted-printable")
+    subject = one_line(subject)
+    body = build_email(
+        sender=config["MAIL_FROM"],
+        recipient=recipient,
+        subject=subject,
+        message_id=message_id,
+        date=format_datetime(clock.now()),
+        locale=locale,
+        text=text,
+        html=html,
+    )
     row = OutboxMessage(
         kind="email",
         dedupe_key=dedupe_key,
@@ -86,7 +84,7 @@ def enqueue_email(
         notice_id=notice_id,
     )
     row.recipient = recipient
-    row.body = email.as_bytes(policy=SMTP)
+    row.body = body
     db.session.add(row)
     return row
 
@@ -94,7 +92,7 @@ def enqueue_email(
 _LINE_BREAKS = re.compile(r"[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]+")
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
     """text with each run of line breaks turned into one space (a header is one line)."""
     return _LINE_BREAKS.sub(" ", text).strip()
 
@@ -164,6 +162,86 @@ def enqueue_webhook(*, event: str, data: dict) -> OutboxMessage | None:
     return row
 
 
+def template(*, sender: str, subject: str, locale: str, text: str, html: str) -> tuple[int, str]:
+    """(id, digest) of the outbox template with exactly this content (made the first time).
+
+    Content-addressed: a rerun, or a second campaign with the same wording, reuses the row.
+    """
+    subject = one_line(subject)
+    digest = template_digest(sender, subject, locale, text, html)
+    found = db.session.scalar(select(OutboxTemplate.id).where(OutboxTemplate.digest == digest))
+    if found is not None:
+        return found, digest
+    row = OutboxTemplate(digest=digest, sender=sender, subject=subject, locale=locale)
+    row.text, row.html = text, html
+    db.session.add(row)
+    db.session.flush()
+    return row.id, digest
+
+
+def template_digest(sender: str, subject: str, locale: str, text: str, html: str) -> str:
+    parts = (sender, subject, locale, text, html)
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
+
+
+def templated_body(
+    *, template: str, issued_at: int, values: dict[str, str], links: dict[str, list[str]]
+) -> bytes:
+    """What a templated message's row holds (sealed like any body): its template's digest, the
+    time it was queued (its Date, and the date of its links' tokens), its slots' values, and
+    for each link slot the token's (purpose, public id, nonce), signed when it is sent."""
+    return json.dumps(
+        {"template": template, "issued_at": issued_at, "values": values, "links": links},
+        separators=(",", ":"),
+    ).encode()
+
+
+# Templates by digest: the digest names the content, so a cached one is never stale (a process
+# sees few: one per language and variant of a campaign).
+_skeletons: dict[str, Skeleton] = {}
+
+
+def _skeleton(digest: str) -> Skeleton:
+    skeleton = _skeletons.get(digest)
+    if skeleton is None:
+        template = db.session.scalars(
+            select(OutboxTemplate).where(OutboxTemplate.digest == digest)
+        ).one()
+        skeleton = Skeleton(
+            sender=template.sender,
+            subject=template.subject,
+            locale=template.locale,
+            text=template.text,
+            html=template.html,
+        )
+        if len(_skeletons) >= 256:
+            _skeletons.clear()
+        _skeletons[digest] = skeleton
+    return skeleton
+
+
+def message_bytes(row: OutboxMessage) -> bytes:
+    """The message a row stands for: its body, or its template filled with its values.
+
+    A templated message is the same bytes at every try: its Date, boundary and links' tokens
+    come from what the row holds, not from the time it is sent.
+    """
+    body = row.body
+    if row.template_id is None or not body:
+        return body  # not templated, or emptied once it left the queue
+    stored = json.loads(body)
+    values = dict(stored["values"])
+    issued_at = stored["issued_at"]
+    for name, (purpose, public_id, nonce) in stored["links"].items():
+        values[name] = tokens.link(tokens.Purpose(purpose), public_id, nonce, issued_at=issued_at)
+    return _skeleton(stored["template"]).assemble(
+        recipient=row.recipient,
+        message_id=row.message_id,
+        date=format_datetime(datetime.fromtimestamp(issued_at, UTC)),
+        values=values,
+    )
+
+
 def after_bulk_queue() -> None:
     """Refresh PostgreSQL's statistics of the queue after queueing many messages at once.
 
@@ -198,7 +276,7 @@ def open_message(row: OutboxMessage) -> OpenedMessage:
     recipient = row.recipient
     if row.kind != "email":
         return OpenedMessage(row, recipient, row.body.decode(), "")
-    email = message_from_bytes(row.body, policy=default_policy)
+    email = message_from_bytes(message_bytes(row), policy=default_policy)
     text = email.get_body(("plain",))
     html = email.get_body(("html",))
     return OpenedMessage(
@@ -253,21 +331,23 @@ def _kept_here(row: OutboxMessage, transports: Transports) -> bool:
     return getattr(getattr(transports, row.kind, None), "keeps_body", False)
 
 
-def _deliver(row: OutboxMessage, transports: Transports) -> None:
-    """Hand one message to its transport; raise DeliveryError on failure."""
+def _deliver(row: OutboxMessage, transports: Transports) -> bytes:
+    """Hand one message to its transport and return its bytes; raise DeliveryError on failure."""
     recipient = row.recipient
+    body = message_bytes(row)
     if row.kind == "email":
-        transports.email.send(current_app.config["MAIL_FROM"], recipient, row.body)
+        transports.email.send(current_app.config["MAIL_FROM"], recipient, body)
     elif row.kind == "sms":
-        transports.sms.send(recipient, row.body.decode())
+        transports.sms.send(recipient, body.decode())
     elif row.kind == "webhook":
-        transports.webhook.send(recipient, row.body, event=row.subject)
+        transports.webhook.send(recipient, body, event=row.subject)
+    return body
 
 
-def _purged(row: OutboxMessage, now: datetime) -> dict:
-    """The column values of `row` with its body emptied (see purge_body)."""
+def _purged(row: OutboxMessage, now: datetime, sent: bytes) -> dict:
+    """The column values of `row` with its body emptied (see purge_body); sent: its bytes."""
     return {
-        "body_digest": hashlib.sha256(row.body).digest(),
+        "body_digest": hashlib.sha256(sent).digest(),
         "body_sealed": seal(OutboxMessage, "body_sealed", row.seal_binding, b""),
         "body_purged_at": now,
     }
@@ -281,9 +361,24 @@ def purge_body(row: OutboxMessage, now: datetime) -> None:
     """
     if row.body_purged_at is not None:
         return
-    row.body_digest = hashlib.sha256(row.body).digest()
+    row.body_digest = hashlib.sha256(message_bytes(row)).digest()
     row.body = b""
     row.body_purged_at = now
+
+
+def claim_statement(now: datetime, limit: int, kinds: list[str]):
+    """The claim's query: the oldest due messages no other worker holds (its index: _due)."""
+    return (
+        select(OutboxMessage)
+        .where(
+            OutboxMessage.status == "queued",
+            OutboxMessage.next_attempt_at <= now,
+            OutboxMessage.kind.in_(kinds),
+        )
+        .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
 
 
 def _claim(now: datetime, limit: int, kinds: list[str]) -> list[OutboxMessage]:
@@ -296,19 +391,7 @@ def _claim(now: datetime, limit: int, kinds: list[str]) -> list[OutboxMessage]:
     one per kill) and the rest of its claim due again when the lease ends (OUTBOX_LEASE). (SQLite
     has no row locks and one writer at a time; there one worker runs.)
     """
-    rows = list(
-        db.session.scalars(
-            select(OutboxMessage)
-            .where(
-                OutboxMessage.status == "queued",
-                OutboxMessage.next_attempt_at <= now,
-                OutboxMessage.kind.in_(kinds),
-            )
-            .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-    )
+    rows = list(db.session.scalars(claim_statement(now, limit, kinds)))
     lease_ends = now + current_app.config["OUTBOX_LEASE_TTL"]
     if rows:
         # One statement for the whole claim (the session would send one per row).
@@ -368,11 +451,11 @@ class _Recorder:
         with contextlib.suppress(SQLAlchemyError):
             self.connection.close()
 
-    def sent(self, row: OutboxMessage, now: datetime, *, keep_body: bool) -> None:
+    def sent(self, row: OutboxMessage, now: datetime, sent: bytes, *, keep_body: bool) -> None:
         values = {"p_row_id": row.id, "p_attempts": row.attempts + 1, "p_now": now}
         statement = _SENT_KEPT
         if not keep_body:
-            purged = _purged(row, now)
+            purged = _purged(row, now, sent)
             values["p_body_sealed"] = purged["body_sealed"]
             values["p_body_digest"] = purged["body_digest"]
             statement = _SENT
@@ -501,8 +584,9 @@ def deliver_batch(
                     continue
                 result.claimed += 1
                 now = clock.now() + shift
-                if _deliver_one(row, transports, now, max_attempts, result):
-                    recorder.sent(row, now, keep_body=_kept_here(row, transports))
+                sent = _deliver_one(row, transports, now, max_attempts, result)
+                if sent is not None:
+                    recorder.sent(row, now, sent, keep_body=_kept_here(row, transports))
                     db.session.expunge(row)  # recorded: the session has nothing to write
                     continue
                 if row.kind in result.unreachable:
@@ -542,18 +626,18 @@ def _deliver_one(
     now: datetime,
     max_attempts: int,
     result: BatchResult,
-) -> bool:
-    """Hand one claimed message over. True when its server took it (the caller records that);
-    any other outcome is set on the row, for the session's commit."""
+) -> bytes | None:
+    """Hand one claimed message over. Its bytes when its server took it (the caller records
+    that); None for any other outcome, which is set on the row, for the session's commit."""
     if row.expires_at is not None and row.expires_at <= now:
         row.status, row.next_attempt_at = "expired", now  # left the queue now
         row.last_error = "expired before delivery"
         purge_body(row, now)
         result.expired += 1
-        return False
+        return None
     try:
         try:
-            _deliver(row, transports)
+            sent = _deliver(row, transports)
         except DeliveryError:
             raise
         except Exception as unexpected:
@@ -574,7 +658,7 @@ def _deliver_one(
             if error.maybe_taken:
                 row.next_attempt_at += current_app.config["OUTBOX_BACKOFF_MAX_TTL"]
             result.unreachable[row.kind] = str(error)
-            return False
+            return None
         row.attempts += 1
         if error.permanent or row.attempts >= max_attempts:
             row.status, row.next_attempt_at = "failed", now  # when it left (retry --since)
@@ -596,9 +680,9 @@ def _deliver_one(
         else:
             row.next_attempt_at = now + retry_delay(row.attempts)
             result.retried += 1
-        return False
+        return None
     result.sent += 1
-    return True
+    return sent
 
 
 def drain(transports: Transports, now: datetime | None = None) -> BatchResult:

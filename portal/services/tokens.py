@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
+from functools import lru_cache
 
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
@@ -78,11 +79,34 @@ class _ClockSigner(TimestampSigner):
         return int(clock.now().timestamp())
 
 
-def _serializer(salt: str) -> URLSafeTimedSerializer:
+class _DatedSigner(TimestampSigner):
+    """Dates a token by a given time: a message filled when it is sent carries the token it
+    would have carried when it was queued (every try of it the same, its age from then)."""
+
+    def __init__(self, *args, timestamp: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.timestamp = timestamp
+
+    def get_timestamp(self) -> int:
+        return self.timestamp
+
+
+def _serializer(salt: str, timestamp: int | None = None) -> URLSafeTimedSerializer:
     config = current_app.config
     # itsdangerous wants the keys oldest to newest: it signs with the last, accepts them all.
-    keys = [*config.get("SECRET_KEY_FALLBACKS", []), config["SECRET_KEY"]]
-    return URLSafeTimedSerializer(keys, salt=salt, signer=_ClockSigner)
+    keys = (*config.get("SECRET_KEY_FALLBACKS", []), config["SECRET_KEY"])
+    if timestamp is not None:
+        return _dated_serializer(keys, salt, timestamp)
+    return URLSafeTimedSerializer(list(keys), salt=salt, signer=_ClockSigner)
+
+
+@lru_cache(maxsize=16)
+def _dated_serializer(keys: tuple, salt: str, timestamp: int) -> URLSafeTimedSerializer:
+    # The worker signs every link of a campaign batch with the same date: one serializer each
+    # (keyed by the keys too, so a rotation takes effect at once).
+    return URLSafeTimedSerializer(
+        list(keys), salt=salt, signer=_DatedSigner, signer_kwargs={"timestamp": timestamp}
+    )
 
 
 def lifetime(purpose: Purpose) -> timedelta:
@@ -95,11 +119,16 @@ def issue(purpose: Purpose, public_id: str, nonce: str) -> str:
     return _serializer(KINDS[purpose].salt).dumps([public_id, nonce])
 
 
-def link(purpose: Purpose, public_id: str, nonce: str) -> str:
+def link(purpose: Purpose, public_id: str, nonce: str, *, issued_at: int | None = None) -> str:
     """The absolute link, always from the configured origin (PORTAL_BASE_URL, or
-    PORTAL_STAFF_BASE_URL for staff), never from the request's Host."""
+    PORTAL_STAFF_BASE_URL for staff), never from the request's Host.
+
+    issued_at (seconds since the epoch): the time the token is dated, when not now (a queued
+    message's link, made when it is sent, is dated when it was queued: its lifetime starts then).
+    """
     kind = KINDS[purpose]
-    return f"{current_app.config[kind.origin]}{kind.path}{issue(purpose, public_id, nonce)}"
+    token = _serializer(kind.salt, issued_at).dumps([public_id, nonce])
+    return f"{current_app.config[kind.origin]}{kind.path}{token}"
 
 
 def load(purpose: Purpose, token: str) -> tuple[str, str]:

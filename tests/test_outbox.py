@@ -627,3 +627,35 @@ def test_a_lease_too_short_for_the_transport_sends_nothing_and_does_not_spin(app
     assert result.claimed == 0
     assert "the lease (PORTAL_OUTBOX_LEASE_SECONDS) is shorter" in caplog.text
     assert all(r.status == "queued" and r.next_attempt_at <= portal_clock.now() for r in rows())
+
+
+def test_a_code_queued_behind_a_campaign_is_claimed_before_the_notices(app):
+    """Notice day: a million notices are queued, then people click and ask for codes that expire
+    in ten minutes. Oldest first, every code waited behind the whole campaign and expired. The
+    claim takes what expires first, then the oldest of the rest."""
+    now = portal_clock.now()
+    for n in range(30):
+        outbox_service.enqueue_email(
+            dedupe_key=f"notice:{n}",
+            recipient=f"person{n}@example.com",
+            subject="Notice of Data Breach",
+            text="A notice.",
+            html="<p>A notice.</p>",
+        )
+    db.session.flush()
+    for n in range(2):
+        outbox_service.enqueue_email(
+            dedupe_key=f"code:{n}",
+            recipient=f"late{n}@example.com",
+            subject="Your code",
+            text="123456",
+            html="<p>123456</p>",
+            expires_at=now + timedelta(minutes=10),
+        )
+    db.session.commit()
+
+    claimed = outbox_service._claim(now + timedelta(seconds=1), 20, ["email"])
+
+    keys = [row.dedupe_key for row in claimed]
+    assert keys[:2] == ["code:0", "code:1"]
+    assert keys[2:] == [f"notice:{n}" for n in range(18)]  # then the oldest notices, in order

@@ -119,6 +119,10 @@ def test_queueing_and_the_claim_read_no_large_table_from_start_to_end(app, incid
             },
         ),
         "outbox claim": (outbox.claim_statement(now + timedelta(seconds=1), 20, ["email"]), {}),
+        "outbox claim of codes first": (
+            outbox.claim_statement(now + timedelta(seconds=1), 20, ["email"], urgent=True),
+            {},
+        ),
     }
     for name, (statement, params) in statements.items():
         scanned = set(_scans(statement, params)) & LARGE_TABLES

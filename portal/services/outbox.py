@@ -366,16 +366,25 @@ def purge_body(row: OutboxMessage, now: datetime) -> None:
     row.body_purged_at = now
 
 
-def claim_statement(now: datetime, limit: int, kinds: list[str]):
-    """The claim's query: the oldest due messages no other worker holds (its index: _due)."""
+def claim_statement(
+    now: datetime, limit: int, kinds: list[str], *, urgent: bool = False, besides=()
+):
+    """The claim's query: the oldest due messages no other worker holds (its index: _due).
+
+    urgent: only those with an expiry, codes and sign-in links (their index: _urgent). besides:
+    ids this claim holds already.
+    """
+    query = select(OutboxMessage).where(
+        OutboxMessage.status == "queued",
+        OutboxMessage.next_attempt_at <= now,
+        OutboxMessage.kind.in_(kinds),
+    )
+    if urgent:
+        query = query.where(OutboxMessage.expires_at.is_not(None))
+    if besides:
+        query = query.where(OutboxMessage.id.not_in(besides))
     return (
-        select(OutboxMessage)
-        .where(
-            OutboxMessage.status == "queued",
-            OutboxMessage.next_attempt_at <= now,
-            OutboxMessage.kind.in_(kinds),
-        )
-        .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
+        query.order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
@@ -391,7 +400,13 @@ def _claim(now: datetime, limit: int, kinds: list[str]) -> list[OutboxMessage]:
     one per kill) and the rest of its claim due again when the lease ends (OUTBOX_LEASE). (SQLite
     has no row locks and one writer at a time; there one worker runs.)
     """
-    rows = list(db.session.scalars(claim_statement(now, limit, kinds)))
+    # Codes and sign-in links first: they expire in minutes, and on notice day a million
+    # notices queued before them would otherwise be sent first (oldest first), so that everyone
+    # who clicked in the first hour got their code after its expiry, that is never.
+    rows = list(db.session.scalars(claim_statement(now, limit, kinds, urgent=True)))
+    if len(rows) < limit:
+        taken = [row.id for row in rows]
+        rows += db.session.scalars(claim_statement(now, limit - len(rows), kinds, besides=taken))
     lease_ends = now + current_app.config["OUTBOX_LEASE_TTL"]
     if rows:
         # One statement for the whole claim (the session would send one per row).

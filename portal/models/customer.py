@@ -56,6 +56,9 @@ class Customer(Base):
     # When the customer picked their language on the portal: a later import keeps their choice.
     locale_chosen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     region: Mapped[str] = mapped_column(String(8), default="")
+    # Whether the person agreed to be notified by email (the import's optional `email_consent`);
+    # None: the organisation did not say. HIPAA notice goes by post without it.
+    email_consent: Mapped[bool | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.now())
     # Set when too many wrong codes were typed; only support can lift it.

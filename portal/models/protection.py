@@ -40,6 +40,10 @@ class ProtectionOffer(Translated, Base):
     # Data class keys that make a customer eligible, comma separated; empty: everyone affected.
     eligible_classes: Mapped[str] = mapped_column(String(500), default="")
     minors_product: Mapped[str] = mapped_column(String(120), default="")
+    # Regions the offer is open to, comma separated: a country ("US") or a subdivision
+    # ("US-CA"); empty: everywhere. A US credit-monitoring product means nothing to a reader in
+    # Germany, so it can be limited to where it works.
+    regions: Mapped[str] = mapped_column(String(500), default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.now())
 
     incident: Mapped[Incident] = relationship()

@@ -142,9 +142,12 @@ def register_extensions(app: Flask) -> None:
     # Names and ids kept before invisible and direction-changing characters were refused: shown
     # with those characters made visible, so they cannot disguise one person as another.
     app.jinja_env.filters["plain"] = shown_plainly
+    from portal.markdown import plain as markdown_as_text
     from portal.markdown import render as render_markdown
 
     app.jinja_env.filters["markdown"] = render_markdown
+    # A message's text part: the same Markdown as words, with no `**` or `[..](..)` left in it.
+    app.jinja_env.filters["markdown_text"] = markdown_as_text
 
 
 # How long a SQLite writer waits for the one write lock before "database is locked". SQLite

@@ -42,3 +42,91 @@ def render(source) -> Markup:
     if lang_attr and safe:
         return Markup("<div{}>{}</div>").format(lang_attr, safe)
     return safe
+
+
+@lru_cache(maxsize=512)
+def _plain(text: str) -> str:
+    out: list[
+        tuple[str, int | None]
+    ] = []  # finished blocks, each with the list it starts an item of
+    lists: list[int] = []  # serial numbers of the lists we are in
+    serial = 0
+    item_list: int | None = None  # the list whose new item the next block starts
+    prefixes: list[str] = []  # list and quote markers of the blocks we are in
+    numbers: list[int | None] = []  # per open list: the next number, None for bullets
+    pending_marker = ""
+    for token in _PARSER.parse(text):
+        kind = token.type
+        if kind in ("bullet_list_open", "ordered_list_open"):
+            ordered = kind == "ordered_list_open"
+            numbers.append(int(token.attrGet("start") or 1) if ordered else None)
+            serial += 1
+            lists.append(serial)
+        elif kind in ("bullet_list_close", "ordered_list_close"):
+            numbers.pop()
+            lists.pop()
+        elif kind == "list_item_open":
+            item_list = lists[-1]
+            if numbers[-1] is None:
+                pending_marker = "* "
+            else:
+                pending_marker = f"{numbers[-1]}. "
+                numbers[-1] += 1
+            prefixes.append("  " + " " * len(pending_marker))
+        elif kind == "list_item_close":
+            prefixes.pop()
+        elif kind == "blockquote_open":
+            prefixes.append("> ")
+        elif kind == "blockquote_close":
+            prefixes.pop()
+        elif kind in ("inline",):
+            lines = _inline_plain(token.children or []).split("\n")
+            indent = "".join(prefixes)
+            if pending_marker:
+                first = indent[: -len(pending_marker)] + pending_marker
+                pending_marker = ""
+            else:
+                first = indent
+            block = "\n".join((first if n == 0 else indent) + line for n, line in enumerate(lines))
+            out.append((block, item_list))
+            item_list = None
+        elif kind in ("fence", "code_block"):
+            indent = "".join(prefixes) + "    "
+            lines = token.content.rstrip("\n").split("\n")
+            out.append(("\n".join(indent + line for line in lines), None))
+    # The items of one list sit on consecutive lines; other blocks have a blank line between.
+    text_out = ""
+    for n, (block, in_list) in enumerate(out):
+        if n:
+            same_list = in_list is not None and out[n - 1][1] == in_list
+            text_out += "\n" if same_list else "\n\n"
+        text_out += block
+    return text_out
+
+
+def _inline_plain(children) -> str:
+    parts: list[str] = []
+    href_stack: list[tuple[str, int]] = []
+    for child in children:
+        kind = child.type
+        if kind in ("text", "code_inline"):
+            parts.append(child.content)
+        elif kind in ("softbreak", "hardbreak"):
+            parts.append("\n")
+        elif kind == "link_open":
+            href_stack.append((child.attrGet("href") or "", len(parts)))
+        elif kind == "link_close":
+            href, start = href_stack.pop()
+            label = "".join(parts[start:])
+            # The address itself, beside its words: a text part has no links to click.
+            if href and href not in (label, f"mailto:{label}", f"tel:{label}"):
+                parts.append(f" ({href.removeprefix('mailto:').removeprefix('tel:')})")
+        elif kind == "image":
+            parts.append(child.content)
+        # em, strong, s: their words stay, their markers go.
+    return "".join(parts)
+
+
+def plain(source) -> str:
+    """A Markdown text as a person reads it in a plain-text email: no `**`, no `[..](..)`."""
+    return _plain(str(source or ""))

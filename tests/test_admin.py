@@ -325,8 +325,11 @@ def test_the_campaign_sends_and_retries(admin, incident, app, write_csv):
     )
     page = admin.get("/admin/incidents/acme-2026/campaign")
     assert b"not yet notified (3)" in page.data
+    page = admin.get("/admin/incidents/acme-2026/campaign/confirm")
+    assert b"Send 3 notices" in page.data
     response = admin.post(
-        "/admin/incidents/acme-2026/campaign/send", data={"csrf_token": csrf_from(page)}
+        "/admin/incidents/acme-2026/campaign/send",
+        data={"csrf_token": csrf_from(page), "expected": "3"},
     )
     background.run_one()
     assert b"3 notice(s) queued" in admin.get(response.headers["Location"]).data

@@ -96,7 +96,8 @@ def test_a_campaign_started_with_a_stale_proof_sends_after_reauthentication_with
     page = admin.get("/admin/incidents/acme-2026/campaign")
     clock.tick(STALE)
     asked = admin.post(
-        "/admin/incidents/acme-2026/campaign/send", data={"csrf_token": csrf_from(page)}
+        "/admin/incidents/acme-2026/campaign/send",
+        data={"csrf_token": csrf_from(page), "expected": "3"},
     )
     assert asked.headers["Location"].startswith("/staff/reauth") and jobs() == []
     reauth_page = admin.get(asked.headers["Location"])
@@ -117,7 +118,8 @@ def test_a_wrong_code_keeps_the_act_and_asks_again(admin, incident, app, clock, 
     page = admin.get("/admin/incidents/acme-2026/campaign")
     clock.tick(STALE)
     asked = admin.post(
-        "/admin/incidents/acme-2026/campaign/send", data={"csrf_token": csrf_from(page)}
+        "/admin/incidents/acme-2026/campaign/send",
+        data={"csrf_token": csrf_from(page), "expected": "1"},
     )
     page = admin.get(asked.headers["Location"])
     resume = page.get_data(as_text=True).split('name="resume" value="')[1].split('"')[0]
@@ -154,7 +156,8 @@ def test_a_kept_acts_page_shares_the_lock_and_the_allowance_of_reauthentication(
     page = admin.get("/admin/incidents/acme-2026/campaign")
     clock.tick(STALE)
     asked = admin.post(
-        "/admin/incidents/acme-2026/campaign/send", data={"csrf_token": csrf_from(page)}
+        "/admin/incidents/acme-2026/campaign/send",
+        data={"csrf_token": csrf_from(page), "expected": "1"},
     )
     page = admin.get(asked.headers["Location"])
     resume = page.get_data(as_text=True).split('name="resume" value="')[1].split('"')[0]
@@ -244,7 +247,10 @@ def test_an_abandoned_act_is_not_done_by_a_later_proof(admin, incident, app, clo
     )
     page = admin.get("/admin/incidents/acme-2026/campaign")
     clock.tick(STALE)
-    admin.post("/admin/incidents/acme-2026/campaign/send", data={"csrf_token": csrf_from(page)})
+    admin.post(
+        "/admin/incidents/acme-2026/campaign/send",
+        data={"csrf_token": csrf_from(page), "expected": "1"},
+    )
     # They left the "Confirm it is you" page, and later asked for an export instead.
     asked = admin.get("/admin/metrics.csv")
     assert confirm_it_is_you(admin, asked, ADMIN, clock).headers["Location"] == "/admin/metrics.csv"
@@ -260,7 +266,8 @@ def test_an_act_nobody_came_back_for_is_not_kept_past_fifteen_minutes(
     page = admin.get("/admin/incidents/acme-2026/campaign")
     clock.tick(STALE)
     asked = admin.post(
-        "/admin/incidents/acme-2026/campaign/send", data={"csrf_token": csrf_from(page)}
+        "/admin/incidents/acme-2026/campaign/send",
+        data={"csrf_token": csrf_from(page), "expected": "1"},
     )
     ((left, _payload),) = kept_rows()
     # Kept sixteen minutes ago (while the session itself was kept alive).
@@ -270,7 +277,10 @@ def test_an_act_nobody_came_back_for_is_not_kept_past_fifteen_minutes(
     done = confirm_it_is_you(admin, asked, ADMIN, clock)
     assert not done.headers["Location"].startswith("/admin/jobs/") and jobs() == []
     clock.tick(STALE)
-    admin.post("/admin/incidents/acme-2026/campaign/send", data={"csrf_token": csrf_from(page)})
+    admin.post(
+        "/admin/incidents/acme-2026/campaign/send",
+        data={"csrf_token": csrf_from(page), "expected": "1"},
+    )
     assert left not in [kept_id for kept_id, _ in kept_rows()]  # the next act kept cleared it
 
 

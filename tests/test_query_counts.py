@@ -143,6 +143,11 @@ def _pages(world, incident) -> dict[str, tuple[object, str]]:
         "console": (admin, "/admin/"),
         "incident console": (admin, f"/admin/incidents/{slug}"),
         "campaign": (admin, f"/admin/incidents/{slug}/campaign"),
+        "campaign confirm": (admin, f"/admin/incidents/{slug}/campaign/confirm"),
+        "campaign preview": (
+            admin,
+            f"/admin/incidents/{slug}/campaign/preview?locale=en&region=US-CA",
+        ),
         "import": (admin, f"/admin/incidents/{slug}/import"),
         "metrics": (admin, "/admin/metrics"),
         "metrics CSV": (admin, "/admin/metrics.csv"),

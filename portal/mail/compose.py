@@ -4,14 +4,15 @@ recipient's)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from urllib.parse import urlsplit
 
 from flask import current_app, render_template
-from flask_babel import get_locale
+from flask_babel import format_date, get_locale
 from flask_babel import gettext as _
 from markupsafe import escape
 
+from portal import clock
 from portal.i18n import datetime_with_zone, localized
 from portal.models import DATA_CLASSES, Incident
 
@@ -30,13 +31,22 @@ def compose_notice(
     link: str,
     reference_code: str,
     steps,
+    offer=None,
+    notice_date: date | None = None,
 ) -> Composed:
     """The California-model 'Notice of Data Breach' for one customer and one incident.
+
+    Cal. Civ. Code 1798.82(d) sets its content: the title and the five headings in order, the
+    date of the notice, the date or range of the breach, whether law enforcement delayed it, the
+    person's own data types, the credit bureaus' contacts when an SSN or a licence or ID number
+    was involved, and all a reader needs to take up the protection offer. `offer` is the
+    incident's offer when this reader may take it up.
 
     The greeting names nobody: the name may itself be an exposed value, and no message may
     repeat one (a notice can land in a mailbox someone else reads).
     """
     ordered = sorted(exposures, key=lambda e: (-DATA_CLASSES[e[0]].sensitivity, e[0]))
+    keys = {key for key, _fragment in ordered}
     context = {
         "incident": incident,
         "organisation": current_app.config["ORGANISATION_NAME"],
@@ -45,6 +55,10 @@ def compose_notice(
         "steps": steps(str(get_locale())),  # the first steps of their plan, in their language
         "link": link,
         "reference_code": reference_code,
+        "notice_date": notice_date or clock.now().date(),
+        "occurred": breach_dates(incident),
+        "offer": offer,
+        "government_id": bool(keys & GOVERNMENT_IDS),
     }
     subject = _("Notice of Data Breach from %(organisation)s", organisation=context["organisation"])
     return Composed(
@@ -52,6 +66,25 @@ def compose_notice(
         text=render_template("emails/notice.txt", **context),
         html=render_template("emails/notice.html", **context),
     )
+
+
+# An SSN, a driver's licence or a state or national ID number: 1798.82(d)(2)(G) then asks for
+# the credit bureaus' toll-free numbers and addresses in the notice.
+GOVERNMENT_IDS = frozenset({"ssn", "drivers_license", "national_id"})
+
+
+def breach_dates(incident: Incident) -> str:
+    """When the breach happened, as 1798.82(d)(2)(C) asks: a date, a range, or not known yet."""
+    first, last = incident.occurred_on, incident.occurred_to
+    if first and last and last != first:
+        return _(
+            "between %(first)s and %(last)s",
+            first=format_date(first, "long"),
+            last=format_date(last, "long"),
+        )
+    if first or last:
+        return format_date(first or last, "long")
+    return _("not known yet; we will tell you when we know")
 
 
 def compose_code(*, code: str, ttl_minutes: int, sms: bool = False) -> Composed:

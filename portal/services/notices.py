@@ -15,12 +15,12 @@ from sqlalchemy import bindparam, exists, func, insert, select, text
 from portal import clock, unit_of_work
 from portal.extensions import db, vault
 from portal.i18n import language_for
-from portal.mail.compose import compose_notice
+from portal.mail.compose import Composed, compose_notice
 from portal.mail.mime import slot
 from portal.models import DATA_CLASSES, Customer, Exposure, Incident, Notice, OutboxMessage
 from portal.models.notice import new_link_nonce
 from portal.models.sealed import context
-from portal.services import audit, guidance, outbox, reference_codes, runs, tokens
+from portal.services import audit, guidance, outbox, protection, reference_codes, runs, tokens
 from portal.services.background import Later, Progress, job
 
 BATCH_SIZE = 5000
@@ -155,7 +155,7 @@ _TAKEN_CODES = text(
 )
 
 
-class _Variants:
+class Variants:
     """The notice rendered once per variant: its language, the data types it lists, which of
     them show a masked fragment. What differs per person (the link, the reference code, the
     fragments) is a slot, filled by the worker when it sends (portal.mail.mime)."""
@@ -165,27 +165,17 @@ class _Variants:
         self.sender = current_app.config["MAIL_FROM"]
         self.templates: dict[tuple, tuple[int, str]] = {}
         self.subjects: dict[int, tuple[str, str]] = {}  # template id -> (subject, locale)
+        offer = protection.offer_for(incident.id)
+        # A closed offer is not put in a notice: nobody could take it up any more.
+        self.offer = offer if offer is not None and not protection.is_closed(offer) else None
+        self.notice_date = clock.now().date()
 
     def template(self, locale: str, shown: tuple[tuple[str, bool], ...]) -> tuple[int, str]:
         """(id, digest) of the template for this variant."""
         key = (locale, shown)
         found = self.templates.get(key)
         if found is None:
-            slots = iter(range(len(shown)))
-            exposures = [
-                (data_class, slot(f"f{next(slots)}") if has_fragment else None)
-                for data_class, has_fragment in shown
-            ]
-            keys = {data_class for data_class, _f in shown}
-            # The recipient's language, as queue_message sets it for every other message.
-            with force_locale(language_for(locale)):
-                composed = compose_notice(
-                    incident=self.incident,
-                    exposures=exposures,
-                    link=slot("link"),
-                    reference_code=slot("code"),
-                    steps=partial(guidance.step_titles, keys),
-                )
+            composed = self.compose(locale, shown)
             template_id, digest = outbox.template(
                 sender=self.sender,
                 subject=composed.subject,
@@ -197,13 +187,33 @@ class _Variants:
             self.subjects[template_id] = (outbox.one_line(composed.subject), locale)
         return found
 
+    def compose(self, locale: str, shown: tuple[tuple[str, bool], ...]) -> Composed:
+        """The variant's message with slots for the link, the code and the fragments f0, f1..."""
+        slots = iter(range(len(shown)))
+        exposures = [
+            (data_class, slot(f"f{next(slots)}") if has_fragment else None)
+            for data_class, has_fragment in shown
+        ]
+        keys = {data_class for data_class, _f in shown}
+        # The recipient's language, as queue_message sets it for every other message.
+        with force_locale(language_for(locale)):
+            return compose_notice(
+                incident=self.incident,
+                exposures=exposures,
+                link=slot("link"),
+                reference_code=slot("code"),
+                steps=partial(guidance.step_titles, keys),
+                offer=self.offer if self.offer and protection.covers(self.offer, keys) else None,
+                notice_date=self.notice_date,
+            )
 
-def _sensitivity_order(exposure: tuple[str, str | None]) -> tuple[int, str]:
+
+def sensitivity_order(exposure: tuple[str, str | None]) -> tuple[int, str]:
     return (-DATA_CLASSES[exposure[0]].sensitivity, exposure[0])
 
 
 def _prepare(
-    incident: Incident, rows, variants: _Variants, issued_at: int, *, postgres: bool
+    incident: Incident, rows, variants: Variants, issued_at: int, *, postgres: bool
 ) -> _Batch:
     """The batch's columns: each customer's notice and message, sealed for their rows.
 
@@ -232,7 +242,7 @@ def _prepare(
                 binding = Exposure.binding(customer_public_id, incident.id, exposure.data_class)
                 fragment = vault.open(exposure.fragment_sealed, fragment_at + binding)
             found.append((exposure.data_class, fragment))
-        found.sort(key=_sensitivity_order)
+        found.sort(key=sensitivity_order)
         shown = tuple(
             (key, bool(fragment) and DATA_CLASSES[key].fragment_label is not None)
             for key, fragment in found
@@ -284,7 +294,7 @@ def queue_notices(
 def _queue_notices(incident: Incident, *, actor: str, batch_size: int, progress) -> int:
     queued = 0
     after = 0
-    variants = _Variants(incident)
+    variants = Variants(incident)
     postgres = db.session.get_bind().dialect.name == "postgresql"
     while True:
         ids = list(

@@ -116,7 +116,11 @@ def is_eligible(offer: ProtectionOffer, customer: Customer) -> bool:
     query = select(Exposure.data_class).where(
         Exposure.customer_id == customer.id, Exposure.incident_id == offer.incident_id
     )
-    keys = set(db.session.scalars(query))
+    return covers(offer, set(db.session.scalars(query)))
+
+
+def covers(offer: ProtectionOffer, keys: set[str]) -> bool:
+    """Whether someone with these exposed data classes may take the offer up."""
     return bool(keys) and (not offer.eligible_keys or bool(keys & offer.eligible_keys))
 
 

@@ -429,7 +429,16 @@ def test_an_admin_imports_sends_notices_and_publishes_an_update_read_in_each_cus
     you.click("link", title, exact=True)
     you.click("link", "Notice campaign")
     you.check("campaign")
-    you.click("button", "Send notices to everyone not yet notified (2)")
+    # Before sending: what the Spanish reader will get, then the counts to confirm.
+    page.get_by_role("link", name="Preview", exact=True).nth(1).click()
+    you.check("campaign-preview")
+    assert "Aviso de filtración de datos" in page.locator("pre.message-text").inner_text()
+    frame = page.frame_locator("iframe.message-preview")
+    assert "Notice of Data Breach" in frame.locator("h1").inner_text()
+    you.click("link", "Back to the campaign")
+    you.click("link", "Send notices to everyone not yet notified (2)")
+    you.check("campaign-confirm")
+    you.click("button", "Send 2 notices")
     _wait_for_job(you, "2 notice(s) queued for delivery.")
     links = {
         "en": link_in(

@@ -1,0 +1,151 @@
+"""Before a campaign goes out: who will get which notice, and the exact message of a sample
+reader of each group, made by the campaign's own templates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app
+from flask_babel import gettext as _
+from sqlalchemy import case, func, select
+
+from portal.extensions import db
+from portal.mail.compose import Composed
+from portal.mail.mime import Skeleton, fill
+from portal.models import DATA_CLASSES, Customer, Exposure, Incident, Notice
+from portal.services import audit
+from portal.services.notices import Variants, sensitivity_order
+from portal.services.outbox import one_line, template_digest
+
+# What stands in for each reader's own link and reference code: the preview must never make a
+# working link to somebody's page, not even for an admin.
+PREVIEW_LINK_PATH = "/a/preview-only-each-reader-gets-their-own-link"
+PREVIEW_CODE = "XXXX-XXXX-X"
+
+
+@dataclass(frozen=True)
+class Group:
+    """Readers of one language and one place of residence: each group gets its own wording."""
+
+    locale: str
+    region: str
+    affected: int
+    waiting: int  # not yet notified
+
+
+def groups(incident: Incident) -> list[Group]:
+    """The incident's readers by language and region, with how many are still to notify."""
+    notified = select(Notice.customer_id).where(Notice.incident_id == incident.id).subquery()
+    rows = db.session.execute(
+        select(
+            Customer.locale,
+            Customer.region,
+            func.count(func.distinct(Customer.id)),
+            func.count(func.distinct(case((notified.c.customer_id.is_(None), Customer.id)))),
+        )
+        .select_from(Exposure)
+        .join(Customer, Customer.id == Exposure.customer_id)
+        .outerjoin(notified, notified.c.customer_id == Customer.id)
+        .where(Exposure.incident_id == incident.id)
+        .group_by(Customer.locale, Customer.region)
+        .order_by(Customer.locale, Customer.region)
+    )
+    return [Group(locale, region or "", int(n), int(w)) for locale, region, n, w in rows]
+
+
+@dataclass(frozen=True)
+class Preview:
+    external_id: str
+    locale: str
+    region: str
+    composed: Composed  # with the placeholders filled in
+    digest: str  # the campaign template this reader's notice is filled from
+    message: bytes  # the whole message as the worker hands it to the server
+
+
+class PreviewError(Exception):
+    """Something to tell the admin; nothing was changed."""
+
+
+def sample_reader(
+    incident: Incident, *, locale: str = "", region: str = "", external_id: str = ""
+) -> Customer:
+    """The reader a preview shows: by the organisation's own id, else the first of a group."""
+    query = (
+        select(Customer)
+        .join(Exposure, Exposure.customer_id == Customer.id)
+        .where(Exposure.incident_id == incident.id)
+    )
+    if external_id:
+        query = query.where(Customer.external_id == external_id.strip())
+    else:
+        query = query.where(Customer.locale == locale, Customer.region == region)
+    reader = db.session.scalar(query.order_by(Customer.id).limit(1))
+    if reader is None:
+        raise PreviewError(
+            _("Nobody affected by this incident has that id.")
+            if external_id
+            else _("Nobody affected by this incident reads that language in that region.")
+        )
+    return reader
+
+
+def preview(incident: Incident, reader: Customer, *, actor: str) -> Preview:
+    """The notice `reader` would get from the campaign, byte for byte, but for their link and
+    reference code (placeholders) and the message's Date, Message-ID and boundary."""
+    found = sorted(
+        (
+            (exposure.data_class, exposure.fragment)
+            for exposure in reader.exposures
+            if exposure.incident_id == incident.id
+        ),
+        key=sensitivity_order,
+    )
+    shown = tuple(
+        (key, bool(fragment) and DATA_CLASSES[key].fragment_label is not None)
+        for key, fragment in found
+    )
+    variants = Variants(incident)
+    composed = variants.compose(reader.locale, shown)
+    values = {
+        "link": current_app.config["BASE_URL"].rstrip("/") + PREVIEW_LINK_PATH,
+        "code": PREVIEW_CODE,
+    }
+    fragments = (f for (_k, f), (_k2, has) in zip(found, shown, strict=True) if has)
+    values.update((f"f{n}", fragment) for n, fragment in enumerate(fragments))
+    sender = variants.sender
+    subject = one_line(composed.subject)
+    skeleton = Skeleton(
+        sender=sender, subject=subject, locale=reader.locale, text=composed.text, html=composed.html
+    )
+    message = skeleton.build(
+        recipient="reader@preview.invalid",
+        message_id="<preview@preview.invalid>",
+        date="Thu, 01 Jan 1970 00:00:00 +0000",
+        values=values,
+    )
+    # A preview shows one person's data types and masked fragments to the admin: on the record.
+    audit.record(
+        "notice.previewed",
+        actor=actor,
+        subject_type="incident",
+        subject_id=incident.slug,
+        details={"customer": reader.public_id, "locale": reader.locale, "region": reader.region},
+    )
+    return Preview(
+        external_id=reader.external_id,
+        locale=reader.locale,
+        region=reader.region or "",
+        composed=Composed(
+            subject=subject,
+            text=fill(composed.text, values, html=False),
+            html=fill(composed.html, values, html=True),
+        ),
+        digest=template_digest(sender, subject, reader.locale, composed.text, composed.html),
+        message=message,
+    )
+
+
+def waiting_total(incident: Incident) -> int:
+    """How many readers a send would notify now."""
+    return sum(group.waiting for group in groups(incident))

@@ -272,3 +272,9 @@ def test_sending_asks_to_confirm_the_counts_and_refuses_when_they_changed(
     again = admin.get(refused.headers["Location"]).get_data(as_text=True)
     assert "The numbers changed since you looked" in again and "Send 3 notices" in again
     assert db.session.scalars(select(Notice)).all() == []
+
+
+def test_the_incident_page_gives_the_breachs_date_range_as_the_notice_does(client, incident):
+    _edit(incident, occurred_on=date(2026, 9, 28), occurred_to=date(2026, 10, 2))
+    page = client.get("/incidents/acme-2026").get_data(as_text=True)
+    assert "When it happened: between September 28, 2026 and October 2, 2026" in page

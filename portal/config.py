@@ -381,6 +381,8 @@ def load(env: dict[str, str] | None = None, instance_path: str | Path = "instanc
         or env.get("PORTAL_MAIL_FROM")
         or f"notices@{parts.hostname}",
         "ORGANISATION_NAME": env.get("PORTAL_ORGANISATION_NAME") or "Example Corp",
+        # Where people report a message that pretends to come from us ("Is this genuine?").
+        "ABUSE_EMAIL": env.get("PORTAL_ABUSE_EMAIL") or "",
         "NOTICE_LINK_TTL": timedelta(days=int(env.get("PORTAL_NOTICE_LINK_DAYS", "90"))),
         # The link that lets someone who is not signed in read the answer to their request.
         "HELP_CASE_LINK_TTL": timedelta(days=14),

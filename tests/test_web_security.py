@@ -41,6 +41,8 @@ PUBLIC_ROUTES = {
     "staff.setup",
     "staff.login",
     "public.incident",
+    # "Is this genuine?": anyone with a message, a link or a letter in hand may check it.
+    "public.genuine_check",
     "public.csp_report",  # browsers post CSP reports from any page, signed in or not
 }
 

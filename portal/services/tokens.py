@@ -131,6 +131,21 @@ def link(purpose: Purpose, public_id: str, nonce: str, *, issued_at: int | None 
     return f"{current_app.config[kind.origin]}{kind.path}{token}"
 
 
+def signed_by_us(purpose: Purpose, token: str) -> tuple[str, str] | None:
+    """(public id, nonce) when we signed this token for this purpose, however old; else None.
+
+    For "is this genuine?" only: an old link is still one we sent. It opens nothing; `load`
+    is the only way in.
+    """
+    try:
+        value = _serializer(KINDS[purpose].salt).loads(token)
+    except BadSignature:
+        return None
+    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value)):
+        return None
+    return value[0], value[1]
+
+
 def load(purpose: Purpose, token: str) -> tuple[str, str]:
     """Return (public id, nonce) from a token of this purpose; raise InvalidToken or ExpiredToken.
 

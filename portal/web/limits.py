@@ -71,6 +71,10 @@ CONTACT_CHANGE_PER_NETWORK = "60 per hour"
 
 # CSP reports: a page with a broken resource can send a few per view; a flood is not reports.
 CSP_REPORT_PER_NETWORK = "120 per hour"
+# "Is this genuine?": a worried person checks a few messages; guessing codes through it would take
+# millions of tries, and the code's own allowance stops one code being tried from many places.
+GENUINE_PER_NETWORK = "60 per hour"
+GENUINE_PER_TYPED = "20 per hour"
 
 # Signed in: per customer only (they proved who they are; their neighbours are not them).
 CONFIRM_PER_CUSTOMER = "10 per hour"  # each sends a code
@@ -153,6 +157,14 @@ def reference() -> str:
     if not code:
         return network()
     return "ref:" + vault.blind_index(code, "rate-limit-ref").hex()
+
+
+def genuine_typed() -> str:
+    """What was typed into "Is this genuine?" (a code, a link), as a keyed digest like a code."""
+    typed = request.form.get("what", "").strip()[:2000]
+    if not typed:
+        return network()
+    return "genuine:" + vault.blind_index(typed, "rate-limit-genuine").hex()
 
 
 def challenge() -> str:

@@ -7,7 +7,7 @@ from flask_babel import lazy_gettext as _l
 
 from portal import unit_of_work
 from portal.models import AuditEvent
-from portal.services import audit, csp_reports, incidents, metrics
+from portal.services import audit, csp_reports, genuine, incidents, metrics
 from portal.web.access import staff
 from portal.web.admin.blueprint import bp
 from portal.web.admin.common import current_actor
@@ -37,6 +37,7 @@ def metrics_page():
         labels=STAGE_LABELS,
         peak=peak,
         csp_reports=csp_reports.count_today(),
+        genuine_checks=genuine.counts_today(),
     )
 
 

@@ -67,6 +67,17 @@ class ReferenceForm(FlaskForm):
     )
 
 
+class GenuineForm(FlaskForm):
+    what = StringField(
+        _l("The link, reference code, email address or phone number"),
+        validators=[
+            DataRequired(_l("Paste the link, or type the code, address or number to check.")),
+            Length(max=2000),
+        ],
+        render_kw={"autocomplete": "off", "spellcheck": "false"},
+    )
+
+
 class NewLinkForm(FlaskForm):
     email = EmailField(
         _l("Your email address"),

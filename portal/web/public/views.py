@@ -3,9 +3,10 @@
 from flask import Blueprint, abort, render_template, request
 
 from portal.extensions import csrf, limiter
-from portal.services import csp_reports, incidents, readiness, updates
+from portal.services import csp_reports, genuine, incidents, readiness, updates
 from portal.web import limits
 from portal.web.access import public
+from portal.web.customer.forms import GenuineForm
 
 bp = Blueprint("public", __name__)
 
@@ -14,6 +15,21 @@ bp = Blueprint("public", __name__)
 @public
 def index():
     return render_template("public/index.html", announced=incidents.announced_incidents())
+
+
+@bp.route("/genuine", methods=["GET", "POST"])
+@public
+@limiter.limit(limits.GENUINE_PER_TYPED, key_func=limits.genuine_typed, methods=["POST"])
+@limiter.limit(limits.GENUINE_PER_NETWORK, key_func=limits.network, methods=["POST"])
+def genuine_check():
+    """Is this message, link, code or caller really ours? Anyone may ask."""
+    form = GenuineForm()
+    answer, status = None, 200
+    if form.validate_on_submit():
+        answer = genuine.check(form.what.data)
+    elif request.method == "POST":
+        status = 422
+    return render_template("public/genuine.html", form=form, answer=answer), status
 
 
 @bp.get("/healthz")

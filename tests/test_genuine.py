@@ -1,0 +1,155 @@
+"""'Is this genuine?': anyone checks a link, a code, an address or a number against our record."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from portal.extensions import db
+from portal.models import Notice
+from portal.services import genuine, reference_codes
+from portal.services.imports import import_customers
+from portal.services.notices import queue_notices
+from tests.conftest import BASE_URL, customer_row
+from tests.customer_flow import csrf_from, link_path
+from tests.staff_flow import set_up
+from tests.test_new_link import statements
+
+
+@pytest.fixture
+def notified(app, incident, write_csv):
+    """Ann has a notice (by email, with a link and a reference code)."""
+    import_customers(incident, write_csv([customer_row(1, email="ann@example.com")]), actor="t")
+    queue_notices(incident, actor="test")
+    db.session.commit()
+    return db.session.scalars(select(Notice)).one()
+
+
+def check(client, what: str, **environ):
+    page = client.get("/genuine")
+    return client.post(
+        "/genuine", data={"csrf_token": csrf_from(page), "what": what}, environ_base=environ
+    )
+
+
+def text(response) -> str:
+    return response.get_data(as_text=True)
+
+
+def _typo(code: str) -> str:
+    """The code with its first character changed: the check character catches it."""
+    first = reference_codes.ALPHABET[(reference_codes.ALPHABET.index(code[0]) + 1) % 30]
+    return first + code[1:]
+
+
+def test_a_real_reference_code_is_confirmed_with_only_what_its_holder_has(client, notified):
+    typed = reference_codes.display(notified.reference_code).lower()  # as a person types it
+    page = text(check(client, typed))
+    assert "Yes, this is genuine." in page
+    assert "We sent a notice with this code on" in page and "a•••@example.com" in page
+    # Nothing of the person beyond that: no name, no data types, no full address.
+    assert "Person Number1" not in page and "ann@example.com" not in page
+    assert "Social Security" not in page.split("How to spot a fake")[0]
+
+
+def test_a_real_link_is_confirmed(client, notified):
+    page = text(check(client, BASE_URL + link_path("ann@example.com")))
+    assert "Yes, this is genuine." in page and "We sent a notice with this link on" in page
+
+
+def test_a_mistyped_code_is_caught_by_its_check_character(client, notified):
+    page = text(check(client, _typo(notified.reference_code)))
+    assert "This code has a mistake in it." in page and "genuine." not in page
+
+
+def test_unknown_and_forged_things_have_no_record(client, notified):
+    unknown_code = reference_codes.generate()
+    assert "We have no record of this. It may be a scam." in text(check(client, unknown_code))
+    forged = BASE_URL + "/a/" + link_path("ann@example.com").removeprefix("/a/")[:-3] + "xyz"
+    assert "We have no record of this." in text(check(client, forged))
+    elsewhere = text(check(client, "https://portal-example-test.help/a/abc"))
+    assert "No: that link does not go to our site." in elsewhere
+    assert "It goes to portal-example-test.help." in elsewhere
+    assert "https://reportfraud.ftc.gov" in elsewhere
+    assert "We have no record of this." in text(check(client, "billing@portal-example.help"))
+    assert "We have no record of this." in text(check(client, "+1 415 555 0000"))
+
+
+def test_our_own_addresses_and_numbers_are_ours(app, client, incident):
+    assert "Yes, that is ours." in text(check(client, app.config["MAIL_FROM"].upper()))
+    # The incident's published number, however it is written.
+    assert incident.contact_phone == "1-800-555-0199"
+    page = text(check(client, "+1 (800) 555 0199"))
+    assert "Yes, that is ours." in page and "one of our phone numbers" in page
+    assert "That address is our site." in text(check(client, BASE_URL + "/start"))
+
+
+def test_every_answer_costs_the_same_queries_whatever_was_typed(app, notified):
+    link = BASE_URL + link_path("ann@example.com")
+    typed = {
+        "real code": notified.reference_code,
+        "mistyped code": _typo(notified.reference_code),
+        "unknown code": reference_codes.generate(),
+        "real link": link,
+        "forged link": link[:-3] + "xyz",
+        "another site": "https://elsewhere.example/a/x",
+        "address": "someone@example.net",
+        "number": "+1 415 555 0000",
+    }
+    with app.test_request_context():
+        shapes = {
+            name: [s.split("WHERE")[0] for s in statements(lambda t=t: genuine.check(t))]
+            for name, t in typed.items()
+        }
+    # The same statements, so a timing cannot tell a real code from a typo or an unknown one.
+    assert len({tuple(shape) for shape in shapes.values()}) == 1, shapes
+
+
+def test_checking_is_rate_limited_per_network_and_per_code(client, notified):
+    token = csrf_from(client.get("/genuine"))
+    code = reference_codes.display(notified.reference_code)
+    answers = [
+        client.post(
+            "/genuine",
+            data={"csrf_token": token, "what": code},
+            environ_base={"REMOTE_ADDR": f"198.51.100.{n + 1}"},
+        ).status_code
+        for n in range(21)
+    ]
+    assert answers[:20] == [200] * 20 and answers[20] == 429  # one code, from many places
+    from_one = [
+        client.post(
+            "/genuine",
+            data={"csrf_token": token, "what": f"guess{n}@example.net"},
+            environ_base={"REMOTE_ADDR": "203.0.113.9"},
+        ).status_code
+        for n in range(61)
+    ]
+    assert from_one[:60] == [200] * 60 and from_one[60] == 429
+
+
+def test_nothing_typed_is_a_clear_message(client):
+    response = check(client, "   ")
+    assert response.status_code == 422
+    assert "Paste the link, or type the code, address or number to check." in text(response)
+
+
+def test_the_day_s_checks_are_counted_for_the_response_team(app, client, clock, notified):
+    check(client, notified.reference_code)
+    check(client, reference_codes.generate())
+    check(client, "https://elsewhere.example/a/x")
+    admin = app.test_client()
+    set_up(app, admin, "boss@example.com", "admin", clock)
+    page = text(admin.get("/admin/metrics"))
+    assert "checks today: genuine / ours / mistyped code / not ours or no record" in page
+    assert "<td>1 / 0 / 0 / 2</td>" in page
+    assert "a rising number is a phishing wave" in page
+
+
+def test_the_home_page_and_the_notice_lead_to_the_check(client, notified):
+    home = text(client.get("/"))
+    assert 'href="/genuine"' in home and "How to spot a fake" in home
+    from tests.customer_flow import messages_to
+
+    (notice,) = messages_to("ann@example.com")
+    assert f"{BASE_URL}/genuine" in notice.text

@@ -46,7 +46,6 @@ def compose_notice(
     repeat one (a notice can land in a mailbox someone else reads).
     """
     ordered = sorted(exposures, key=lambda e: (-DATA_CLASSES[e[0]].sensitivity, e[0]))
-    keys = {key for key, _fragment in ordered}
     context = {
         "incident": incident,
         "organisation": current_app.config["ORGANISATION_NAME"],
@@ -58,7 +57,8 @@ def compose_notice(
         "notice_date": notice_date or clock.now().date(),
         "occurred": breach_dates(incident),
         "offer": offer,
-        "government_id": bool(keys & GOVERNMENT_IDS),
+        "statements": [],
+        "omit": frozenset(),
     }
     subject = _("Notice of Data Breach from %(organisation)s", organisation=context["organisation"])
     return Composed(
@@ -66,11 +66,6 @@ def compose_notice(
         text=render_template("emails/notice.txt", **context),
         html=render_template("emails/notice.html", **context),
     )
-
-
-# An SSN, a driver's licence or a state or national ID number: 1798.82(d)(2)(G) then asks for
-# the credit bureaus' toll-free numbers and addresses in the notice.
-GOVERNMENT_IDS = frozenset({"ssn", "drivers_license", "national_id"})
 
 
 def breach_dates(incident: Incident) -> str:

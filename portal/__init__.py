@@ -148,7 +148,7 @@ def register_extensions(app: Flask) -> None:
     app.jinja_env.filters["markdown"] = render_markdown
     # A message's text part: the same Markdown as words, with no `**` or `[..](..)` left in it.
     app.jinja_env.filters["markdown_text"] = markdown_as_text
-    from portal.mail.compose import breach_dates
+    from portal.i18n import breach_dates
 
     # The breach's date or range, as the notice says it, on every page that shows the incident.
     app.jinja_env.globals["breach_dates"] = breach_dates

@@ -134,3 +134,23 @@ def install_template_gettext(app) -> None:
         pgettext=lambda c, s: _catalogue().upgettext(c, s),
         npgettext=lambda c, s, p, n: _catalogue().unpgettext(c, s, p, n),
     )
+
+
+def breach_dates(incident) -> str:
+    """When the breach happened, as Cal. Civ. Code 1798.82(d)(2)(C) asks: a date, a range, a
+    last day, or not known yet; the same words in the notice and on every page."""
+    from flask_babel import format_date
+    from flask_babel import gettext as _
+
+    first, last = incident.occurred_on, incident.occurred_to
+    if first and last and last != first:
+        return _(
+            "between %(first)s and %(last)s",
+            first=format_date(first, "long"),
+            last=format_date(last, "long"),
+        )
+    if first:  # a day, or a range that begins and ends on it
+        return format_date(first, "long")
+    if last:  # only its end is known
+        return _("on or before %(date)s", date=format_date(last, "long"))
+    return _("not known yet; we will tell you when we know")

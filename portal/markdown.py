@@ -46,15 +46,15 @@ def render(source) -> Markup:
 
 @lru_cache(maxsize=512)
 def _plain(text: str) -> str:
-    out: list[
-        tuple[str, int | None]
-    ] = []  # finished blocks, each with the list it starts an item of
-    lists: list[int] = []  # serial numbers of the lists we are in
+    # Each finished block with whether it is an item's line of a tight list (one item a line)
+    # and the outermost list it belongs to.
+    out: list[tuple[str, bool, int | None]] = []
+    lists: list[int] = []  # serial numbers of the lists we are in, outermost first
     serial = 0
-    item_list: int | None = None  # the list whose new item the next block starts
     prefixes: list[str] = []  # list and quote markers of the blocks we are in
     numbers: list[int | None] = []  # per open list: the next number, None for bullets
     pending_marker = ""
+    tight = False  # the paragraph being read is hidden: a tight list's item
     for token in _PARSER.parse(text):
         kind = token.type
         if kind in ("bullet_list_open", "ordered_list_open"):
@@ -66,7 +66,6 @@ def _plain(text: str) -> str:
             numbers.pop()
             lists.pop()
         elif kind == "list_item_open":
-            item_list = lists[-1]
             if numbers[-1] is None:
                 pending_marker = "* "
             else:
@@ -79,7 +78,9 @@ def _plain(text: str) -> str:
             prefixes.append("> ")
         elif kind == "blockquote_close":
             prefixes.pop()
-        elif kind in ("inline",):
+        elif kind == "paragraph_open":
+            tight = token.hidden
+        elif kind == "inline":
             lines = _inline_plain(token.children or []).split("\n")
             indent = "".join(prefixes)
             if pending_marker:
@@ -88,20 +89,27 @@ def _plain(text: str) -> str:
             else:
                 first = indent
             block = "\n".join((first if n == 0 else indent) + line for n, line in enumerate(lines))
-            out.append((block, item_list))
-            item_list = None
+            out.append((block, tight and bool(lists), lists[0] if lists else None))
+            tight = False
         elif kind in ("fence", "code_block"):
             indent = "".join(prefixes) + "    "
             lines = token.content.rstrip("\n").split("\n")
-            out.append(("\n".join(indent + line for line in lines), None))
-    # The items of one list sit on consecutive lines; other blocks have a blank line between.
+            out.append(("\n".join(indent + line for line in lines), False, None))
+    # The items of a tight list (and of lists inside it) sit on consecutive lines; other blocks
+    # have a blank line between them.
     text_out = ""
-    for n, (block, in_list) in enumerate(out):
+    for n, (block, in_tight_list, root) in enumerate(out):
         if n:
-            same_list = in_list is not None and out[n - 1][1] == in_list
-            text_out += "\n" if same_list else "\n\n"
+            _before, before_tight, before_root = out[n - 1]
+            together = in_tight_list and before_tight and root == before_root
+            text_out += "\n" if together else "\n\n"
         text_out += block
     return text_out
+
+
+# The HTML part keeps links to these only (nh3's allow-list in _cleaned): the text part writes
+# out the same addresses and no others.
+_SHOWN_SCHEMES = ("https:", "mailto:", "tel:")
 
 
 def _inline_plain(children) -> str:
@@ -118,12 +126,11 @@ def _inline_plain(children) -> str:
         elif kind == "link_close":
             href, start = href_stack.pop()
             label = "".join(parts[start:])
+            address = href.removeprefix("mailto:").removeprefix("tel:")
             # The address itself, beside its words: a text part has no links to click.
-            if href and href not in (label, f"mailto:{label}", f"tel:{label}"):
-                parts.append(f" ({href.removeprefix('mailto:').removeprefix('tel:')})")
-        elif kind == "image":
-            parts.append(child.content)
-        # em, strong, s: their words stay, their markers go.
+            if href.lower().startswith(_SHOWN_SCHEMES) and address != label:
+                parts.append(f" ({address})")
+        # em, strong, s: their words stay, their markers go. An image shows in neither part.
     return "".join(parts)
 
 

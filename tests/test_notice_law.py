@@ -13,8 +13,10 @@ import pytest
 from sqlalchemy import select
 
 from portal.extensions import db
+from portal.i18n import breach_dates
+from portal.markdown import plain
 from portal.models import AuditEvent, Incident, Notice, OutboxMessage
-from portal.services import notice_preview, reference_codes, tokens
+from portal.services import background, notice_preview, reference_codes, tokens
 from portal.services.imports import import_customers
 from portal.services.notices import queue_notices
 from portal.services.outbox import message_bytes
@@ -187,7 +189,7 @@ def test_the_groups_count_readers_by_language_and_region(app, incident, write_cs
         ("es", "US-CA", 1, 1),
     ]
     queue_notices(incident, actor="test")
-    assert notice_preview.waiting_total(incident) == 0
+    assert [g.waiting for g in notice_preview.groups(incident)] == [0, 0, 0]
 
 
 def test_the_preview_is_the_message_the_worker_sends_but_for_link_and_code(
@@ -197,7 +199,7 @@ def test_the_preview_is_the_message_the_worker_sends_but_for_link_and_code(
     rows = [customer_row(1, email="ann@example.com", locale="es", data_classes="ssn:6789")]
     import_customers(incident, write_csv(rows), actor="test")
     reader = notice_preview.sample_reader(incident, locale="es", region="US-CA")
-    shown = notice_preview.preview(incident, reader, actor="boss@example.com")
+    shown = notice_preview.preview(incident, reader, actor="boss@example.com", named=True)
     queue_notices(incident, actor="test")
     db.session.commit()
     row = db.session.scalars(
@@ -225,30 +227,67 @@ def test_the_preview_is_the_message_the_worker_sends_but_for_link_and_code(
     assert "6789" in shown.composed.text  # the reader's own masked fragment
 
 
-def test_the_admin_previews_a_group_and_a_reader_by_id(admin, incident, write_csv):
+def _previews() -> list[AuditEvent]:
+    return db.session.scalars(
+        select(AuditEvent).where(AuditEvent.action == "notice.previewed")
+    ).all()
+
+
+def test_a_groups_preview_names_nobody_and_shows_no_ones_digits(admin, incident, write_csv):
     _edit(incident, **MARKDOWN)
     rows = [customer_row(1), customer_row(2, locale="es", external_id="X-77")]
     import_customers(incident, write_csv(rows), actor="test")
     db.session.commit()
     campaign = admin.get("/admin/incidents/acme-2026/campaign").get_data(as_text=True)
     assert "locale=es&amp;region=US-CA" in campaign
+    assert (
+        "<title>Notice campaign" in campaign
+        and "<title>Notice campaign<" not in campaign.replace("<title>Notice campaign", "", 1)
+    )
     page = admin.get("/admin/incidents/acme-2026/campaign/preview?locale=es&region=US-CA")
     body = page.get_data(as_text=True)
     assert page.status_code == 200
     assert "Aviso de filtración de datos (Notice of Data Breach)" in body
-    assert "**" not in body.split('<pre class="message-text">')[1]
-    frame = admin.get("/admin/incidents/acme-2026/campaign/preview/message.html?external_id=X-77")
+    text = body.split('<pre class="message-text">')[1]
+    assert "**" not in text and "••••" in text
+    assert "4242" not in body and "6789" not in body and "X-77" not in body
+    frame_src = body.split('class="message-preview"')[1].split('src="')[1].split('"')[0]
+    assert "X-77" not in frame_src
+    frame = admin.get(frame_src.replace("&amp;", "&"))
     assert frame.status_code == 200 and b"<strong>2 October</strong>" in frame.data
+    assert b"4242" not in frame.data
     policy = frame.headers["Content-Security-Policy"]
     assert "sandbox" in policy and "default-src 'none'" in policy and "script" not in policy
     assert frame.headers["X-Frame-Options"] == "SAMEORIGIN"
-    assert db.session.scalars(
-        select(AuditEvent).where(AuditEvent.action == "notice.previewed")
-    ).all()
-    missing = admin.get("/admin/incidents/acme-2026/campaign/preview?external_id=nobody")
+    assert len(_previews()) == 1  # the page, not its frame again
+
+
+def test_a_readers_preview_is_asked_for_by_post_and_shows_their_own_digits(
+    admin, incident, write_csv
+):
+    rows = [customer_row(1), customer_row(2, locale="es", external_id="X-77")]
+    import_customers(incident, write_csv(rows), actor="test")
+    db.session.commit()
+    page = admin.get("/admin/incidents/acme-2026/campaign")
+    shown = admin.post(
+        "/admin/incidents/acme-2026/campaign/preview",
+        data={"csrf_token": csrf_from(page), "external_id": "X-77"},
+    )
+    body = shown.get_data(as_text=True)
+    assert shown.status_code == 200 and "The notice as X-77 will get it" in body
+    assert "4242" in body.split('<pre class="message-text">')[1]
+    frame_src = body.split('class="message-preview"')[1].split('src="')[1].split('"')[0]
+    assert "X-77" not in frame_src and "reader=" in frame_src  # our random id, not theirs
+    assert b"4242" in admin.get(frame_src.replace("&amp;", "&")).data
+    missing = admin.post(
+        "/admin/incidents/acme-2026/campaign/preview",
+        data={"csrf_token": csrf_from(page), "external_id": "nobody"},
+    )
     assert missing.status_code == 302
     after = admin.get(missing.headers["Location"]).get_data(as_text=True)
     assert "Nobody affected by this incident has that id." in after
+    forged = admin.post("/admin/incidents/acme-2026/campaign/preview", data={"external_id": "X-77"})
+    assert forged.status_code == 400
 
 
 def test_sending_asks_to_confirm_the_counts_and_refuses_when_they_changed(
@@ -261,6 +300,7 @@ def test_sending_asks_to_confirm_the_counts_and_refuses_when_they_changed(
     page = admin.get("/admin/incidents/acme-2026/campaign/confirm")
     body = page.get_data(as_text=True)
     assert "Send 2 notices" in body and "<td>es</td><td>US-CA</td><td>1</td>" in body
+    assert "In all" in body
     # Someone imports a third person before the admin presses the button.
     import_customers(incident, write_csv([customer_row(3)]), actor="t")
     db.session.commit()
@@ -278,3 +318,43 @@ def test_the_incident_page_gives_the_breachs_date_range_as_the_notice_does(clien
     _edit(incident, occurred_on=date(2026, 9, 28), occurred_to=date(2026, 10, 2))
     page = client.get("/incidents/acme-2026").get_data(as_text=True)
     assert "When it happened: between September 28, 2026 and October 2, 2026" in page
+
+
+def test_a_campaign_confirmed_before_an_import_sends_nothing_after_it(admin, incident, write_csv):
+    import_customers(incident, write_csv([customer_row(1)]), actor="t")
+    db.session.commit()
+    page = admin.get("/admin/incidents/acme-2026/campaign/confirm")
+    started = admin.post(
+        "/admin/incidents/acme-2026/campaign/send",
+        data={"csrf_token": csrf_from(page), "expected": "1"},
+    )
+    assert started.headers["Location"].startswith("/admin/jobs/")
+    # The job waits in the queue; an import adds someone the admin did not see counted.
+    import_customers(incident, write_csv([customer_row(2)]), actor="t")
+    db.session.commit()
+    background.run_one()
+    report = admin.get(started.headers["Location"]).get_data(as_text=True)
+    assert "changed after you confirmed it (an import ran): nothing was sent" in report
+    assert db.session.scalars(select(Notice)).all() == []
+    odd = admin.post(
+        "/admin/incidents/acme-2026/campaign/send",
+        data={"csrf_token": csrf_from(page), "expected": "\u00b2"},
+    )
+    assert odd.headers["Location"] == "/admin/incidents/acme-2026/campaign/confirm"
+
+
+def test_markdown_as_text_keeps_tight_lists_tight_and_only_the_links_the_html_keeps():
+    source = (
+        "* one\n  * a\n  * b\n* two\n\n1. first\n2. second\n\n"
+        "[bad](http://insecure.example) [ok](https://ok.example) ![x](https://img.example/x.png)"
+    )
+    assert plain(source) == (
+        "  * one\n      * a\n      * b\n  * two\n\n  1. first\n  2. second\n\n"
+        "bad ok (https://ok.example) "
+    )
+
+
+def test_only_the_last_day_of_a_breach_known_is_said_as_such(app, incident):
+    _edit(incident, occurred_on=None, occurred_to=date(2026, 10, 2))
+    with app.test_request_context():
+        assert breach_dates(incident) == "on or before October 2, 2026"

@@ -8,12 +8,12 @@ from datetime import date, datetime
 from urllib.parse import urlsplit
 
 from flask import current_app, render_template
-from flask_babel import format_date, get_locale
+from flask_babel import get_locale
 from flask_babel import gettext as _
 from markupsafe import escape
 
 from portal import clock
-from portal.i18n import datetime_with_zone, localized
+from portal.i18n import breach_dates, datetime_with_zone, localized
 from portal.models import DATA_CLASSES, Incident
 
 
@@ -66,20 +66,6 @@ def compose_notice(
         text=render_template("emails/notice.txt", **context),
         html=render_template("emails/notice.html", **context),
     )
-
-
-def breach_dates(incident: Incident) -> str:
-    """When the breach happened, as 1798.82(d)(2)(C) asks: a date, a range, or not known yet."""
-    first, last = incident.occurred_on, incident.occurred_to
-    if first and last and last != first:
-        return _(
-            "between %(first)s and %(last)s",
-            first=format_date(first, "long"),
-            last=format_date(last, "long"),
-        )
-    if first or last:
-        return format_date(first or last, "long")
-    return _("not known yet; we will tell you when we know")
 
 
 def compose_code(*, code: str, ttl_minutes: int, sms: bool = False) -> Composed:

@@ -1,21 +1,24 @@
 """'Is this genuine?': anyone checks a link, a reference code, or the address or number a message
 came from against the organisation's own record.
 
-A real notice is confirmed with what its holder already has (the date it was sent and the
-address it went to, masked), never more. Every check costs the same two queries whatever was
-typed, so neither its answer's content nor its timing tells a typo from an unknown code, or a
-forged link from a real one. The day's checks are counted by outcome: a rising number of "no
-record" answers is a phishing wave, and the response team should warn people.
+What it guarantees:
+- it tells the holder of a real link the day it was sent and the address it went to (masked),
+  the holder of a real code only the day, and nothing else of the person;
+- every check runs the same two statements whatever was typed, so no path is measurably slower
+  than another (the answers themselves differ: a mistyped code is said to be mistyped);
+- the day's checks are counted by answer: a rising number of "no record" and "not ours" is a
+  phishing wave, and the response team should warn people.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parseaddr
 from enum import StrEnum
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from flask import current_app
 from sqlalchemy import literal, select, union
@@ -27,11 +30,15 @@ from portal.models import Incident, Notice
 from portal.models.protection import ProtectionOffer
 from portal.services import reference_codes, tokens
 from portal.services.customers import mask_email
-from portal.validation import normalise_email
+from portal.validation import normalise_email, normalise_phone
 
 _COUNTS_KEPT_SECONDS = 3 * 24 * 3600
 # A code that can exist nowhere: stands in for the lookup when what was typed cannot be one.
 _NO_CODE = "-"
+# The first web address in what was pasted (a whole message may be): with a scheme, or a bare
+# host name with a dot ("portal.example.com/a/...").
+_URL = re.compile(r"(?:https?:)?//\S+|\b[\w.-]+\.[a-z]{2,}(?:[:/]\S*)?", re.IGNORECASE)
+_PHONE = re.compile(r"(?:tel:)?\+?[\d\s().-]{7,}")
 
 
 class Verdict(StrEnum):
@@ -39,7 +46,8 @@ class Verdict(StrEnum):
     OURS = "ours"  # our site, or one of our sender addresses or phone numbers
     TYPO = "typo"  # a reference code whose check character does not match: a mistyped one
     NOT_OURS = "not_ours"  # a link to another site
-    UNKNOWN = "unknown"  # we have no record of it
+    UNKNOWN = "unknown"  # a link, code, address or number we have no record of
+    UNREADABLE = "unreadable"  # none of those: nothing to check
 
 
 @dataclass(frozen=True)
@@ -47,58 +55,103 @@ class Answer:
     verdict: Verdict
     kind: str  # what was typed: "link", "code", "email", "phone" or "other"
     sent_at: datetime | None = None
-    sent_to: str = ""  # masked
-    host: str = ""  # for a link to another site: where it really goes
+    sent_to: str = ""  # masked; links only
+    host: str = ""  # for a link to another site: where it really goes, as ASCII (punycode)
+
+
+@dataclass(frozen=True)
+class Typed:
+    """What was typed, read once: its kind and the key it is looked up and rate-limited by."""
+
+    kind: str
+    text: str  # the normalised thing itself (a code, an address, a number, a link)
+    link: SplitResult | None = None
+    code: str = ""  # a well-formed code to look up
+    notice_id: str = ""  # a notice's public id from a link we signed
+
+
+def read(typed: str) -> Typed:
+    """Classify what someone typed or pasted (a whole message may have been pasted)."""
+    typed = unicodedata.normalize("NFKC", typed).strip()  # full-width keyboards, odd spaces
+    address = parseaddr(typed)[1]
+    if "@" in typed and "/" not in typed and "@" in address:
+        return Typed("email", normalise_email(address))
+    phone = typed.removeprefix("tel:")
+    if _PHONE.fullmatch(typed) and len(re.sub(r"\D", "", phone)) >= 7 and "/" not in phone:
+        return Typed("phone", _e164(phone))
+    code = reference_codes.normalise(typed)
+    if len(code) == reference_codes.BODY_LENGTH + 1 and code.isalnum() and not code.isdigit():
+        return Typed("code", code, code=code if reference_codes.is_well_formed(code) else "")
+    found = _URL.search(typed)
+    if found:
+        text = found.group(0)
+        text = "https:" + text if text.startswith("//") else text
+        text = text if "://" in text else "https://" + text
+        try:
+            link = urlsplit(text)
+            link.port  # noqa: B018 (a port that is no number raises here)
+        except ValueError:
+            return Typed("link", text)
+        return Typed("link", text, link=link, notice_id=_notice_public_id(link))
+    return Typed("other", typed[:200])
+
+
+def _e164(number: str) -> str:
+    """A phone number in E.164; one without a country code is read as North American (the
+    organisation notifies under US law): 800-555-0199 and +1 (800) 555 0199 are one number,
+    +44 800 555 0199 is another."""
+    phone = normalise_phone(number)
+    if phone.startswith("+"):
+        return phone
+    if len(phone) == 10:
+        return "+1" + phone
+    if len(phone) == 11 and phone.startswith("1"):
+        return "+" + phone
+    return phone
+
+
+def _our_origin() -> tuple[str, str, int]:
+    # Only the customers' site: the staff host is for the organisation's own networks, and
+    # nothing here should confirm where it is.
+    base = urlsplit(current_app.config["BASE_URL"])
+    return base.scheme, (base.hostname or "").lower(), base.port or _default_port(base.scheme)
+
+
+def _default_port(scheme: str) -> int:
+    return 443 if scheme == "https" else 80
+
+
+def _is_ours(link: SplitResult | None) -> bool:
+    """Whether a browser opening this link would reach our site, and nothing else.
+
+    Browsers read a backslash as a slash and ignore what comes before an @ in the host part, so
+    such links, and any other port, are not ours whatever host name they show.
+    """
+    if link is None or "\\" in link.netloc or "@" in link.netloc:
+        return False
+    scheme, host, port = _our_origin()
+    return (
+        link.scheme == scheme
+        and (link.hostname or "").lower().rstrip(".") == host
+        and (link.port or _default_port(link.scheme)) == port
+    )
+
+
+def _notice_public_id(link: SplitResult) -> str:
+    if not _is_ours(link) or not link.path.startswith("/a/"):
+        return ""
+    found = tokens.signed_by_us(tokens.Purpose.NOTICE_LINK, link.path.removeprefix("/a/"))
+    return found[0] if found else ""
 
 
 def check(typed: str) -> Answer:
     """What the organisation's record says of what someone typed or pasted."""
-    typed = typed.strip()
-    kind, notice_code, notice_id = _classify(typed)
-    notice = _notice(code=notice_code, public_id=notice_id)
+    what = read(typed)
+    notice = _notice(code=what.code, public_id=what.notice_id)
     contacts = _our_contacts()
-    answer = _answer(typed, kind, notice, notice_code, contacts)
+    answer = _answer(what, notice, contacts)
     _count(answer.verdict)
     return answer
-
-
-def _classify(typed: str) -> tuple[str, str, str]:
-    """(kind, code to look up, notice public id to look up): '' where there is none."""
-    if "://" in typed or typed.lower().startswith("www.") or "/" in typed:
-        return "link", "", _notice_public_id(typed)
-    code = reference_codes.normalise(typed)
-    if len(code) == reference_codes.BODY_LENGTH + 1 and code.isalnum():
-        return "code", code if reference_codes.is_well_formed(code) else "", ""
-    if "@" in typed:
-        return "email", "", ""
-    if len(re.sub(r"\D", "", typed)) >= 7 and re.fullmatch(r"[\d\s().+-]+", typed):
-        return "phone", "", ""
-    return "other", "", ""
-
-
-def _host(typed: str) -> str:
-    link = typed if "://" in typed else "https://" + typed
-    try:
-        return (urlsplit(link).hostname or "").lower()
-    except ValueError:
-        return ""
-
-
-def _our_hosts() -> set[str]:
-    config = current_app.config
-    return {_host(config["BASE_URL"]), _host(config.get("STAFF_BASE_URL") or config["BASE_URL"])}
-
-
-def _notice_public_id(typed: str) -> str:
-    link = typed if "://" in typed else "https://" + typed
-    try:
-        parts = urlsplit(link)
-    except ValueError:
-        return ""
-    if (parts.hostname or "").lower() not in _our_hosts() or not parts.path.startswith("/a/"):
-        return ""
-    found = tokens.signed_by_us(tokens.Purpose.NOTICE_LINK, parts.path.removeprefix("/a/"))
-    return found[0] if found else ""
 
 
 def _notice(*, code: str, public_id: str) -> Notice | None:
@@ -109,11 +162,6 @@ def _notice(*, code: str, public_id: str) -> Notice | None:
     else:
         query = query.where(Notice.reference_code == (code or _NO_CODE))
     return db.session.scalar(query)
-
-
-def _digits(number: str) -> str:
-    """A phone number's last ten digits: +1 (800) 555-0199 and 800-555-0199 are one number."""
-    return re.sub(r"\D", "", number)[-10:]
 
 
 @dataclass(frozen=True)
@@ -131,53 +179,58 @@ def _our_contacts() -> _Contacts:
             select(literal(""), ProtectionOffer.enroll_phone),
         )
     ).all()
-    emails = {normalise_email(parseaddr(config["MAIL_FROM"])[1])}
-    emails.update(
+    emails = {
         normalise_email(parseaddr(config[name])[1])
-        for name in ("ALERT_EMAIL", "ABUSE_EMAIL")
+        for name in ("MAIL_FROM", "ALERT_EMAIL", "ABUSE_EMAIL")
         if config.get(name)
-    )
-    phones = {_digits(config["SUPPORT_PHONE"])} if config["SUPPORT_PHONE"] else set()
+    }
+    phones = {_e164(config["SUPPORT_PHONE"])} if config["SUPPORT_PHONE"] else set()
     for email, phone in rows:
         if email and "@" in email:
             emails.add(normalise_email(email))
         if phone:
-            phones.add(_digits(phone))
-    phones.discard("")
+            phones.add(_e164(phone))
     return _Contacts(emails, phones)
 
 
-def _answer(typed, kind, notice, code, contacts) -> Answer:
-    if kind == "link":
-        host = _host(typed)
-        if host not in _our_hosts():
-            return Answer(Verdict.NOT_OURS, kind, host=host)
+def _answer(what: Typed, notice: Notice | None, contacts: _Contacts) -> Answer:
+    if what.kind == "link":
+        if not _is_ours(what.link):
+            host = what.link.hostname if what.link is not None else ""
+            return Answer(Verdict.NOT_OURS, what.kind, host=_ascii(host or ""))
         if notice is not None:
-            return _sent(notice, kind)
-        # Our site, but no notice link we signed: its front page is ours; a token is not.
-        path = urlsplit(typed if "://" in typed else "https://" + typed).path
-        return Answer(Verdict.UNKNOWN if path.startswith("/a/") else Verdict.OURS, kind)
-    if kind == "code":
-        if not code:
-            return Answer(Verdict.TYPO, kind)
-        return _sent(notice, kind) if notice is not None else Answer(Verdict.UNKNOWN, kind)
-    if kind == "email":
-        ours = normalise_email(parseaddr(typed)[1] or typed) in contacts.emails
-        return Answer(Verdict.OURS if ours else Verdict.UNKNOWN, kind)
-    if kind == "phone":
-        return Answer(Verdict.OURS if _digits(typed) in contacts.phones else Verdict.UNKNOWN, kind)
-    return Answer(Verdict.UNKNOWN, kind)
+            return _sent(notice, what.kind)
+        # Our site, but no notice link we signed: its pages are ours; a forged token is not.
+        path = what.link.path if what.link is not None else ""
+        return Answer(Verdict.UNKNOWN if path.startswith("/a/") else Verdict.OURS, what.kind)
+    if what.kind == "code":
+        if not what.code:
+            return Answer(Verdict.TYPO, what.kind)
+        return _sent(notice, what.kind) if notice is not None else Answer(Verdict.UNKNOWN, "code")
+    if what.kind == "email":
+        return Answer(Verdict.OURS if what.text in contacts.emails else Verdict.UNKNOWN, "email")
+    if what.kind == "phone":
+        return Answer(Verdict.OURS if what.text in contacts.phones else Verdict.UNKNOWN, "phone")
+    return Answer(Verdict.UNREADABLE, what.kind)
+
+
+def _ascii(host: str) -> str:
+    """The host as its ASCII (punycode) form: a look-alike such as pοrtal (a Greek ο) shows as
+    what it is, xn--prtal-..., not as our name."""
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return host.encode("ascii", "backslashreplace").decode("ascii")
 
 
 def _sent(notice: Notice, kind: str) -> Answer:
-    # What the holder of the link or code already has: the day it came and where to (masked),
-    # as /start itself says where it sends a code.
-    return Answer(
-        Verdict.NOTICE,
-        kind,
-        sent_at=notice.sent_at or notice.queued_at or notice.created_at,
-        sent_to=mask_email(notice.customer.email) if notice.customer.email else "",
-    )
+    sent_at = notice.sent_at or notice.queued_at or notice.created_at
+    if kind != "link":
+        # A code is printed on a letter, which may lie in a shared hall: its day only. The
+        # address it went to is told to the holder of the email's own link alone.
+        return Answer(Verdict.NOTICE, kind, sent_at=sent_at)
+    email = notice.customer.email
+    return Answer(Verdict.NOTICE, kind, sent_at=sent_at, sent_to=mask_email(email) if email else "")
 
 
 def _count(verdict: Verdict) -> None:
@@ -193,3 +246,12 @@ def counts_today() -> dict[str, int]:
     return {
         v.value: int(limiter.storage.get(f"portal/genuine/{day}/{v.value}") or 0) for v in Verdict
     }
+
+
+def limit_key(typed: str) -> str:
+    """What a check is rate-limited by: the thing itself however it is written (a code in any
+    case or grouping, a link by the notice it opens), never the raw text."""
+    what = read(typed)
+    if what.notice_id:
+        return "notice:" + what.notice_id
+    return f"{what.kind}:{what.text}"

@@ -12,15 +12,17 @@ from sqlalchemy import case, func, select
 from portal.extensions import db
 from portal.mail.compose import Composed
 from portal.mail.mime import Skeleton, fill
-from portal.models import DATA_CLASSES, Customer, Exposure, Incident, Notice
+from portal.models import AuditEvent, Customer, Exposure, Incident, Notice
 from portal.services import audit
-from portal.services.notices import Variants, sensitivity_order
+from portal.services.notices import Variants, variant_of
 from portal.services.outbox import one_line, template_digest
+from portal.unit_of_work import write_is_the_point
 
 # What stands in for each reader's own link and reference code: the preview must never make a
 # working link to somebody's page, not even for an admin.
 PREVIEW_LINK_PATH = "/a/preview-only-each-reader-gets-their-own-link"
-PREVIEW_CODE = "XXXX-XXXX-X"
+PREVIEW_CODE = "XXXX-XXXX-XXXX"
+PREVIEW_FRAGMENT = "••••"
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,8 @@ def groups(incident: Incident) -> list[Group]:
 
 @dataclass(frozen=True)
 class Preview:
-    external_id: str
+    reader: str  # the organisation's id of the reader previewed by name; "" for a group
+    reader_public_id: str
     locale: str
     region: str
     composed: Composed  # with the placeholders filled in
@@ -68,9 +71,10 @@ class PreviewError(Exception):
 
 
 def sample_reader(
-    incident: Incident, *, locale: str = "", region: str = "", external_id: str = ""
+    incident: Incident, *, locale: str = "", region: str = "", external_id: str = "", public_id=""
 ) -> Customer:
-    """The reader a preview shows: by the organisation's own id, else the first of a group."""
+    """The reader a preview shows: by the organisation's own id (or our public id), else the
+    first of a group of readers."""
     query = (
         select(Customer)
         .join(Exposure, Exposure.customer_id == Customer.id)
@@ -78,41 +82,39 @@ def sample_reader(
     )
     if external_id:
         query = query.where(Customer.external_id == external_id.strip())
+    elif public_id:
+        query = query.where(Customer.public_id == public_id)
     else:
         query = query.where(Customer.locale == locale, Customer.region == region)
     reader = db.session.scalar(query.order_by(Customer.id).limit(1))
     if reader is None:
         raise PreviewError(
             _("Nobody affected by this incident has that id.")
-            if external_id
+            if external_id or public_id
             else _("Nobody affected by this incident reads that language in that region.")
         )
     return reader
 
 
-def preview(incident: Incident, reader: Customer, *, actor: str) -> Preview:
+def preview(
+    incident: Incident, reader: Customer, *, actor: str, named: bool, record: bool = True
+) -> Preview:
     """The notice `reader` would get from the campaign, byte for byte, but for their link and
-    reference code (placeholders) and the message's Date, Message-ID and boundary."""
-    found = sorted(
-        (
-            (exposure.data_class, exposure.fragment)
-            for exposure in reader.exposures
-            if exposure.incident_id == incident.id
-        ),
-        key=sensitivity_order,
-    )
-    shown = tuple(
-        (key, bool(fragment) and DATA_CLASSES[key].fragment_label is not None)
-        for key, fragment in found
+    reference code (placeholders) and the message's Date, Message-ID and boundary.
+
+    A group's preview (`named` False) stands for everyone in it: the masked fragments are
+    placeholders too, and nobody is named. Asked for one reader by id, it is theirs.
+    """
+    shown, fragments = variant_of(
+        [(e.data_class, e.fragment) for e in reader.exposures if e.incident_id == incident.id]
     )
     variants = Variants(incident)
     composed = variants.compose(reader.locale, shown)
     values = {
         "link": current_app.config["BASE_URL"].rstrip("/") + PREVIEW_LINK_PATH,
         "code": PREVIEW_CODE,
+        **(fragments if named else dict.fromkeys(fragments, PREVIEW_FRAGMENT)),
     }
-    fragments = (f for (_k, f), (_k2, has) in zip(found, shown, strict=True) if has)
-    values.update((f"f{n}", fragment) for n, fragment in enumerate(fragments))
     sender = variants.sender
     subject = one_line(composed.subject)
     skeleton = Skeleton(
@@ -124,16 +126,20 @@ def preview(incident: Incident, reader: Customer, *, actor: str) -> Preview:
         date="Thu, 01 Jan 1970 00:00:00 +0000",
         values=values,
     )
-    # A preview shows one person's data types and masked fragments to the admin: on the record.
-    audit.record(
-        "notice.previewed",
-        actor=actor,
-        subject_type="incident",
-        subject_id=incident.slug,
-        details={"customer": reader.public_id, "locale": reader.locale, "region": reader.region},
-    )
+    if record:
+        # A preview shows a person's data types (and, by id, their masked fragments) to the
+        # admin: on the record, though a GET writes nothing else.
+        write_is_the_point(AuditEvent)
+        audit.record(
+            "notice.previewed",
+            actor=actor,
+            subject_type="incident",
+            subject_id=incident.slug,
+            details={"customer": reader.public_id, "named": named},
+        )
     return Preview(
-        external_id=reader.external_id,
+        reader=reader.external_id if named else "",
+        reader_public_id=reader.public_id,
         locale=reader.locale,
         region=reader.region or "",
         composed=Composed(
@@ -144,8 +150,3 @@ def preview(incident: Incident, reader: Customer, *, actor: str) -> Preview:
         digest=template_digest(sender, subject, reader.locale, composed.text, composed.html),
         message=message,
     )
-
-
-def waiting_total(incident: Incident) -> int:
-    """How many readers a send would notify now."""
-    return sum(group.waiting for group in groups(incident))

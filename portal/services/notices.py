@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from flask import current_app
 from flask_babel import force_locale
+from flask_babel import gettext as _
 from sqlalchemy import bindparam, exists, func, insert, select, text
 
 from portal import clock, unit_of_work
@@ -20,7 +21,16 @@ from portal.mail.mime import slot
 from portal.models import DATA_CLASSES, Customer, Exposure, Incident, Notice, OutboxMessage
 from portal.models.notice import new_link_nonce
 from portal.models.sealed import context
-from portal.services import audit, guidance, outbox, protection, reference_codes, runs, tokens
+from portal.services import (
+    audit,
+    background,
+    guidance,
+    outbox,
+    protection,
+    reference_codes,
+    runs,
+    tokens,
+)
 from portal.services.background import Later, Progress, job
 
 BATCH_SIZE = 5000
@@ -208,6 +218,20 @@ class Variants:
             )
 
 
+def variant_of(
+    found: list[tuple[str, str | None]],
+) -> tuple[tuple[tuple[str, bool], ...], dict[str, str]]:
+    """A person's exposures (data class, fragment) as their notice's variant (each data class,
+    most sensitive first, and whether it shows a masked fragment) and the fragments' slot values."""
+    found = sorted(found, key=sensitivity_order)
+    shown = tuple(
+        (key, bool(fragment) and DATA_CLASSES[key].fragment_label is not None)
+        for key, fragment in found
+    )
+    fragments = (f for (_k, f), (_k2, has) in zip(found, shown, strict=True) if has)
+    return shown, {f"f{n}": fragment for n, fragment in enumerate(fragments)}
+
+
 def sensitivity_order(exposure: tuple[str, str | None]) -> tuple[int, str]:
     return (-DATA_CLASSES[exposure[0]].sensitivity, exposure[0])
 
@@ -242,16 +266,10 @@ def _prepare(
                 binding = Exposure.binding(customer_public_id, incident.id, exposure.data_class)
                 fragment = vault.open(exposure.fragment_sealed, fragment_at + binding)
             found.append((exposure.data_class, fragment))
-        found.sort(key=sensitivity_order)
-        shown = tuple(
-            (key, bool(fragment) and DATA_CLASSES[key].fragment_label is not None)
-            for key, fragment in found
-        )
+        shown, fragments = variant_of(found)
         template_id, digest = variants.template(first.locale, shown)
         public_id, nonce = secrets.token_urlsafe(16), new_link_nonce()
-        values = {"code": reference_codes.display(code)}
-        fragments = (f for (_k, f), (_k2, has) in zip(found, shown, strict=True) if has)
-        values.update((f"f{n}", fragment) for n, fragment in enumerate(fragments))
+        values = {"code": reference_codes.display(code), **fragments}
         dedupe_key = f"notice:{public_id}"
         body = outbox.templated_body(
             template=digest,
@@ -387,10 +405,39 @@ def _insert_batch(incident: Incident, batch: _Batch, now, subjects: dict) -> Non
     )
 
 
+class CampaignChanged(Exception):
+    """The count the admin confirmed is no longer the count to send; nothing was started."""
+
+
+def start_campaign(incident: Incident, *, expected: int, actor: str):
+    """Start the campaign the admin confirmed, counts and all (the console's job)."""
+    figures = campaign(incident)
+    # They confirmed a count per language and region: if an import changed it since, they
+    # confirm again rather than send to people they did not see counted.
+    if figures.affected - figures.notified != expected:
+        raise CampaignChanged(
+            _("The numbers changed since you looked. Check them and confirm again.")
+        )
+    return background.submit(
+        "send_notices",
+        {
+            "incident_id": incident.id,
+            "actor": actor,
+            "total": expected,
+            "affected": figures.affected,
+        },
+        actor=actor,
+    )
+
+
 @job("send_notices")
 def _send_notices_job(payload: dict, progress: Progress) -> dict:
     """Job: the campaign an admin started from the console."""
     incident = db.session.get(Incident, payload["incident_id"])
+    # The same check where the job starts: an import may have run while it waited. (Not the
+    # count still to send: a job run again after a crash has sent some of it already.)
+    if "affected" in payload and campaign(incident).affected != payload["affected"]:
+        return {"queued": 0, "changed": True}
     try:
         count = queue_notices(
             incident,

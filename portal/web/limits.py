@@ -24,7 +24,7 @@ from flask import request, session
 from flask_login import current_user
 
 from portal.extensions import limiter, vault
-from portal.services import reference_codes, tokens
+from portal.services import genuine, reference_codes, tokens
 from portal.validation import normalise_email, normalise_phone
 
 # --- the numbers (moving windows; a window's count is per key and per endpoint) --------------
@@ -71,10 +71,13 @@ CONTACT_CHANGE_PER_NETWORK = "60 per hour"
 
 # CSP reports: a page with a broken resource can send a few per view; a flood is not reports.
 CSP_REPORT_PER_NETWORK = "120 per hour"
-# "Is this genuine?": a worried person checks a few messages; guessing codes through it would take
-# millions of tries, and the code's own allowance stops one code being tried from many places.
-GENUINE_PER_NETWORK = "60 per hour"
-GENUINE_PER_TYPED = "20 per hour"
+# "Is this genuine?": a worried person checks a few messages. Per network as loose as the other
+# pages every notice links to (hundreds of people share one address on notice day); per thing
+# checked (a code however it is written, a link by its notice) tight from one network and loose
+# from all of them, so that nobody can use up a code's allowance for everyone.
+GENUINE_PER_NETWORK = "300 per hour"
+GENUINE_PER_TYPED_AND_NETWORK = "10 per hour"
+GENUINE_PER_TYPED = "50 per hour"
 
 # Signed in: per customer only (they proved who they are; their neighbours are not them).
 CONFIRM_PER_CUSTOMER = "10 per hour"  # each sends a code
@@ -160,11 +163,12 @@ def reference() -> str:
 
 
 def genuine_typed() -> str:
-    """What was typed into "Is this genuine?" (a code, a link), as a keyed digest like a code."""
-    typed = request.form.get("what", "").strip()[:2000]
-    if not typed:
+    """What "Is this genuine?" was asked about, however it was written (a code in any case or
+    grouping, a link by the notice it opens), as a keyed digest: a code opens a notice."""
+    typed = request.form.get("what", "")[:2000]
+    if not typed.strip():
         return network()
-    return "genuine:" + vault.blind_index(typed, "rate-limit-genuine").hex()
+    return "genuine:" + vault.blind_index(genuine.limit_key(typed), "rate-limit-genuine").hex()
 
 
 def challenge() -> str:

@@ -6,8 +6,10 @@ from __future__ import annotations
 from flask import abort, flash, make_response, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
-from portal.services import background, notice_preview
+from portal.extensions import limiter
+from portal.services import notice_preview
 from portal.services import notices as notices_service
+from portal.web import limits
 from portal.web.access import staff
 from portal.web.admin.blueprint import bp
 from portal.web.admin.common import current_actor, incident_or_404
@@ -28,44 +30,63 @@ def campaign(slug: str):
     )
 
 
-def _previewed(item):
-    """The preview the query string asks for (a group, or a reader by the organisation's id)."""
+@bp.route("/incidents/<slug>/campaign/preview", methods=["GET", "POST"])
+@staff("admin")
+# By id (a POST, so that nobody's id lands in a URL) it is a look-up of one person: limited
+# like the staff's customer search, so a stolen session cannot sweep the list by script.
+@limiter.limit(limits.STAFF_SEARCH_PER_MEMBER, key_func=limits.staff_member, methods=["POST"])
+def campaign_preview(slug: str):
+    item = incident_or_404(slug)
+    named = request.method == "POST"
+    if named and not ActionForm().validate_on_submit():
+        abort(400)
     try:
         reader = notice_preview.sample_reader(
             item,
             locale=request.args.get("locale", ""),
             region=request.args.get("region", ""),
-            external_id=request.args.get("external_id", ""),
+            external_id=request.form.get("external_id", "") if named else "",
         )
     except notice_preview.PreviewError as error:
-        return None, str(error)
-    return notice_preview.preview(item, reader, actor=current_actor()), None
-
-
-@bp.get("/incidents/<slug>/campaign/preview")
-@staff("admin")
-def campaign_preview(slug: str):
-    item = incident_or_404(slug)
-    shown, problem = _previewed(item)
-    if problem:
-        flash(problem, "error")
+        flash(str(error), "error")
         return redirect(url_for("admin.campaign", slug=slug))
-    return render_template("admin/campaign_preview.html", incident=item, preview=shown)
+    shown = notice_preview.preview(item, reader, actor=current_actor(), named=named)
+    frame = (
+        url_for("admin.campaign_preview_html", slug=slug, reader=shown.reader_public_id)
+        if named
+        else url_for(
+            "admin.campaign_preview_html", slug=slug, locale=shown.locale, region=shown.region
+        )
+    )
+    return render_template(
+        "admin/campaign_preview.html", incident=item, preview=shown, frame_url=frame
+    )
 
 
 @bp.get("/incidents/<slug>/campaign/preview/message.html")
 @staff("admin")
 def campaign_preview_html(slug: str):
-    """The HTML part alone, for the preview's frame: shown as a mail client shows it."""
+    """The HTML part alone, for the preview page's frame: shown as a mail client shows it."""
     item = incident_or_404(slug)
-    shown, problem = _previewed(item)
-    if problem:
+    try:
+        reader = notice_preview.sample_reader(
+            item,
+            locale=request.args.get("locale", ""),
+            region=request.args.get("region", ""),
+            public_id=request.args.get("reader", ""),
+        )
+    except notice_preview.PreviewError:
         abort(404)
+    # The page that frames it recorded the preview already.
+    shown = notice_preview.preview(
+        item, reader, actor=current_actor(), named=bool(request.args.get("reader")), record=False
+    )
     response = make_response(shown.composed.html)
     # The message's own inline styles may apply, and nothing else: no script (a sandbox without
-    # allow-scripts), nothing loaded from anywhere, framed by our own page only.
+    # allow-scripts), nothing loaded from anywhere, no form sent, framed by our own page only.
     response.headers["Content-Security-Policy"] = (
-        "default-src 'none'; style-src 'unsafe-inline'; sandbox; frame-ancestors 'self'"
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'none'; base-uri 'none'; "
+        "sandbox; frame-ancestors 'self'"
     )
     response.headers["X-Frame-Options"] = "SAMEORIGIN"
     return response
@@ -91,22 +112,16 @@ def campaign_confirm(slug: str):
 def campaign_act(slug: str, act: str):
     item = incident_or_404(slug)
     if act == "send":
-        # The admin confirmed a count per language and region: if an import changed it since,
-        # they confirm again rather than send to people they did not see counted.
         expected = request.form.get("expected", "")
-        if not expected.isdigit() or int(expected) != notice_preview.waiting_total(item):
-            flash(_("The numbers changed since you looked. Check them and confirm again."), "error")
+        try:
+            job = notices_service.start_campaign(
+                item,
+                expected=int(expected) if expected.isdecimal() else -1,
+                actor=current_actor(),
+            )
+        except notices_service.CampaignChanged as error:
+            flash(str(error), "error")
             return redirect(url_for("admin.campaign_confirm", slug=slug))
-        figures = notices_service.campaign(item)
-        job = background.submit(
-            "send_notices",
-            {
-                "incident_id": item.id,
-                "actor": current_actor(),
-                "total": figures.affected - figures.notified,
-            },
-            actor=current_actor(),
-        )
         return redirect(url_for("admin.job", public_id=job.public_id))
     if act == "resend-failed":
         count = notices_service.requeue_failed(item, actor=current_actor())

@@ -19,6 +19,11 @@ def index():
 
 @bp.route("/genuine", methods=["GET", "POST"])
 @public
+@limiter.limit(
+    limits.GENUINE_PER_TYPED_AND_NETWORK,
+    key_func=limits.and_network(limits.genuine_typed),
+    methods=["POST"],
+)
 @limiter.limit(limits.GENUINE_PER_TYPED, key_func=limits.genuine_typed, methods=["POST"])
 @limiter.limit(limits.GENUINE_PER_NETWORK, key_func=limits.network, methods=["POST"])
 def genuine_check():

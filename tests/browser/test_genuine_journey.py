@@ -24,7 +24,8 @@ WORDS = {
     "es": {
         "subject": "Aviso",
         "open": "Comprobar un mensaje, un enlace, un código o una llamada",
-        "field": "El enlace, el código de referencia, la dirección de correo electrónico o el número de teléfono",
+        "field": "El enlace, el código de referencia, la dirección de correo electrónico o el "
+        "número de teléfono",
         "check": "Comprobar",
         "yes": "Sí, es auténtico.",
         "no": "No: ese enlace no lleva a nuestro sitio.",

@@ -39,11 +39,12 @@ class IncidentView:
     updates: list[IncidentUpdate] = field(default_factory=list)
     done: set[str] = field(default_factory=set)
     protection: str | None = None  # None: no offer; "offered", "enrolled" or "waiting"
+    region: str = ""  # where the customer lives: the steps differ by country
 
     def first_steps(self, language: str) -> list:
         """The first three open steps of the plan for what this incident exposed."""
         keys = {item.data_class.key for item in self.exposed}
-        return plan.build(keys, self.done, language).open_steps(3)
+        return plan.build(keys, self.done, language, self.region).open_steps(3)
 
 
 def for_customer(customer: Customer) -> list[IncidentView]:
@@ -72,7 +73,7 @@ def for_customer(customer: Customer) -> list[IncidentView]:
     for data_class, sealed, incident, offer_id, enrollment in rows:
         view = views.get(incident.id)
         if view is None:
-            view = views[incident.id] = IncidentView(incident)
+            view = views[incident.id] = IncidentView(incident, region=customer.region)
             if offer_id is not None:
                 view.protection = protection.shown_status(enrollment)
         binding = Exposure.binding(customer.public_id, incident.id, data_class)

@@ -120,7 +120,14 @@ def load_library(folder: Path = FOLDER, languages=("en", "es")) -> dict[str, lis
 
 def _shape(step: Step) -> tuple:
     """What every language must agree on: who gets the step, when, and in what order."""
-    return (step.applies_to, step.urgency, step.portal_action, step.regions, step.outside, step.leads)
+    return (
+        step.applies_to,
+        step.urgency,
+        step.portal_action,
+        step.regions,
+        step.outside,
+        step.leads,
+    )
 
 
 def init_app(app) -> None:

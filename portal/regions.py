@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from babel import Locale
+
 # A customer's region is an ISO 3166-2 subdivision ("US-CA") or an ISO 3166-1 country ("DE").
 _REGION = re.compile(r"^[A-Z]{2}(-[A-Z0-9]{1,3})?$")
 
@@ -35,16 +37,25 @@ US_SUBDIVISIONS = frozenset(
 )  # fmt: skip
 
 
+# ISO 3166-1 countries as CLDR (through Babel, already a dependency) knows them; "ZZ" is CLDR's
+# "unknown region", not a place.
+COUNTRIES = frozenset(
+    code for code in Locale("en").territories if len(code) == 2 and code.isalpha() and code != "ZZ"
+)
+
+
 def normalize(region: str | None) -> str:
     """The region as stored: upper case, no spaces; "" when unknown."""
     return (region or "").strip().upper()
 
 
 def is_valid(region: str) -> bool:
-    """A well-formed country or subdivision code (a US subdivision must be a real one)."""
+    """A known country, or a well-formed subdivision of one (a US one must be a real one)."""
     if not _REGION.match(region):
         return False
     country, _, sub = region.partition("-")
+    if country not in COUNTRIES:
+        return False
     return not (country == "US" and sub and sub not in US_SUBDIVISIONS)
 
 
@@ -67,6 +78,11 @@ def matches(region: str | None, wanted: str) -> bool:
     if "-" in wanted:
         return region == wanted
     return country == wanted
+
+
+def within(region: str | None, codes: list[str]) -> bool:
+    """Whether a reader living in `region` is inside any of `codes` (no codes: everywhere)."""
+    return not codes or any(matches(region, code) for code in codes)
 
 
 def parse_list(text: str | None) -> list[str]:

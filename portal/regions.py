@@ -40,8 +40,8 @@ US_SUBDIVISIONS = frozenset(
 # ISO 3166-1 countries as CLDR (through Babel, already a dependency) knows them; "ZZ" is CLDR's
 # "unknown region", not a place.
 COUNTRIES = frozenset(
-    code for code in Locale("en").territories if len(code) == 2 and code.isalpha() and code != "ZZ"
-)
+    place for place in Locale("en").territories if len(place) == 2 and place.isalpha()
+) - {"ZZ"}
 
 
 def normalize(region: str | None) -> str:

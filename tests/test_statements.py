@@ -222,3 +222,13 @@ def test_no_placeholder_is_left_unfilled_for_any_reader(app):
         for insert in library.inserts:
             for paragraph in insert.statement.filled(values).paragraphs:
                 assert not re.search(r"[{}]", paragraph), (language, insert.statement.id)
+
+
+def test_readers_with_the_same_text_share_a_key(app):
+    from portal.services import guidance
+
+    assert for_reader("US-TX", "en", SSN).key == for_reader("US-KS", "en", SSN).key
+    assert for_reader("US-TX", "en", SSN).key != for_reader("US-MA", "en", SSN).key
+    assert guidance.region_key("US-TX") == guidance.region_key("US-KS") == guidance.region_key("")
+    assert guidance.region_key("FR") == guidance.region_key("JP") != guidance.region_key("DE")
+    assert guidance.region_key("GB") != guidance.region_key("US-CA")

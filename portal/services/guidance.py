@@ -146,6 +146,14 @@ def steps_for(keys: set[str], language: str, region: str = "") -> list[Step]:
     )
 
 
+def region_key(region: str, language: str = "en") -> tuple[str, ...]:
+    """The region-limited steps a reader living in `region` gets: readers with the same key get
+    the same steps for the same data, so a message can be rendered once per key."""
+    library = current_app.extensions["guidance"]
+    steps = library.get(language) or library["en"]
+    return tuple(s.id for s in steps if (s.regions or s.outside) and s.applies_in(region))
+
+
 def step_titles(keys: set[str], language: str, limit: int = 3, region: str = "") -> list[str]:
     """The first few steps' titles, for a message to a reader living in `region`."""
     return [s.title for s in steps_for(keys, language, region)[:limit]]

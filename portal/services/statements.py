@@ -95,6 +95,12 @@ class Inserts:
     as_of: date
 
     @property
+    def key(self) -> tuple[str, ...]:
+        """Which inserts these are: readers with the same key get the same text, so a notice
+        can be rendered once per key rather than once per state."""
+        return tuple(s.id for s in self.statements)
+
+    @property
     def placeholders(self) -> frozenset[str]:
         """Every {name} the statements need, for the caller to supply to filled()."""
         return frozenset().union(*(s.placeholders for s in self.statements))

@@ -164,8 +164,9 @@ def test_spanish_plan(client, app, incident, write_csv):
 # --- where the reader lives ---
 
 US_CREDIT = {"credit-freeze", "fraud-alert", "credit-reports", "irs-ip-pin", "chexsystems"}
-US_CREDIT |= {"ssa-block", "report-theft", "drivers-license"}
+US_CREDIT |= {"ssa-block", "report-theft", "drivers-license", "medical-benefits", "insurer"}
 IDENTITY = {"ssn", "date_of_birth", "bank_account", "drivers_license", "national_id"}
+IDENTITY |= {"health_insurance"}
 
 
 def plan_ids(keys: set[str], region: str, language: str = "en") -> list[str]:
@@ -245,6 +246,8 @@ def test_medical_identity_steps_come_first_when_health_data_is_exposed(app, keys
     assert plan[: len(medical)] == medical and "medical-benefits" in medical
     if "health_insurance" in keys:
         assert medical == ["medical-benefits", "insurer"]  # read the statements, call the insurer
+    abroad = plan_ids(keys, "DE")
+    assert abroad[0] == "health-abroad" and not {"medical-benefits", "insurer"} & set(abroad)
     explanation = next(s for s in app.extensions["guidance"]["en"] if s.id == "medical-benefits")
     assert "Explanations of Benefits" in explanation.title and explanation.urgency == "today"
 

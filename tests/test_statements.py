@@ -68,6 +68,7 @@ def _broken(tmp_path, old: str, new: str, language="en"):
         ('regions = ["US-MA"]', 'regions = ["Massachusetts"]', "unknown region"),
         ('needs = ["ssn"', 'needs = ["shoe_size"', "shoe_size"),
         ('omit = ["what_happened"]', 'omit = ["what_we_are_doing"]', "only"),
+        ('always_in = ["US-MA"', 'always_in = ["US-QQ"', "US-QQ"),
         ("{organisation}: {contact}", "{organisaton}: {contact}", "organisaton"),
         ("{organisation}: {contact}", "{organisation: {contact}", "broken placeholder"),
         ("as_of = 2026-11-01", 'as_of = "soon"', "as_of"),
@@ -123,7 +124,7 @@ def test_california_gets_the_bureaus_and_the_ftc_when_an_ssn_is_involved(app, lo
 @pytest.mark.parametrize("locale", ["en", "es"])
 def test_massachusetts_omits_the_nature_of_the_breach_and_names_the_police_report(app, locale):
     inserts = for_reader("US-MA", locale, EMAIL)
-    assert ids(inserts) == ["us-ftc", "us-ma"]
+    assert ids(inserts) == ["us-credit-bureaus", "us-ftc", "us-ma"]  # where to ask for a freeze
     assert inserts.omit == {"what_happened"}
     body = text(inserts)
     words = {"en": ("police report", "security freeze", "free of charge", "Social Security number")}
@@ -189,8 +190,16 @@ def test_the_other_states_statements(app):
         "US-IL": "fraud alerts and security freezes",
         "US-NM": "Fair Credit Reporting Act",
         "US-MI": "Remain vigilant",
+        "US-VA": "Remain vigilant",
     }.items():
         assert words in text(for_reader(region, "en", EMAIL)), region
+
+
+@pytest.mark.parametrize("region", ["US-MD", "US-NC", "US-DC", "US-OR", "US-IL", "US-RI"])
+def test_states_that_ask_for_the_bureaus_in_every_notice_get_them_without_an_ssn(app, region):
+    assert ids(for_reader(region, "en", EMAIL))[:2] == ["us-credit-bureaus", "us-ftc"]
+    assert "us-credit-bureaus" not in ids(for_reader("US-TX", "en", EMAIL))
+    assert "us-credit-bureaus" not in ids(for_reader("DE", "en", SSN))
 
 
 def test_a_missing_value_is_an_error_not_a_blank(app):

@@ -65,11 +65,17 @@ class Insert:
     needs: frozenset[str]  # empty: whatever was exposed; else any one of these classes
     omit: frozenset[str]
     position: int
+    # Where the insert is given whatever was exposed, `needs` notwithstanding (states whose
+    # statute asks for the credit bureaus' contacts in every notice, not only for an SSN).
+    always_in: tuple[str, ...] = ()
 
     def applies(self, region: str, classes: set[str]) -> bool:
         """Whether a reader living in `region` whose `classes` were exposed gets this insert."""
-        where = any(regions.matches(region, wanted) for wanted in self.regions)
-        return where and (not self.needs or bool(self.needs & classes))
+        if not any(regions.matches(region, wanted) for wanted in self.regions):
+            return False
+        if not self.needs or self.needs & classes:
+            return True
+        return any(regions.matches(region, wanted) for wanted in self.always_in)
 
 
 @dataclass(frozen=True)
@@ -135,6 +141,7 @@ def _insert(raw: dict, position: int, where: str) -> Insert:
             needs=frozenset(raw.get("needs", [])),
             omit=frozenset(raw.get("omit", [])),
             position=position,
+            always_in=tuple(regions.normalize(r) for r in raw.get("always_in", [])),
         )
     except (KeyError, TypeError, AttributeError) as exc:
         raise StatementsError(f"{where}: insert {position + 1} is incomplete ({exc})") from exc
@@ -143,7 +150,7 @@ def _insert(raw: dict, position: int, where: str) -> Insert:
         raise StatementsError(f"{where}: insert {name} needs a title, a body and a source")
     if not found.regions:
         raise StatementsError(f"{where}: insert {name} applies nowhere")
-    for region in found.regions:
+    for region in found.regions + found.always_in:
         if region not in regions.GROUPS and not regions.is_valid(region):
             raise StatementsError(f"{where}: insert {name} names an unknown region {region!r}")
     unknown = sorted(found.needs - DATA_CLASSES.keys())
@@ -199,7 +206,7 @@ def _shape(library: Library) -> tuple:
     return (
         library.as_of,
         [
-            (i.statement.id, i.regions, i.needs, i.omit, i.statement.placeholders)
+            (i.statement.id, i.regions, i.needs, i.always_in, i.omit, i.statement.placeholders)
             for i in library.inserts
         ],
         [c.classes for c in library.consequences],

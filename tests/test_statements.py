@@ -241,3 +241,26 @@ def test_readers_with_the_same_text_share_a_key(app):
     assert guidance.region_key("US-TX") == guidance.region_key("US-KS") == guidance.region_key("")
     assert guidance.region_key("FR") == guidance.region_key("JP") != guidance.region_key("DE")
     assert guidance.region_key("GB") != guidance.region_key("US-CA")
+
+
+def test_the_contact_in_words_in_each_language(app, incident):
+    from flask_babel import force_locale
+
+    from portal.extensions import db
+
+    incident.contact_phone, incident.contact_hours = "1-800-555-0199", "9 a.m. to 5 p.m."
+    incident.contact_email = "help@example.com"
+    incident.translations = {"es": {"contact_hours": "de 9 a 17 h"}}
+    db.session.flush()
+    with app.test_request_context(), force_locale("en"):
+        assert statements.contact_for(incident, "en") == (
+            "by phone at 1-800-555-0199 (9 a.m. to 5 p.m.), or by email at help@example.com"
+        )
+        incident.contact_email = ""
+        assert statements.contact_for(incident, "en").endswith("(9 a.m. to 5 p.m.)")
+    with app.test_request_context(), force_locale("es"):
+        spanish = statements.contact_for(incident, "es")
+        assert "de 9 a 17 h" in spanish
+    values = statements.values_for(incident, "Acme", spanish, affected_count="12")
+    body = text(for_reader("US-VT", "es", EMAIL), values)
+    assert f"llame a Acme: {spanish}." in body

@@ -13,8 +13,10 @@ from pathlib import Path
 from string import Formatter
 
 from flask import current_app
+from flask_babel import gettext as _
 
 from portal import regions
+from portal.i18n import localized
 from portal.models import DATA_CLASSES
 
 FOLDER = Path(__file__).resolve().parent.parent / "statements"
@@ -268,9 +270,26 @@ def ftc(locale: str) -> Statement:
     return statement("us-ftc", locale)
 
 
+def contact_for(incident, language: str) -> str:
+    """How to reach the organisation about this incident, in words, for {contact}: the phone
+    with its hours, the email, or both (in the current locale: call inside force_locale)."""
+    hours = localized(incident, "contact_hours", language).text
+    phone = incident.contact_phone or ""
+    if phone and hours:
+        phone = _("by phone at %(phone)s (%(hours)s)", phone=phone, hours=hours)
+    elif phone:
+        phone = _("by phone at %(phone)s", phone=phone)
+    email = (
+        _("by email at %(email)s", email=incident.contact_email) if incident.contact_email else ""
+    )
+    if phone and email:
+        return _("%(phone)s, or %(email)s", phone=phone, email=email)
+    return phone or email or _("through this portal")
+
+
 def values_for(incident, organisation: str, contact: str, affected_count: str = "") -> dict:
     """The placeholder values from an incident's own fields; the caller words `contact`
-    (in the reader's language) and, for Rhode Island, the number affected."""
+    (contact_for) and, for Rhode Island, the number affected (Inserts.placeholders says when)."""
     return {
         "organisation": organisation,
         "contact": contact,

@@ -487,6 +487,11 @@ def keys_status():
     help="Data classes that qualify, comma list; empty: everyone affected.",
 )
 @click.option("--minors-product", help="A separate product for minors, if any.")
+@click.option(
+    "--regions",
+    help="Where the offer is open, comma list of countries (US) or subdivisions (US-CA); "
+    "empty: everywhere.",
+)
 @unit_of_work.command
 def protection_offer(slug, includes, includes_es, enroll_by, **fields):
     """Create or update the incident's identity-protection offer."""

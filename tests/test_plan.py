@@ -159,3 +159,130 @@ def test_spanish_plan(client, app, incident, write_csv):
     sign_in(client, "eva@example.com")
     page = client.get("/me/plan").get_data(as_text=True)
     assert "Congele su crédito en Equifax, Experian y TransUnion" in page
+
+
+# --- where the reader lives ---
+
+US_CREDIT = {"credit-freeze", "fraud-alert", "credit-reports", "irs-ip-pin", "chexsystems"}
+US_CREDIT |= {"ssa-block", "report-theft", "drivers-license", "medical-benefits", "insurer"}
+IDENTITY = {"ssn", "date_of_birth", "bank_account", "drivers_license", "national_id"}
+IDENTITY |= {"health_insurance"}
+
+
+def plan_ids(keys: set[str], region: str, language: str = "en") -> list[str]:
+    return [s.id for s in guidance.steps_for(keys, language, region)]
+
+
+@pytest.mark.parametrize("language", ["en", "es"])
+def test_no_us_credit_bureau_step_for_a_reader_abroad(app, language):
+    us = set(plan_ids(IDENTITY, "US-TX", language))
+    assert us >= US_CREDIT
+    assert us == set(plan_ids(IDENTITY, "", language))  # no region: the home country, the US
+    assert not {"schufa", "uk-credit-reports", "cifas", "abroad-generic"} & us
+
+    germany = set(plan_ids(IDENTITY, "DE", language))
+    assert not US_CREDIT & germany
+    assert "schufa" in germany and "abroad-generic" not in germany
+
+    uk = set(plan_ids(IDENTITY, "GB", language))
+    assert not US_CREDIT & uk
+    assert {"uk-credit-reports", "cifas"} <= uk and "schufa" not in uk
+
+    france = set(plan_ids(IDENTITY, "FR", language))  # nothing specific: the generic step
+    assert not US_CREDIT & france
+    assert "abroad-generic" in france and not {"schufa", "cifas"} & france
+    assert "bank-account" in france  # steps without a region go everywhere
+
+
+def test_a_reader_in_germany_sees_their_own_plan_on_the_page(client, incident, write_csv):
+    row = customer_row(4, email="dora@example.com", phone="", region="DE", data_classes="ssn")
+    import_customers(incident, write_csv([row]), actor="test")
+    queue_notices(incident, actor="test")
+    sign_in(client, "dora@example.com")
+    plan = step_ids(client.get("/me/plan").get_data(as_text=True))
+    assert "schufa" in plan and "credit-freeze" not in plan
+    dashboard = client.get("/me").get_data(as_text=True)
+    assert "SCHUFA" in dashboard and "Equifax" not in dashboard
+    assert _toggle(client, "credit-freeze").status_code == 404  # not in a German reader's plan
+    assert _toggle(client, "schufa").status_code == 302
+
+
+def test_a_step_naming_an_unknown_region_is_refused(tmp_path):
+    source = (guidance.FOLDER / "en.toml").read_text(encoding="utf-8")
+    (tmp_path / "en.toml").write_text(
+        source.replace('regions = ["DE"]', 'regions = ["Germany"]', 1), encoding="utf-8"
+    )
+    with pytest.raises(GuidanceError, match="GERMANY"):
+        load_library(tmp_path, languages=("en",))
+
+
+def test_languages_must_send_a_step_to_the_same_places(tmp_path):
+    english = (guidance.FOLDER / "en.toml").read_text(encoding="utf-8")
+    spanish = (guidance.FOLDER / "es.toml").read_text(encoding="utf-8")
+    (tmp_path / "en.toml").write_text(english, encoding="utf-8")
+    (tmp_path / "es.toml").write_text(
+        spanish.replace('regions = ["GB"]', 'regions = ["IE"]', 1), encoding="utf-8"
+    )
+    with pytest.raises(GuidanceError, match="same steps"):
+        load_library(tmp_path, languages=("en", "es"))
+
+
+# --- the corrections ---
+
+
+def test_every_step_names_its_source(app, tmp_path):
+    for steps in app.extensions["guidance"].values():
+        assert all(step.source for step in steps)
+    source = (guidance.FOLDER / "en.toml").read_text(encoding="utf-8")
+    (tmp_path / "en.toml").write_text(source.replace("\nsource = ", "\nsourse = ", 1), "utf-8")
+    with pytest.raises(GuidanceError, match="incomplete"):
+        load_library(tmp_path, languages=("en",))
+
+
+@pytest.mark.parametrize("keys", [{"medical_records"}, {"health_insurance", "ssn", "password"}])
+def test_medical_identity_steps_come_first_when_health_data_is_exposed(app, keys):
+    plan = plan_ids(keys, "US-CA")
+    medical = [i for i in plan if i in {"medical-benefits", "insurer"}]
+    assert plan[: len(medical)] == medical and "medical-benefits" in medical
+    if "health_insurance" in keys:
+        assert medical == ["medical-benefits", "insurer"]  # read the statements, call the insurer
+    abroad = plan_ids(keys, "DE")
+    assert abroad[0] == "health-abroad" and not {"medical-benefits", "insurer"} & set(abroad)
+    explanation = next(s for s in app.extensions["guidance"]["en"] if s.id == "medical-benefits")
+    assert "Explanations of Benefits" in explanation.title and explanation.urgency == "today"
+
+
+def test_a_date_of_birth_alone_does_not_put_a_credit_freeze_first(app):
+    plan = plan_ids({"date_of_birth", "email_address"}, "US-CA")
+    assert "credit-freeze" not in plan and "credit-reports" in plan
+    assert plan_ids({"ssn"}, "US-CA")[0] == "credit-freeze"  # an SSN still does
+
+
+def test_free_credit_reports_are_weekly(app):
+    for language, word in (("en", "every week"), ("es", "cada semana")):
+        step = next(s for s in app.extensions["guidance"][language] if s.id == "credit-reports")
+        assert word in " ".join(step.how) and "AnnualCreditReport.com" in " ".join(step.how)
+        assert "every few months" not in step.how[0]
+
+
+def test_bank_accounts_get_chexsystems_and_ssns_the_ssa_block(app):
+    assert "chexsystems" in plan_ids({"bank_account"}, "US-NY")
+    assert "chexsystems" not in plan_ids({"payment_card"}, "US-NY")
+    ssa = next(s for s in app.extensions["guidance"]["en"] if s.id == "ssa-block")
+    assert "Block Electronic Access" in " ".join(ssa.how)
+    assert "https://www.ssa.gov/myaccount/blockaccess.html" in dict(ssa.links).values()
+    assert "ssa-block" in plan_ids({"ssn"}, "") and "ssa-block" not in plan_ids({"ssn"}, "GB")
+
+
+@pytest.mark.parametrize("language", ["en", "es"])
+def test_the_fraud_alert_links_to_all_three_bureaus(app, language):
+    alert = next(s for s in app.extensions["guidance"][language] if s.id == "fraud-alert")
+    hosts = {url.split("/")[2] for _label, url in alert.links}
+    assert hosts == {"www.equifax.com", "www.experian.com", "www.transunion.com"}
+
+
+@pytest.mark.parametrize("region", ["US-CA", "", "DE", "GB", "FR", "JP"])
+def test_every_data_class_has_a_step_wherever_the_reader_lives(app, region):
+    for language in app.config["LANGUAGES"]:
+        for key in DATA_CLASSES:
+            assert plan_ids({key}, region, language), (region, language, key)

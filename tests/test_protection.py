@@ -329,3 +329,108 @@ def test_the_same_customer_from_ten_threads_gets_one_code(offered, app):
         )
         == 1
     )
+
+
+# --- where the offer is open ---
+
+
+@pytest.fixture
+def abroad(app, runner, incident, write_csv):
+    """Ann lives in California, Dora in Germany, Nell has no region on file."""
+    rows = [
+        customer_row(1, email=ANN, phone="", data_classes="ssn:1111", region="US-CA"),
+        customer_row(2, email="dora@example.com", phone="", data_classes="ssn:2222", region="DE"),
+        customer_row(3, email="nell@example.com", phone="", data_classes="ssn:3333", region=""),
+    ]
+    import_customers(incident, write_csv(rows), actor="test")
+    queue_notices(incident, actor="test")
+    return offer_cli(runner, regions="us")
+
+
+def test_an_offer_limited_to_the_us_is_not_offered_in_germany(abroad, client, app):
+    assert abroad.regions == "US"  # stored as codes are written, upper case
+    sign_in(client, "dora@example.com")
+    page = client.get("/me/protection")
+    text = page.get_data(as_text=True)
+    assert "not offered where you live" in text
+    assert 'name="consent"' not in text  # nothing to enroll in
+    assert b"We offer you identity protection" not in client.get("/me").data
+    response = client.post("/me/protection/1", data={"csrf_token": csrf_from(page), "consent": "y"})
+    assert response.status_code == 403 and b"not available where you live" in response.data
+    assert db.session.scalars(select(Enrollment)).all() == []
+
+    for email in (ANN, "nell@example.com"):  # California, and no region: the home country
+        other = app.test_client()
+        sign_in(other, email)
+        assert b"not offered where you live" not in other.get("/me/protection").data
+        assert b"We offer you identity protection" in other.get("/me").data
+
+
+def test_an_offer_limited_to_one_state(abroad, runner, client, app):
+    offer_cli(runner, regions="US-NY, US-CA")
+    db.session.expire_all()
+    assert protection.offer_for(1).regions == "US-NY,US-CA"
+    sign_in(client, ANN)
+    assert enroll_in_browser(client).status_code == 302
+    nell = app.test_client()
+    sign_in(nell, "nell@example.com")  # no state on file: not known to live in NY or CA
+    assert b"not offered where you live" in nell.get("/me/protection").data
+    offer_cli(runner, regions="")  # empty: everywhere again
+    assert b"not offered where you live" not in nell.get("/me/protection").data
+
+
+@pytest.mark.parametrize("codes", ["USA", "US-XX", "U1", "US-CA;DE", "ZZ", "XY"])
+def test_an_offer_with_unknown_region_codes_is_refused(abroad, runner, codes):
+    result = runner.invoke(
+        args=["protection", "offer", "--incident", "acme-2026", "--regions", codes]
+    )
+    assert result.exit_code != 0 and "Unknown region codes" in result.output
+    db.session.expire_all()
+    assert protection.offer_for(1).regions == "US"
+
+
+def _offer_form(page, **changes) -> dict:
+    data = {
+        "csrf_token": csrf_from(page),
+        "provider_name": "Experian",
+        "product_name": "IdentityWorks 3B",
+        "includes": "Credit monitoring\nRestoration",
+        "term_months": "24",
+        "enroll_by": (date.today() + timedelta(days=60)).isoformat(),
+        "enroll_url": "https://www.experianidworks.com/3bcredit",
+        "enroll_phone": "1-877-555-0100",
+        "terms_url": "",
+        "eligible_classes": "",
+        "regions": "US",
+        "minors_product": "",
+        "includes_es": "Vigilancia del crédito",
+    }
+    data.update(changes)
+    return data
+
+
+def test_the_console_edits_where_the_offer_is_open(abroad, app, clock):
+    from tests.staff_flow import set_up
+
+    admin = app.test_client()
+    set_up(app, admin, "boss@example.com", "admin", clock)
+    page = admin.get("/admin/incidents/acme-2026/protection")
+    assert page.status_code == 200 and b'value="US"' in page.data
+    bad = admin.post(
+        "/admin/incidents/acme-2026/protection", data=_offer_form(page, regions="US, Germany")
+    )
+    assert bad.status_code == 422 and b"Unknown region codes: GERMANY" in bad.data
+    db.session.expire_all()
+    assert protection.offer_for(1).regions == "US"
+
+    saved = admin.post(
+        "/admin/incidents/acme-2026/protection", data=_offer_form(page, regions="us-ca, de")
+    )
+    assert saved.status_code == 302
+    db.session.expire_all()
+    offer = protection.offer_for(1)
+    assert offer.regions == "US-CA,DE" and offer.translations["es"]["includes"]
+    dora = app.test_client()
+    sign_in(dora, "dora@example.com")
+    assert b"not offered where you live" not in dora.get("/me/protection").data
+    assert "protection.offer_saved" in db.session.scalars(select(AuditEvent.action)).all()

@@ -56,6 +56,11 @@ class ProtectionOffer(Translated, Base):
     def eligible_keys(self) -> set[str]:
         return {k.strip() for k in self.eligible_classes.split(",") if k.strip()}
 
+    @property
+    def region_list(self) -> list[str]:
+        """The regions the offer is open to; empty: everywhere."""
+        return [r.strip() for r in (self.regions or "").split(",") if r.strip()]
+
 
 class ActivationCode(Base):
     """One code of the provider's pool; sealed at rest, given to one customer at most."""

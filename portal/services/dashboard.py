@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import and_, select
 
+from portal import regions
 from portal.extensions import db
 from portal.models import (
     DATA_CLASSES,
@@ -39,11 +40,12 @@ class IncidentView:
     updates: list[IncidentUpdate] = field(default_factory=list)
     done: set[str] = field(default_factory=set)
     protection: str | None = None  # None: no offer; "offered", "enrolled" or "waiting"
+    region: str = ""  # where the customer lives: the steps differ by country
 
     def first_steps(self, language: str) -> list:
         """The first three open steps of the plan for what this incident exposed."""
         keys = {item.data_class.key for item in self.exposed}
-        return plan.build(keys, self.done, language).open_steps(3)
+        return plan.build(keys, self.done, language, self.region).open_steps(3)
 
 
 def for_customer(customer: Customer) -> list[IncidentView]:
@@ -58,6 +60,7 @@ def for_customer(customer: Customer) -> list[IncidentView]:
             Exposure.fragment_sealed,
             Incident,
             ProtectionOffer.id,
+            ProtectionOffer.regions,
             Enrollment.status,
         )
         .join(Incident, Incident.id == Exposure.incident_id)
@@ -69,11 +72,14 @@ def for_customer(customer: Customer) -> list[IncidentView]:
         .where(Exposure.customer_id == customer.id)
         .order_by(Incident.discovered_on.desc(), Incident.id.desc())
     )
-    for data_class, sealed, incident, offer_id, enrollment in rows:
+    for data_class, sealed, incident, offer_id, offer_regions, enrollment in rows:
         view = views.get(incident.id)
         if view is None:
-            view = views[incident.id] = IncidentView(incident)
-            if offer_id is not None:
+            view = views[incident.id] = IncidentView(incident, region=customer.region)
+            # An offer limited to other places is not offered (its page says so kindly); one
+            # the customer already enrolled in stays shown, wherever they live now.
+            open_here = regions.within(customer.region, regions.parse_list(offer_regions))
+            if offer_id is not None and (open_here or enrollment is not None):
                 view.protection = protection.shown_status(enrollment)
         binding = Exposure.binding(customer.public_id, incident.id, data_class)
         fragment = (

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from flask import current_app
 
+from portal import regions as regions_
 from portal.models import DATA_CLASSES
 
 FOLDER = Path(__file__).resolve().parent.parent / "guidance"
@@ -32,10 +33,23 @@ class Step:
     links: tuple[tuple[str, str], ...]
     portal_action: str | None
     position: int  # its place in the file: the last tie-breaker of a plan's order
+    source: str = ""  # where the advice comes from, for the reviewer
+    # Where the step applies: empty everywhere; else readers in one of these regions (a country,
+    # a subdivision or a group such as "EU"). A US credit-bureau step means nothing in Germany.
+    regions: tuple[str, ...] = ()
+    # Readers in these regions do not get the step (a generic step where a specific one exists).
+    outside: tuple[str, ...] = ()
+    leads: bool = False  # leads the plan whenever it applies (medical identity theft)
 
     def weight(self, keys: set[str]) -> int:
         """How sensitive the most sensitive of these exposed keys calling for the step is."""
         return max(DATA_CLASSES[k].sensitivity for k in self.applies_to & keys)
+
+    def applies_in(self, region: str) -> bool:
+        """Whether a reader living in `region` ("" unknown: the home country) gets the step."""
+        if self.regions and not any(regions_.matches(region, r) for r in self.regions):
+            return False
+        return not any(regions_.matches(region, r) for r in self.outside)
 
 
 def _step(raw: dict, position: int, where: str) -> Step:
@@ -51,9 +65,18 @@ def _step(raw: dict, position: int, where: str) -> Step:
             links=tuple((link["label"], link["url"]) for link in raw.get("links", [])),
             portal_action=raw.get("portal_action"),
             position=position,
+            source=raw["source"].strip(),
+            regions=tuple(regions_.normalize(r) for r in raw.get("regions", [])),
+            outside=tuple(regions_.normalize(r) for r in raw.get("outside", [])),
+            leads=bool(raw.get("leads", False)),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise GuidanceError(f"{where}: step {position + 1} is incomplete ({exc})") from exc
+    if not step.source:
+        raise GuidanceError(f"{where}: step {step.id} has no source")
+    for region in step.regions + step.outside:
+        if region not in regions_.GROUPS and not regions_.is_valid(region):
+            raise GuidanceError(f"{where}: step {step.id} names an unknown region {region!r}")
     unknown = sorted(step.applies_to - DATA_CLASSES.keys())
     if unknown:
         raise GuidanceError(f"{where}: step {step.id} names unknown data classes {unknown}")
@@ -84,29 +107,53 @@ def load_library(folder: Path = FOLDER, languages=("en", "es")) -> dict[str, lis
         if uncovered:
             raise GuidanceError(f"{path.name}: no step for {uncovered}")
         library[language] = steps
-    reference = {s.id: (s.applies_to, s.urgency, s.portal_action) for s in library[languages[0]]}
+    reference = {s.id: _shape(s) for s in library[languages[0]]}
     for language, steps in library.items():
-        shape = {s.id: (s.applies_to, s.urgency, s.portal_action) for s in steps}
+        shape = {s.id: _shape(s) for s in steps}
         if shape != reference:
             raise GuidanceError(
                 f"{language}.toml does not have the same steps as "
-                f"{languages[0]}.toml (ids, data classes or urgency differ)"
+                f"{languages[0]}.toml (ids, data classes, urgency or regions differ)"
             )
     return library
+
+
+def _shape(step: Step) -> tuple:
+    """What every language must agree on: who gets the step, when, and in what order."""
+    return (
+        step.applies_to,
+        step.urgency,
+        step.portal_action,
+        step.regions,
+        step.outside,
+        step.leads,
+    )
 
 
 def init_app(app) -> None:
     app.extensions["guidance"] = load_library(FOLDER, languages=app.config["LANGUAGES"])
 
 
-def steps_for(keys: set[str], language: str) -> list[Step]:
-    """The steps for these exposed keys, once each: most urgent first, then most sensitive."""
+def steps_for(keys: set[str], language: str, region: str = "") -> list[Step]:
+    """The steps for these exposed keys where the reader lives, once each: a leading step first,
+    then the most urgent, then the most sensitive."""
     library = current_app.extensions["guidance"]
     steps = library.get(language) or library["en"]
-    chosen = [s for s in steps if s.applies_to & keys]
-    return sorted(chosen, key=lambda s: (URGENCIES.index(s.urgency), -s.weight(keys), s.position))
+    chosen = [s for s in steps if s.applies_to & keys and s.applies_in(region)]
+    return sorted(
+        chosen,
+        key=lambda s: (not s.leads, URGENCIES.index(s.urgency), -s.weight(keys), s.position),
+    )
 
 
-def step_titles(keys: set[str], language: str, limit: int = 3) -> list[str]:
-    """The first few steps' titles, for a message."""
-    return [s.title for s in steps_for(keys, language)[:limit]]
+def region_key(region: str, language: str = "en") -> tuple[str, ...]:
+    """The region-limited steps a reader living in `region` gets: readers with the same key get
+    the same steps for the same data, so a message can be rendered once per key."""
+    library = current_app.extensions["guidance"]
+    steps = library.get(language) or library["en"]
+    return tuple(s.id for s in steps if (s.regions or s.outside) and s.applies_in(region))
+
+
+def step_titles(keys: set[str], language: str, limit: int = 3, region: str = "") -> list[str]:
+    """The first few steps' titles, for a message to a reader living in `region`."""
+    return [s.title for s in steps_for(keys, language, region)[:limit]]

@@ -14,42 +14,10 @@ from sqlalchemy import func, select
 from portal import clock
 from portal.extensions import db
 from portal.models import Customer, Exposure, Incident, Obligation
+from portal.regions import EU_EEA
 from portal.services import audit
 
 CATALOGUE = Path(__file__).resolve().parent.parent / "obligations" / "catalogue.toml"
-# EU and EEA countries: GDPR reaches residents of these.
-EU_EEA = {
-    "AT",
-    "BE",
-    "BG",
-    "HR",
-    "CY",
-    "CZ",
-    "DK",
-    "EE",
-    "FI",
-    "FR",
-    "DE",
-    "GR",
-    "HU",
-    "IE",
-    "IT",
-    "LV",
-    "LT",
-    "LU",
-    "MT",
-    "NL",
-    "PL",
-    "PT",
-    "RO",
-    "SK",
-    "SI",
-    "ES",
-    "SE",
-    "IS",
-    "LI",
-    "NO",
-}
 SOON = timedelta(hours=48)
 
 

@@ -63,9 +63,10 @@ def _with_password_step(customer: Customer, done: set[str]) -> set[str]:
     return done
 
 
-def build(keys: set[str], done: set[str], language: str) -> Plan:
-    """The plan for these keys. An exposed password's step leads until it is done."""
-    items = [PlanItem(step, step.id in done) for step in steps_for(keys, language)]
+def build(keys: set[str], done: set[str], language: str, region: str = "") -> Plan:
+    """The plan for these keys where the reader lives ("" unknown: the home country). An exposed
+    password's step leads until it is done."""
+    items = [PlanItem(step, step.id in done) for step in steps_for(keys, language, region)]
     # CHANGE_PASSWORD is the id of a plan step (guidance), not a password: nothing secret here.
     items.sort(key=lambda item: not (item.step.id == CHANGE_PASSWORD and not item.done))
     return Plan(items)
@@ -88,7 +89,7 @@ def for_customer(customer: Customer, language: str) -> Plan:
     done: set[str] = set()
     for kind, key in rows:
         (keys if kind == "exposed" else done).add(key)
-    return build(keys, _with_password_step(customer, done), language)
+    return build(keys, _with_password_step(customer, done), language, customer.region)
 
 
 def viewed(customer: Customer) -> None:

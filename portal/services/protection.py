@@ -14,7 +14,7 @@ from flask_babel import gettext as _
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from portal import clock
+from portal import clock, regions
 from portal.extensions import db
 from portal.i18n import with_translation
 from portal.mail.compose import compose_alert, compose_protection_code
@@ -87,6 +87,18 @@ def save_offer(incident: Incident, *, actor: str, **fields) -> ProtectionOffer:
             raise ProtectionError(_("%(name)s must be an https:// address", name=name))
     if int(fields.get("term_months") or 12) < 1:
         raise ProtectionError(_("The term must be at least one month."))
+    if fields.get("regions") is not None:
+        codes = regions.parse_list(fields["regions"])
+        wrong = [c for c in codes if c not in regions.GROUPS and not regions.is_valid(c)]
+        if wrong:
+            raise ProtectionError(
+                _(
+                    "Unknown region codes: %(codes)s. Use a country (US, DE), a state or "
+                    "province (US-CA) or EU, separated by commas.",
+                    codes=", ".join(wrong),
+                )
+            )
+        fields["regions"] = ",".join(codes)
     offer = offer_for(incident.id) or ProtectionOffer(incident_id=incident.id)
     translations = fields.pop("translations", None) or {}
     for name, value in fields.items():
@@ -111,8 +123,21 @@ def days_left(offer: ProtectionOffer) -> int:
     return (offer.enroll_by - clock.now().date()).days
 
 
+def is_open_where(offer: ProtectionOffer, customer: Customer) -> bool:
+    """Whether the offer is open where the customer lives (an offer without regions: anywhere).
+
+    A customer with no region on file counts as living in the home country (portal/regions.py),
+    so an offer open to "US" reaches them, and one open only to "US-CA" does not.
+    """
+    return regions.within(customer.region, offer.region_list)
+
+
 def is_eligible(offer: ProtectionOffer, customer: Customer) -> bool:
-    """Affected by the offer's incident, and (if the offer says so) by one of its data classes."""
+    """Affected by the offer's incident, (if the offer says so) by one of its data classes, and
+    living where the offer is open: a product that only works in one country is not offered to
+    someone who cannot use it."""
+    if not is_open_where(offer, customer):
+        return False
     query = select(Exposure.data_class).where(
         Exposure.customer_id == customer.id, Exposure.incident_id == offer.incident_id
     )
@@ -238,6 +263,7 @@ class OfferView:
     days_left: int
     enrollment: Enrollment | None
     code: str | None
+    open_where: bool = True  # False: not offered where the customer lives
 
 
 def offers_for(customer: Customer) -> list[OfferView]:
@@ -260,6 +286,7 @@ def offers_for(customer: Customer) -> list[OfferView]:
                 days_left(offer),
                 enrollment,
                 code_for(enrollment) if enrollment else None,
+                is_open_where(offer, customer),
             )
         )
     return views
@@ -326,6 +353,8 @@ def enroll(offer: ProtectionOffer, customer: Customer) -> Enrollment:
         raise EnrollmentClosed(
             _("Enrollment closed on %(date)s.", date=format_date(offer.enroll_by, "long"))
         )
+    if not is_open_where(offer, customer):
+        raise NotEligible(_("This offer is not available where you live."))
     if not is_eligible(offer, customer):
         raise NotEligible(_("This offer is not available for your account."))
     offer_id, customer_id = offer.id, customer.id

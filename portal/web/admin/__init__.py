@@ -8,6 +8,7 @@ from portal.web.admin import (
     jobs,
     metrics,
     obligations,
+    protection,
     staff,
     updates,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "jobs",
     "metrics",
     "obligations",
+    "protection",
     "staff",
     "updates",
 ]

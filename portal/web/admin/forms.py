@@ -2,7 +2,14 @@
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import DateField, SelectChoice, SelectField, StringField, TextAreaField
+from wtforms import (
+    DateField,
+    IntegerField,
+    SelectChoice,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
 from portal.models.incident import INCIDENT_STATUSES
@@ -85,4 +92,43 @@ class EndEverySessionForm(FlaskForm):
         _l("Type END EVERY SESSION to confirm"),
         validators=[DataRequired(), Length(max=40)],
         render_kw={"autocomplete": "off", "spellcheck": "false"},
+    )
+
+
+class ProtectionOfferForm(FlaskForm):
+    """The incident's identity-protection offer; the service checks the values it cannot."""
+
+    provider_name = StringField(
+        _l("Provider"), validators=[SingleLine(), DataRequired(), Length(max=120)]
+    )
+    product_name = StringField(
+        _l("Product"), validators=[SingleLine(), DataRequired(), Length(max=120)]
+    )
+    includes = TextAreaField(_l("What it includes, one item per line"), [Length(max=5000)])
+    term_months = IntegerField(_l("Term in months"), validators=[DataRequired()])
+    enroll_by = DateField(_l("Enroll by"), validators=[DataRequired()])
+    enroll_url = StringField(
+        _l("Enrollment address (https)"),
+        validators=[SingleLine(), DataRequired(), Length(max=300)],
+    )
+    enroll_phone = StringField(_l("Enrollment phone"), validators=[SingleLine(), Length(max=40)])
+    terms_url = StringField(
+        _l("Provider's terms (https)"), validators=[SingleLine(), Length(max=300)]
+    )
+    eligible_classes = StringField(
+        _l("Data classes that qualify, comma list (empty: everyone affected)"),
+        validators=[SingleLine(), Length(max=500)],
+    )
+    regions = StringField(
+        _l(
+            "Where the offer is open: countries (US) or states and provinces (US-CA), "
+            "comma list (empty: everywhere)"
+        ),
+        validators=[SingleLine(), Length(max=500)],
+    )
+    minors_product = StringField(
+        _l("Separate product for minors, if any"), validators=[SingleLine(), Length(max=120)]
+    )
+    includes_es = TextAreaField(
+        _l("What it includes, in Spanish, one item per line"), [Length(max=5000)]
     )

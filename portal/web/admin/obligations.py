@@ -52,7 +52,8 @@ def record_obligation(slug: str, duty_id: str):
 @bp.post("/obligations/<slug>/filing-pack")
 @staff("admin")
 def filing_pack(slug: str):
-    # A POST (the CSRF token is checked for every POST), not a link: each download is recorded in the audit trail.
+    # A POST (its CSRF token checked like every POST's), not a link: each download is recorded
+    # in the audit trail.
     # The pack holds counts and a sample notice for a made-up reader, never personal data.
     item = incident_or_404(slug)
     body = obligations.filing_pack(item, actor=current_actor())

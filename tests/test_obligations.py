@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -444,3 +445,101 @@ def test_the_catalogue_cites_its_sources():
     assert all(d.source for d in duties)
     text = obligations.CATALOGUE.read_text(encoding="utf-8")
     assert "NOT LEGAL ADVICE" in text
+
+
+# --- the demo incident, computed by hand ------------------------------------------------------
+
+# The demo (portal.services.demo): discovered Friday 9 October 2026; found material the same
+# day; a HIPAA covered entity; 12 customers: CA 2, NY 2, FL 2, WA 1 (health data), TX 1, CO 1,
+# MA 1, IL 1, DE 1, and FL's second has health data too. Worked out from the statutes' rules:
+#   72 hours from 9 Oct 00:00 UTC            -> 12 Oct 00:00
+#   30 days from 9 Oct                       -> 8 Nov;   60 days -> 8 Dec
+#   HHS log (2 people < 500): 31 Dec + 60    -> 1 Mar 2027
+#   SEC: Mon 12 Oct is Columbus Day          -> Tue 13, Wed 14, Thu 15, Fri 16 Oct
+#   No fixed time (GDPR Art. 34, NY agencies, MA): "without undue delay"
+#   Not triggered: CA/WA/CO/FL/TX regulators (too few), credit bureaus, HIPAA HHS now and media
+#   (fewer than 500), NYDFS and FTC (settings off), Illinois (no fixed time in the catalogue).
+UNDUE = "Without undue delay (no fixed number of days)"
+DEMO_TABLE = {
+    "gdpr-authority": ("DE: 1", "2026-10-12 00:00 UTC"),
+    "sec-8k": (
+        "US-CA: 2 US-FL: 2 US-NY: 2 DE: 1 US-CO: 1 US-IL: 1 US-MA: 1 US-TX: 1 US-WA: 1",
+        "2026-10-16 23:59 UTC",
+    ),
+    "ca-individuals": ("US-CA: 2", "2026-11-08 23:59 UTC"),
+    "co-individuals": ("US-CO: 1", "2026-11-08 23:59 UTC"),
+    "fl-individuals": ("US-FL: 2", "2026-11-08 23:59 UTC"),
+    "ny-individuals": ("US-NY: 2", "2026-11-08 23:59 UTC"),
+    "wa-individuals": ("US-WA: 1", "2026-11-08 23:59 UTC"),
+    "hipaa-individuals": ("US-FL: 1 US-WA: 1", "2026-12-08 23:59 UTC"),
+    "tx-individuals": ("US-TX: 1", "2026-12-08 23:59 UTC"),
+    "hipaa-hhs-log": ("US-FL: 1 US-WA: 1", "2027-03-01 23:59 UTC"),
+    "gdpr-individuals": ("DE: 1", UNDUE),
+    "ma-attorney-general": ("US-MA: 1", UNDUE),
+    "ma-individuals": ("US-MA: 1", UNDUE),
+    "ma-ocabr": ("US-MA: 1", UNDUE),
+    "ny-agencies": ("US-NY: 2", UNDUE),
+}
+
+
+def _rows(page: str, slug: str) -> dict[str, tuple[str, str]]:
+    """{duty id: (residents cell, deadline cell's first line)} from the obligations page."""
+    found = {}
+    for duty_id, cells in re.findall(
+        rf'<tr[^>]*id="duty-{slug}-([a-z0-9-]+)">(.*?)</tr>', page, re.S
+    ):
+        tds = [
+            re.sub(r"<[^>]+>", " ", td) for td in re.findall(r"<td[^>]*>(.*?)</td>", cells, re.S)
+        ]
+        counts = " ".join(tds[1].split())
+        deadline = " ".join(
+            re.split(r"<br>", re.findall(r"<td[^>]*>(.*?)</td>", cells, re.S)[2])[0].split()
+        )
+        found[duty_id] = (counts, re.sub(r"<[^>]+>", "", deadline))
+    return found
+
+
+def test_the_demo_incidents_obligations_page_matches_the_hand_computed_table(
+    app, runner, clock, smtp_server
+):
+    clock.move_to(datetime(2026, 10, 10, 12, 0, tzinfo=UTC))
+    assert runner.invoke(args=["demo"]).exit_code == 0
+    admin = app.test_client()
+    set_up(app, admin, "boss@example.com", "admin", clock)
+    page = admin.get("/admin/obligations").get_data(as_text=True)
+    assert _rows(page, "acme-2026") == DEMO_TABLE
+    # The notices are queued, not sent: the campaign has not done its duties yet.
+    assert "Done by the portal" not in page
+    assert "notices: 0 of 2 sent so far" in page
+
+    # The worker sends them: every duty to notify individuals is done by the campaign, with
+    # the day it finished, and none of them can be overdue any more.
+    _sink, controller = smtp_server
+    app.config["SMTP_URL"] = f"smtp://{controller.hostname}:{controller.port}"
+    sent = runner.invoke(args=["outbox", "work", "--once"])
+    assert sent.exit_code == 0, sent.output
+    clock.move_to(datetime(2027, 1, 4, 12, 0, tzinfo=UTC))
+    incident = db.session.scalar(select(Incident).where(Incident.slug == "acme-2026"))
+    statuses = by_id(incident)
+    individuals = {k for k, s in statuses.items() if s.duty.fulfilled_by == "campaign"}
+    assert individuals == {
+        "ca-individuals",
+        "co-individuals",
+        "fl-individuals",
+        "ny-individuals",
+        "wa-individuals",
+        "tx-individuals",
+        "hipaa-individuals",
+        "gdpr-individuals",
+        "ma-individuals",
+    }
+    assert all(statuses[k].by_campaign for k in individuals)
+    assert all(statuses[k].notified == date(2026, 10, 10) for k in individuals)
+    overdue = {k for k, s in statuses.items() if s.overdue}
+    assert overdue == {"gdpr-authority", "sec-8k"}  # nobody recorded those
+    evidence = obligations.evidence(incident)
+    assert (evidence.campaign.notices, evidence.campaign.sent, evidence.campaign.failed) == (
+        12,
+        12,
+        0,
+    )

@@ -433,6 +433,13 @@ def test_the_filing_pack_needs_an_admin_and_a_csrf_token(app, scenario, clock):
     assert admin.post("/admin/obligations/big-2026/filing-pack").status_code == 400
     stranger = app.test_client()
     assert stranger.post("/admin/obligations/big-2026/filing-pack").status_code in (302, 400, 403)
+    # An export: with a proof older than five minutes, the password and code come first.
+    clock.move(timedelta(minutes=6))
+    stale = admin.post(
+        "/admin/obligations/big-2026/filing-pack",
+        data={"csrf_token": csrf_from(admin.get("/admin/obligations"))},
+    )
+    assert stale.status_code == 302 and "/staff/reauth" in stale.headers["Location"]
     none = db.session.scalar(
         select(AuditEvent).where(AuditEvent.action == "obligations.filing_pack")
     )

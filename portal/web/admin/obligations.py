@@ -11,6 +11,7 @@ from portal.services import incidents, obligations
 from portal.web.access import staff
 from portal.web.admin.blueprint import bp
 from portal.web.admin.common import current_actor, incident_or_404
+from portal.web.freshness import fresh_within
 from portal.web.staff.forms import ActionForm
 
 
@@ -51,6 +52,7 @@ def record_obligation(slug: str, duty_id: str):
 
 @bp.post("/obligations/<slug>/filing-pack")
 @staff("admin")
+@fresh_within(minutes=5)  # an export: password and code again first, then the download itself
 def filing_pack(slug: str):
     # A POST (its CSRF token checked like every POST's), not a link: each download is recorded
     # in the audit trail.

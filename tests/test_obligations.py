@@ -489,20 +489,17 @@ DEMO_TABLE = {
 }
 
 
+def _text(html: str) -> str:
+    return " ".join(re.sub(r"<[^>]+>", " ", html).split())
+
+
 def _rows(page: str, slug: str) -> dict[str, tuple[str, str]]:
     """{duty id: (residents cell, deadline cell's first line)} from the obligations page."""
     found = {}
-    for duty_id, cells in re.findall(
-        rf'<tr[^>]*id="duty-{slug}-([a-z0-9-]+)">(.*?)</tr>', page, re.S
-    ):
-        tds = [
-            re.sub(r"<[^>]+>", " ", td) for td in re.findall(r"<td[^>]*>(.*?)</td>", cells, re.S)
-        ]
-        counts = " ".join(tds[1].split())
-        deadline = " ".join(
-            re.split(r"<br>", re.findall(r"<td[^>]*>(.*?)</td>", cells, re.S)[2])[0].split()
-        )
-        found[duty_id] = (counts, re.sub(r"<[^>]+>", "", deadline))
+    rows = re.findall(rf'<tr[^>]*id="duty-{slug}-([a-z0-9-]+)">(.*?)</tr>', page, re.S)
+    for duty_id, row in rows:
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+        found[duty_id] = (_text(cells[1]), _text(cells[2].split("<br>")[0]))
     return found
 
 

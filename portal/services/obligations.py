@@ -15,7 +15,7 @@ from pathlib import Path
 from flask import current_app
 from flask_babel import force_locale
 from flask_babel import gettext as _
-from sqlalchemy import and_, case, false, func, or_, select
+from sqlalchemy import case, false, func, or_, select
 
 from portal import clock
 from portal.extensions import db
@@ -208,25 +208,22 @@ class Facts:
 
 
 def _campaign_by_region(incident: Incident) -> dict[str, RegionCampaign]:
-    failed = OutboxMessage.status == "failed"
+    """One aggregate query: the incident's notices per region of their readers."""
+    sent = Notice.sent_at.is_not(None)
+    failed = ~sent & (OutboxMessage.status == "failed")
+    # Neither sent nor failed for good: queued, retrying, or its message not written yet.
+    pending = ~sent & (OutboxMessage.id.is_(None) | (OutboxMessage.status != "failed"))
+
+    def notices_where(condition):
+        return func.count(func.distinct(case((condition, Notice.id))))
+
     rows = db.session.execute(
         select(
             Customer.region,
             func.count(func.distinct(Notice.id)),
-            func.count(func.distinct(case((Notice.sent_at.is_not(None), Notice.id)))),
-            func.count(func.distinct(case((and_(failed, Notice.sent_at.is_(None)), Notice.id)))),
-            func.count(
-                func.distinct(
-                    case(
-                        (
-                            and_(
-                                Notice.sent_at.is_(None), or_(OutboxMessage.id.is_(None), ~failed)
-                            ),
-                            Notice.id,
-                        )
-                    )
-                )
-            ),
+            notices_where(sent),
+            notices_where(failed),
+            notices_where(pending),
             func.min(Notice.sent_at),
             func.max(Notice.sent_at),
         )

@@ -552,6 +552,13 @@ def sample_notice(incident: Incident):
         )
 
 
+def _plain(value: str) -> str:
+    """A CSV cell a spreadsheet shows as text (a leading = + - @ would make it a formula), as
+    every export of the portal writes them; regions are checked at import and the catalogue is
+    reviewed, so this is a second line."""
+    return "'" + value if value.startswith(("=", "+", "-", "@", "\t", "\r")) else value
+
+
 def filing_pack(incident: Incident, *, actor: str) -> bytes:
     """A zip for the attorneys general and regulators: the affected counts per region, the
     duties that apply, and a sample notice. Counts and text only: no personal data."""
@@ -563,7 +570,7 @@ def filing_pack(incident: Incident, *, actor: str) -> bytes:
         sent = f.campaign.get(region, RegionCampaign())
         writer.writerow(
             [
-                region or "unknown",
+                _plain(region or "unknown"),
                 f.residents[region],
                 f.health_residents.get(region, 0),
                 sent.sent,
@@ -579,7 +586,8 @@ def filing_pack(incident: Incident, *, actor: str) -> bytes:
             if s.due_at
             else ("without undue delay" if s.without_undue_delay else "after the notices")
         )
-        writer.writerow([s.duty.name, s.duty.recipient, s.residents, due, s.duty.source])
+        texts = (s.duty.name, s.duty.recipient)
+        writer.writerow([*map(_plain, texts), s.residents, due, _plain(s.duty.source)])
     notice = sample_notice(incident)
     as_of, _duties = catalogue()
     readme = (

@@ -111,6 +111,9 @@ def register_extensions(app: Flask) -> None:
     from portal.services import guidance
 
     guidance.init_app(app)  # refuses to start on a wrong guidance file
+    from portal.services import obligations
+
+    obligations.init_app(app)  # and on a wrong obligations catalogue
 
     def select_locale():
         if not has_request_context():

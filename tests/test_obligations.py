@@ -547,3 +547,31 @@ def test_the_demo_incidents_obligations_page_matches_the_hand_computed_table(
         12,
         0,
     )
+
+
+def test_a_wrong_catalogue_refuses_to_start(app, tmp_path, monkeypatch):
+    good = obligations.CATALOGUE.read_text(encoding="utf-8")
+    wrong = tmp_path / "catalogue.toml"
+    monkeypatch.setattr(obligations, "CATALOGUE", wrong)
+    for mistake in (
+        good.replace('clock = "days"', 'clock = "weeks"', 1),
+        good.replace('kind = "state"', 'kind = "sate"', 1),
+        good.replace('id = "ca-individuals"', 'id = "ny-individuals"', 1),
+        good.replace('setting = "FTC_SAFEGUARDS_COVERED"', 'setting = "NO_SUCH_SETTING"', 1),
+    ):
+        wrong.write_text(mistake, encoding="utf-8")
+        obligations.catalogue.cache_clear()
+        try:
+            with pytest.raises(ValueError):
+                obligations.init_app(app)
+        finally:
+            obligations.catalogue.cache_clear()
+
+
+def test_a_law_enforcement_delay_is_flagged_beside_the_deadlines(app, scenario, clock):
+    admin = app.test_client()
+    set_up(app, admin, "boss@example.com", "admin", clock)
+    assert b"Law enforcement asked" not in admin.get("/admin/obligations").data
+    scenario.delayed_by_law_enforcement = True
+    db.session.commit()
+    assert b"Law enforcement asked for notice to be delayed" in admin.get("/admin/obligations").data

@@ -122,6 +122,16 @@ def catalogue() -> tuple[str, tuple[Duty, ...]]:
     return raw["as_of"], duties
 
 
+def init_app(app) -> None:
+    """Read and check the catalogue at start: a wrong file refuses to start, rather than drop a
+    legal duty from the page later. A rule's setting must be one the config knows."""
+    _as_of, duties = catalogue()
+    for duty in duties:
+        setting = duty.applies.get("setting")
+        if duty.applies["kind"] == "setting" and setting not in app.config:
+            raise ValueError(f"duty {duty.id}: unknown setting {setting!r}")
+
+
 # --- US federal holidays (5 U.S.C. 6103), for the SEC's business days -------------------------
 
 

@@ -137,9 +137,11 @@ def test_a_campaign_half_sent_keeps_the_ca_attorney_general_waiting(scenario):
     assert not ca.by_campaign and ca.campaign.sent == 1 and ca.campaign.pending == 599
 
 
-def test_notifying_individuals_is_done_by_the_campaign_with_its_evidence(app, clock):
+def mail_incident(**facts):
+    """5 customers (WA 3 who agreed to email, OR 2 who did not say), their notices sent on
+    9 November 2026 but for one Washington reader's, which failed for good."""
     incident = create_incident(
-        slug="mail-2026", title="Mail", discovered_on=DISCOVERED, actor="test", postal_notice=True
+        slug="mail-2026", title="Mail", discovered_on=DISCOVERED, actor="test", **facts
     )
     add_customers(incident, "US-WA", 3, email_consent=True)
     add_customers(incident, "US-OR", 2)  # no consent to email on record
@@ -165,6 +167,11 @@ def test_notifying_individuals_is_done_by_the_campaign_with_its_evidence(app, cl
         .values(status="sent")
     )
     db.session.commit()
+    return incident
+
+
+def test_notifying_individuals_is_done_by_the_campaign_with_its_evidence(app, clock):
+    incident = mail_incident()
     clock.move_to(datetime(2027, 1, 15, tzinfo=UTC))  # past the 30 days
 
     statuses = by_id(incident)
@@ -175,21 +182,48 @@ def test_notifying_individuals_is_done_by_the_campaign_with_its_evidence(app, cl
     assert obligations.attention([incident]) == []
 
     evidence = obligations.evidence(incident)
-    assert (evidence.campaign.notices, evidence.campaign.sent, evidence.campaign.failed) == (
-        5,
-        4,
-        1,
-    )
-    # The two without consent, and the Washington reader whose email failed for good.
-    assert evidence.letters == 3
+    counted = (evidence.campaign.notices, evidence.campaign.sent, evidence.campaign.failed)
+    assert counted == (5, 4, 1)
+    assert evidence.letters is None  # email is enough for this incident
 
     admin = app.test_client()
     set_up(app, admin, "boss@example.com", "admin", clock)
     page = admin.get("/admin/obligations").get_data(as_text=True)
     assert "notices: 2 of 3 delivered, the last on 2026-11-09" in page
     assert "1 failed (see the follow-up above)" in page
+    assert "Failed for good: 1" in page and "Delivered to the mail server: 4" in page
+    assert "US-WA: 3" in page and "Overdue" not in page and "need a letter" not in page
+
+
+def test_where_notice_must_go_by_post_the_duty_waits_for_the_letters(app, clock):
+    incident = mail_incident(postal_notice=True)
+    clock.move_to(datetime(2027, 1, 15, tzinfo=UTC))  # past the 30 days (WA) and 45 (OR)
+
+    # The two without consent, and the Washington reader whose email failed for good.
+    assert obligations.evidence(incident).letters == 3
+    statuses = by_id(incident)
+    wa, oregon = statuses["wa-individuals"], statuses["or-individuals"]
+    assert (wa.letters, oregon.letters) == (1, 2)
+    assert not wa.by_campaign and wa.overdue and oregon.overdue
+
+    admin = app.test_client()
+    set_up(app, admin, "boss@example.com", "admin", clock)
+    page = admin.get("/admin/obligations").get_data(as_text=True)
     assert "3 people still need a letter" in page
-    assert "US-WA: 3" in page and "Overdue" not in page
+    assert "1 letter still needed" in page and "2 letters still needed" in page
+
+    # Consent on record, and the bounced address fixed and the notice sent again: no letter.
+    db.session.execute(update(Customer).values(email_consent=True))
+    db.session.execute(
+        update(Notice)
+        .where(Notice.sent_at.is_(None))
+        .values(sent_at=datetime(2026, 11, 12, tzinfo=UTC))
+    )
+    db.session.execute(update(OutboxMessage).values(status="sent"))
+    db.session.commit()
+    assert obligations.evidence(incident).letters == 0
+    wa = by_id(incident)["wa-individuals"]
+    assert wa.by_campaign and wa.notified == date(2026, 11, 12) and not wa.overdue
 
 
 def test_without_postal_notice_nobody_is_counted_for_a_letter(scenario):

@@ -215,6 +215,8 @@ class Facts:
     health_residents: dict[str, int]
     classes: set[str] = field(default_factory=set)
     campaign: dict[str, RegionCampaign] = field(default_factory=dict)
+    # Postal notice only: per region, the people who still need a letter.
+    letters: dict[str, int] = field(default_factory=dict)
 
 
 def _campaign_by_region(incident: Incident) -> dict[str, RegionCampaign]:
@@ -268,7 +270,13 @@ def facts(incident: Incident) -> Facts:
             select(Exposure.data_class).where(Exposure.incident_id == incident.id).distinct()
         )
     )
-    return Facts(dict(per_region.all()), dict(health.all()), classes, _campaign_by_region(incident))
+    return Facts(
+        dict(per_region.all()),
+        dict(health.all()),
+        classes,
+        _campaign_by_region(incident),
+        _letters_by_region(incident),
+    )
 
 
 def _is_uk(region: str) -> bool:
@@ -383,6 +391,8 @@ class DutyStatus:
     campaign: RegionCampaign | None = None
     # Set when the campaign has notified every resident the duty counts (the day it finished).
     notified: date | None = None
+    # Postal notice only: the residents the duty counts who still need a letter.
+    letters: int = 0
 
     @property
     def residents(self) -> int:
@@ -424,14 +434,26 @@ class DutyStatus:
 def _status(duty: Duty, incident: Incident, f: Facts, done: Obligation | None) -> DutyStatus:
     counts = _scope(duty, f)
     campaign = notified = None
+    letters = 0
     if duty.fulfilled_by == "campaign" or duty.start == "notified":
         regions = [r for r, _n in counts]
         # HIPAA's individuals are everyone with health data; the campaign writes to everyone.
-        campaign = _campaign_for(regions, f, every_region=duty.applies["kind"] == "hipaa")
-        residents = sum(n for _r, n in counts)
-        notified = notified_on(residents, campaign)
+        everyone = duty.applies["kind"] == "hipaa"
+        campaign = _campaign_for(regions, f, every_region=everyone)
+        letters = sum(n for r, n in f.letters.items() if everyone or r in regions)
+        # Where notice must go by post, the residents are notified once their letters are
+        # sent too: the emails alone do not carry out the duty.
+        if not letters:
+            notified = notified_on(sum(n for _r, n in counts), campaign)
     return DutyStatus(
-        incident, duty, deadline(duty, incident, notified), done, counts, campaign, notified
+        incident,
+        duty,
+        deadline(duty, incident, notified),
+        done,
+        counts,
+        campaign,
+        notified,
+        letters,
     )
 
 
@@ -476,14 +498,15 @@ def evidence(incident: Incident) -> Evidence:
         )
     ):
         requeued += int(json.loads(details or "{}").get("count", 0))
-    return Evidence(_campaign_for([], f, every_region=True), requeued, letters_needed(incident))
+    letters = sum(f.letters.values()) if incident.postal_notice else None
+    return Evidence(_campaign_for([], f, every_region=True), requeued, letters)
 
 
-def letters_needed(incident: Incident) -> int | None:
-    """When the incident needs postal notice: how many people still need a letter (no consent
-    to email on record, or their notice's email failed for good); None otherwise."""
+def _letters_by_region(incident: Incident) -> dict[str, int]:
+    """When the incident needs postal notice: per region, how many people still need a letter
+    (no consent to email on record, or their notice's email failed for good); else empty."""
     if not incident.postal_notice:
-        return None
+        return {}
     failed_email = (
         select(Notice.customer_id)
         .join(OutboxMessage, OutboxMessage.notice_id == Notice.id)
@@ -495,17 +518,16 @@ def letters_needed(incident: Incident) -> int | None:
     )
     # HIPAA: first-class mail unless the person agreed to email (45 CFR 164.404(d)(1)(i)).
     no_consent = or_(Customer.email_consent.is_(None), Customer.email_consent == false())
-    return int(
-        db.session.scalar(
-            select(func.count(func.distinct(Customer.id)))
-            .join(Exposure, Exposure.customer_id == Customer.id)
-            .where(
-                Exposure.incident_id == incident.id,
-                or_(no_consent, Customer.id.in_(failed_email)),
-            )
+    rows = db.session.execute(
+        select(Customer.region, func.count(func.distinct(Customer.id)))
+        .join(Exposure, Exposure.customer_id == Customer.id)
+        .where(
+            Exposure.incident_id == incident.id,
+            or_(no_consent, Customer.id.in_(failed_email)),
         )
-        or 0
+        .group_by(Customer.region)
     )
+    return {region: int(n) for region, n in rows}
 
 
 def record_done(

@@ -108,10 +108,11 @@ def register_extensions(app: Flask) -> None:
     csrf.init_app(app)
     vault.init_app(app)
     limiter.init_app(app)
-    from portal.services import guidance, statements
+    from portal.services import guidance, obligations, statements
 
     guidance.init_app(app)  # refuses to start on a wrong guidance file
     statements.init_app(app)  # likewise for the statements by place of residence
+    obligations.init_app(app)  # and on a wrong obligations catalogue
 
     def select_locale():
         if not has_request_context():

@@ -377,6 +377,10 @@ def load(env: dict[str, str] | None = None, instance_path: str | Path = "instanc
         # Where operational alerts go (a code pool ran dry, say); default: the sender address.
         # The organisation is regulated by NYDFS (23 NYCRR 500): its 72-hour duty applies.
         "NYDFS_COVERED": env.get("PORTAL_NYDFS_COVERED", "") in ("1", "true", "yes"),
+        # The organisation is a financial institution under the FTC Safeguards Rule (16 CFR 314):
+        # its duty to notify the FTC of 500 or more consumers' data applies.
+        "FTC_SAFEGUARDS_COVERED": env.get("PORTAL_FTC_SAFEGUARDS_COVERED", "")
+        in ("1", "true", "yes"),
         "ALERT_EMAIL": env.get("PORTAL_ALERT_EMAIL")
         or env.get("PORTAL_MAIL_FROM")
         or f"notices@{parts.hostname}",

@@ -424,3 +424,67 @@ def test_the_check_page_speaks_the_admins_language_and_says_what_a_waiting_job_w
     assert "esperando al proceso de fondo" in waiting and "portal outbox work" in waiting
     assert "esta línea no es texto UTF-8" in page
     assert "this line is not UTF-8" not in page and "Estado: done" not in page
+
+
+def test_the_incident_form_records_the_facts_the_law_asks_for(admin, incident):
+    page = admin.get("/admin/incidents/acme-2026").get_data(as_text=True)
+    for label in (
+        "Occurred until (last day, when it ran over several days)",
+        "Determined to be material on (for the SEC)",
+        "Notice was delayed because law enforcement asked",
+        "Our role under HIPAA",
+        "Covered entity (health plan, provider, clearinghouse)",
+        "Notice must go by post to anyone who has not agreed to email (HIPAA)",
+    ):
+        assert label in page
+    assert page.index('name="occurred_on"') < page.index('name="occurred_to"')
+    response = save_incident(
+        admin,
+        occurred_to="2026-10-08",
+        materiality_on="2026-11-25",
+        delayed_by_law_enforcement="y",
+        hipaa_role="covered_entity",
+        postal_notice="y",
+    )
+    assert response.status_code == 302
+    db.session.expire_all()
+    from portal.models import Incident
+
+    saved = db.session.scalars(select(Incident)).one()
+    assert saved.occurred_to.isoformat() == "2026-10-08"
+    assert saved.materiality_on.isoformat() == "2026-11-25"
+    assert saved.delayed_by_law_enforcement and saved.postal_notice
+    assert saved.hipaa_role == "covered_entity"
+    shown = admin.get("/admin/incidents/acme-2026").get_data(as_text=True)
+    assert 'value="2026-10-08"' in shown and '<option selected value="covered_entity">' in shown
+
+    # Unticked boxes are saved as unticked, as a browser sends them.
+    assert save_incident(admin, hipaa_role="none").status_code == 302
+    db.session.expire_all()
+    saved = db.session.scalars(select(Incident)).one()
+    assert not saved.delayed_by_law_enforcement and not saved.postal_notice
+    assert saved.hipaa_role == "none"
+
+
+def test_a_breach_cannot_end_before_it_began_or_have_an_unknown_hipaa_role(admin, incident):
+    from portal.models import Incident
+
+    before = save_incident(admin, occurred_on="2026-10-02", occurred_to="2026-10-01")
+    assert before.status_code == 200
+    assert "The last day cannot be before the first day." in before.get_data(as_text=True)
+    unknown = save_incident(admin, hipaa_role="landlord")
+    assert unknown.status_code == 200
+    db.session.expire_all()
+    saved = db.session.scalars(select(Incident)).one()
+    assert saved.occurred_to is None and saved.hipaa_role == "none"
+
+
+def test_the_service_refuses_a_range_that_ends_before_it_begins(incident):
+    from datetime import date
+
+    from portal.services.incidents import IncidentError, update_incident
+
+    with pytest.raises(IncidentError):
+        update_incident(incident, actor="test", occurred_to=date(2026, 10, 1))
+    with pytest.raises(IncidentError):
+        update_incident(incident, actor="test", hipaa_role="landlord")

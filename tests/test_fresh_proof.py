@@ -308,6 +308,7 @@ def test_every_sensitive_act_asks_for_a_fresh_proof_first(admin, clock):
         "/admin/incidents/x/import",
         "/admin/jobs/x/confirm",
         "/admin/incidents/x/campaign/send",
+        "/admin/obligations/x/filing-pack",
         "/staff/cases/x/tools/resend-link",
         "/staff/cases/x/link",
         "/staff/customers/x/tools/clear-lock",

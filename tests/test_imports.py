@@ -590,3 +590,48 @@ def test_a_command_that_fails_after_the_rows_are_written_keeps_none_of_them(
         assert connection.scalar(select(func.count()).select_from(Customer)) == 0
         assert connection.scalar(select(func.count()).select_from(Exposure)) == 0
     other.dispose()
+
+
+CONSENT_HEADER = [*imports.COLUMNS, "email_consent"]
+
+
+def consents() -> dict[str, bool | None]:
+    db.session.expire_all()
+    return dict(db.session.execute(select(Customer.external_id, Customer.email_consent)).all())
+
+
+def test_consent_to_email_is_recorded_where_the_file_says_so(app, incident, write_csv):
+    rows = [
+        customer_row(1, email_consent="yes"),
+        customer_row(2, email_consent="No"),
+        customer_row(3, email_consent=""),
+        customer_row(4, email_consent="true"),
+    ]
+    import_customers(incident, write_csv(rows, header=CONSENT_HEADER), actor="test")
+    assert consents() == {"C-00001": True, "C-00002": False, "C-00003": None, "C-00004": True}
+
+    # A later file that does not say (no column, or an empty value) keeps what was said; one
+    # that says otherwise changes it.
+    report = import_customers(incident, write_csv([customer_row(1)]), actor="test")
+    assert report.unchanged == 1
+    later = [customer_row(2, email_consent=""), customer_row(4, email_consent="no")]
+    import_customers(incident, write_csv(later, header=CONSENT_HEADER), actor="test")
+    assert consents() == {"C-00001": True, "C-00002": False, "C-00003": None, "C-00004": False}
+
+
+def test_consent_may_come_in_any_column_order(app, incident, write_csv):
+    header = ["email_consent", *reversed(imports.COLUMNS)]
+    import_customers(
+        incident, write_csv([customer_row(7, email_consent="1")], header=header), actor="test"
+    )
+    assert consents() == {"C-00007": True}
+
+
+def test_a_consent_that_is_neither_yes_nor_no_is_refused_with_its_line(app, incident, write_csv):
+    rows = [customer_row(1, email_consent="yes"), customer_row(2, email_consent="maybe")]
+    with pytest.raises(ImportRejected) as refused:
+        import_customers(incident, write_csv(rows, header=CONSENT_HEADER), actor="test")
+    assert [str(p) for p in refused.value.report.problems] == [
+        "line 3: email_consent must be yes or no (or left empty)"
+    ]
+    assert count(Customer) == 0

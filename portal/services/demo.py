@@ -141,8 +141,15 @@ def _demo_incident(actor: str) -> Incident:
         slug=SLUG,
         title="Unauthorized access to our customer database",
         occurred_on=date(2026, 10, 2),
+        occurred_to=date(2026, 10, 9),
         discovered_on=date(2026, 10, 9),
         contained_on=date(2026, 10, 10),
+        # The facts that make the obligations page show more of the catalogue: a listed company
+        # that found the breach material the day it was discovered (the SEC's four business
+        # days run across a weekend and Columbus Day), and a HIPAA covered entity (two of the
+        # demo's customers had health data exposed).
+        materiality_on=date(2026, 10, 9),
+        hipaa_role="covered_entity",
         status="notifying",
         what_happened=(
             "On October 9, 2026 we found that an unauthorized party had used a stolen employee "

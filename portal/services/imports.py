@@ -31,6 +31,13 @@ from portal.validation import (
 )
 
 COLUMNS = ("external_id", "full_name", "email", "phone", "locale", "region", "data_classes")
+# Columns a file may add after those: whether the person agreed to be notified by email (HIPAA
+# notice goes by first-class mail without it, 45 CFR 164.404(d)(1)). Left out or empty: the file
+# does not say, and what an earlier file said is kept.
+OPTIONAL_COLUMNS = ("email_consent",)
+ALL_COLUMNS = COLUMNS + OPTIONAL_COLUMNS
+_CONSENT = {"yes": True, "y": True, "true": True, "1": True, "no": False, "n": False}
+_CONSENT |= {"false": False, "0": False}
 REQUIRED = ("external_id", "full_name", "email", "data_classes")
 MAX_REPORTED = 50
 # Rows a batch: large enough that the per-batch statements cost little, small enough that a
@@ -99,6 +106,7 @@ class Row:
     locale: str
     region: str
     exposures: dict[str, str | None]
+    email_consent: bool | None = None
 
 
 # A file holds few different data_classes values (the same few combinations on a million rows):
@@ -150,8 +158,9 @@ def _parse_data_classes_once(value: str) -> tuple[dict[str, str | None], str | N
 
 
 def _check_row(line: int, values: list[str]) -> tuple[Row | None, str | None]:
-    """Validate one record (values in COLUMNS order); return the clean Row or why it is refused."""
-    external_id, full_name, email, phone, locale, region, data_classes = values
+    """Validate one record (values in ALL_COLUMNS order); return the clean Row or why it is
+    refused."""
+    external_id, full_name, email, phone, locale, region, data_classes, consent = values
     # Invisible and direction-changing characters would make a name look like another one on
     # the staff's pages (or an id read backwards); the C0 and C1 controls end up in headers.
     # (ASCII has none: most rows skip the look.)
@@ -193,8 +202,13 @@ def _check_row(line: int, values: list[str]) -> tuple[Row | None, str | None]:
     exposures, problem = _parse_data_classes(data_classes)
     if problem:
         return None, problem
+    email_consent = _CONSENT.get(consent.lower()) if consent else None
+    if consent and email_consent is None:
+        return None, _("email_consent must be yes or no (or left empty)")
     locale = locale.replace("_", "-")
-    return Row(line, external_id, full_name, email, phone or None, locale, region, exposures), None
+    row = Row(line, external_id, full_name, email, phone or None, locale, region, exposures)
+    row.email_consent = email_consent
+    return row, None
 
 
 def not_utf8() -> str:
@@ -236,7 +250,7 @@ class _Lines:
 
 
 def _records(path: Path) -> Iterator[tuple[int, list[str] | None, str | None]]:
-    """Stream (line number, stripped values in COLUMNS order, problem) from the CSV.
+    """Stream (line number, stripped values in ALL_COLUMNS order, problem) from the CSV.
 
     Values are None and the problem says why for a row with more fields than the header or a
     byte that is not UTF-8 (the line named is the one holding that byte). Raises ValueError for
@@ -252,7 +266,7 @@ def _records(path: Path) -> Iterator[tuple[int, list[str] | None, str | None]]:
             raise ValueError(not_utf8())
         if not header:
             raise ValueError(_("the file is empty"))
-        unknown = [name for name in header if name not in COLUMNS]
+        unknown = [name for name in header if name not in ALL_COLUMNS]
         missing = [name for name in REQUIRED if name not in header]
         if missing:
             raise ValueError(_("missing required column(s): %(names)s", names=", ".join(missing)))
@@ -261,8 +275,11 @@ def _records(path: Path) -> Iterator[tuple[int, list[str] | None, str | None]]:
         if len(set(header)) != len(header):
             raise ValueError(_("a column is named twice in the header"))
         width = len(header)
-        positions = [header.index(name) if name in header else None for name in COLUMNS]
-        in_order = positions == list(range(len(COLUMNS)))  # the usual header: no reordering
+        positions = [header.index(name) if name in header else None for name in ALL_COLUMNS]
+        # The usual header (the columns in order, the optional ones at the end or left out):
+        # no reordering, only the left-out optional columns added empty.
+        in_order = header == list(ALL_COLUMNS[:width])
+        left_out = [""] * (len(ALL_COLUMNS) - width)
         ended = reader.line_num
         for fields in reader:
             # The line a record starts on: a quoted field may span several lines.
@@ -274,7 +291,7 @@ def _records(path: Path) -> Iterator[tuple[int, list[str] | None, str | None]]:
                 yield line, None, _("the row has more fields than the header")
                 continue
             if in_order and len(fields) == width:
-                yield line, [field.strip() for field in fields], None
+                yield line, [field.strip() for field in fields] + left_out, None
                 continue
             fields += [""] * (width - len(fields))
             yield line, [fields[i].strip() if i is not None else "" for i in positions], None
@@ -539,10 +556,11 @@ CUSTOMER_COLUMNS = (
     "region",
     "name_index",
     "phone_index",
+    "email_consent",
 )
 _KNOWN_COLUMNS = (
     "id, external_id, public_id, name_sealed, email_sealed, phone_sealed, locale, "
-    "locale_chosen_at, region, name_index"
+    "locale_chosen_at, region, name_index, email_consent"
 )
 _EXPOSURE_COLUMNS = "id, customer_id, data_class, fragment_sealed"
 
@@ -683,16 +701,19 @@ class _Writer:
             row.region,
             name_index,
             phone_index,
+            row.email_consent,
         )
 
     def _unchanged(self, current: tuple, row: Row) -> bool:
         """Whether the customer's row already says what the file says (opened to compare:
         sealed values differ every time they are sealed)."""
         (_id, _e, public_id, name, email, phone, locale, locale_chosen_at, region, name_index) = (
-            current
+            current[:10]
         )
+        consent = current[10]
         if (
             name_index is None  # an older row gets its lookup indexes on re-import
+            or (row.email_consent is not None and row.email_consent != consent)
             or region != row.region
             or (locale != row.locale and locale_chosen_at is None)
             or (phone is None) != (row.phone is None)
@@ -755,6 +776,9 @@ class _SQLiteWriter(_Writer):
         + ", ".join(
             "locale = CASE WHEN locale_chosen_at IS NULL THEN ? ELSE locale END"
             if c == "locale"
+            # A file that does not say keeps what an earlier file said.
+            else "email_consent = coalesce(?, email_consent)"
+            if c == "email_consent"
             else f"{c} = ?"
             for c in CUSTOMER_COLUMNS[3:]
         )
@@ -813,12 +837,16 @@ class _PostgresWriter(_Writer):
     _STAGE = (
         "CREATE TEMPORARY TABLE import_customer (id bigint, external_id text, public_id text, "
         "name_sealed bytea, email_sealed bytea, email_index bytea, phone_sealed bytea, "
-        "locale text, region text, name_index bytea, phone_index bytea) ON COMMIT DROP; "
+        "locale text, region text, name_index bytea, phone_index bytea, email_consent boolean) "
+        "ON COMMIT DROP; "
         "CREATE TEMPORARY TABLE import_exposure (customer_id bigint, data_class text, "
         "fragment_sealed bytea) ON COMMIT DROP"
     )
     _CUSTOMER_TYPES = ("int8", "text", "text", "bytea", "bytea", "bytea", "bytea", "text")
-    _STAGE_TYPES = ([*_CUSTOMER_TYPES, "text", "bytea", "bytea"], ["int8", "text", "bytea"])
+    _STAGE_TYPES = (
+        [*_CUSTOMER_TYPES, "text", "bytea", "bytea", "bool"],
+        ["int8", "text", "bytea"],
+    )
     # Upsert by external_id. The id was read (a customer already there) or taken from the
     # sequence (a new one): a row that another run made in between keeps its own id, is left
     # alone here, and the count below says so.
@@ -830,6 +858,9 @@ class _PostgresWriter(_Writer):
             # A language the customer picked on the portal outlives the organisation's file.
             "locale = CASE WHEN c.locale_chosen_at IS NULL THEN EXCLUDED.locale ELSE c.locale END"
             if column == "locale"
+            # A file that does not say keeps what an earlier file said.
+            else "email_consent = coalesce(EXCLUDED.email_consent, c.email_consent)"
+            if column == "email_consent"
             else f"{column} = EXCLUDED.{column}"
             for column in CUSTOMER_COLUMNS[3:]
         )

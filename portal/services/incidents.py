@@ -81,8 +81,13 @@ EDITABLE = (
     "title",
     "status",
     "occurred_on",
+    "occurred_to",
     "discovered_on",
     "contained_on",
+    "materiality_on",
+    "delayed_by_law_enforcement",
+    "hipaa_role",
+    "postal_notice",
     "what_happened",
     "what_we_are_doing",
     "more_information",
@@ -104,7 +109,7 @@ def update_incident(
 ) -> Incident:
     """Change the incident's notice text and facts (Markdown is sanitised when shown), and its
     text in other languages: {"es": {"title": ...}}; an empty text falls back to the English."""
-    from portal.models.incident import INCIDENT_STATUSES
+    from portal.models.incident import HIPAA_ROLES, INCIDENT_STATUSES
 
     unknown = set(fields) - set(EDITABLE)
     if unknown:
@@ -119,6 +124,12 @@ def update_incident(
         raise IncidentError(_("Unknown status."))
     if fields.get("discovered_on", incident.discovered_on) is None:
         raise IncidentError(_("The discovery date is required."))
+    first = fields.get("occurred_on", incident.occurred_on)
+    last = fields.get("occurred_to", incident.occurred_to)
+    if first is not None and last is not None and last < first:
+        raise IncidentError(_("The last day cannot be before the first day."))
+    if fields.get("hipaa_role", incident.hipaa_role) not in HIPAA_ROLES:
+        raise IncidentError(_("Unknown HIPAA role."))
     fields = _checked_contact(fields)
     for name in ("what_happened", "what_we_are_doing", "more_information"):
         if len(fields.get(name) or "") > 20000:

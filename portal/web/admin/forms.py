@@ -3,6 +3,7 @@
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import (
+    BooleanField,
     DateField,
     IntegerField,
     SelectChoice,
@@ -12,7 +13,7 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
-from portal.models.incident import INCIDENT_STATUSES
+from portal.models.incident import HIPAA_ROLES, INCIDENT_STATUSES
 from portal.validation import SINGLE_LINE_EXPECTED, is_single_line
 
 
@@ -25,12 +26,53 @@ class SingleLine:
             raise ValidationError(SINGLE_LINE_EXPECTED)
 
 
+class NotBefore:
+    """A date that may not come before another field's date (a range's end after its start)."""
+
+    def __init__(self, other: str, message) -> None:
+        self.other, self.message = other, message
+
+    def __call__(self, form, field) -> None:
+        start = form[self.other].data
+        if field.data and start and field.data < start:
+            raise ValidationError(self.message)
+
+
+HIPAA_ROLE_LABELS = {
+    "none": _l("Neither (HIPAA does not apply)"),
+    "covered_entity": _l("Covered entity (health plan, provider, clearinghouse)"),
+    "business_associate": _l("Business associate of a covered entity"),
+}
+
+
 class IncidentForm(FlaskForm):
     title = StringField(_l("Title"), validators=[SingleLine(), DataRequired(), Length(max=200)])
     status = SelectField(_l("Status"), choices=[SelectChoice(s, s) for s in INCIDENT_STATUSES])
     occurred_on = DateField(_l("Occurred on"), validators=[Optional()])
+    # The breach's last day when it ran over a range (Cal. Civ. Code 1798.82(d)(2)(C)).
+    occurred_to = DateField(
+        _l("Occurred until (last day, when it ran over several days)"),
+        validators=[
+            Optional(),
+            NotBefore("occurred_on", _l("The last day cannot be before the first day.")),
+        ],
+    )
     discovered_on = DateField(_l("Discovered on"), validators=[DataRequired()])
     contained_on = DateField(_l("Contained on"), validators=[Optional()])
+    # Starts the SEC's four business days (Form 8-K Item 1.05).
+    materiality_on = DateField(
+        _l("Determined to be material on (for the SEC)"), validators=[Optional()]
+    )
+    delayed_by_law_enforcement = BooleanField(
+        _l("Notice was delayed because law enforcement asked")
+    )
+    hipaa_role = SelectField(
+        _l("Our role under HIPAA"),
+        choices=[SelectChoice(role, HIPAA_ROLE_LABELS[role]) for role in HIPAA_ROLES],
+    )
+    postal_notice = BooleanField(
+        _l("Notice must go by post to anyone who has not agreed to email (HIPAA)")
+    )
     what_happened = TextAreaField(_l("What Happened (Markdown)"), validators=[Length(max=20000)])
     what_we_are_doing = TextAreaField(
         _l("What We Are Doing (Markdown)"), validators=[Length(max=20000)]

@@ -11,6 +11,7 @@ from portal.services import incidents, obligations
 from portal.web.access import staff
 from portal.web.admin.blueprint import bp
 from portal.web.admin.common import current_actor, incident_or_404
+from portal.web.freshness import fresh_within
 from portal.web.staff.forms import ActionForm
 
 
@@ -22,7 +23,10 @@ def obligation_list():
         "admin/obligations.html",
         as_of=as_of,
         action=ActionForm(),
-        per_incident=[(i, obligations.for_incident(i)) for i in incidents.all_incidents()],
+        per_incident=[
+            (i, obligations.for_incident(i), obligations.evidence(i))
+            for i in incidents.all_incidents()
+        ],
     )
 
 
@@ -44,3 +48,23 @@ def record_obligation(slug: str, duty_id: str):
     else:
         flash(_("Recorded."), "info")
     return redirect(url_for("admin.obligation_list"))
+
+
+@bp.post("/obligations/<slug>/filing-pack")
+@staff("admin")
+@fresh_within(minutes=5)  # an export: password and code again first, then the download itself
+def filing_pack(slug: str):
+    # A POST (its CSRF token checked like every POST's), not a link: each download is recorded
+    # in the audit trail.
+    # The pack holds counts and a sample notice for a made-up reader, never personal data.
+    item = incident_or_404(slug)
+    body = obligations.filing_pack(item, actor=current_actor())
+    return (
+        body,
+        200,
+        {
+            "Content-Type": "application/zip",
+            "Content-Disposition": f'attachment; filename="filing-pack-{item.slug}.zip"',
+            "Cache-Control": "no-store",
+        },
+    )

@@ -7,22 +7,18 @@ import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from functools import partial
 
 import pytest
-from flask_babel import force_locale
 from sqlalchemy import func, select, text, update
 
 from portal.crypto import DecryptionError
 from portal.extensions import db
-from portal.i18n import language_for
-from portal.mail.compose import compose_notice
 from portal.mail.mime import boundary_for, build_email
 from portal.mail.smtp import SMTPTransport
 from portal.models import Notice, OutboxMessage, OutboxTemplate
-from portal.services import guidance, outbox, reference_codes, tokens
+from portal.services import outbox, reference_codes, tokens
 from portal.services.imports import import_customers
-from portal.services.notices import queue_notices
+from portal.services.notices import Variants, queue_notices, variant_of
 from portal.services.outbox import Transports, drain, message_bytes
 from tests.conftest import customer_row
 
@@ -66,14 +62,11 @@ def _composed_alone(app, row: OutboxMessage) -> bytes:
     link = tokens.link(
         tokens.Purpose.NOTICE_LINK, notice.public_id, notice.link_nonce, issued_at=issued_at
     )
-    with force_locale(language_for(customer.locale)):
-        composed = compose_notice(
-            incident=notice.incident,
-            exposures=exposures,
-            link=link,
-            reference_code=reference_codes.display(notice.reference_code),
-            steps=partial(guidance.step_titles, {key for key, _f in exposures}),
-        )
+    shown, fragments = variant_of(exposures)
+    values = {"link": link, "code": reference_codes.display(notice.reference_code), **fragments}
+    composed = Variants(notice.incident).compose(
+        customer.locale, shown, customer.region, values=values
+    )
     return build_email(
         sender=app.config["MAIL_FROM"],
         recipient=customer.email,

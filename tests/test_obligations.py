@@ -437,13 +437,20 @@ def test_the_filing_pack_has_the_counts_and_a_sample_notice_and_no_personal_data
         "README.txt",
         "counts.csv",
         "duties.csv",
-        "sample-notice.txt",
-        "sample-notice.html",
+        *(
+            f"sample-notice-{r}.{part}"
+            for r in ("US-CA", "US-TX", "DE")
+            for part in ("txt", "html")
+        ),
     }
     counts = pack.read("counts.csv").decode()
     assert "US-CA,600,0,0,0" in counts and "US-TX,300,0,0,0" in counts and "DE,5,0,0,0" in counts
-    notice = pack.read("sample-notice.txt").decode()
+    notice = pack.read("sample-notice-US-CA.txt").decode()
     assert "Notice of Data Breach" in notice and obligations.SAMPLE_REFERENCE in notice
+    # Each state's sample is what its residents got: Germany's carries GDPR Art. 34, not the FTC.
+    german = pack.read("sample-notice-DE.txt").decode()
+    assert "Article 34" in german and "Federal Trade Commission" not in german
+    assert "Federal Trade Commission" in notice
     everything = b"".join(pack.read(name) for name in pack.namelist())
     assert b"@example.com" not in everything  # no customer's address
     assert b"US-CA-0" not in everything  # no customer's id

@@ -33,6 +33,8 @@ def compose_notice(
     steps,
     offer=None,
     notice_date: date | None = None,
+    statements=(),
+    omit: frozenset[str] = frozenset(),
 ) -> Composed:
     """The California-model 'Notice of Data Breach' for one customer and one incident.
 
@@ -40,7 +42,9 @@ def compose_notice(
     date of the notice, the date or range of the breach, whether law enforcement delayed it, the
     person's own data types, the credit bureaus' contacts when an SSN or a licence or ID number
     was involved, and all a reader needs to take up the protection offer. `offer` is the
-    incident's offer when this reader may take it up.
+    incident's offer when this reader may take it up; `statements` are what the law of the
+    reader's place of residence adds (portal.services.statements, filled), and `omit` the
+    sections it leaves out.
 
     The greeting names nobody: the name may itself be an exposed value, and no message may
     repeat one (a notice can land in a mailbox someone else reads).
@@ -57,8 +61,8 @@ def compose_notice(
         "notice_date": notice_date or clock.now().date(),
         "occurred": breach_dates(incident),
         "offer": offer,
-        "statements": [],
-        "omit": frozenset(),
+        "statements": statements,
+        "omit": omit,
     }
     subject = _("Notice of Data Breach from %(organisation)s", organisation=context["organisation"])
     return Composed(

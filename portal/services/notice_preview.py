@@ -109,7 +109,7 @@ def preview(
         [(e.data_class, e.fragment) for e in reader.exposures if e.incident_id == incident.id]
     )
     variants = Variants(incident)
-    composed = variants.compose(reader.locale, shown)
+    composed = variants.compose(reader.locale, shown, reader.region or "")
     values = {
         "link": current_app.config["BASE_URL"].rstrip("/") + PREVIEW_LINK_PATH,
         "code": PREVIEW_CODE,

@@ -9,11 +9,11 @@ from functools import partial
 from urllib.parse import urlsplit
 
 from flask import current_app
-from flask_babel import force_locale
+from flask_babel import force_locale, format_decimal
 from flask_babel import gettext as _
 from sqlalchemy import bindparam, exists, func, insert, select, text
 
-from portal import clock, unit_of_work
+from portal import clock, regions, unit_of_work
 from portal.extensions import db, vault
 from portal.i18n import language_for
 from portal.mail.compose import Composed, compose_notice
@@ -29,6 +29,7 @@ from portal.services import (
     protection,
     reference_codes,
     runs,
+    statements,
     tokens,
 )
 from portal.services.background import Later, Progress, job
@@ -54,6 +55,7 @@ _UNNOTIFIED_EXPOSURES = (
         Customer.public_id,
         Customer.email_sealed,
         Customer.locale,
+        Customer.region,
         Exposure.data_class,
         Exposure.fragment_sealed,
     )
@@ -175,17 +177,22 @@ class Variants:
         self.sender = current_app.config["MAIL_FROM"]
         self.templates: dict[tuple, tuple[int, str]] = {}
         self.subjects: dict[int, tuple[str, str]] = {}  # template id -> (subject, locale)
+        # (locale, region, shown) -> the variant's key: a million rows, a few hundred readings
+        self.keys: dict[tuple, tuple] = {}
         offer = protection.offer_for(incident.id)
         # A closed offer is not put in a notice: nobody could take it up any more.
         self.offer = offer if offer is not None and not protection.is_closed(offer) else None
         self.notice_date = clock.now().date()
+        self._affected: int | None = None
 
-    def template(self, locale: str, shown: tuple[tuple[str, bool], ...]) -> tuple[int, str]:
+    def template(
+        self, locale: str, shown: tuple[tuple[str, bool], ...], region: str = ""
+    ) -> tuple[int, str]:
         """(id, digest) of the template for this variant."""
-        key = (locale, shown)
+        key = self._key(locale, shown, region)
         found = self.templates.get(key)
         if found is None:
-            composed = self.compose(locale, shown)
+            composed = self.compose(locale, shown, region)
             template_id, digest = outbox.template(
                 sender=self.sender,
                 subject=composed.subject,
@@ -197,25 +204,81 @@ class Variants:
             self.subjects[template_id] = (outbox.one_line(composed.subject), locale)
         return found
 
-    def compose(self, locale: str, shown: tuple[tuple[str, bool], ...]) -> Composed:
-        """The variant's message with slots for the link, the code and the fragments f0, f1..."""
+    def _key(self, locale: str, shown: tuple[tuple[str, bool], ...], region: str) -> tuple:
+        """What decides the text: the language, the data types, and of the place of residence
+        only what it changes (which statements, which region-limited steps, the offer), so that
+        fifty states with the same law share one rendering."""
+        asked = (locale, region, shown)
+        key = self.keys.get(asked)
+        if key is None:
+            language = language_for(locale)
+            keys = {data_class for data_class, _f in shown}
+            inserts = statements.for_reader(region, language, keys)
+            key = self.keys[asked] = (
+                locale,
+                shown,
+                inserts.key,
+                guidance.region_key(region, language),
+                self._offered(keys, region),
+            )
+        return key
+
+    def _offered(self, keys: set[str], region: str) -> bool:
+        offer = self.offer
+        return (
+            offer is not None
+            and protection.covers(offer, keys)
+            and regions.within(region, offer.region_list)
+        )
+
+    def compose(
+        self,
+        locale: str,
+        shown: tuple[tuple[str, bool], ...],
+        region: str = "",
+        *,
+        values: dict[str, str] | None = None,
+    ) -> Composed:
+        """The variant's message with slots for the link, the code and the fragments f0, f1...
+        (or, given their `values`, one person's message made whole, as the worker fills it)."""
+        values = values or {}
         slots = iter(range(len(shown)))
-        exposures = [
-            (data_class, slot(f"f{next(slots)}") if has_fragment else None)
-            for data_class, has_fragment in shown
-        ]
+        exposures = []
+        for data_class, has_fragment in shown:
+            name = f"f{next(slots)}" if has_fragment else None
+            exposures.append((data_class, values.get(name, slot(name)) if name else None))
         keys = {data_class for data_class, _f in shown}
+        language = language_for(locale)
         # The recipient's language, as queue_message sets it for every other message.
-        with force_locale(language_for(locale)):
+        with force_locale(language):
+            inserts = statements.for_reader(region, language, keys)
+            placeholders = statements.values_for(
+                self.incident,
+                current_app.config["ORGANISATION_NAME"],
+                statements.contact_for(self.incident, language),
+                affected_count=(
+                    format_decimal(self.affected())
+                    if "affected_count" in inserts.placeholders
+                    else ""
+                ),
+            )
             return compose_notice(
                 incident=self.incident,
                 exposures=exposures,
-                link=slot("link"),
-                reference_code=slot("code"),
-                steps=partial(guidance.step_titles, keys),
-                offer=self.offer if self.offer and protection.covers(self.offer, keys) else None,
+                link=values.get("link", slot("link")),
+                reference_code=values.get("code", slot("code")),
+                steps=partial(guidance.step_titles, keys, region=region),
+                offer=self.offer if self._offered(keys, region) else None,
                 notice_date=self.notice_date,
+                statements=inserts.filled(placeholders),
+                omit=inserts.omit,
             )
+
+    def affected(self) -> int:
+        """How many people the incident affected (Rhode Island's notice says), counted once."""
+        if self._affected is None:
+            self._affected = campaign(self.incident).affected
+        return self._affected
 
 
 def variant_of(
@@ -267,7 +330,7 @@ def _prepare(
                 fragment = vault.open(exposure.fragment_sealed, fragment_at + binding)
             found.append((exposure.data_class, fragment))
         shown, fragments = variant_of(found)
-        template_id, digest = variants.template(first.locale, shown)
+        template_id, digest = variants.template(first.locale, shown, first.region or "")
         public_id, nonce = secrets.token_urlsafe(16), new_link_nonce()
         values = {"code": reference_codes.display(code), **fragments}
         dedupe_key = f"notice:{public_id}"

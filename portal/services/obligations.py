@@ -9,11 +9,10 @@ import tomllib
 import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from functools import cache, partial
+from functools import cache
 from pathlib import Path
 
 from flask import current_app
-from flask_babel import force_locale
 from flask_babel import gettext as _
 from sqlalchemy import case, false, func, or_, select
 
@@ -534,22 +533,16 @@ SAMPLE_LINK_PATH = "/a/SAMPLE-LINK-NOT-VALID"
 SAMPLE_REFERENCE = "SAMPLE-0000"
 
 
-def sample_notice(incident: Incident):
-    """The incident's notice as a placeholder reader gets it: every data class the imports
+def sample_notices(incident: Incident, regions: list[str]) -> dict[str, object]:
+    """The incident's notice as a placeholder reader in each region gets it (each state's
+    attorney general wants the notice its residents got): every data class the imports
     involved, no masked fragment, a link and reference code that open nothing."""
-    from portal.mail.compose import compose_notice
-    from portal.services import guidance
-    from portal.services.notices import data_classes_involved
+    from portal.services.notices import Variants, data_classes_involved
 
-    keys = [key for key, _count in data_classes_involved(incident)]
-    with force_locale("en"):
-        return compose_notice(
-            incident=incident,
-            exposures=[(key, None) for key in keys],
-            link=current_app.config["BASE_URL"] + SAMPLE_LINK_PATH,
-            reference_code=SAMPLE_REFERENCE,
-            steps=partial(guidance.step_titles, set(keys)),
-        )
+    shown = tuple((key, False) for key, _count in data_classes_involved(incident))
+    variants = Variants(incident)
+    values = {"link": current_app.config["BASE_URL"] + SAMPLE_LINK_PATH, "code": SAMPLE_REFERENCE}
+    return {region: variants.compose("en", shown, region, values=values) for region in regions}
 
 
 def _plain(value: str) -> str:
@@ -588,7 +581,7 @@ def filing_pack(incident: Incident, *, actor: str) -> bytes:
         )
         texts = (s.duty.name, s.duty.recipient)
         writer.writerow([*map(_plain, texts), s.residents, due, _plain(s.duty.source)])
-    notice = sample_notice(incident)
+    samples = sample_notices(incident, sorted(f.residents, key=lambda r: r or ""))
     as_of, _duties = catalogue()
     readme = (
         f"Filing pack for incident {incident.slug}: {incident.title}\n"
@@ -599,7 +592,8 @@ def filing_pack(incident: Incident, *, actor: str) -> bytes:
         + ".\n\n"
         "counts.csv        affected people per region (counts only)\n"
         "duties.csv        the duties the catalogue computes, with their sources\n"
-        "sample-notice.*   the notice as sent, for a placeholder reader (no personal data)\n\n"
+        "sample-notice-REGION.*   the notice as sent to a placeholder reader living there\n"
+        "                         (no personal data)\n\n"
         f"Catalogue as of {as_of}. NOT LEGAL ADVICE: confirm every duty with counsel.\n"
     )
     buffer = io.BytesIO()
@@ -607,8 +601,10 @@ def filing_pack(incident: Incident, *, actor: str) -> bytes:
         pack.writestr("README.txt", readme)
         pack.writestr("counts.csv", counts.getvalue())
         pack.writestr("duties.csv", duties.getvalue())
-        pack.writestr("sample-notice.txt", f"Subject: {notice.subject}\n\n{notice.text}")
-        pack.writestr("sample-notice.html", notice.html)
+        for region, notice in samples.items():
+            name = f"sample-notice-{region or 'unknown'}"
+            pack.writestr(f"{name}.txt", f"Subject: {notice.subject}\n\n{notice.text}")
+            pack.writestr(f"{name}.html", notice.html)
     audit.record(
         "obligations.filing_pack",
         actor=actor,

@@ -358,3 +358,35 @@ def test_only_the_last_day_of_a_breach_known_is_said_as_such(app, incident):
     _edit(incident, occurred_on=None, occurred_to=date(2026, 10, 2))
     with app.test_request_context():
         assert breach_dates(incident) == "on or before October 2, 2026"
+
+
+@pytest.mark.parametrize(
+    ("region", "present", "absent"),
+    [
+        ("US-MA", ["For residents of Massachusetts"], ["Someone copied part of our customer"]),
+        (
+            "DE",
+            ["Your rights under the General Data Protection Regulation"],
+            ["The Federal Trade Commission", "For residents of"],
+        ),
+        (
+            "US-RI",
+            ["For residents of Rhode Island", "This incident affected 2 people."],
+            [],
+        ),
+    ],
+)
+def test_the_personal_page_says_what_the_law_where_they_live_asks(
+    app, incident, write_csv, region, present, absent
+):
+    from tests.customer_flow import sign_in
+
+    rows = [customer_row(1, email="ann@example.com", region=region), customer_row(2)]
+    _campaign(incident, write_csv, rows)
+    client = app.test_client()
+    sign_in(client, "ann@example.com")
+    page = client.get("/me").get_data(as_text=True)
+    for words in present:
+        assert words in page
+    for words in absent:
+        assert words not in page

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from flask import current_app
+from flask_babel import format_decimal
 from sqlalchemy import and_, select
 
-from portal import regions
+from portal import clock, regions
 from portal.extensions import db
 from portal.models import (
     DATA_CLASSES,
@@ -20,7 +22,7 @@ from portal.models import (
 )
 from portal.models import sealed as sealed_
 from portal.models.data_class import DataClass
-from portal.services import plan, protection
+from portal.services import notices, plan, protection, statements
 
 
 @dataclass
@@ -46,6 +48,42 @@ class IncidentView:
         """The first three open steps of the plan for what this incident exposed."""
         keys = {item.data_class.key for item in self.exposed}
         return plan.build(keys, self.done, language, self.region).open_steps(3)
+
+    def law(self, language: str) -> Law:
+        """What the law where the customer lives adds to their notice, and leaves out: the
+        page says what the email said."""
+        keys = {item.data_class.key for item in self.exposed}
+        inserts = statements.for_reader(self.region, language, keys)
+        values = statements.values_for(
+            self.incident,
+            current_app.config["ORGANISATION_NAME"],
+            statements.contact_for(self.incident, language),
+            affected_count=(
+                format_decimal(affected_count(self.incident.id, clock.now().timestamp() // 300))
+                if "affected_count" in inserts.placeholders
+                else ""
+            ),
+        )
+        return Law(inserts.filled(values), inserts.omit)
+
+
+@dataclass(frozen=True)
+class Law:
+    statements: list
+    omit: frozenset[str]
+
+
+def affected_count(incident_id: int, period: float) -> int:
+    """How many people an incident affected, counted at most once in five minutes by each app
+    (`period` is the five minutes): only Rhode Island's statement names it, and a page must not
+    count a million rows for every reader."""
+    counts = current_app.extensions.setdefault("portal.affected_counts", {})
+    key = (incident_id, period)
+    if key not in counts:
+        if len(counts) > 64:
+            counts.clear()
+        counts[key] = int(db.session.scalar(select(notices.affected_count(incident_id))) or 0)
+    return counts[key]
 
 
 def for_customer(customer: Customer) -> list[IncidentView]:

@@ -168,7 +168,7 @@ def test_notice_emails_use_the_spanish_text_or_mark_the_english(app, incident, w
     notice = messages_to("eva@example.com")[0]
     assert "Alguien copió." in notice.text and "Someone copied" not in notice.text
     assert "<p>Alguien copió.</p>" in notice.html
-    assert '<p lang="en">We closed the access and hired investigators.</p>' in notice.html
+    assert '<div lang="en"><p>We closed the access and hired investigators.</p>' in notice.html
     assert f'<span lang="en">{TITLE}</span>' in notice.html
 
 

@@ -59,6 +59,71 @@ class Pause:
         self.failures = 0
 
 
+class Wakeup:
+    """The idle worker's pause: on PostgreSQL it ends as soon as a message is queued (LISTEN on
+    the channel outbox.wake_workers notifies at commit), else after `seconds`.
+
+    Why: a code or a sign-in link queued while the worker pauses would otherwise wait out the
+    pause (2 s by default) on top of its delivery. The wait is in slices so that a stop request
+    is seen within one; it never polls the database. If listening fails (the database away),
+    the pause is the plain timed one and listening starts again on the next pause.
+    """
+
+    SLICE = 0.5  # seconds: how late a stop request may be seen while waiting
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self.connection = None
+        self.postgres = db.engine.dialect.name == "postgresql"
+
+    def listen(self) -> None:
+        """Start listening now (before the first turn, so a message queued during it counts)."""
+        if not self.postgres or self.connection is not None:
+            return
+        from portal.services.outbox import WAKE_CHANNEL
+
+        try:
+            raw = db.engine.raw_connection()  # the engine's connect arguments (keepalives)
+            connection = raw.driver_connection
+            raw.detach()  # its own, for the worker's life: never back to the pool
+            connection.autocommit = True
+            connection.execute(f"LISTEN {WAKE_CHANNEL}")
+        except Exception as error:  # the database away: the timed pause still works
+            log.warning("outbox: cannot listen for new messages (%s)", type(error).__name__)
+            return
+        self.connection = connection
+
+    def wait(self, seconds: float) -> bool:
+        """Pause up to `seconds`; True when a queued message ended it, False otherwise."""
+        self.listen()
+        if self.connection is None:
+            self.stop.wait(seconds)
+            return False
+        deadline = time.monotonic() + seconds
+        try:
+            while not self.stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                woken = list(self.connection.notifies(timeout=min(self.SLICE, left), stop_after=1))
+                if woken:
+                    # Several messages queued meanwhile are one reason to turn, not several.
+                    list(self.connection.notifies(timeout=0))
+                    return True
+        except Exception as error:
+            log.warning("outbox: stopped listening for new messages (%s)", type(error).__name__)
+            self.close()
+            self.stop.wait(max(0.0, deadline - time.monotonic()))
+        return False
+
+    def close(self) -> None:
+        """Stop listening (the connection ends)."""
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.close()
+
+
 @dataclass
 class Totals:
     sent: int = 0
@@ -104,6 +169,7 @@ class Worker:
         self.pause = Pause(current_app.config["OUTBOX_BACKOFF_MAX_TTL"].total_seconds())
         self.totals = Totals()
         self._alert_checked = 0.0
+        self.wakeup = Wakeup(self.stop)
 
     def handle_signals(self) -> None:
         def stop(*_args):
@@ -113,6 +179,14 @@ class Worker:
         signal.signal(signal.SIGINT, stop)
 
     def run(self) -> Totals:
+        try:
+            return self._run()
+        finally:
+            self.wakeup.close()
+
+    def _run(self) -> Totals:
+        if self.transports is not None and not self.once:
+            self.wakeup.listen()  # only a worker that sends mail waits for mail to send
         while not self.stop.is_set():
             try:
                 batch, job = turn(self.transports, self.stop.is_set)
@@ -138,7 +212,10 @@ class Worker:
                 continue
             if self.once:
                 break
-            self.stop.wait(self.idle_seconds)
+            if self.transports is not None:
+                self.wakeup.wait(self.idle_seconds)
+            else:
+                self.stop.wait(self.idle_seconds)
         return self.totals
 
     def _count(self, batch, job) -> None:

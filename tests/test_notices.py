@@ -12,7 +12,7 @@ from portal.models import AuditEvent, Notice, OutboxMessage
 from portal.services import reference_codes, tokens
 from portal.services.imports import import_customers
 from portal.services.notices import queue_notices
-from tests.conftest import BASE_URL, customer_row
+from tests.conftest import BASE_URL, customer_row, pg_url
 
 HEADINGS = [
     "Notice of Data Breach",
@@ -185,6 +185,63 @@ def test_notices_are_audited(app, incident, imported):
     event = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "notices.queued"))
     assert event.actor == "cli:bob"
     assert event.details == '{"count":3}'
+
+
+def _each_once() -> None:
+    notices = db.session.scalars(select(Notice)).all()
+    assert len(notices) == 3 and len({n.customer_id for n in notices}) == 3
+    messages = db.session.scalars(select(OutboxMessage)).all()
+    assert sorted(m.notice_id for m in messages) == sorted(n.id for n in notices)
+
+
+def test_a_run_stopped_half_way_and_run_again_queues_each_person_once(
+    app, incident, imported, monkeypatch
+):
+    from portal.services import notices
+
+    db.session.commit()  # the customers are kept; the run's own batches are what is tested
+    prepared = []
+    real = notices._prepare
+
+    def prepare(*args, **kwargs):
+        prepared.append(True)
+        if len(prepared) == 2:  # PostgreSQL: while the first batch is being written
+            raise RuntimeError("stopped")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(notices, "_prepare", prepare)
+    with pytest.raises(RuntimeError, match="stopped"):
+        queue_notices(incident, actor="test", batch_size=1)
+    db.session.rollback()  # as the command's unit of work does
+    kept = db.session.scalar(select(func.count()).select_from(Notice))
+    assert kept <= 1  # the batch in hand went with the stop, whole, with its messages
+    assert db.session.scalar(select(func.count()).select_from(OutboxMessage)) == kept
+
+    monkeypatch.setattr(notices, "_prepare", real)
+    assert queue_notices(incident, actor="test", batch_size=1) == 3 - kept
+    _each_once()
+    assert queue_notices(incident, actor="test", batch_size=1) == 0
+    _each_once()
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not pg_url(), reason="needs PORTAL_TEST_DATABASE_URL (PostgreSQL)")
+def test_a_batch_whose_insert_fails_stops_the_run_and_keeps_nothing_of_it(
+    app, incident, imported, monkeypatch
+):
+    from portal.services import notices
+
+    # The statement runs beside the next batch's preparation: its failure must still end the run.
+    db.session.commit()  # the customers are kept; the run's own batches are what is tested
+    statement = notices._INSERT_BATCH_DRIVER
+    monkeypatch.setattr(notices, "_INSERT_BATCH_DRIVER", "SELECT 1 / 0")
+    with pytest.raises(Exception, match="division by zero"):
+        queue_notices(incident, actor="test", batch_size=2)
+    db.session.rollback()
+    assert db.session.scalar(select(func.count()).select_from(Notice)) == 0
+    monkeypatch.setattr(notices, "_INSERT_BATCH_DRIVER", statement)
+    assert queue_notices(incident, actor="test", batch_size=2) == 3
+    _each_once()
 
 
 def test_compiled_catalogues_match_their_sources():

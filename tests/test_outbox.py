@@ -659,3 +659,53 @@ def test_a_code_queued_behind_a_campaign_is_claimed_before_the_notices(app):
     keys = [row.dedupe_key for row in claimed]
     assert keys[:2] == ["code:0", "code:1"]
     assert keys[2:] == [f"notice:{n}" for n in range(18)]  # then the oldest notices, in order
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not pg_url(), reason="needs PORTAL_TEST_DATABASE_URL (PostgreSQL)")
+def test_an_idle_worker_wakes_when_a_message_is_queued_not_after_its_pause(app):
+    import threading
+
+    from portal import worker
+
+    wakeup = worker.Wakeup(threading.Event())
+    try:
+        wakeup.listen()
+        assert wakeup.connection is not None
+        # A rolled-back message wakes nobody (NOTIFY is delivered at commit only).
+        outbox_service.enqueue_email(
+            dedupe_key="test:gone", recipient="a@example.com", subject="S", text="t", html="h"
+        )
+        db.session.rollback()
+        assert wakeup.wait(0.2) is False
+        queue(3, expires_at=portal_clock.now() + timedelta(minutes=10))
+        # Woken by the commit, not by the end of a pause this long.
+        assert wakeup.wait(30) is True
+        # Three messages in one transaction are one reason to turn, not three.
+        assert wakeup.wait(0.2) is False
+    finally:
+        wakeup.close()
+
+
+def test_the_idle_worker_pauses_through_its_wakeup(app, monkeypatch):
+    from portal import worker
+
+    turns, waits = [], []
+
+    def turn(transports, stopping):
+        turns.append(True)
+        return outbox_service.BatchResult(), None  # nothing was due
+
+    monkeypatch.setattr(worker, "turn", turn)
+    running = worker.Worker(Transports(), idle_seconds=7.0)
+
+    def wait(seconds):
+        waits.append(seconds)
+        if len(waits) == 2:
+            running.stop.set()
+        return False
+
+    monkeypatch.setattr(running.wakeup, "wait", wait)
+    running.run()
+    assert waits == [7.0, 7.0] and len(turns) == 2
+    assert running.wakeup.connection is None  # closed when the worker ends

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
 import secrets
+import threading
 from dataclasses import dataclass, field
 from email.utils import make_msgid
 from functools import partial
@@ -115,6 +118,11 @@ _INSERT_BATCH = text(
 )
 
 
+# The same statement for psycopg itself (named parameters in its own style; the casts keep
+# their double colon).
+_INSERT_BATCH_DRIVER = re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", _INSERT_BATCH.text)
+
+
 def _columns(batch: _Batch) -> dict[str, str]:
     """The batch as _INSERT_BATCH takes it: each column one comma-separated string."""
     return {
@@ -147,11 +155,12 @@ class _Batch:
         return len(self.public_id)
 
 
-def _fresh_reference_codes(count: int, *, postgres: bool) -> list[str]:
-    """Codes not yet used by any notice (a collision is rare, but a code must be unique)."""
+def _fresh_reference_codes(count: int, *, postgres: bool, avoid=frozenset()) -> list[str]:
+    """Codes not yet used by any notice (a collision is rare, but a code must be unique), nor
+    in `avoid` (the batch before, not yet written while this one is prepared)."""
     codes: set[str] = set()
     while len(codes) < count:
-        wanted = set(reference_codes.generate_many(count - len(codes))) - codes
+        wanted = set(reference_codes.generate_many(count - len(codes))) - codes - avoid
         if postgres:  # one text parameter, not one bind parameter per code
             taken = db.session.scalars(_TAKEN_CODES, {"codes": ",".join(wanted)})
         else:
@@ -300,17 +309,13 @@ def sensitivity_order(exposure: tuple[str, str | None]) -> tuple[int, str]:
 
 
 def _prepare(
-    incident: Incident, rows, variants: Variants, issued_at: int, *, postgres: bool
+    incident: Incident, by_customer: dict, codes: list[str], variants: Variants, issued_at: int
 ) -> _Batch:
     """The batch's columns: each customer's notice and message, sealed for their rows.
 
     The per-person work of a million: no query, no rendering; four or five AES-GCM operations.
     """
-    by_customer: dict[int, list] = {}
-    for row in rows:
-        by_customer.setdefault(row.id, []).append(row)
     batch = _Batch()
-    codes = _fresh_reference_codes(len(by_customer), postgres=postgres)
     host = urlsplit(current_app.config["BASE_URL"]).hostname
     # Each sealed value's place (sealed.context) is its column's prefix and its row's binding:
     # the prefixes come from the models' declarations, once per batch.
@@ -377,6 +382,7 @@ def _queue_notices(incident: Incident, *, actor: str, batch_size: int, progress)
     after = 0
     variants = Variants(incident)
     postgres = db.session.get_bind().dialect.name == "postgresql"
+    pending: tuple[_Batch, object] | None = None  # prepared, not yet written (PostgreSQL)
     while True:
         ids = list(
             db.session.scalars(
@@ -384,42 +390,92 @@ def _queue_notices(incident: Incident, *, actor: str, batch_size: int, progress)
                 {"incident_id": incident.id, "after": after, "limit": batch_size},
             )
         )
+        rows = []
+        if ids:
+            rows = db.session.execute(
+                _UNNOTIFIED_EXPOSURES,
+                {"incident_id": incident.id, "after": after, "last": ids[-1]},
+            ).all()
+            after = ids[-1]
+        by_customer: dict[int, list] = {}
+        for row in rows:
+            by_customer.setdefault(row.id, []).append(row)
+        avoid = frozenset(pending[0].reference_code) if pending else frozenset()
+        codes = _fresh_reference_codes(len(by_customer), postgres=postgres, avoid=avoid)
+        now = clock.now()
+        if pending is not None:
+            # PostgreSQL writes the batch before while this one is prepared (the two cores work
+            # at once: the server on the INSERT, this process on the sealing), then it is kept.
+            with _inserting(pending[1]):
+                batch = _prepare(incident, by_customer, codes, variants, int(now.timestamp()))
+            queued = _kept(incident, pending[0], actor=actor, queued=queued, progress=progress)
+            pending = None
+        elif by_customer:
+            batch = _prepare(incident, by_customer, codes, variants, int(now.timestamp()))
         if not ids:
             break
-        rows = db.session.execute(
-            _UNNOTIFIED_EXPOSURES, {"incident_id": incident.id, "after": after, "last": ids[-1]}
-        ).all()
-        after = ids[-1]
-        if not rows:
+        if not by_customer:
             continue  # every customer of this stretch was notified by an earlier run
-        now = clock.now()
-        batch = _prepare(incident, rows, variants, int(now.timestamp()), postgres=postgres)
         if postgres:
-            db.session.execute(
-                _INSERT_BATCH, {**_columns(batch), "incident_id": incident.id, "now": now}
-            )
-        else:
-            _insert_batch(incident, batch, now, variants.subjects)
-        audit.record(
-            "notices.queued",
-            actor=actor,
-            subject_type="incident",
-            subject_id=incident.slug,
-            details={"count": len(batch)},
-        )
-        # Each batch is kept as it finishes, its notices with their messages, so a rerun carries
-        # on from here; nothing of it stays in the session, so memory stays flat.
-        if not queued:
-            # Workers start on the first batch while the rest is queued: they claim by the due
-            # index only once the planner knows the queue is no longer empty.
-            outbox.after_bulk_queue()
-        unit_of_work.checkpoint()
-        queued += len(batch)
-        if progress is not None:
-            progress(queued)
+            pending = (batch, {**_columns(batch), "incident_id": incident.id, "now": now})
+            continue
+        _insert_batch(incident, batch, now, variants.subjects)
+        queued = _kept(incident, batch, actor=actor, queued=queued, progress=progress)
     if queued:
         outbox.after_bulk_queue()
     return queued
+
+
+def _kept(incident: Incident, batch: _Batch, *, actor: str, queued: int, progress) -> int:
+    """Keep a written batch: its audit event, then its commit. The count queued so far."""
+    audit.record(
+        "notices.queued",
+        actor=actor,
+        subject_type="incident",
+        subject_id=incident.slug,
+        details={"count": len(batch)},
+    )
+    # Each batch is kept as it finishes, its notices with their messages, so a rerun carries
+    # on from here; nothing of it stays in the session, so memory stays flat.
+    if not queued:
+        # Workers start on the first batch while the rest is queued: they claim by the due
+        # index only once the planner knows the queue is no longer empty.
+        outbox.after_bulk_queue()
+    unit_of_work.checkpoint()
+    queued += len(batch)
+    if progress is not None:
+        progress(queued)
+    return queued
+
+
+@contextlib.contextmanager
+def _inserting(params: dict):
+    """Run _INSERT_BATCH with `params` in the session's transaction while the block runs.
+
+    Why a thread: the statement waits on the server (the GIL is released meanwhile), so the
+    next batch's Python work overlaps it instead of following it. It is the session's own
+    connection and transaction (psycopg serialises the connection's use by its own lock, so a
+    query the block makes meanwhile waits its turn), so the batch is still kept or lost whole
+    with its audit event, by the caller's checkpoint after this returns.
+    """
+    driver = db.session.connection().connection.driver_connection
+    failed: list[BaseException] = []
+
+    def insert() -> None:
+        try:
+            driver.execute(_INSERT_BATCH_DRIVER, params)
+        except BaseException as error:  # handed to the caller's thread below
+            failed.append(error)
+
+    writer = threading.Thread(target=insert, name="notices-insert")
+    writer.start()
+    try:
+        yield
+    finally:
+        writer.join()  # never leave the statement running under a rollback or the next query
+        if failed:
+            # The cause first: a query of the block meanwhile only saw the aborted transaction.
+            raise failed[0]
 
 
 def _insert_batch(incident: Incident, batch: _Batch, now, subjects: dict) -> None:

@@ -223,3 +223,90 @@ def test_postal_addresses_are_validated(app, address, region, ok):
 
 def test_a_nine_digit_zip_is_printed_with_its_hyphen():
     assert normalise_postal_code("627011234") == "62701-1234"
+
+
+# --- the console ---
+
+STALE = 6 * 60  # seconds: older than the five minutes a print file's download allows
+
+
+@pytest.fixture
+def admin(app, clock):
+    from tests.staff_flow import set_up
+
+    client = app.test_client()
+    set_up(app, client, "boss@example.com", "admin", clock)
+    return client
+
+
+def test_the_console_shows_letters_due_and_builds_and_downloads_a_batch_with_an_audit_event(
+    admin, app, incident, people
+):
+    from portal.models import AuditEvent
+    from tests.customer_flow import csrf_from
+
+    incident.postal_notice = True
+    db.session.commit()
+    page = admin.get(f"/admin/incidents/{incident.slug}/letters")
+    assert page.status_code == 200 and b"Due (not yet printed)" in page.data
+    built = admin.post(
+        f"/admin/incidents/{incident.slug}/letters/build", data={"csrf_token": csrf_from(page)}
+    )
+    assert built.status_code == 302
+    page = admin.get(f"/admin/incidents/{incident.slug}/letters").get_data(as_text=True)
+    assert "4 letter(s) written in 1 file(s)." in page
+    name = page.split("/letters/files/")[1].split('"')[0]
+    download = admin.get(f"/admin/incidents/{incident.slug}/letters/files/{name}")
+    assert download.status_code == 200 and download.data.startswith(b"%PDF")
+    download.close()
+    actions = db.session.scalars(select(AuditEvent.action)).all()
+    assert "letters.downloaded" in actions
+
+
+def test_a_batch_download_with_a_stale_proof_asks_for_it_again(admin, app, incident, people, clock):
+    letters.request_letter(incident, people["C-00001"], actor="staff:1")
+    letters.build(incident, app.instance_path + f"/letters/{incident.slug}", actor="test")
+    db.session.commit()
+    name = db.session.scalar(select(Letter.batch_file))
+    clock.tick(STALE)
+    asked = admin.get(f"/admin/incidents/{incident.slug}/letters/files/{name}")
+    assert asked.status_code == 302 and asked.headers["Location"].startswith("/staff/reauth")
+
+
+def test_only_a_file_of_this_incidents_letters_can_be_downloaded(admin, app, incident, people):
+    for name in ("..%2F..%2Fportal.db", "letters-x-0001.pdf", "secret.csv"):
+        assert (
+            admin.get(f"/admin/incidents/{incident.slug}/letters/files/{name}").status_code == 404
+        )
+
+
+def test_agents_and_strangers_cannot_see_the_letters_page(app, incident, clock):
+    from tests.staff_flow import set_up
+
+    stranger = app.test_client()
+    assert stranger.get(f"/admin/incidents/{incident.slug}/letters").status_code in (302, 403, 404)
+    agent = app.test_client()
+    set_up(app, agent, "agent@example.com", "agent", clock)
+    assert agent.get(f"/admin/incidents/{incident.slug}/letters").status_code in (403, 404)
+
+
+def test_an_agent_marks_a_customer_for_a_letter_and_sees_their_address_masked(
+    app, incident, people, clock
+):
+    from tests.customer_flow import csrf_from
+    from tests.staff_flow import set_up
+
+    agent = app.test_client()
+    set_up(app, agent, "agent@example.com", "agent", clock)
+    public_id = people["C-00002"].public_id
+    db.session.commit()
+    page = agent.get(f"/staff/customers/{public_id}")
+    text = page.get_data(as_text=True)
+    assert "Postal address: •••, S•••, CA 941••" in text and "Market" not in text
+    marked = agent.post(
+        f"/staff/customers/{public_id}/letters/{incident.slug}",
+        data={"csrf_token": csrf_from(page)},
+    )
+    assert marked.status_code == 302
+    assert db.session.scalar(select(Letter.reason)) == "agent"
+    assert agent.post(f"/staff/customers/{public_id}/letters/{incident.slug}").status_code == 400

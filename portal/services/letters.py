@@ -448,7 +448,12 @@ def build(
                 )
             total += len(produced)
             db.session.flush()
-            db.session.expunge_all()
+            # Flat memory: the batch's people and notices leave the session (the incident and
+            # anything the caller holds stay attached).
+            for _letter_id, _public_id, customer in batch:
+                db.session.expunge(customer)
+            for notice in notices.values():
+                db.session.expunge(notice)
             if progress:
                 progress(total)
     audit.record(

@@ -40,6 +40,7 @@ keys_cli = click.Group("keys", help="Data encryption keys.")
 protection_cli = click.Group("protection", help="The identity-protection offer and its codes.")
 staff_cli = click.Group("staff", help="Staff accounts (agents and admins).")
 retention_cli = click.Group("retention", help="Delete what is past its retention period.")
+letters_cli = click.Group("letters", help="Printed letters for the mail house.")
 
 
 @retention_cli.command("run")
@@ -556,6 +557,56 @@ def protection_export(slug, file):
     click.echo(f"Exported {count} enrollments to {file}.")
 
 
+@letters_cli.command("build")
+@click.option("--incident", "slug", required=True)
+@click.argument("out_dir", type=click.Path(file_okay=False, writable=True, path_type=Path))
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=500,
+    show_default=True,
+    help="Letters per PDF file.",
+)
+@unit_of_work.command
+def letters_build(slug, out_dir, batch_size):
+    """Write the letters due as PDFs (one per batch) and a manifest CSV for the mail house."""
+    from portal.services.letters import LetterError, build
+
+    incident = _incident(slug)
+    try:
+        count, files, manifest = build(incident, out_dir, batch_size=batch_size, actor=_actor())
+    except (LetterError, OSError) as exc:
+        # A ClickException commits its unit: undo the batches recorded before the failure.
+        unit_of_work.rollback()
+        raise click.ClickException(f"No letters were recorded: {exc}") from exc
+    click.echo(f"Wrote {count} letter(s) in {len(files)} file(s); manifest: {manifest}")
+
+
+@letters_cli.command("mark-mailed")
+@click.option("--incident", "slug", required=True)
+@click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--on",
+    "mailed_on",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="The mailing date (YYYY-MM-DD); today when left out.",
+)
+@unit_of_work.command
+def letters_mark_mailed(slug, manifest, mailed_on):
+    """Record that the letters of MANIFEST.csv were mailed."""
+    from portal import clock
+    from portal.services.letters import LetterError, mark_mailed
+
+    incident = _incident(slug)
+    day = mailed_on.date() if mailed_on else clock.now().date()
+    try:
+        count = mark_mailed(incident, manifest, day, actor=_actor())
+    except LetterError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"Marked {count} letter(s) mailed on {day.isoformat()}.")
+
+
 @click.command("demo")
 @unit_of_work.command
 def demo():
@@ -584,6 +635,7 @@ COMMANDS = [
     staff_cli,
     retention_cli,
     jobs_cli,
+    letters_cli,
     demo,
 ]
 

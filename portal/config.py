@@ -385,6 +385,15 @@ def load(env: dict[str, str] | None = None, instance_path: str | Path = "instanc
         or env.get("PORTAL_MAIL_FROM")
         or f"notices@{parts.hostname}",
         "ORGANISATION_NAME": env.get("PORTAL_ORGANISATION_NAME") or "Example Corp",
+        # Printed in the corner of every letter: lines separated by "|".
+        "RETURN_ADDRESS": [
+            line.strip()
+            for line in (
+                env.get("PORTAL_RETURN_ADDRESS")
+                or "Example Corp|Privacy Office|100 Main Street|Springfield, IL 62701"
+            ).split("|")
+            if line.strip()
+        ],
         # Where people report a message that pretends to come from us ("Is this genuine?").
         "ABUSE_EMAIL": env.get("PORTAL_ABUSE_EMAIL") or "",
         "NOTICE_LINK_TTL": timedelta(days=int(env.get("PORTAL_NOTICE_LINK_DAYS", "90"))),

@@ -11,6 +11,7 @@ import re
 import unicodedata
 
 import idna
+from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
 EMAIL_EXPECTED = _l("Enter an email address like name@example.com.")
@@ -184,3 +185,47 @@ def normalise_name(name: str) -> str:
     if not name.isascii():  # NFKC leaves ASCII as it is: a million imported names skip it
         name = unicodedata.normalize("NFKC", name)
     return " ".join(name.casefold().split())
+
+
+# --- postal addresses ---
+
+# A mail house's address line holds 40 characters (USPS Pub. 28's guidance for a line, and
+# what common mail-house upload formats accept); a city, 28.
+ADDRESS_LINE_MAX = 40
+CITY_MAX = 28
+_US_ZIP = re.compile(r"\d{5}(?:-?\d{4})?\Z")
+
+
+def postal_address_problems(
+    line1: str, line2: str, city: str, postal_code: str, region: str
+) -> list[str]:
+    """What is wrong with a postal address (empty when it is good, or when none is given)."""
+    given = [v.strip() for v in (line1, line2, city, postal_code)]
+    if not any(given):
+        return []
+    line1, line2, city, postal_code = given
+    problems = []
+    if not line1 or not city or not postal_code:
+        problems.append(_("A postal address needs its first line, its city and its postal code."))
+    for label, value, most in (
+        (_("address line 1"), line1, ADDRESS_LINE_MAX),
+        (_("address line 2"), line2, ADDRESS_LINE_MAX),
+        (_("city"), city, CITY_MAX),
+    ):
+        if len(value) > most:
+            problems.append(
+                _("The %(field)s is longer than %(most)d characters.", field=label, most=most)
+            )
+        if value and (not is_single_line(value) or has_invisible(value)):
+            problems.append(SINGLE_LINE_EXPECTED)
+    if postal_code and region.upper().startswith("US") and not _US_ZIP.match(postal_code):
+        problems.append(_("A US ZIP code has 5 or 9 digits, like 94110 or 94110-1234."))
+    return problems
+
+
+def normalise_postal_code(postal_code: str) -> str:
+    """A postal code as printed: a 9-digit US ZIP gets its hyphen."""
+    code = postal_code.strip().upper()
+    if re.fullmatch(r"\d{9}", code):
+        return f"{code[:5]}-{code[5:]}"
+    return code

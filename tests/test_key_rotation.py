@@ -133,6 +133,9 @@ def test_rotating_then_removing_the_old_key_keeps_every_feature_working(
     from portal.services.staff import by_email
 
     (ann_row,) = find_by_email(ANN)
+    # A postal address for her printed letter (four sealed columns).
+    ann_row.address_line1, ann_row.address_line2 = "1 Main Street", "Apt 2"
+    ann_row.city, ann_row.postal_code = "San Francisco", "94110"
     held = contact_changes.request_change(
         by_email(AGENT), ann_row, None, "email", "ann.new@example.net", "Old mailbox closed"
     )

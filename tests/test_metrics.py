@@ -50,6 +50,7 @@ def test_the_funnel_matches_the_scenario(app, runner, incident, write_csv, tmp_p
     assert f.counts == {
         "affected": 10,
         "delivered": 8,
+        "mailed": 0,
         "opened": 6,
         "verified": 4,
         "plan_viewed": 3,

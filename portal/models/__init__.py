@@ -8,6 +8,7 @@ from portal.models.data_class import DATA_CLASSES, DataClass
 from portal.models.guidance import GuidanceProgress
 from portal.models.incident import Incident
 from portal.models.job import Job
+from portal.models.letter import LETTER_REASONS, Letter
 from portal.models.notice import Notice
 from portal.models.obligation import Obligation
 from portal.models.outbox import OutboxMessage, OutboxTemplate
@@ -18,6 +19,7 @@ from portal.models.verification import Challenge, KnownBrowser, LoginSession
 
 __all__ = [
     "DATA_CLASSES",
+    "LETTER_REASONS",
     "ActivationCode",
     "AuditEvent",
     "Case",
@@ -34,6 +36,7 @@ __all__ = [
     "Job",
     "KeptAct",
     "KnownBrowser",
+    "Letter",
     "LoginSession",
     "Notice",
     "Obligation",

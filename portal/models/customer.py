@@ -59,6 +59,12 @@ class Customer(Base):
     # Whether the person agreed to be notified by email (the import's optional `email_consent`);
     # None: the organisation did not say. HIPAA notice goes by post without it.
     email_consent: Mapped[bool | None] = mapped_column()
+    # The postal address for a printed letter (country and state come from `region`); sealed
+    # like every other contact point: an address list of the affected is itself a leak.
+    address_line1_sealed: Mapped[bytes | None] = mapped_column(Sealed())
+    address_line2_sealed: Mapped[bytes | None] = mapped_column(Sealed())
+    city_sealed: Mapped[bytes | None] = mapped_column(Sealed())
+    postal_code_sealed: Mapped[bytes | None] = mapped_column(Sealed())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.now())
     # Set when too many wrong codes were typed; only support can lift it.
@@ -88,6 +94,10 @@ class Customer(Base):
     email = SealedField("email_sealed")
     phone = SealedField("phone_sealed")
     totp_secret = SealedField("totp_sealed")
+    address_line1 = SealedField("address_line1_sealed")
+    address_line2 = SealedField("address_line2_sealed")
+    city = SealedField("city_sealed")
+    postal_code = SealedField("postal_code_sealed")
 
     @property
     def seal_binding(self) -> str:

@@ -27,11 +27,13 @@ from portal.models import (
 )
 from portal.models.case import CaseStatus
 from portal.services import outbox
+from portal.services.letters import mailed_count
 from portal.services.notices import affected_count, notice_count
 
 STAGES = (
     "affected",
     "delivered",
+    "mailed",
     "opened",
     "verified",
     "plan_viewed",
@@ -52,7 +54,7 @@ class Funnel:
 
 
 def funnel(incident: Incident) -> Funnel:
-    """All eight figures for one incident in a single query."""
+    """All nine figures for one incident in a single query."""
     affected_ids = (
         select(Exposure.customer_id)
         .where(Exposure.incident_id == incident.id)
@@ -67,6 +69,8 @@ def funnel(incident: Incident) -> Funnel:
         select(
             affected_count(incident.id),
             notices(Notice.sent_at.is_not(None)),
+            # Letters a mail house posted (recorded by `portal letters mark-mailed`).
+            mailed_count(incident.id),
             notices(Notice.opened_at.is_not(None)),
             notices(Notice.verified_at.is_not(None)),
             select(func.count())

@@ -613,3 +613,19 @@ def filing_pack(incident: Incident, *, actor: str) -> bytes:
     )
     db.session.flush()
     return buffer.getvalue()
+
+
+def notice_evidence(incident: Incident) -> dict:
+    """What shows individuals were notified: notices emailed and letters mailed (with dates)."""
+    from portal.models import Notice
+    from portal.services.letters import mailing_evidence
+    from portal.services.notices import notice_count
+
+    mailed = mailing_evidence(incident)
+    emailed = db.session.scalar(select(notice_count(incident.id, Notice.sent_at.is_not(None))))
+    return {
+        "emailed": int(emailed or 0),
+        "letters_mailed": mailed.letters,
+        "letters_first_mailed_on": mailed.first_on,
+        "letters_last_mailed_on": mailed.last_on,
+    }

@@ -16,6 +16,7 @@ from portal.web.freshness import fresh_within
 STAGE_LABELS = {
     "affected": _l("Affected"),
     "delivered": _l("Notice delivered"),
+    "mailed": _l("Letter mailed"),
     "opened": _l("Link opened"),
     "verified": _l("Verified"),
     "plan_viewed": _l("Plan viewed"),

@@ -26,6 +26,8 @@ from portal.services import (
     contact_changes,
     customers,
     dashboard,
+    incidents,
+    letters,
     security_keys,
     sessions,
     support_desk,
@@ -615,6 +617,7 @@ def customer_record(public_id: str):
         "staff/customer.html",
         customer=found,
         contact=customers.masked(found),
+        postal_address=letters.mask_address(found),
         views=dashboard.for_customer(found),
         cases=support_desk.cases_for_staff(_member(), found),
         overdue=support_desk.is_overdue,
@@ -652,6 +655,29 @@ def end_customer_sessions(public_id: str):
                 "%(num)d sessions ended. They must use a new link or code to come back.",
                 ended,
             ),
+            "info",
+        )
+    return redirect(url_for("staff.customer_record", public_id=public_id))
+
+
+@bp.post("/customers/<public_id>/letters/<slug>")
+@staff(*AGENTS)
+def request_letter(public_id: str, slug: str):
+    """An agent's mark: this person gets a printed letter about this incident."""
+    found = _customer(public_id)
+    try:  # the form's CSRF token is checked by CSRFProtect, as for every POST
+        incident = incidents.get_by_slug(slug)
+    except incidents.IncidentError:
+        abort(404)
+    try:
+        marked = letters.request_letter(incident, found, actor=staff_actor(_member()))
+    except letters.LetterError as error:
+        flash(str(error), "error")
+    else:
+        flash(
+            _("A printed letter will go to this person.")
+            if marked
+            else _("A letter for this incident is already recorded."),
             "info",
         )
     return redirect(url_for("staff.customer_record", public_id=public_id))

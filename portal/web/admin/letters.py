@@ -1,0 +1,88 @@
+"""Admin: an incident's printed letters: due, produced, mailed; build them; download a batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import abort, current_app, flash, redirect, render_template, send_file, url_for
+from flask_babel import gettext as _
+from sqlalchemy import func, select
+
+from portal.extensions import db
+from portal.models import AuditEvent, Letter
+from portal.services import audit
+from portal.services import letters as letters_service
+from portal.unit_of_work import write_is_the_point
+from portal.web.access import staff
+from portal.web.admin.blueprint import bp
+from portal.web.admin.common import current_actor, incident_or_404
+from portal.web.freshness import fresh_within
+from portal.web.staff.forms import ActionForm
+
+
+def _folder(slug: str) -> Path:
+    """Where the console keeps an incident's print files: the instance folder, never static."""
+    return Path(current_app.instance_path) / "letters" / slug
+
+
+def _batches(incident_id: int) -> list[tuple[str, int, int]]:
+    """(file, letters, mailed) for each produced batch, newest first."""
+    rows = db.session.execute(
+        select(Letter.batch_file, func.count(), func.count(Letter.mailed_on))
+        .where(Letter.incident_id == incident_id, Letter.batch_file.is_not(None))
+        .group_by(Letter.batch_file)
+        .order_by(Letter.batch_file.desc())
+    )
+    return [(name, int(n), int(m)) for name, n, m in rows]
+
+
+@bp.get("/incidents/<slug>/letters")
+@staff("admin")
+def letters(slug: str):
+    item = incident_or_404(slug)
+    return render_template(
+        "admin/letters.html",
+        incident=item,
+        counts=letters_service.counts(item),
+        batches=_batches(item.id),
+        action=ActionForm(),
+    )
+
+
+@bp.post("/incidents/<slug>/letters/build")
+@staff("admin")
+# A print file holds the names and addresses of everyone in it: a fresh proof, as for exports.
+@fresh_within(minutes=5)
+def letters_build(slug: str):
+    item = incident_or_404(slug)
+    count, files, _manifest = letters_service.build(item, _folder(slug), actor=current_actor())
+    flash(
+        _("%(count)d letter(s) written in %(files)d file(s).", count=count, files=len(files)),
+        "info",
+    )
+    return redirect(url_for("admin.letters", slug=slug))
+
+
+@bp.get("/incidents/<slug>/letters/files/<name>")
+@staff("admin")
+# Names and addresses leave the portal in this file: a fresh proof, and an audit event.
+@fresh_within(minutes=5)
+def letters_download(slug: str, name: str):
+    item = incident_or_404(slug)
+    known = {batch for batch, _n, _m in _batches(item.id)}
+    manifests = {b.rsplit("-", 1)[0] + "-manifest.csv" for b in known}
+    # Only a file this incident's letters name: no path from the URL reaches the disk.
+    if name not in known | manifests:
+        abort(404)
+    path = _folder(slug) / name
+    if not path.is_file():
+        abort(404)
+    write_is_the_point(AuditEvent)  # a download of personal data is always recorded
+    audit.record(
+        "letters.downloaded",
+        actor=current_actor(),
+        subject_type="incident",
+        subject_id=item.slug,
+        details={"file": name},
+    )
+    return send_file(path, as_attachment=True, download_name=name, max_age=0)

@@ -61,9 +61,9 @@ from urllib.parse import urlencode, urlsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import ADMIN_URL, admin, bin_path, database_url, free_port  # noqa: E402
 from bench.table import Row  # noqa: E402
 
-ADMIN_URL = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 # A database and a Redis database of the herd's own: created (or emptied) first, dropped after.
 DATABASE = os.environ.get("BENCH_HERD_DATABASE", "bench_herd")
 REDIS_URL = os.environ.get("BENCH_HERD_REDIS_URL", "redis://127.0.0.1:6379/3")
@@ -94,28 +94,6 @@ SIZES = {"quick": (500, 300.0), "full": (5_000, 1800.0)}  # people, time limit (
 _CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 
 # --- the processes -----------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _bin(name: str) -> str:
-    return str(Path(sys.executable).parent / name)
-
-
-def _database_url(name: str) -> str:
-    base = ADMIN_URL.rsplit("/", 1)[0]
-    return base.replace("postgresql://", "postgresql+psycopg://", 1) + "/" + name
-
-
-def _admin(sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(sql)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -171,7 +149,7 @@ def _environment(folder: Path, smtp_port: int) -> dict[str, str]:
         "PORTAL_SECRET_KEY": secrets.token_urlsafe(48),
         "PORTAL_DATA_KEYS": new_data_key(),
         "PORTAL_AUDIT_KEYS": new_data_key(),
-        "PORTAL_DATABASE_URL": _database_url(DATABASE),
+        "PORTAL_DATABASE_URL": database_url(DATABASE),
         "PORTAL_INSTANCE_PATH": str(folder / "instance"),
         "PORTAL_REDIS_URL": REDIS_URL,
         "PORTAL_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
@@ -185,7 +163,7 @@ def _portal(env: dict[str, str], *args: str) -> float:
     """Run a `portal` command; return the seconds it took."""
     started = time.perf_counter()
     done = subprocess.run(
-        [_bin("portal"), *args], env=env, cwd=ROOT, capture_output=True, text=True
+        [bin_path("portal"), *args], env=env, cwd=ROOT, capture_output=True, text=True
     )
     if done.returncode:
         raise SystemExit(f"herd: portal {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
@@ -516,11 +494,11 @@ def run(
     sink = server = worker = None
     with tempfile.TemporaryDirectory() as folder_name:
         folder = Path(folder_name)
-        smtp_port, web_port = _free_port(), _free_port()
+        smtp_port, web_port = free_port(), free_port()
         env = _environment(folder, smtp_port)
         redis.Redis.from_url(REDIS_URL).flushdb()  # no rate-limit counts from an earlier run
-        _admin(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        _admin(f"CREATE DATABASE {DATABASE}")
+        admin(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+        admin(f"CREATE DATABASE {DATABASE}")
         try:
             sink = subprocess.Popen(
                 [sys.executable, str(ROOT / "bench" / "herd_sink.py"), str(smtp_port), ORIGIN],
@@ -536,7 +514,7 @@ def run(
             worker_log, server_log = folder / "worker.log", folder / "gunicorn.log"
             with worker_log.open("w") as log:
                 worker = subprocess.Popen(
-                    [_bin("portal"), "outbox", "work"],
+                    [bin_path("portal"), "outbox", "work"],
                     env=env,
                     cwd=ROOT,
                     stdout=log,
@@ -545,7 +523,7 @@ def run(
             with server_log.open("w") as log:
                 server = subprocess.Popen(
                     [
-                        _bin("gunicorn"),
+                        bin_path("gunicorn"),
                         "wsgi:app",
                         *("--bind", f"127.0.0.1:{web_port}", "--workers", str(WORKERS)),
                         *("--no-control-socket", "--log-level", "warning"),
@@ -573,7 +551,7 @@ def run(
                 # Everyone clicks as soon as their notice arrives, while the rest are still
                 # being queued and delivered: codes share the outbox with the campaign.
                 sending = subprocess.Popen(
-                    [_bin("portal"), "notices", "send", "--incident", SLUG],
+                    [bin_path("portal"), "notices", "send", "--incident", SLUG],
                     env=env,
                     cwd=ROOT,
                     stdout=subprocess.DEVNULL,
@@ -611,7 +589,7 @@ def run(
             if sink is not None:
                 sink.stdin.close()
                 _stop(sink)
-            _admin(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+            admin(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
 
 
 def herd(

@@ -34,9 +34,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import admin, bin_path, database_url, free_port  # noqa: E402
 from bench.table import Row  # noqa: E402
 
-ADMIN_URL = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/2")
 DATABASE = "bench_pages"
 CONNECTIONS = 50
@@ -61,28 +61,6 @@ class Load:
         return self.requests / self.seconds
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _bin(name: str) -> str:
-    return str(Path(sys.executable).parent / name)
-
-
-def _database_url(name: str) -> str:
-    base = ADMIN_URL.rsplit("/", 1)[0]
-    return base.replace("postgresql://", "postgresql+psycopg://", 1) + "/" + name
-
-
-def _admin(sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(sql)
-
-
 def _environment(folder: Path) -> dict[str, str]:
     from portal.config import new_data_key
 
@@ -94,7 +72,7 @@ def _environment(folder: Path) -> dict[str, str]:
         "PORTAL_SECRET_KEY": "bench-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
         "PORTAL_DATA_KEYS": new_data_key(),
         "PORTAL_AUDIT_KEYS": new_data_key(),
-        "PORTAL_DATABASE_URL": _database_url(DATABASE),
+        "PORTAL_DATABASE_URL": database_url(DATABASE),
         "PORTAL_INSTANCE_PATH": str(folder),
         "PORTAL_REDIS_URL": REDIS_URL,
         "PORTAL_MAIL_FROM": "notices@portal.example.test",
@@ -130,10 +108,10 @@ print(slug)
 
 def _setup(env: dict[str, str]) -> tuple[str, str, str]:
     """A database with the demo incident and its customers; a session cookie, a link, a slug."""
-    _admin(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-    _admin(f"CREATE DATABASE {DATABASE}")
+    admin(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+    admin(f"CREATE DATABASE {DATABASE}")
     for command in (["db", "upgrade"], ["demo"]):
-        subprocess.run([_bin("portal"), *command], env=env, check=True, capture_output=True)
+        subprocess.run([bin_path("portal"), *command], env=env, check=True, capture_output=True)
     out = subprocess.run(
         [sys.executable, "-c", SETUP, USER_AGENT],
         env=env,
@@ -149,13 +127,13 @@ class Server:
     """gunicorn serving an app; the CPU its workers spent, read from /proc."""
 
     def __init__(self, app: str, env: dict[str, str], cwd: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         # Kept open for the server's life (its stderr); read only when it fails to start.
         self.log = tempfile.TemporaryFile()  # noqa: SIM115
         self.process = subprocess.Popen(
             # Both with the portal's own gunicorn.conf.py (its access log, preload and the rest),
             # so that the floor is served exactly as the portal is.
-            [_bin("gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), app],
+            [bin_path("gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), app],
             env={
                 **env,
                 "PORTAL_WEB_BIND": f"127.0.0.1:{self.port}",
@@ -257,7 +235,7 @@ def measure(size: str) -> list[Row]:
         finally:
             hello.stop()
             portal.stop()
-            _admin(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+            admin(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
     # A round in which wrk saw no answer at all (the machine stalled) tells nothing of the
     # page's cost; it is left out of the medians and counted among the bad answers below.
     stalled = {

@@ -248,6 +248,37 @@ def test_gunicorn_access_atoms_stay_a_mapping_without_a_token_or_cookie(app, tmp
     assert line.rstrip().endswith(" [redacted] 1000000 -")  # numbers stay numbers; absent is "-"
 
 
+def test_access_atoms_the_format_does_not_print_are_not_kept():
+    from gunicorn.glogging import SafeAtoms
+
+    atoms = SafeAtoms(
+        {
+            "r": "GET /a/eyJbm90aWNl.abc.def HTTP/1.1",
+            "s": "200",
+            "{cookie}i": "portal=s3ss10n-v4lu3",
+            "{x-request-id}o": "req-1",
+            "{authorization}i": "Bearer k3y",
+        }
+    )
+    record = logging.LogRecord(
+        "gunicorn.access",
+        logging.INFO,
+        "",
+        0,
+        '"%(r)s" %(s)s %({x-request-id}o)s %({absent}i)s',
+        atoms,
+        None,
+    )
+    record.args = atoms  # LogRecord unwraps a one-mapping tuple; gunicorn passes the mapping
+    ScrubTokens().filter(record)
+    assert isinstance(record.args, SafeAtoms)
+    assert record.getMessage() == '"GET /a/[token] HTTP/1.1" 200 req-1 -'
+    # Nothing the line does not print stays on the record for a later handler to leak.
+    kept = " ".join(str(value) for value in record.args.values())
+    assert "s3ss10n" not in kept and "k3y" not in kept
+    assert set(record.args) <= {"r", "s", "{x-request-id}o", "{absent}i"}
+
+
 def test_a_tuple_stays_a_tuple_and_numbers_stay_numbers():
     record = logging.LogRecord(
         "werkzeug",

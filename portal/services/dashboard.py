@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from flask import current_app
 from flask_babel import format_decimal
-from sqlalchemy import and_, select
+from sqlalchemy import and_, bindparam, select
 
 from portal import clock, regions
 from portal.extensions import db
@@ -86,30 +86,45 @@ def affected_count(incident_id: int, period: float) -> int:
     return counts[key]
 
 
+# Built once: making a statement costs more CPU than running it (bound per call, by name).
+_EXPOSURES = (
+    select(
+        Exposure.data_class,
+        Exposure.fragment_sealed,
+        Incident,
+        ProtectionOffer.id,
+        ProtectionOffer.regions,
+        Enrollment.status,
+    )
+    .join(Incident, Incident.id == Exposure.incident_id)
+    .outerjoin(ProtectionOffer, ProtectionOffer.incident_id == Incident.id)
+    .outerjoin(
+        Enrollment,
+        and_(
+            Enrollment.offer_id == ProtectionOffer.id,
+            Enrollment.customer_id == bindparam("customer_id"),
+        ),
+    )
+    .where(Exposure.customer_id == bindparam("customer_id"))
+    .order_by(Incident.discovered_on.desc(), Incident.id.desc())
+)
+_PUBLISHED_UPDATES = (
+    select(IncidentUpdate)
+    .where(
+        IncidentUpdate.incident_id.in_(bindparam("incident_ids", expanding=True)),
+        IncidentUpdate.published_at.is_not(None),
+    )
+    .order_by(IncidentUpdate.published_at.desc(), IncidentUpdate.id.desc())
+)
+
+
 def for_customer(customer: Customer) -> list[IncidentView]:
     """The customer's incidents, newest first. Three queries, however much there is to show:
     the exposures with their incidents and the protection offer (a left join: one offer an
     incident, one enrollment an offer and customer, so no row is repeated); the plan steps
     done; the published updates."""
     views: dict[int, IncidentView] = {}
-    rows = db.session.execute(
-        select(
-            Exposure.data_class,
-            Exposure.fragment_sealed,
-            Incident,
-            ProtectionOffer.id,
-            ProtectionOffer.regions,
-            Enrollment.status,
-        )
-        .join(Incident, Incident.id == Exposure.incident_id)
-        .outerjoin(ProtectionOffer, ProtectionOffer.incident_id == Incident.id)
-        .outerjoin(
-            Enrollment,
-            and_(Enrollment.offer_id == ProtectionOffer.id, Enrollment.customer_id == customer.id),
-        )
-        .where(Exposure.customer_id == customer.id)
-        .order_by(Incident.discovered_on.desc(), Incident.id.desc())
-    )
+    rows = db.session.execute(_EXPOSURES, {"customer_id": customer.id})
     for data_class, sealed, incident, offer_id, offer_regions, enrollment in rows:
         view = views.get(incident.id)
         if view is None:
@@ -131,11 +146,7 @@ def for_customer(customer: Customer) -> list[IncidentView]:
         view.exposed.sort(key=lambda item: (-item.data_class.sensitivity, item.data_class.key))
     if views:
         updates: dict[int, list[IncidentUpdate]] = defaultdict(list)
-        for update in db.session.scalars(
-            select(IncidentUpdate)
-            .where(IncidentUpdate.incident_id.in_(views), IncidentUpdate.published_at.is_not(None))
-            .order_by(IncidentUpdate.published_at.desc(), IncidentUpdate.id.desc())
-        ):
+        for update in db.session.scalars(_PUBLISHED_UPDATES, {"incident_ids": list(views)}):
             updates[update.incident_id].append(update)
         done = plan.done_steps(customer)
         for incident_id, view in views.items():

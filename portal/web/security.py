@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import re
 import secrets
@@ -130,32 +131,60 @@ def _staff_gate(level: str):
 
 def _after_request(response):
     headers = response.headers
-    nonce = csp_nonce()
-    if "Content-Security-Policy" not in headers:
-        headers["Content-Security-Policy"] = (
-            f"default-src 'self'; script-src 'nonce-{nonce}' 'strict-dynamic'; "
+    fixed = _fixed_headers(current_app._get_current_object(), _csp_report_url())
+    # Only the names already set are looked up once: a view's own header wins (setdefault), and
+    # werkzeug's one-by-one lookups cost more than the rest of this hook.
+    present = {name.lower() for name, _value in headers.items()}
+    if "content-security-policy" not in present:
+        # The nonce is fresh for every response; the rest of the policy is the same for all.
+        headers["Content-Security-Policy"] = fixed.csp_head + csp_nonce() + fixed.csp_tail
+        if "reporting-endpoints" not in present:
+            headers["Reporting-Endpoints"] = fixed.reporting
+    headers.extend([(name, value) for name, value in fixed.always if name.lower() not in present])
+    headers["X-Request-ID"] = g.get("request_id", "")
+    if request.endpoint != "static":
+        # Pages may carry personal data: no copy in any cache, shared or the browser's.
+        if "cache-control" not in present:
+            headers["Cache-Control"] = "no-store"
+        response.vary.add("Cookie")
+    return response
+
+
+class _FixedHeaders:
+    """The headers every response of one app and host gets, worked out once."""
+
+    def __init__(self, app: Flask, report_url: str) -> None:
+        self.csp_head = "default-src 'self'; script-src 'nonce-"
+        self.csp_tail = (
+            "' 'strict-dynamic'; "
             "style-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
             "frame-ancestors 'none'; form-action 'self'; "
             # Violations are reported to us (report-to for current browsers, report-uri for
             # the rest): an injection attempt or a broken page shows up in the counts.
-            f"report-uri {_csp_report_url()}; report-to csp"
+            f"report-uri {report_url}; report-to csp"
         )
-        headers.setdefault("Reporting-Endpoints", f'csp="{_csp_report_url()}"')
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-    # Not no-referrer: Flask-WTF's strict referrer check on HTTPS needs our own origin.
-    headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
-    headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-    headers.setdefault("Cross-Origin-Resource-Policy", "same-origin")
-    headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()")
-    headers.setdefault("X-Frame-Options", "DENY")
-    headers["X-Request-ID"] = g.get("request_id", "")
-    if current_app.config["BASE_URL"].startswith("https://"):
-        headers.setdefault("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
-    if request.endpoint != "static":
-        # Pages may carry personal data: no copy in any cache, shared or the browser's.
-        headers.setdefault("Cache-Control", "no-store")
-        response.vary.add("Cookie")
-    return response
+        self.reporting = f'csp="{report_url}"'
+        always = [
+            ("X-Content-Type-Options", "nosniff"),
+            # Not no-referrer: Flask-WTF's strict referrer check on HTTPS needs our own origin.
+            ("Referrer-Policy", "strict-origin-when-cross-origin"),
+            ("Cross-Origin-Opener-Policy", "same-origin"),
+            ("Cross-Origin-Resource-Policy", "same-origin"),
+            ("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()"),
+            ("X-Frame-Options", "DENY"),
+        ]
+        if app.config["BASE_URL"].startswith("https://"):
+            always.append(("Strict-Transport-Security", "max-age=63072000; includeSubDomains"))
+        self.always = tuple(always)
+
+
+def _fixed_headers(app: Flask, report_url: str) -> _FixedHeaders:
+    """This app's fixed headers for the host whose report address is `report_url`."""
+    kept = app.extensions.setdefault("portal.fixed_headers", {})
+    fixed = kept.get(report_url)
+    if fixed is None:
+        fixed = kept[report_url] = _FixedHeaders(app, report_url)
+    return fixed
 
 
 def _csp_report_url() -> str:
@@ -214,6 +243,15 @@ def _scrub_atom(key: str, value):
     return text
 
 
+_FORMAT_NAME = re.compile(r"%\(([^)]*)\)")
+
+
+@functools.lru_cache(maxsize=64)
+def _format_names(msg: str) -> tuple[str, ...]:
+    """The mapping keys a %-format names (`%(t)s`, `%({x-request-id}o)s` ...)."""
+    return tuple(dict.fromkeys(_FORMAT_NAME.findall(msg.replace("%%", ""))))
+
+
 class ScrubTokens(logging.Filter):
     """No log line keeps a secret: a link's token is a key to someone's notice, sign-in,
     set-up or conversation with support, and a cookie is a live session.
@@ -221,15 +259,28 @@ class ScrubTokens(logging.Filter):
     Arguments keep their shape: a tuple stays a tuple, and a mapping stays the same mapping
     type (gunicorn's access logger passes its atoms as a dict whose missing keys read "-"),
     or the line would fail to format and Python would print the raw arguments instead.
+
+    Of a mapping, only the atoms the line's format names are kept (scrubbed): gunicorn passes
+    every request and response header and environ variable, some fifty atoms, for the five or
+    six its access log prints, and scrubbing them all cost more CPU than the rest of a page's
+    hooks. What the format does not name is dropped: nothing prints it, and a secret not kept
+    cannot leak through a later handler.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = scrub(str(record.msg))
+        msg = str(record.msg)
+        record.msg = scrub(msg)
         args = record.args
         if isinstance(args, Mapping):
-            values = {key: _scrub_atom(str(key), value) for key, value in args.items()}
+            names = _format_names(msg)
+            try:
+                # The mapping's own lookup, so that gunicorn's "-" for an absent atom stays.
+                values = {key: _scrub_atom(key, args[key]) for key in names}
+            except KeyError:  # a plain dict without an atom the format names: scrub them all
+                values = {key: _scrub_atom(str(key), value) for key, value in args.items()}
             try:
                 scrubbed = copy.copy(args)
+                scrubbed.clear()
                 scrubbed.update(values)
             except (AttributeError, TypeError):  # a read-only mapping: a plain dict will do
                 scrubbed = values

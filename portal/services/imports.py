@@ -231,7 +231,8 @@ class _Lines:
     def __iter__(self) -> Iterator[str]:
         for text in self.handle:
             self.number += 1
-            if _BAD_BYTE.search(text):
+            # (An ASCII line, most of them, holds none: one C pass says so.)
+            if not text.isascii() and _BAD_BYTE.search(text):
                 self.bad.append(self.number)
             yield text
 
@@ -636,7 +637,7 @@ class _Writer:
     def write(self, batch: list[Row]) -> None:
         """Find who is known, hand the batch before this one to the store, and seal this one
         meanwhile: the database writes one batch while Python seals the next and reads the one
-        after it.
+        after it (where the store runs BESIDE; else the batch is stored here, once sealed).
 
         This batch is looked up before the one before it is stored: the caller stops writing
         at an id that repeats the batch before (it would be taken for a new customer here),
@@ -653,10 +654,7 @@ class _Writer:
         new_ids = self.new_ids(len(fresh)) if fresh else []
         if self.ready is not None:
             ready, self.ready = self.ready, None
-            if self.BESIDE:
-                self.pending = self.storing.submit(self.store, *ready)
-            else:
-                self.store(*ready)
+            self.pending = self.storing.submit(self.store, *ready)
         customers: list[tuple] = []  # CUSTOMER_COLUMNS, the changed ones first
         ids: dict[str, tuple[int, str]] = {}  # external_id: (id, public_id)
         for row in batch:
@@ -682,8 +680,11 @@ class _Writer:
             report.created += len(fresh)
             report.exposures_added += len(fresh_exposures)
         exposures = self._exposures(batch, ids, existing) if known else []
-        # Stored when the next batch has been looked up (or at the end): see above.
-        self.ready = (customers, updates, exposures, fresh_exposures)
+        if self.BESIDE:
+            # Stored once the next batch has been looked up (or at the end): see above.
+            self.ready = (customers, updates, exposures, fresh_exposures)
+        else:
+            self.store(customers, updates, exposures, fresh_exposures)
 
     def _customer(self, customer_id: int, public_id: str, row: Row) -> tuple:
         """A customer's row in CUSTOMER_COLUMNS order, its values sealed for this customer."""

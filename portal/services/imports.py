@@ -13,7 +13,6 @@ from itertools import pairwise
 from pathlib import Path
 
 from flask_babel import force_locale
-from psycopg.errors import UniqueViolation
 from flask_babel import gettext as _
 
 from portal.extensions import db, vault
@@ -948,6 +947,9 @@ class _PostgresWriter(_Writer):
                 write_row(values)
 
     def store(self, customers, updates, exposures, fresh):
+        # Here, not at the top: an import into SQLite does not load psycopg (some MB of memory).
+        from psycopg.errors import UniqueViolation
+
         cursor = self.cursor
         if self.staged:  # emptied only when used: a re-import that changes nothing stages nothing
             cursor.execute("TRUNCATE import_customer, import_exposure")

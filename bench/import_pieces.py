@@ -93,7 +93,9 @@ def python_pieces(path: Path, rows: int) -> dict[str, float]:
     frag_ctx = context(Exposure, "fragment_sealed", "").encode()
     results["seal fragment (1, with its binding)"] = best(
         lambda: [
-            seal(b"4242", frag_ctx + Exposure.binding("0123456789abcdef01234567", 1, "ssn").encode())
+            seal(
+                b"4242", frag_ctx + Exposure.binding("0123456789abcdef01234567", 1, "ssn").encode()
+            )
             for _ in range(rows)
         ]
     )
@@ -154,13 +156,24 @@ def pg_pieces(path: Path, rows: int, url: str) -> dict[str, float]:
             exposures.append([])
         b = ids[i].encode()
         customers.append(
-            (i + 1, row.external_id, ids[i], vault.seal(row.full_name.encode(), b),
-             vault.seal(row.email.encode(), b), vault.index(row.email, b"e\x00"),
-             vault.seal(row.phone.encode(), b), row.locale, row.region,
-             vault.index(row.full_name, b"n\x00"), vault.index(row.phone, b"p\x00"))
+            (
+                i + 1,
+                row.external_id,
+                ids[i],
+                vault.seal(row.full_name.encode(), b),
+                vault.seal(row.email.encode(), b),
+                vault.index(row.email, b"e\x00"),
+                vault.seal(row.phone.encode(), b),
+                row.locale,
+                row.region,
+                vault.index(row.full_name, b"n\x00"),
+                vault.index(row.phone, b"p\x00"),
+            )
         )
         for data_class, fragment in row.exposures.items():
-            exposures[-1].append((i + 1, data_class, vault.seal(fragment.encode(), b) if fragment else None))
+            exposures[-1].append(
+                (i + 1, data_class, vault.seal(fragment.encode(), b) if fragment else None)
+            )
     batch = imports.BATCH_SIZE
     results: dict[str, float] = {}
     types = imports._PostgresWriter._STAGE_TYPES
@@ -188,7 +201,9 @@ def pg_pieces(path: Path, rows: int, url: str) -> dict[str, float]:
         def setup(blind_indexes: bool, foreign_keys: bool):
             cur.execute("DROP SCHEMA IF EXISTS pieces CASCADE; CREATE SCHEMA pieces")
             cur.execute("SET search_path = pieces")
-            cur.execute("CREATE TABLE incident (id int PRIMARY KEY); INSERT INTO incident VALUES (1)")
+            cur.execute(
+                "CREATE TABLE incident (id int PRIMARY KEY); INSERT INTO incident VALUES (1)"
+            )
             cur.execute(customer_table)
             if blind_indexes:
                 cur.execute(blind)
@@ -200,9 +215,7 @@ def pg_pieces(path: Path, rows: int, url: str) -> dict[str, float]:
             conn.commit()
 
         columns = ", ".join(imports.CUSTOMER_COLUMNS)
-        plain_customers = (
-            f"INSERT INTO customer ({columns}) SELECT {columns} FROM import_customer"  # noqa: S608
-        )
+        plain_customers = f"INSERT INTO customer ({columns}) SELECT {columns} FROM import_customer"  # noqa: S608
         plain_exposures = (
             "INSERT INTO exposure (customer_id, incident_id, data_class, fragment_sealed) "
             "SELECT customer_id, %s, data_class, fragment_sealed FROM import_exposure"

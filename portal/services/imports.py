@@ -867,9 +867,9 @@ class _PostgresWriter(_Writer):
     _CUSTOMER_TYPES = ("int8", "text", "text", "bytea", "bytea", "bytea", "bytea", "text")
     _STAGE_TYPES = ([*_CUSTOMER_TYPES, "text", "bytea", "bytea"], ["int8", "text", "bytea"])
     _STAGE_CUSTOMERS = "COPY import_customer FROM STDIN (FORMAT BINARY)"
-    # Upsert by external_id. The id was read (a customer already there) or taken from the
-    # sequence (a new one): a row that another run made in between keeps its own id, is left
-    # alone here, and the count below says so.
+    # Upsert by external_id of the customers already there, their id read by the lookup: a row
+    # that another run made anew in between has an id of its own, is left alone here, and the
+    # count below says so.
     UPSERT_CUSTOMERS = (
         f"INSERT INTO customer AS c ({', '.join(CUSTOMER_COLUMNS)}) "  # noqa: S608  # nosec B608: constant column names
         f"SELECT {', '.join(CUSTOMER_COLUMNS)} FROM import_customer "

@@ -171,7 +171,7 @@ class BulkSealer:
     96 fresh bits from the OS, never reused.
     """
 
-    __slots__ = ("_encrypt", "_header", "_index_key", "_key_id", "_offset", "_pool", "_vault")
+    __slots__ = ("_encrypt", "_header", "_inner", "_key_id", "_offset", "_outer", "_pool", "_vault")
 
     def __init__(self, vault: DataVault):
         key = vault._keys[0]
@@ -179,7 +179,13 @@ class BulkSealer:
         self._encrypt = key.aead.encrypt
         self._key_id = key.id
         self._header = FORMAT_VERSION + key.id
-        self._index_key = key.index_key
+        # HMAC-SHA256 as RFC 2104 builds it, its two keyed states hashed once here: each digest
+        # then costs two copies of a state (0.6 µs), where hmac.digest looks SHA-256 up by name
+        # in OpenSSL on every call (1.6 µs), three times a row. The same digest (a test holds it
+        # to a fixed value); the index key is 32 bytes, shorter than SHA-256's 64-byte block.
+        block = key.index_key.ljust(64, b"\x00")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
         # Its own block of nonces, read from the OS as DataVault's are: one bulk sealer serves
         # one thread (the import's reading thread), and each nonce of a block is used once.
         self._pool = b""
@@ -201,4 +207,8 @@ class BulkSealer:
     def index(self, value: str, purpose: bytes) -> bytes:
         """DataVault.blind_index(value, purpose) for a value already normalised; purpose is
         the encoded purpose followed by a NUL byte."""
-        return hmac.digest(self._index_key, purpose + value.encode(), "sha256")[:16]
+        inner = self._inner.copy()
+        inner.update(purpose + value.encode())
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()[:16]

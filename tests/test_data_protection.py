@@ -194,6 +194,18 @@ def test_blind_indexes_are_the_ones_earlier_versions_stored():
     assert bulk.index("+14155550100", b"phone\x00").hex() == "aee6e3638c873298cdd293a08aa02d8b"
 
 
+def test_bulk_indexes_are_the_vaults_for_any_key_and_value():
+    local = DataVault([new_data_key()])
+    bulk = local.bulk()
+    values = ["", "ann@example.com", "José Ñúñez", "x" * 200, "+14155550100"]
+
+    for value in values:
+        for purpose in ("email", "name", "phone"):
+            expected = local.blind_index(value, purpose)
+            assert bulk.index(value, purpose.encode() + b"\x00") == expected
+            assert bulk.index(value, purpose.encode() + b"\x00") == expected  # states reused
+
+
 def test_bulk_seals_open_as_any_seal_and_only_in_their_place():
     local = DataVault([new_data_key()])
     bulk = local.bulk()

@@ -412,7 +412,10 @@ def test_a_bad_row_after_batches_were_written_leaves_nothing_of_them(
 
 
 @pytest.mark.parametrize(
-    ("twin", "first"), [(35, 3), (15, 12)], ids=["of-an-earlier-batch", "in-its-own-batch"]
+    ("twin", "first"),
+    [(35, 3), (15, 5), (15, 12)],
+    # The batch just before is looked up before it is stored: a case of its own.
+    ids=["of-an-earlier-batch", "of-the-batch-just-before", "in-its-own-batch"],
 )
 def test_a_duplicate_in_a_later_batch_is_named_and_writes_nothing(
     app, incident, write_csv, monkeypatch, twin, first
@@ -529,7 +532,9 @@ def test_no_statement_of_the_import_scans_a_large_customer_or_exposure_table(
 
     monkeypatch.setattr(imports, "_writer", explaining)
     # One full batch: half of it known (with exposures to compare), half new.
-    rows = [customer_row(n, region="DE") for n in range(imports.BATCH_SIZE)]
+    # (A changed fragment and a new class: the known half's exposures are written too.)
+    classes = "email_address;payment_card:1111;ssn:6789;password"
+    rows = [customer_row(n, region="DE", data_classes=classes) for n in range(imports.BATCH_SIZE)]
 
     report = import_customers(incident, write_csv(rows), actor="test")
 
@@ -537,7 +542,7 @@ def test_no_statement_of_the_import_scans_a_large_customer_or_exposure_table(
     assert {" ".join(s.split()[:4]) for s in plans} == {
         "SELECT id, external_id, public_id,",  # who of the batch is known
         "SELECT id, customer_id, data_class,",  # their exposures to this incident
-        "INSERT INTO customer AS",  # the upserts
+        "INSERT INTO customer AS",  # the upserts of the known (the new go by COPY)
         "INSERT INTO exposure AS",
     }
     for statement, scans in plans.items():

@@ -244,7 +244,8 @@ class _Lines:
     def __iter__(self) -> Iterator[str]:
         for text in self.handle:
             self.number += 1
-            if _BAD_BYTE.search(text):
+            # (An ASCII line, most of them, holds none: one C pass says so.)
+            if not text.isascii() and _BAD_BYTE.search(text):
                 self.bad.append(self.number)
             yield text
 
@@ -470,22 +471,24 @@ def _scan_into(writer: _Writer, path: Path, report: ImportReport, progress) -> N
     scan = _Scan(path, report)
     batch: list[Row] = []
     in_batch: set[str] = set()
+    before: set[str] = set()  # the ids of the batch before, not yet stored when this is looked up
     writing = True
     for row in scan.rows():
         # The first problem stops the writing: the rest of the file is only checked. An id
-        # that repeats one of this batch stops it too (both would be written as new); one that
-        # repeats an earlier batch is found there by the lookup, written as an update, and
-        # refused with the file at the end.
+        # that repeats one of this batch or the one before stops it too (both would be written
+        # as new); one that repeats an earlier batch is found there by the lookup, written as
+        # an update, and refused with the file at the end.
         if not writing:
             continue
-        if not report.ok or row.external_id in in_batch:
+        external_id = row.external_id
+        if not report.ok or external_id in in_batch or external_id in before:
             writing, batch = False, []
             continue
         batch.append(row)
-        in_batch.add(row.external_id)
+        in_batch.add(external_id)
         if len(batch) == BATCH_SIZE:
             writer.write(batch)
-            batch, in_batch = [], set()
+            batch, in_batch, before = [], set(), in_batch
             if progress is not None:
                 progress(report.rows)
     scan.finish()
@@ -596,6 +599,8 @@ class _Writer:
         # the next is read and checked; the connection is used by one thread at a time.
         self.storing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-store")
         self.pending: Future | None = None
+        # A sealed batch waiting for the next one's lookup before it is stored (see write).
+        self.ready: tuple | None = None
         self.vault = vault.bulk()
         # Each sealed value's associated data: the model's own context with the row's binding.
         self.name_context = context(Customer, "name_sealed", "").encode()
@@ -617,12 +622,19 @@ class _Writer:
     def new_ids(self, count: int) -> list[int]:
         raise NotImplementedError
 
-    def store(self, customers: list[tuple], updates: int, exposures: list[tuple]) -> None:
+    def store(
+        self, customers: list[tuple], updates: int, exposures: list[tuple], fresh: list[tuple]
+    ) -> None:
+        """Write a sealed batch: `customers` (its first `updates` known, the rest new), the
+        exposures of known customers (id None for a new one), those of the new customers."""
         raise NotImplementedError
 
     def finish(self) -> None:
         """After the last batch."""
         self.wait()
+        if self.ready is not None:
+            ready, self.ready = self.ready, None
+            self.store(*ready)
 
     # --- the same on both ---
 
@@ -640,18 +652,31 @@ class _Writer:
             self.storing.shutdown()
 
     def write(self, batch: list[Row]) -> None:
-        """Find who is known, seal, and hand the batch to the store (which runs beside the
-        reading of the next batch)."""
+        """Find who is known, hand the batch before this one to the store, and seal this one
+        meanwhile: the database writes one batch while Python seals the next and reads the one
+        after it (where the store runs BESIDE; else the batch is stored here, once sealed).
+
+        This batch is looked up before the one before it is stored: the caller stops writing
+        at an id that repeats the batch before (it would be taken for a new customer here),
+        and the file is then refused.
+        """
         self.wait()
         report = self.report
         known = {r[1]: r for r in self.known([row.external_id for row in batch])}
+        existing: dict[tuple[int, str], tuple] = {}
+        if known:  # only customers who were there before can have exposures already
+            found = self.known_exposures([current[0] for current in known.values()])
+            existing = {(r[1], r[2]): r for r in found}
+        fresh: list[Row] = [row for row in batch if row.external_id not in known]
+        new_ids = self.new_ids(len(fresh)) if fresh else []
+        if self.ready is not None:
+            ready, self.ready = self.ready, None
+            self.pending = self.storing.submit(self.store, *ready)
         customers: list[tuple] = []  # CUSTOMER_COLUMNS, the changed ones first
-        fresh: list[Row] = []
         ids: dict[str, tuple[int, str]] = {}  # external_id: (id, public_id)
         for row in batch:
             current = known.get(row.external_id)
             if current is None:
-                fresh.append(row)
                 continue
             customer_id, public_id = current[0], current[2]
             ids[row.external_id] = (customer_id, public_id)
@@ -661,18 +686,22 @@ class _Writer:
                 customers.append(self._customer(customer_id, public_id, row))
         updates = len(customers)
         report.updated += updates
+        fresh_exposures: list[tuple] = []
         if fresh:
+            customer = self._customer
             for row, customer_id, public_id in zip(
-                fresh, self.new_ids(len(fresh)), new_public_ids(len(fresh)), strict=True
+                fresh, new_ids, new_public_ids(len(fresh)), strict=True
             ):
-                ids[row.external_id] = (customer_id, public_id)
-                customers.append(self._customer(customer_id, public_id, row))
+                customers.append(customer(customer_id, public_id, row))
+                self._fresh_exposures(customer_id, public_id, row, fresh_exposures)
             report.created += len(fresh)
-        exposures = self._exposures(batch, ids, known)
+            report.exposures_added += len(fresh_exposures)
+        exposures = self._exposures(batch, ids, existing) if known else []
         if self.BESIDE:
-            self.pending = self.storing.submit(self.store, customers, updates, exposures)
+            # Stored once the next batch has been looked up (or at the end): see above.
+            self.ready = (customers, updates, exposures, fresh_exposures)
         else:
-            self.store(customers, updates, exposures)
+            self.store(customers, updates, exposures, fresh_exposures)
 
     def _customer(self, customer_id: int, public_id: str, row: Row) -> tuple:
         """A customer's row in CUSTOMER_COLUMNS order, its values sealed for this customer."""
@@ -727,20 +756,38 @@ class _Writer:
             and opened(name, self.name_context + binding).decode() == row.full_name
         )
 
+    def _fresh_exposures(
+        self, customer_id: int, public_id: str, row: Row, into: list[tuple]
+    ) -> None:
+        """Add (customer_id, incident_id, data_class, fragment_sealed) of a new customer's
+        exposures."""
+        seal, place, incident = self.vault.seal, self.fragment_context, self.incident_id
+        for data_class, fragment in row.exposures.items():
+            if fragment:
+                binding = Exposure.binding(public_id, incident, data_class).encode()
+                sealed = seal(fragment.encode(), place + binding)
+                into.append((customer_id, incident, data_class, sealed))
+            else:
+                into.append((customer_id, incident, data_class, None))
+
     def _exposures(
-        self, batch: list[Row], ids: dict[str, tuple[int, str]], known: dict[str, tuple]
+        self,
+        batch: list[Row],
+        ids: dict[str, tuple[int, str]],
+        existing: dict[tuple[int, str], tuple],
     ) -> list[tuple]:
-        """(customer_id, data_class, fragment_sealed, id or None) of each exposure to write."""
+        """(customer_id, data_class, fragment_sealed, id or None) of each exposure to write for
+        the customers who were known (those in ids)."""
         incident = self.incident_id
-        existing: dict[tuple[int, str], tuple] = {}
-        if known:  # only customers who were there before can have exposures already
-            existing = {(r[1], r[2]): r for r in self.known_exposures([known[k][0] for k in known])}
         seal, opened = self.vault.seal, self.vault.open
         place = self.fragment_context
         written: list[tuple] = []
         added = 0
         for row in batch:
-            customer_id, public_id = ids[row.external_id]
+            known = ids.get(row.external_id)
+            if known is None:  # a new customer: _fresh_exposures
+                continue
+            customer_id, public_id = known
             for data_class, fragment in row.exposures.items():
                 binding = Exposure.binding(public_id, incident, data_class).encode()
                 current = existing.get((customer_id, data_class)) if existing else None
@@ -815,14 +862,14 @@ class _SQLiteWriter(_Writer):
         self.next_id += count
         return range(first, first + count)
 
-    def store(self, customers, updates, exposures):
+    def store(self, customers, updates, exposures, fresh):
         cursor = self.cursor
         if updates:
             cursor.executemany(self._UPDATE, [(*c[3:], c[0]) for c in customers[:updates]])
         if len(customers) > updates:
             cursor.executemany(self._INSERT, customers[updates:])
         incident = self.incident_id
-        added = [(c, incident, d, f) for c, d, f, i in exposures if i is None]
+        added = fresh + [(c, incident, d, f) for c, d, f, i in exposures if i is None]
         changed = [(f, i) for _c, _d, f, i in exposures if i is not None]
         if added:
             cursor.executemany(self._INSERT_EXPOSURE, added)
@@ -847,9 +894,10 @@ class _PostgresWriter(_Writer):
         [*_CUSTOMER_TYPES, "text", "bytea", "bytea", "bool"],
         ["int8", "text", "bytea"],
     )
-    # Upsert by external_id. The id was read (a customer already there) or taken from the
-    # sequence (a new one): a row that another run made in between keeps its own id, is left
-    # alone here, and the count below says so.
+    _STAGE_CUSTOMERS = "COPY import_customer FROM STDIN (FORMAT BINARY)"
+    # Upsert by external_id of the customers already there, their id read by the lookup: a row
+    # that another run made anew in between has an id of its own, is left alone here, and the
+    # count below says so.
     UPSERT_CUSTOMERS = (
         f"INSERT INTO customer AS c ({', '.join(CUSTOMER_COLUMNS)}) "  # noqa: S608  # nosec B608: constant column names
         f"SELECT {', '.join(CUSTOMER_COLUMNS)} FROM import_customer "
@@ -866,6 +914,19 @@ class _PostgresWriter(_Writer):
         )
         + ", updated_at = CURRENT_TIMESTAMP WHERE c.id = EXCLUDED.id"
     )
+    # New customers (ids just taken from the sequence) go by COPY straight into the table: no
+    # staging, and none of the speculative insertion of ON CONFLICT (together some 15% of the
+    # server's work a new row). One that another run made in between fails its external_id's
+    # unique index, and the import with it. The types are the columns' own (binary COPY).
+    COPY_CUSTOMERS = f"COPY customer ({', '.join(CUSTOMER_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+    _CUSTOMER_COLUMN_TYPES = ["int4", "text", "text", "bytea", "bytea", "bytea", "bytea", "text"]
+    _CUSTOMER_COLUMN_TYPES += ["text", "bytea", "bytea", "bool"]
+    # Their exposures cannot be there already: nothing else knows their ids yet.
+    COPY_EXPOSURES = (
+        "COPY exposure (customer_id, incident_id, data_class, fragment_sealed) "
+        "FROM STDIN (FORMAT BINARY)"
+    )
+    _EXPOSURE_COLUMN_TYPES = ["int4", "int4", "text", "bytea"]
     UPSERT_EXPOSURES = (
         "INSERT INTO exposure AS e (customer_id, incident_id, data_class, fragment_sealed) "
         "SELECT customer_id, %s, data_class, fragment_sealed FROM import_exposure "
@@ -909,23 +970,36 @@ class _PostgresWriter(_Writer):
         )
         return [r[0] for r in self.cursor.fetchall()]
 
-    def store(self, customers, updates, exposures):
+    def _copy(self, statement: str, types: list[str], rows) -> None:
+        with self.cursor.copy(statement) as copy:
+            copy.set_types(types)
+            write_row = copy.write_row
+            for values in rows:
+                write_row(values)
+
+    def store(self, customers, updates, exposures, fresh):
+        # Here, not at the top: an import into SQLite does not load psycopg (some MB of memory).
+        from psycopg.errors import UniqueViolation
+
         cursor = self.cursor
         if self.staged:  # emptied only when used: a re-import that changes nothing stages nothing
             cursor.execute("TRUNCATE import_customer, import_exposure")
-        self.staged = bool(customers or exposures)
+        self.staged = bool(updates or exposures)
         customer_types, exposure_types = self._STAGE_TYPES
-        if customers:
-            with cursor.copy("COPY import_customer FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(customer_types)
-                for values in customers:
-                    copy.write_row(values)
+        if updates:
+            self._copy(self._STAGE_CUSTOMERS, customer_types, customers[:updates])
             cursor.execute(self.UPSERT_CUSTOMERS)
-            if cursor.rowcount != len(customers):
-                raise RuntimeError(
-                    "customers of this file were added by another run while it was written; "
-                    "nothing was imported: run it again"
-                )
+            if cursor.rowcount != updates:
+                raise _another_run()
+        if len(customers) > updates:
+            try:
+                self._copy(self.COPY_CUSTOMERS, self._CUSTOMER_COLUMN_TYPES, customers[updates:])
+            except UniqueViolation as exc:
+                if exc.diag.constraint_name != "uq_customer_external_id":
+                    raise
+                raise _another_run() from None
+        if fresh:
+            self._copy(self.COPY_EXPOSURES, self._EXPOSURE_COLUMN_TYPES, fresh)
         if exposures:
             with cursor.copy("COPY import_exposure FROM STDIN (FORMAT BINARY)") as copy:
                 copy.set_types(exposure_types)
@@ -936,3 +1010,10 @@ class _PostgresWriter(_Writer):
     def finish(self):
         super().finish()
         self.cursor.execute("DROP TABLE import_customer, import_exposure")
+
+
+def _another_run() -> RuntimeError:
+    return RuntimeError(
+        "customers of this file were added by another run while it was written; "
+        "nothing was imported: run it again"
+    )

@@ -664,11 +664,11 @@ def end_customer_sessions(public_id: str):
 @staff(*AGENTS)
 def request_letter(public_id: str, slug: str):
     """An agent's mark: this person gets a printed letter about this incident."""
-    found = _customer(public_id)
     try:  # the form's CSRF token is checked by CSRFProtect, as for every POST
         incident = incidents.get_by_slug(slug)
     except incidents.IncidentError:
-        abort(404)
+        abort(404)  # before the look at the record is written: a refusal writes nothing
+    found = _customer(public_id)
     try:
         marked = letters.request_letter(incident, found, actor=staff_actor(_member()))
     except letters.LetterError as error:

@@ -65,6 +65,17 @@ def stop(process: subprocess.Popen) -> None:
         process.wait(10)
 
 
+def workers_of(process: subprocess.Popen, expected: int, within: float = 20) -> int:
+    """How many workers the gunicorn master has, waiting up to `within` seconds for `expected`."""
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+    deadline = time.monotonic() + within
+    while True:
+        count = len(children.read_text().split())
+        if count == expected or time.monotonic() > deadline:
+            return count
+        time.sleep(0.1)
+
+
 def get(port: int, path: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
@@ -90,9 +101,9 @@ def test_gunicorn_serves_the_portal_with_the_conf_and_logs_no_token_query_or_add
             {"Referer": "https://portal.example.test/a/AnotherSecretToken"},
         )
         assert status in (200, 404)
-        # The master and the two workers the setting asked for.
-        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
-        assert len(children) == 2
+        # The master and the two workers the setting asked for. The master forks them one
+        # after the other, and the first can answer before the second is born: wait for both.
+        assert workers_of(process, expected=2) == 2
     finally:
         stop(process)
     assert process.returncode == 0, (tmp_path / "gunicorn.log").read_text()  # a clean stop

@@ -106,6 +106,9 @@ def register_extensions(app: Flask) -> None:
     # carries, before any form is read (Fetch Metadata; the reason is in refuse_cross_site).
     app.before_request(refuse_cross_site)
     csrf.init_app(app)
+    from portal.web import page_cache
+
+    page_cache.init_app(app)  # the public pages' shared HTML (nonce and token filled per response)
     vault.init_app(app)
     limiter.init_app(app)
     from portal.services import guidance, obligations, statements

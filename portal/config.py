@@ -394,6 +394,10 @@ def load(env: dict[str, str] | None = None, instance_path: str | Path = "instanc
             ).split("|")
             if line.strip()
         ],
+        # How long the front page and the public incident pages may be served from a process's
+        # cache to visitors who are not signed in (portal/web/page_cache.py): how long a change
+        # can take to show there. 0 turns the cache off.
+        "PAGE_CACHE_SECONDS": _whole(env, "PAGE_CACHE_SECONDS", 5, least=0),
         # Where people report a message that pretends to come from us ("Is this genuine?").
         "ABUSE_EMAIL": env.get("PORTAL_ABUSE_EMAIL") or "",
         "NOTICE_LINK_TTL": timedelta(days=int(env.get("PORTAL_NOTICE_LINK_DAYS", "90"))),

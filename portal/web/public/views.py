@@ -7,6 +7,7 @@ from portal.services import csp_reports, genuine, incidents, readiness, updates
 from portal.web import limits
 from portal.web.access import public
 from portal.web.customer.forms import GenuineForm
+from portal.web.page_cache import render_public
 
 bp = Blueprint("public", __name__)
 
@@ -14,7 +15,9 @@ bp = Blueprint("public", __name__)
 @bp.get("/")
 @public
 def index():
-    return render_template("public/index.html", announced=incidents.announced_incidents())
+    return render_public(
+        "public/index.html", lambda: {"announced": incidents.announced_incidents()}
+    )
 
 
 @bp.route("/genuine", methods=["GET", "POST"])
@@ -59,11 +62,15 @@ def ready():
 @public
 def incident(slug: str):
     """General information about an incident, for anyone: nothing personal on this page."""
-    try:
-        item = incidents.get_by_slug(slug)
-    except incidents.IncidentError:
-        abort(404)
-    return render_template("public/incident.html", incident=item, updates=updates.published(item))
+
+    def page() -> dict:
+        try:
+            item = incidents.get_by_slug(slug)
+        except incidents.IncidentError:
+            abort(404)
+        return {"incident": item, "updates": updates.published(item)}
+
+    return render_public("public/incident.html", page)
 
 
 @bp.post("/csp-report")

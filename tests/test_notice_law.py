@@ -314,8 +314,13 @@ def test_sending_asks_to_confirm_the_counts_and_refuses_when_they_changed(
     assert db.session.scalars(select(Notice)).all() == []
 
 
-def test_the_incident_page_gives_the_breachs_date_range_as_the_notice_does(client, incident):
+def test_the_incident_page_gives_the_breachs_date_range_as_the_notice_does(
+    client, incident, write_csv
+):
     _edit(incident, occurred_on=date(2026, 9, 28), occurred_to=date(2026, 10, 2))
+    import_customers(incident, write_csv([customer_row(1)]), actor="t")
+    queue_notices(incident, actor="t")  # announced: its public page exists
+    db.session.commit()
     page = client.get("/incidents/acme-2026").get_data(as_text=True)
     assert "When it happened: between September 28, 2026 and October 2, 2026" in page
 

@@ -5,7 +5,6 @@ PORTAL_PAGE_CACHE_SECONDS elsewhere (portal/web/page_cache.py)."""
 from __future__ import annotations
 
 import re
-from datetime import timedelta
 
 import pytest
 from sqlalchemy import event
@@ -13,8 +12,10 @@ from sqlalchemy import event
 from portal.config import ConfigError, load
 from portal.extensions import db
 from portal.services.imports import import_customers
+from portal.services.incidents import create_incident
 from portal.services.notices import queue_notices
-from tests.conftest import BrowserClient, base_env, customer_row
+from portal.web import page_cache
+from tests.conftest import INCIDENT, BrowserClient, base_env, customer_row
 from tests.customer_flow import csrf_from, sign_in
 
 TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -22,12 +23,20 @@ NONCE = re.compile(r'<script [^>]*nonce="([^"]+)"')
 
 
 @pytest.fixture
-def incident(incident):
-    """The incident, committed (the tests' requests share the test's session: an uncommitted
-    incident would be committed by the first request, and a commit that changes an incident
-    empties the cache, as it should)."""
-    db.session.commit()
+def incident(incident, write_csv):
+    """The incident, announced (its first notice queued: it has a public page) and committed
+    (the tests' requests share the test's session: an uncommitted incident would be committed
+    by the first request, and a commit that changes an incident empties the cache, as it
+    should)."""
+    _announce(incident, write_csv, 1)
     return incident
+
+
+def _announce(incident, write_csv, n: int) -> None:
+    rows = [customer_row(n, email=f"person{n}@example.com", phone="")]
+    import_customers(incident, write_csv(rows), actor="test")
+    queue_notices(incident, actor="test")
+    db.session.commit()
 
 
 def csrf_from_text(html: str) -> str:
@@ -81,16 +90,10 @@ def test_the_languages_are_kept_apart(app, incident):
     )
 
 
-def test_a_signed_in_customer_is_never_served_the_shared_page_nor_shares_theirs(
-    app, incident, write_csv
-):
-    rows = [customer_row(1, email="ann@example.com", phone="")]
-    import_customers(incident, write_csv(rows), actor="test")
-    queue_notices(incident, actor="test")
-    db.session.commit()
+def test_a_signed_in_customer_is_never_served_the_shared_page_nor_shares_theirs(app, incident):
     app.test_client().get("/")  # the shared page is made
     customer = app.test_client()
-    sign_in(customer, "ann@example.com")
+    sign_in(customer, "person1@example.com")  # notified by the fixture
     mine, queried = _statements(app, customer, "/")
     assert queried  # rendered for her: her session is more than a token and a language
     theirs = app.test_client().get("/")
@@ -120,7 +123,7 @@ def test_a_query_string_is_never_kept(app, incident):
 
 
 def test_a_change_shows_at_once_in_its_process_and_within_the_seconds_in_another(
-    app, incident, make_app, env, clock
+    app, incident, make_app, env, monkeypatch
 ):
     other = make_app(env)  # a second process of the same deployment
     other.test_client_class = BrowserClient
@@ -133,7 +136,8 @@ def test_a_change_shows_at_once_in_its_process_and_within_the_seconds_in_another
     assert "We rotated every password." in app.test_client().get(path).text
     with other.app_context():
         assert "We closed the access" in other.test_client().get(path).text  # its copy
-        clock.move(timedelta(seconds=5))
+        later = page_cache.monotonic() + 5
+        monkeypatch.setattr(page_cache, "monotonic", lambda: later)
         assert "We rotated every password." in other.test_client().get(path).text
 
 
@@ -143,12 +147,62 @@ def test_an_unknown_incident_is_a_404_every_time_and_never_kept(app, incident):
         assert response.status_code == 404 and queried
 
 
-def test_a_withdrawn_incident_leaves_its_page_at_once(app, incident):
-    path = f"/incidents/{incident.slug}"
-    assert incident.title in app.test_client().get(path).text
-    db.session.delete(incident)
+def test_an_incident_has_no_public_page_before_its_first_notice_however_its_slug_is_guessed(
+    app, incident, write_csv
+):
+    quiet = create_incident(
+        **{**INCIDENT, "slug": "quiet-2026", "title": "Not told yet"},
+        actor="test",
+    )
     db.session.commit()
-    assert app.test_client().get(path).status_code == 404
+    for _ in range(2):  # and the refusal is not kept
+        assert app.test_client().get("/incidents/quiet-2026").status_code == 404
+    _announce(quiet, write_csv, 2)
+    page = app.test_client().get("/incidents/quiet-2026").text
+    assert "Not told yet" in page
+
+
+def test_two_incidents_each_get_their_own_page(app, incident, write_csv):
+    other = create_incident(
+        **{**INCIDENT, "slug": "other-2026", "title": "Another breach entirely"}, actor="test"
+    )
+    _announce(other, write_csv, 2)
+    first = app.test_client().get(f"/incidents/{incident.slug}").text
+    second = app.test_client().get("/incidents/other-2026").text
+    assert "Another breach entirely" in second and "Another breach entirely" not in first
+    assert 'name="next" value="/incidents/other-2026"' in second
+    assert f'name="next" value="/incidents/{incident.slug}"' in first
+
+
+def test_a_port_in_the_host_is_no_new_page_and_the_oldest_page_makes_room(
+    app, incident, monkeypatch
+):
+    cache = app.extensions["portal.page_cache"]
+    for port in (8000, 8001):
+        app.test_client().get("/", headers={"Host": f"localhost:{port}"})
+    assert len(cache.pages) == 1
+    monkeypatch.setattr(page_cache, "_MAX_PAGES", 2)
+    app.test_client().get(f"/incidents/{incident.slug}")
+    app.test_client().get("/", headers={"Accept-Language": "es"})
+    assert [key[0:2] for key in cache.pages] == [
+        ("public/incident.html", "en"),
+        ("public/index.html", "es"),
+    ]
+
+
+def test_a_page_rendered_while_a_change_is_committed_is_served_but_not_kept(app, incident):
+    cache = app.extensions["portal.page_cache"]
+
+    def render_while_an_admin_commits():
+        cache.clear()  # what the other thread's commit does, mid-rendering
+        return "the page as it was"
+
+    with app.test_request_context("/"):
+        from flask import g
+
+        g.csp_nonce = "n"
+        assert cache.shared(("k",), render_while_an_admin_commits) == "the page as it was"
+    assert ("k",) not in cache.pages
 
 
 def test_the_cache_can_be_turned_off_and_refuses_a_wrong_setting(make_app, database_url):

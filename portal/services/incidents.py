@@ -6,7 +6,7 @@ import re
 from datetime import date
 
 from flask_babel import gettext as _
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from portal.extensions import db
 from portal.i18n import with_translation
@@ -168,6 +168,17 @@ def _announced():
 _ANNOUNCED = (
     select(Incident).where(_announced()).order_by(Incident.discovered_on.desc(), Incident.id.desc())
 )
+
+_ANNOUNCED_BY_SLUG = select(Incident).where(Incident.slug == bindparam("slug"), _announced())
+
+
+def get_announced(slug: str) -> Incident:
+    """The incident with this slug, if people have been told about it (its public page): before
+    its first notice, even a guessed slug finds nothing (a law-enforcement delay, say)."""
+    incident = db.session.scalar(_ANNOUNCED_BY_SLUG, {"slug": slug})
+    if incident is None:
+        raise IncidentError(_("No incident has the slug %(slug)s.", slug=slug))
+    return incident
 
 
 def announced_incidents() -> list[Incident]:

@@ -12,18 +12,22 @@ language (a session that names the notice they came from shows that incident's h
 is rendered for them). The address has no query string (the language switch returns to it), so
 the cache holds at most a page per language, host and public address.
 
-A commit that changes an incident or an update (an edited section, a newly announced incident, a
-published update or correction) empties this process's cache at once, so whoever made the change
-sees it on their next look. Other processes keep their copy until it is
+A commit that changes an incident or an update (an edited section, a published update or
+correction, a withdrawn incident) empties this process's cache at once, so whoever made the
+change sees it on their next look. Other processes keep their copy until it is
 PORTAL_PAGE_CACHE_SECONDS old (5 by default; 0 turns the cache off): that is how long a change
-can take to reach every visitor (docs/deploy.md).
+can take to reach every visitor (docs/deploy.md). A newly announced incident (its first notices
+queued, by a job in another process) reaches the front page within those seconds too.
+Ages are measured on the monotonic clock: a wall clock stepped back must not keep a withdrawn
+incident's page alive.
 """
 
 from __future__ import annotations
 
+import re
 import secrets
+import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
 
 from flask import current_app, g, has_app_context, render_template, request, session
 from flask_babel import get_locale
@@ -33,14 +37,16 @@ from markupsafe import Markup
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from portal import clock
 from portal.extensions import db
 from portal.models import Incident, IncidentUpdate
 
 # Only these may be in the session of a visitor who is served a shared page (see above).
 _SHARED_SESSION_KEYS = frozenset({"csrf_token", "lang", "lang_default"})
-# Beyond this many pages a process starts again (slugs are the only open-ended part of a key).
+# Beyond this many pages the oldest is dropped (slugs are the only open-ended part of a key).
 _MAX_PAGES = 512
+_PORT = re.compile(r":\d+$")
+# The clock a page's age is read on (a test moves it).
+monotonic = time.monotonic
 _EXTENSION = "portal.page_cache"
 _FRAGMENTS = "portal.fragments"
 # Fragments come from the release's own files (the guidance's steps), so a process has a bounded
@@ -52,20 +58,30 @@ _SHOWN = (Incident, IncidentUpdate)
 
 class PageCache:
     def __init__(self, seconds: float) -> None:
-        self.lifetime = timedelta(seconds=seconds)
+        self.lifetime = seconds
         # Markers no visitor or admin can guess, so none can be written into a page's text.
         self.nonce_mark = "nonce" + secrets.token_hex(12)
         self.token_mark = "token" + secrets.token_hex(12)
-        self.pages: dict[tuple, tuple[datetime, str]] = {}
+        self.pages: dict[tuple, tuple[float, str]] = {}
+        # Counts the clearings: a page whose rendering began before one (another thread's request
+        # while a change was committed) is served, but not kept.
+        self.generation = 0
+
+    def clear(self) -> None:
+        self.generation += 1
+        self.pages.clear()
 
     def shared(self, key: tuple, render: Callable[[], str]) -> str:
-        now = clock.now()
+        now = monotonic()
         kept = self.pages.get(key)
         if kept is None or kept[0] <= now:
+            generation = self.generation
             kept = (now + self.lifetime, self._render_shared(render))
-            if len(self.pages) >= _MAX_PAGES:
-                self.pages.clear()
-            self.pages[key] = kept
+            if generation == self.generation:
+                self.pages.pop(key, None)
+                if len(self.pages) >= _MAX_PAGES:
+                    self.pages.pop(next(iter(self.pages)), None)  # the oldest
+                self.pages[key] = kept
         return (
             kept[1].replace(self.nonce_mark, g.csp_nonce).replace(self.token_mark, generate_csrf())
         )
@@ -102,7 +118,9 @@ def render_public(template: str, values: Callable[[], dict]) -> str:
     cache: PageCache | None = current_app.extensions.get(_EXTENSION)
     if cache is None or not _cacheable():
         return render()
-    return cache.shared((template, str(get_locale()), request.host, request.path), render)
+    # The host without its port: the same page whatever port a request names (no key per port).
+    host = _PORT.sub("", request.host)
+    return cache.shared((template, str(get_locale()), host, request.path), render)
 
 
 class Fragments:
@@ -164,9 +182,6 @@ def _forget(session: Session) -> None:
     if session.info.pop(_CHANGED, False) and has_app_context():
         cache = current_app.extensions.get(_EXTENSION)
         if cache is not None:
-            cache.pages.clear()
-
-
-@event.listens_for(db.session, "after_rollback")
-def _keep(session: Session) -> None:
-    session.info.pop(_CHANGED, None)  # nothing changed after all
+            cache.clear()
+    # A flag left by a change that was rolled back costs one needless clearing at the next commit:
+    # cheaper to bear than to follow savepoints to tell which rollback undid it.

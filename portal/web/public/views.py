@@ -65,7 +65,7 @@ def incident(slug: str):
 
     def page() -> dict:
         try:
-            item = incidents.get_by_slug(slug)
+            item = incidents.get_announced(slug)  # not before its first notice
         except incidents.IncidentError:
             abort(404)
         return {"incident": item, "updates": updates.published(item)}

@@ -714,8 +714,6 @@ def test_address_columns_may_come_in_any_order_and_a_file_without_them_is_still_
     app, incident, write_csv
 ):
     header = ["postal_code", "city", *reversed(imports.COLUMNS), "address_line1"]
-    import_customers(
-        incident, write_csv([customer_row(5, **ADDRESS)], header=header), actor="test"
-    )
+    import_customers(incident, write_csv([customer_row(5, **ADDRESS)], header=header), actor="test")
     assert addresses() == {"C-00005": ("1 Market St", None, "San Francisco", "94110-1234")}
     assert imports.validate(write_csv([customer_row(6)])).ok

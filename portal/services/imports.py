@@ -44,6 +44,8 @@ ALL_COLUMNS = COLUMNS + OPTIONAL_COLUMNS
 _CONSENT = {"yes": True, "y": True, "true": True, "1": True, "no": False, "n": False}
 _CONSENT |= {"false": False, "0": False}
 REQUIRED = ("external_id", "full_name", "email", "data_classes")
+# A file without the email column is good when it has an address's: a letter reaches them.
+ADDRESS_REQUIRED = ("address_line1", "city", "postal_code")
 MAX_REPORTED = 50
 # Rows a batch: large enough that the per-batch statements cost little, small enough that a
 # batch in hand (sealed, and the next one being read) keeps the import under 200 MB at 1 M rows.
@@ -106,7 +108,7 @@ class Row:
     line: int
     external_id: str
     full_name: str
-    email: str
+    email: str | None  # None: none given (a postal address reaches the person)
     phone: str | None
     locale: str
     region: str
@@ -179,11 +181,10 @@ def _check_row(line: int, values: list[str]) -> tuple[Row | None, str | None]:
                     "%(column)s contains an invisible or direction-changing character",
                     column=name,
                 )
-    if not (external_id and full_name and email and data_classes):
+    if not (external_id and full_name and data_classes):
         required = (
             ("external_id", external_id),
             ("full_name", full_name),
-            ("email", email),
             ("data_classes", data_classes),
         )
         for name, value in required:
@@ -195,7 +196,7 @@ def _check_row(line: int, values: list[str]) -> tuple[Row | None, str | None]:
         return None, _("full_name must be at most 200 printable characters")
     # The same rule as every form's (portal.validation): what /help takes, the file may hold.
     try:
-        email = email_address(email)
+        email = email_address(email) if email else None
     except Invalid:
         return None, _("email is not a valid address")
     try:
@@ -220,6 +221,11 @@ def _check_row(line: int, values: list[str]) -> tuple[Row | None, str | None]:
         if problems:
             return None, _("postal address: %(problem)s", problem=problems[0])
         address = (line1, line2 or None, city, normalise_postal_code(postal_code))
+    elif email is None:
+        # Each person must be reachable: by email, or by a letter to a complete address.
+        return None, _(
+            "email is required when no postal address is given (address_line1, city, postal_code)"
+        )
     locale = locale.replace("_", "-")
     row = Row(line, external_id, full_name, email, phone or None, locale, region, exposures)
     row.email_consent = email_consent
@@ -285,6 +291,8 @@ def _records(path: Path) -> Iterator[tuple[int, list[str] | None, str | None]]:
             raise ValueError(_("the file is empty"))
         unknown = [name for name in header if name not in ALL_COLUMNS]
         missing = [name for name in REQUIRED if name not in header]
+        if "email" in missing and all(name in header for name in ADDRESS_REQUIRED):
+            missing.remove("email")
         if missing:
             raise ValueError(_("missing required column(s): %(names)s", names=", ".join(missing)))
         if unknown:
@@ -590,10 +598,11 @@ ADDRESS_SEALED = (
 _KNOWN_COLUMNS = (
     "id, external_id, public_id, name_sealed, email_sealed, phone_sealed, locale, "
     "locale_chosen_at, region, name_index, email_consent, "
-    "address_line1_sealed, address_line2_sealed, city_sealed, postal_code_sealed"
+    "address_line1_sealed, address_line2_sealed, city_sealed, postal_code_sealed, email_index"
 )
 # Where the known row's sealed address starts (its four columns in ADDRESS_SEALED order).
 _KNOWN_ADDRESS = 11
+_KNOWN_EMAIL_INDEX = 15
 _EXPOSURE_COLUMNS = "id, customer_id, data_class, fragment_sealed"
 
 
@@ -741,8 +750,14 @@ class _Writer:
         seal, index = self.vault.seal, self.vault.index
         binding = public_id.encode()
         phone = row.phone
-        normal, purpose = self.email_index
-        email_index = index(normal(row.email), purpose)
+        if row.email is not None:
+            normal, purpose = self.email_index
+            email_sealed = seal(row.email.encode(), self.email_context + binding)
+            email_index = index(normal(row.email), purpose)
+        elif current is not None:  # the file does not say: the email stored stays
+            email_sealed, email_index = current[4], current[_KNOWN_EMAIL_INDEX]
+        else:
+            email_sealed = email_index = None
         normal, purpose = self.name_index
         name_index = index(normal(row.full_name), purpose)  # for the support desk's lookup
         if phone:
@@ -756,7 +771,7 @@ class _Writer:
             row.external_id,
             public_id,
             seal(row.full_name.encode(), self.name_context + binding),
-            seal(row.email.encode(), self.email_context + binding),
+            email_sealed,
             email_index,
             phone_sealed,
             row.locale,
@@ -810,7 +825,13 @@ class _Writer:
         opened = self.vault.open
         return (
             (phone is None or opened(phone, self.phone_context + binding).decode() == row.phone)
-            and opened(email, self.email_context + binding).decode() == row.email
+            and (
+                row.email is None
+                or (
+                    email is not None
+                    and opened(email, self.email_context + binding).decode() == row.email
+                )
+            )
             and opened(name, self.name_context + binding).decode() == row.full_name
             and self._same_address(current, row, binding)
         )

@@ -131,4 +131,3 @@ def test_a_letters_reference_code_without_phone_or_email_sends_the_person_to_a_p
     assert answer.status_code == 200
     assert "no phone number or email address on file" in answer.get_data(as_text=True)
     assert db.session.scalar(select(func.count()).select_from(OutboxMessage)) == 0
-

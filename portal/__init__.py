@@ -211,7 +211,14 @@ def register_blueprints(app: Flask) -> None:
 
 def register_jobs(app: Flask) -> None:
     """Import the modules that own background work: each registers its jobs by name."""
-    from portal.services import imports, notices, retention, updates, verification  # noqa: F401
+    from portal.services import (  # noqa: F401
+        imports,
+        letters,
+        notices,
+        retention,
+        updates,
+        verification,
+    )
 
 
 def register_errorhandlers(app: Flask) -> None:

@@ -243,7 +243,7 @@ def test_the_console_shows_letters_due_and_builds_and_downloads_a_batch_with_an_
     admin, app, incident, people
 ):
     from portal.models import AuditEvent
-    from tests.customer_flow import csrf_from
+    from tests.customer_flow import csrf_from, run_jobs
 
     incident.postal_notice = True
     db.session.commit()
@@ -252,10 +252,20 @@ def test_the_console_shows_letters_due_and_builds_and_downloads_a_batch_with_an_
     built = admin.post(
         f"/admin/incidents/{incident.slug}/letters/build", data={"csrf_token": csrf_from(page)}
     )
-    assert built.status_code == 302
-    page = admin.get(f"/admin/incidents/{incident.slug}/letters").get_data(as_text=True)
+    # A background job, not the request: the admin is shown its progress.
+    assert built.status_code == 302 and built.headers["Location"].startswith("/admin/jobs/")
+    assert letters.counts(incident).produced == 0
+    job_page = admin.get(built.headers["Location"]).get_data(as_text=True)
+    assert "Writing the printed letters" in job_page and 'hx-trigger="every 1s"' in job_page
+    assert "Refresh" in job_page  # without JavaScript
+    run_jobs(app)
+    page = admin.get(built.headers["Location"]).get_data(as_text=True)
     assert "4 letter(s) written in 1 file(s)." in page
+    assert "-manifest.csv" in page
     name = page.split("/letters/files/")[1].split('"')[0]
+    assert name.endswith(".pdf")
+    listed = admin.get(f"/admin/incidents/{incident.slug}/letters").get_data(as_text=True)
+    assert name in listed
     download = admin.get(f"/admin/incidents/{incident.slug}/letters/files/{name}")
     assert download.status_code == 200 and download.data.startswith(b"%PDF")
     download.close()

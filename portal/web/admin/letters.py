@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import abort, current_app, flash, redirect, render_template, send_file, url_for
-from flask_babel import gettext as _
+from flask import abort, current_app, redirect, render_template, send_file, url_for
 from sqlalchemy import func, select
 
 from portal.extensions import db
 from portal.models import AuditEvent, Letter
-from portal.services import audit
+from portal.services import audit, background
 from portal.services import letters as letters_service
 from portal.unit_of_work import write_is_the_point
 from portal.web.access import staff
@@ -55,12 +54,13 @@ def letters(slug: str):
 @fresh_within(minutes=5)
 def letters_build(slug: str):
     item = incident_or_404(slug)
-    count, files, _manifest = letters_service.build(item, _folder(slug), actor=current_actor())
-    flash(
-        _("%(count)d letter(s) written in %(files)d file(s).", count=count, files=len(files)),
-        "info",
+    # A background job: 100,000 letters take some seven minutes, far past a request's time.
+    job = background.submit(
+        "build_letters",
+        {"incident_id": item.id, "out_dir": str(_folder(slug)), "actor": current_actor()},
+        actor=current_actor(),
     )
-    return redirect(url_for("admin.letters", slug=slug))
+    return redirect(url_for("admin.job", public_id=job.public_id))
 
 
 @bp.get("/incidents/<slug>/letters/files/<name>")

@@ -516,7 +516,8 @@ def mark_mailed(
 ) -> int:
     """Record the mailing date of every letter in a manifest; nothing changes if one is wrong."""
     try:
-        with open(manifest_path, newline="", encoding="utf-8") as f:
+        # utf-8-sig: a manifest opened and saved again in a spreadsheet starts with a BOM.
+        with open(manifest_path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             if not reader.fieldnames or "letter_id" not in reader.fieldnames:
                 raise LetterError(_("This is not a letters manifest: it has no letter_id column."))

@@ -131,3 +131,34 @@ def test_a_letters_reference_code_without_phone_or_email_sends_the_person_to_a_p
     assert answer.status_code == 200
     assert "no phone number or email address on file" in answer.get_data(as_text=True)
     assert db.session.scalar(select(func.count()).select_from(OutboxMessage)) == 0
+
+
+def test_acceptance_a_csv_with_addresses_and_no_emails_imports_and_letters_are_built_for_them(
+    app, runner, incident, write_csv, tmp_path
+):
+    """Issue 16, acceptance 1, first sentence: the file, then `portal letters build`."""
+    from pypdf import PdfReader
+
+    from portal.services import reference_codes
+
+    rows = [person(1), person(2, locale="es", city="Los Angeles", postal_code="90012-3456")]
+    path = write_csv(rows, header=NO_EMAIL_HEADER)
+    result = runner.invoke(args=["customers", "import", "--incident", incident.slug, str(path)])
+    assert result.exit_code == 0, result.output
+    assert db.session.scalar(select(func.count()).select_from(Customer)) == 2
+
+    out = tmp_path / "print"
+    result = runner.invoke(args=["letters", "build", "--incident", incident.slug, str(out)])
+    assert result.exit_code == 0, result.output
+    assert "2 letter(s)" in result.output
+    db.session.expire_all()
+    assert sorted(db.session.scalars(select(Letter.reason))) == ["no_email", "no_email"]
+    assert letters.counts(incident).produced == 2
+    (pdf,) = out.glob("*.pdf")
+    text = "\n".join(page.extract_text() for page in PdfReader(pdf).pages)
+    for notice in db.session.scalars(select(Notice)):
+        assert reference_codes.display(notice.reference_code) in text
+    assert "1 Market St" in text and "Los Angeles, CA 90012-3456" in text
+    (manifest,) = out.glob("*-manifest.csv")
+    assert manifest.read_text(encoding="utf-8").count("Market St") == 2
+    assert db.session.scalar(select(func.count()).select_from(OutboxMessage)) == 0

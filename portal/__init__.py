@@ -81,7 +81,8 @@ def register_extensions(app: Flask) -> None:
     def _upload_limit():
         # Registered before CSRFProtect reads the form, so the larger limit applies to the one
         # route that takes a customer file; every other request keeps the small limit.
-        if request.endpoint == "admin.upload_import":
+        # (and the mail house's manifest of mailed letters: some 12 MB for 100,000 letters)
+        if request.endpoint in ("admin.upload_import", "admin.letters_mailed"):
             request.max_content_length = app.config["IMPORT_MAX_BYTES"]
 
     # After the upload limit (it reads the form) and before CSRF, sign-in and the views: a
@@ -211,7 +212,14 @@ def register_blueprints(app: Flask) -> None:
 
 def register_jobs(app: Flask) -> None:
     """Import the modules that own background work: each registers its jobs by name."""
-    from portal.services import imports, notices, retention, updates, verification  # noqa: F401
+    from portal.services import (  # noqa: F401
+        imports,
+        letters,
+        notices,
+        retention,
+        updates,
+        verification,
+    )
 
 
 def register_errorhandlers(app: Flask) -> None:

@@ -207,3 +207,71 @@ def test_the_home_page_and_the_notice_lead_to_the_check(client, notified):
 
     (notice,) = messages_to("ann@example.com")
     assert f"{BASE_URL}/genuine" in notice.text
+
+
+@pytest.fixture
+def lettered(app, incident, notified, write_csv, tmp_path):
+    """Bob, known by a postal address only, was sent a letter (built, not yet mailed)."""
+    from portal.services import imports, letters
+
+    header = [c for c in (*imports.COLUMNS, *imports.ADDRESS_COLUMNS) if c != "email"]
+    bob = customer_row(
+        2,
+        email="",
+        address_line1="77 Secret Lane",
+        city="Sacramento",
+        postal_code="95814",
+    )
+    import_customers(incident, write_csv([bob], header=header), actor="t")
+    queue_notices(incident, actor="test")
+    assert letters.build(incident, tmp_path, actor="test")[0] == 1
+    db.session.commit()
+    return db.session.scalars(select(Notice).where(Notice.id != notified.id)).one()
+
+
+def check_es(client, what: str):
+    page = client.get("/genuine", headers={"Accept-Language": "es"})
+    return client.post(
+        "/genuine",
+        data={"csrf_token": csrf_from(page), "what": what},
+        headers={"Accept-Language": "es"},
+    )
+
+
+def test_a_letters_code_is_confirmed_as_sent_by_post_with_only_the_state(client, lettered):
+    page = text(check(client, reference_codes.display(lettered.reference_code)))
+    assert "Yes, this is genuine." in page
+    assert "by post to •••, CA." in page
+    answer = page.split("How to spot a fake")[0]
+    for secret in ("Secret Lane", "77", "Sacramento", "95814", "958", "Person Number2"):
+        assert secret not in answer
+    spanish = text(check_es(client, lettered.reference_code))
+    assert "por correo postal a •••, CA" in spanish
+
+
+def test_an_email_notice_without_a_letter_says_nothing_of_post(client, notified, lettered):
+    page = text(check(client, notified.reference_code))
+    assert "Yes, this is genuine." in page and "by post" not in page
+    page = text(check(client, BASE_URL + link_path("ann@example.com")))
+    assert "a•••@example.com" in page and "by post" not in page
+
+
+def test_a_lettered_code_costs_the_same_queries_as_any_other_check(app, notified, lettered):
+    typed = {
+        "lettered code": lettered.reference_code,
+        "emailed code": notified.reference_code,
+        "unknown code": reference_codes.generate(),
+        "address": "someone@example.net",
+    }
+    with app.test_request_context():
+        shapes = {
+            name: [s.split("WHERE")[0] for s in statements(lambda t=t: genuine.check(t))]
+            for name, t in typed.items()
+        }
+    assert len({tuple(shape) for shape in shapes.values()}) == 1, shapes
+
+
+def test_by_post_shows_the_state_or_country_only():
+    assert genuine.by_post_to("US-CA") == "•••, CA"
+    assert genuine.by_post_to("DE") == "•••, DE"
+    assert genuine.by_post_to("") == "•••"

@@ -640,3 +640,80 @@ def test_a_consent_that_is_neither_yes_nor_no_is_refused_with_its_line(app, inci
         "line 3: email_consent must be yes or no (or left empty)"
     ]
     assert count(Customer) == 0
+
+
+ADDRESS_HEADER = [*imports.COLUMNS, *imports.ADDRESS_COLUMNS]
+ADDRESS = {
+    "address_line1": "1 Market St",
+    "address_line2": "Apt 4",
+    "city": "San Francisco",
+    "postal_code": "941101234",
+}
+
+
+def addresses() -> dict[str, tuple]:
+    db.session.expire_all()
+    return {
+        c.external_id: (c.address_line1, c.address_line2, c.city, c.postal_code)
+        for c in db.session.scalars(select(Customer).order_by(Customer.id))
+    }
+
+
+def test_postal_addresses_are_imported_sealed_and_a_reimport_updates_them(app, incident, write_csv):
+    rows = [customer_row(1, **ADDRESS), customer_row(2)]
+    import_customers(incident, write_csv(rows, header=ADDRESS_HEADER), actor="test")
+    assert addresses() == {
+        "C-00001": ("1 Market St", "Apt 4", "San Francisco", "94110-1234"),
+        "C-00002": (None, None, None, None),
+    }
+    # Sealed at rest: the city is nowhere in the row as stored.
+    stored = db.session.execute(text("SELECT * FROM customer WHERE external_id = 'C-00001'")).one()
+    assert not any(isinstance(v, bytes) and b"San Francisco" in v for v in stored)
+
+    # The same file again changes nothing; a moved person's new address replaces the old one
+    # (line 2 gone with it); a file without the columns keeps what was given.
+    before = table_snapshot()
+    report = import_customers(incident, write_csv(rows, header=ADDRESS_HEADER), actor="test")
+    assert (report.unchanged, table_snapshot()) == (2, before)
+    moved = dict(ADDRESS, address_line1="9 Oak Ave", address_line2="", postal_code="94117")
+    report = import_customers(
+        incident, write_csv([customer_row(1, **moved)], header=ADDRESS_HEADER), actor="test"
+    )
+    assert report.updated == 1
+    import_customers(incident, write_csv([customer_row(1), customer_row(2)]), actor="test")
+    assert addresses()["C-00001"] == ("9 Oak Ave", None, "San Francisco", "94117")
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        (
+            {"address_line1": "1 Market St", "city": "San Francisco"},
+            "A postal address needs its first line, its city and its postal code.",
+        ),
+        ({**ADDRESS, "postal_code": "9411"}, "A US ZIP code has 5 or 9 digits"),
+        ({**ADDRESS, "address_line1": "x" * 41}, "longer than 40 characters"),
+        ({**ADDRESS, "city": "San\u202eFrancisco"}, "on one line"),
+    ],
+)
+def test_a_bad_address_is_refused_with_its_line_and_changes_nothing(
+    app, incident, write_csv, address, message
+):
+    import_customers(incident, write_csv([customer_row(1)]), actor="test")
+    before = table_snapshot()
+    rows = [customer_row(1, **ADDRESS), customer_row(2, **address)]
+    with pytest.raises(ImportRejected) as refused:
+        import_customers(incident, write_csv(rows, header=ADDRESS_HEADER), actor="test")
+    [problem] = refused.value.report.problems
+    assert str(problem).startswith("line 3: postal address: ")
+    assert message in str(problem)
+    assert table_snapshot() == before
+
+
+def test_address_columns_may_come_in_any_order_and_a_file_without_them_is_still_valid(
+    app, incident, write_csv
+):
+    header = ["postal_code", "city", *reversed(imports.COLUMNS), "address_line1"]
+    import_customers(incident, write_csv([customer_row(5, **ADDRESS)], header=header), actor="test")
+    assert addresses() == {"C-00005": ("1 Market St", None, "San Francisco", "94110-1234")}
+    assert imports.validate(write_csv([customer_row(6)])).ok

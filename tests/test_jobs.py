@@ -181,6 +181,7 @@ def test_the_queue_knows_its_handlers_by_name_and_nothing_imports_in_a_circle(da
     assert lines[1] == "[]"
     assert lines[2] == str(
         [
+            "build_letters",
             "import_customers",
             "new_link",
             "notify_update",

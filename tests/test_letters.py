@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 from datetime import date
+from pathlib import Path
 
 import pytest
 from pypdf import PdfReader
@@ -243,7 +244,7 @@ def test_the_console_shows_letters_due_and_builds_and_downloads_a_batch_with_an_
     admin, app, incident, people
 ):
     from portal.models import AuditEvent
-    from tests.customer_flow import csrf_from
+    from tests.customer_flow import csrf_from, run_jobs
 
     incident.postal_notice = True
     db.session.commit()
@@ -252,10 +253,20 @@ def test_the_console_shows_letters_due_and_builds_and_downloads_a_batch_with_an_
     built = admin.post(
         f"/admin/incidents/{incident.slug}/letters/build", data={"csrf_token": csrf_from(page)}
     )
-    assert built.status_code == 302
-    page = admin.get(f"/admin/incidents/{incident.slug}/letters").get_data(as_text=True)
+    # A background job, not the request: the admin is shown its progress.
+    assert built.status_code == 302 and built.headers["Location"].startswith("/admin/jobs/")
+    assert letters.counts(incident).produced == 0
+    job_page = admin.get(built.headers["Location"]).get_data(as_text=True)
+    assert "Writing the printed letters" in job_page and 'hx-trigger="every 1s"' in job_page
+    assert "Refresh" in job_page  # without JavaScript
+    run_jobs(app)
+    page = admin.get(built.headers["Location"]).get_data(as_text=True)
     assert "4 letter(s) written in 1 file(s)." in page
+    assert "-manifest.csv" in page
     name = page.split("/letters/files/")[1].split('"')[0]
+    assert name.endswith(".pdf")
+    listed = admin.get(f"/admin/incidents/{incident.slug}/letters").get_data(as_text=True)
+    assert name in listed
     download = admin.get(f"/admin/incidents/{incident.slug}/letters/files/{name}")
     assert download.status_code == 200 and download.data.startswith(b"%PDF")
     download.close()
@@ -310,3 +321,97 @@ def test_an_agent_marks_a_customer_for_a_letter_and_sees_their_address_masked(
     assert marked.status_code == 302
     assert db.session.scalar(select(Letter.reason)) == "agent"
     assert agent.post(f"/staff/customers/{public_id}/letters/{incident.slug}").status_code == 400
+
+
+# --- the console: recording a mailing from the mail house's manifest ---
+
+
+def _upload_manifest(admin, slug: str, content: bytes, mailed_on: str):
+    import io
+
+    from tests.customer_flow import csrf_from
+
+    page = admin.get(f"/admin/incidents/{slug}/letters")
+    return admin.post(
+        f"/admin/incidents/{slug}/letters/mailed",
+        data={
+            "csrf_token": csrf_from(page),
+            "mailed_on": mailed_on,
+            "manifest": (io.BytesIO(content), "manifest.csv"),
+        },
+        content_type="multipart/form-data",
+    )
+
+
+def test_the_console_records_a_mailing_from_the_manifest_with_an_audit_event(
+    admin, app, incident, people, tmp_path
+):
+    from portal.models import AuditEvent
+
+    incident.postal_notice = True
+    db.session.flush()
+    _count, _files, manifest = letters.build(incident, tmp_path, actor="test")
+    db.session.commit()
+    # As the mail house sends it back: saved again by a spreadsheet, with a byte order mark.
+    content = b"\xef\xbb\xbf" + manifest.read_bytes()
+    answer = _upload_manifest(admin, incident.slug, content, "2026-11-20")
+    assert answer.status_code == 302
+    page = admin.get(answer.headers["Location"]).get_data(as_text=True)
+    assert "4 letter(s) recorded as mailed on November 20, 2026." in page
+    assert "<td>Mailed</td><td>4</td>" in page
+    db.session.expire_all()
+    assert letters.counts(incident).mailed == 4
+    assert letters.mailing_evidence(incident).letters == 4
+    assert metrics_mailed(incident) == 4
+    assert "letters.mailed" in db.session.scalars(select(AuditEvent.action)).all()
+    assert not list((Path(app.instance_path) / "uploads").glob("*.csv"))  # gone once read
+
+
+def metrics_mailed(incident) -> int:
+    return db.session.scalar(select(letters.mailed_count(incident.id)))
+
+
+@pytest.mark.parametrize(
+    ("content", "mailed_on", "message"),
+    [
+        (b"letter_id\nnot-a-letter\n", "2026-11-20", "are not letters of this incident"),
+        (b"name,city\nAnn,Boston\n", "2026-11-20", "it has no letter_id column"),
+        (b"\xff\xfe\x00bad", "2026-11-20", "The manifest could not be read."),
+        (None, "2099-01-01", "The mailing date is in the future"),
+        (None, "", "Give the day the letters were mailed."),
+    ],
+)
+def test_a_bad_manifest_or_date_is_refused_with_a_message_and_changes_nothing(
+    admin, app, incident, people, tmp_path, content, mailed_on, message
+):
+    incident.postal_notice = True
+    db.session.flush()
+    _count, _files, manifest = letters.build(incident, tmp_path, actor="test")
+    db.session.commit()
+    answer = _upload_manifest(admin, incident.slug, content or manifest.read_bytes(), mailed_on)
+    assert answer.status_code == 302
+    page = admin.get(answer.headers["Location"]).get_data(as_text=True)
+    assert message in page
+    db.session.expire_all()
+    assert letters.counts(incident).mailed == 0
+
+
+def test_a_mailing_sent_on_a_stale_proof_asks_for_it_first(admin, app, incident, people, clock):
+    letters.request_letter(incident, people["C-00001"], actor="staff:1")
+    _count, _files, manifest = letters.build(incident, app.instance_path + "/built", actor="test")
+    db.session.commit()
+    clock.tick(STALE)
+    asked = _upload_manifest(admin, incident.slug, manifest.read_bytes(), "2026-11-20")
+    assert asked.status_code == 302 and asked.headers["Location"].startswith("/staff/reauth")
+    db.session.expire_all()
+    assert letters.counts(incident).mailed == 0
+
+
+def test_agents_cannot_record_a_mailing(app, incident, people, clock):
+    from tests.staff_flow import set_up
+
+    agent = app.test_client()
+    set_up(app, agent, "agent@example.com", "agent", clock)
+    db.session.commit()
+    refused = agent.post(f"/admin/incidents/{incident.slug}/letters/mailed")
+    assert refused.status_code in (400, 403, 404)

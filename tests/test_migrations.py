@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import secrets
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from flask_migrate import downgrade, upgrade
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import load_only
 
 from portal import ROOT, clock
@@ -107,3 +108,61 @@ def _migrate_to(revision: str, step) -> None:
     db.session.remove()  # no transaction of ours may hold a table the migration alters
     step(revision=revision)
     db.session.remove()
+
+
+OPTIONAL_EMAIL = "f4b8d2e6a1c9"  # a customer's email is optional: the customer table rebuilt
+
+
+def _row_counts() -> dict[str, int]:
+    from sqlalchemy import text
+
+    from tests.conftest import TABLES
+
+    return {
+        table: db.session.scalar(text(f"SELECT count(*) FROM {table}"))  # noqa: S608
+        for table in TABLES
+        if table != "alembic_version"
+    }
+
+
+def test_making_email_optional_keeps_every_customer_notice_and_verification(
+    app, incident, write_csv
+):
+    from portal.models import Challenge, Customer, Exposure, Notice
+    from portal.services.verification import start_from_reference
+
+    people = [customer_row(n) for n in range(1, 4)]
+    import_customers(incident, write_csv(people), actor="test")
+    queue_notices(incident, actor="test")
+    notice = db.session.scalars(select(Notice)).first()
+    start_from_reference(notice.reference_code)  # a verification under way
+    incident_id = incident.id
+    db.session.commit()
+    before = _row_counts()
+    assert min(before[t] for t in ("customer", "exposure", "notice", "challenge")) > 0
+    previous = ScriptDirectory(str(ROOT / "migrations")).get_revision(OPTIONAL_EMAIL)
+
+    _migrate_to(previous.down_revision, downgrade)  # the rebuild runs both ways
+    try:
+        assert _row_counts() == before
+    finally:
+        _migrate_to("head", upgrade)
+
+    assert _row_counts() == before
+    assert db.session.scalar(select(func.count()).select_from(Challenge)) == before["challenge"]
+    assert {e.customer.external_id for e in db.session.scalars(select(Exposure))} == {
+        "C-00001",
+        "C-00002",
+        "C-00003",
+    }
+    # Foreign keys are enforced again after the migration: a notice of no customer is refused.
+    from sqlalchemy.exc import IntegrityError
+
+    orphan = Notice(
+        customer_id=999_999, incident_id=incident_id, reference_code="X", link_nonce="n" * 32
+    )
+    db.session.add(orphan)
+    with pytest.raises(IntegrityError):
+        db.session.flush()
+    db.session.rollback()
+    assert db.session.scalar(select(func.count()).select_from(Customer)) == 3

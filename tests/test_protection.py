@@ -247,6 +247,21 @@ def test_the_export_escapes_formulas(offered, runner, app, tmp_path):
     assert "protection.exported" in db.session.scalars(select(AuditEvent.action)).all()
 
 
+def test_the_export_writes_an_empty_email_for_a_person_known_by_letter(
+    offered, runner, app, tmp_path
+):
+    ann = customer(ANN)
+    ann.email = None  # imported with a postal address only
+    db.session.commit()
+    protection.enroll(protection.offer_for(1), ann)
+    out = tmp_path / "export.csv"
+    result = runner.invoke(args=["protection", "export", "--incident", "acme-2026", str(out)])
+    assert "Exported 1 enrollments" in result.output, result.output
+    with out.open(encoding="utf-8") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert (row["external_id"], row["email"]) == ("C-00001", "")
+
+
 def test_export_cell_escaping():
     for value in ("=1+1", "+1", "-1", "@SUM(A1)", "\tx"):
         assert protection._cell(value) == "'" + value

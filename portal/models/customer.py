@@ -37,9 +37,10 @@ class Customer(Base):
     public_id: Mapped[str] = mapped_column(String(32), unique=True, default=new_public_id)
     external_id: Mapped[str] = mapped_column(String(128), unique=True)
     name_sealed: Mapped[bytes] = mapped_column(Sealed())
-    email_sealed: Mapped[bytes] = mapped_column(Sealed())
+    # None: the organisation has no email for the person (a postal address reaches them).
+    email_sealed: Mapped[bytes | None] = mapped_column(Sealed())
     # Keyed digest of the normalised address: find a customer by email without storing it.
-    email_index: Mapped[bytes] = mapped_column(
+    email_index: Mapped[bytes | None] = mapped_column(
         BlindIndex("email", "email", normalise_email), index=True
     )
     phone_sealed: Mapped[bytes | None] = mapped_column(Sealed())

@@ -148,7 +148,9 @@ def mask_phone(phone: str | None) -> str:
 
 
 def masked(customer: Customer) -> Masked:
-    return Masked(mask_email(customer.email), mask_phone(customer.phone))
+    # A person known only by a postal address has no email: said plainly, not "•••@".
+    email = customer.email
+    return Masked(mask_email(email) if email else _("no email on file"), mask_phone(customer.phone))
 
 
 def choose_language(customer: Customer, language: str) -> None:

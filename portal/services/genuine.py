@@ -21,12 +21,12 @@ from enum import StrEnum
 from urllib.parse import SplitResult, urlsplit
 
 from flask import current_app
-from sqlalchemy import literal, select, union
+from sqlalchemy import func, literal, select, union
 from sqlalchemy.orm import joinedload
 
 from portal import clock
 from portal.extensions import db, limiter
-from portal.models import Incident, Notice
+from portal.models import Incident, Letter, Notice
 from portal.models.protection import ProtectionOffer
 from portal.services import reference_codes, tokens
 from portal.services.customers import mask_email
@@ -56,6 +56,8 @@ class Answer:
     kind: str  # what was typed: "link", "code", "email", "phone" or "other"
     sent_at: datetime | None = None
     sent_to: str = ""  # masked; links only
+    # A letter was printed for this notice's person: "•••, CA" (the state or country only).
+    by_post: str = ""
     host: str = ""  # for a link to another site: where it really goes, as ASCII (punycode)
 
 
@@ -147,21 +149,33 @@ def _notice_public_id(link: SplitResult) -> str:
 def check(typed: str) -> Answer:
     """What the organisation's record says of what someone typed or pasted."""
     what = read(typed)
-    notice = _notice(code=what.code, public_id=what.notice_id)
+    notice, letter_at = _notice(code=what.code, public_id=what.notice_id)
     contacts = _our_contacts()
-    answer = _answer(what, notice, contacts)
+    answer = _answer(what, notice, contacts, letter_at)
     _count(answer.verdict)
     return answer
 
 
-def _notice(*, code: str, public_id: str) -> Notice | None:
-    """The one notice lookup every check makes (an impossible key when there is nothing)."""
-    query = select(Notice).options(joinedload(Notice.customer))
+def _notice(*, code: str, public_id: str) -> tuple[Notice | None, datetime | None]:
+    """The one notice lookup every check makes (an impossible key when there is nothing), with
+    when a letter was printed for its person (None: no letter). One statement, the same for
+    every check: the answer's time does not tell a real code from any other."""
+    printed = (
+        select(func.min(Letter.produced_at))
+        .where(
+            Letter.customer_id == Notice.customer_id,
+            Letter.incident_id == Notice.incident_id,
+            Letter.produced_at.is_not(None),
+        )
+        .scalar_subquery()
+    )
+    query = select(Notice, printed).options(joinedload(Notice.customer))
     if public_id:
         query = query.where(Notice.public_id == public_id)
     else:
         query = query.where(Notice.reference_code == (code or _NO_CODE))
-    return db.session.scalar(query)
+    found = db.session.execute(query).first()
+    return (found[0], found[1]) if found is not None else (None, None)
 
 
 @dataclass(frozen=True)
@@ -193,20 +207,24 @@ def _our_contacts() -> _Contacts:
     return _Contacts(emails, phones)
 
 
-def _answer(what: Typed, notice: Notice | None, contacts: _Contacts) -> Answer:
+def _answer(
+    what: Typed, notice: Notice | None, contacts: _Contacts, letter_at: datetime | None = None
+) -> Answer:
     if what.kind == "link":
         if not _is_ours(what.link):
             host = what.link.hostname if what.link is not None else ""
             return Answer(Verdict.NOT_OURS, what.kind, host=_ascii(host or ""))
         if notice is not None:
-            return _sent(notice, what.kind)
+            return _sent(notice, what.kind, letter_at)
         # Our site, but no notice link we signed: its pages are ours; a forged token is not.
         path = what.link.path if what.link is not None else ""
         return Answer(Verdict.UNKNOWN if path.startswith("/a/") else Verdict.OURS, what.kind)
     if what.kind == "code":
         if not what.code:
             return Answer(Verdict.TYPO, what.kind)
-        return _sent(notice, what.kind) if notice is not None else Answer(Verdict.UNKNOWN, "code")
+        if notice is None:
+            return Answer(Verdict.UNKNOWN, "code")
+        return _sent(notice, what.kind, letter_at)
     if what.kind == "email":
         return Answer(Verdict.OURS if what.text in contacts.emails else Verdict.UNKNOWN, "email")
     if what.kind == "phone":
@@ -223,14 +241,30 @@ def _ascii(host: str) -> str:
         return host.encode("ascii", "backslashreplace").decode("ascii")
 
 
-def _sent(notice: Notice, kind: str) -> Answer:
-    sent_at = notice.sent_at or notice.queued_at or notice.created_at
+def by_post_to(region: str | None) -> str:
+    """Where a letter went, as the public page says it: the state's (or country's) short form
+    only. Street, city and postal code stay hidden: the page answers anyone who holds a code,
+    and the state is on the letter's own envelope and in the notice's regional text."""
+    short = (region or "").split("-")[-1]
+    return f"•••, {short}" if short else "•••"
+
+
+def _sent(notice: Notice, kind: str, letter_at: datetime | None = None) -> Answer:
+    sent_at = notice.sent_at or notice.queued_at or letter_at or notice.created_at
+    # Only the region, a plain column: no sealed address is opened for a stranger's check.
+    by_post = by_post_to(notice.customer.region) if letter_at is not None else ""
     if kind != "link":
         # A code is printed on a letter, which may lie in a shared hall: its day only. The
         # address it went to is told to the holder of the email's own link alone.
-        return Answer(Verdict.NOTICE, kind, sent_at=sent_at)
+        return Answer(Verdict.NOTICE, kind, sent_at=sent_at, by_post=by_post)
     email = notice.customer.email
-    return Answer(Verdict.NOTICE, kind, sent_at=sent_at, sent_to=mask_email(email) if email else "")
+    return Answer(
+        Verdict.NOTICE,
+        kind,
+        sent_at=sent_at,
+        sent_to=mask_email(email) if email else "",
+        by_post=by_post,
+    )
 
 
 def _count(verdict: Verdict) -> None:

@@ -27,18 +27,25 @@ from portal.validation import (
     email_address,
     has_invisible,
     is_single_line,
+    normalise_postal_code,
     phone_number,
+    postal_address_problems,
 )
 
 COLUMNS = ("external_id", "full_name", "email", "phone", "locale", "region", "data_classes")
 # Columns a file may add after those: whether the person agreed to be notified by email (HIPAA
 # notice goes by first-class mail without it, 45 CFR 164.404(d)(1)). Left out or empty: the file
 # does not say, and what an earlier file said is kept.
-OPTIONAL_COLUMNS = ("email_consent",)
+# The postal address for a printed letter (country and state come from `region`): all four
+# left empty, the file does not say, and an address an earlier file gave is kept.
+ADDRESS_COLUMNS = ("address_line1", "address_line2", "city", "postal_code")
+OPTIONAL_COLUMNS = ("email_consent", *ADDRESS_COLUMNS)
 ALL_COLUMNS = COLUMNS + OPTIONAL_COLUMNS
 _CONSENT = {"yes": True, "y": True, "true": True, "1": True, "no": False, "n": False}
 _CONSENT |= {"false": False, "0": False}
 REQUIRED = ("external_id", "full_name", "email", "data_classes")
+# A file without the email column is good when it has an address's: a letter reaches them.
+ADDRESS_REQUIRED = ("address_line1", "city", "postal_code")
 MAX_REPORTED = 50
 # Rows a batch: large enough that the per-batch statements cost little, small enough that a
 # batch in hand (sealed, and the next one being read) keeps the import under 200 MB at 1 M rows.
@@ -101,12 +108,14 @@ class Row:
     line: int
     external_id: str
     full_name: str
-    email: str
+    email: str | None  # None: none given (a postal address reaches the person)
     phone: str | None
     locale: str
     region: str
     exposures: dict[str, str | None]
     email_consent: bool | None = None
+    # (line1, line2 or None, city, postal code) or None when the row gives no address.
+    address: tuple[str, str | None, str, str] | None = None
 
 
 # A file holds few different data_classes values (the same few combinations on a million rows):
@@ -160,7 +169,8 @@ def _parse_data_classes_once(value: str) -> tuple[dict[str, str | None], str | N
 def _check_row(line: int, values: list[str]) -> tuple[Row | None, str | None]:
     """Validate one record (values in ALL_COLUMNS order); return the clean Row or why it is
     refused."""
-    external_id, full_name, email, phone, locale, region, data_classes, consent = values
+    external_id, full_name, email, phone, locale, region, data_classes, consent = values[:8]
+    line1, line2, city, postal_code = values[8:]
     # Invisible and direction-changing characters would make a name look like another one on
     # the staff's pages (or an id read backwards); the C0 and C1 controls end up in headers.
     # (ASCII has none: most rows skip the look.)
@@ -171,11 +181,10 @@ def _check_row(line: int, values: list[str]) -> tuple[Row | None, str | None]:
                     "%(column)s contains an invisible or direction-changing character",
                     column=name,
                 )
-    if not (external_id and full_name and email and data_classes):
+    if not (external_id and full_name and data_classes):
         required = (
             ("external_id", external_id),
             ("full_name", full_name),
-            ("email", email),
             ("data_classes", data_classes),
         )
         for name, value in required:
@@ -187,7 +196,7 @@ def _check_row(line: int, values: list[str]) -> tuple[Row | None, str | None]:
         return None, _("full_name must be at most 200 printable characters")
     # The same rule as every form's (portal.validation): what /help takes, the file may hold.
     try:
-        email = email_address(email)
+        email = email_address(email) if email else None
     except Invalid:
         return None, _("email is not a valid address")
     try:
@@ -205,9 +214,22 @@ def _check_row(line: int, values: list[str]) -> tuple[Row | None, str | None]:
     email_consent = _CONSENT.get(consent.lower()) if consent else None
     if consent and email_consent is None:
         return None, _("email_consent must be yes or no (or left empty)")
+    address = None
+    if line1 or line2 or city or postal_code:
+        # The same rule as the letters' (portal.validation): what a mail house accepts.
+        problems = postal_address_problems(line1, line2, city, postal_code, region)
+        if problems:
+            return None, _("postal address: %(problem)s", problem=problems[0])
+        address = (line1, line2 or None, city, normalise_postal_code(postal_code))
+    elif email is None:
+        # Each person must be reachable: by email, or by a letter to a complete address.
+        return None, _(
+            "email is required when no postal address is given (address_line1, city, postal_code)"
+        )
     locale = locale.replace("_", "-")
     row = Row(line, external_id, full_name, email, phone or None, locale, region, exposures)
     row.email_consent = email_consent
+    row.address = address
     return row, None
 
 
@@ -269,6 +291,8 @@ def _records(path: Path) -> Iterator[tuple[int, list[str] | None, str | None]]:
             raise ValueError(_("the file is empty"))
         unknown = [name for name in header if name not in ALL_COLUMNS]
         missing = [name for name in REQUIRED if name not in header]
+        if "email" in missing and all(name in header for name in ADDRESS_REQUIRED):
+            missing.remove("email")
         if missing:
             raise ValueError(_("missing required column(s): %(names)s", names=", ".join(missing)))
         if unknown:
@@ -560,11 +584,25 @@ CUSTOMER_COLUMNS = (
     "name_index",
     "phone_index",
     "email_consent",
+    "address_line1_sealed",
+    "address_line2_sealed",
+    "city_sealed",
+    "postal_code_sealed",
+)
+ADDRESS_SEALED = (
+    "address_line1_sealed",
+    "address_line2_sealed",
+    "city_sealed",
+    "postal_code_sealed",
 )
 _KNOWN_COLUMNS = (
     "id, external_id, public_id, name_sealed, email_sealed, phone_sealed, locale, "
-    "locale_chosen_at, region, name_index, email_consent"
+    "locale_chosen_at, region, name_index, email_consent, "
+    "address_line1_sealed, address_line2_sealed, city_sealed, postal_code_sealed, email_index"
 )
+# Where the known row's sealed address starts (its four columns in ADDRESS_SEALED order).
+_KNOWN_ADDRESS = 11
+_KNOWN_EMAIL_INDEX = 15
 _EXPOSURE_COLUMNS = "id, customer_id, data_class, fragment_sealed"
 
 
@@ -606,6 +644,7 @@ class _Writer:
         self.name_context = context(Customer, "name_sealed", "").encode()
         self.email_context = context(Customer, "email_sealed", "").encode()
         self.phone_context = context(Customer, "phone_sealed", "").encode()
+        self.address_contexts = [context(Customer, c, "").encode() for c in ADDRESS_SEALED]
         self.fragment_context = context(Exposure, "fragment_sealed", "").encode()
         self.email_index = _index_of(Customer.email_index)
         self.name_index = _index_of(Customer.name_index)
@@ -683,7 +722,7 @@ class _Writer:
             if self._unchanged(current, row):
                 report.unchanged += 1
             else:
-                customers.append(self._customer(customer_id, public_id, row))
+                customers.append(self._customer(customer_id, public_id, row, current))
         updates = len(customers)
         report.updated += updates
         fresh_exposures: list[tuple] = []
@@ -703,13 +742,22 @@ class _Writer:
         else:
             self.store(customers, updates, exposures, fresh_exposures)
 
-    def _customer(self, customer_id: int, public_id: str, row: Row) -> tuple:
-        """A customer's row in CUSTOMER_COLUMNS order, its values sealed for this customer."""
+    def _customer(
+        self, customer_id: int, public_id: str, row: Row, current: tuple | None = None
+    ) -> tuple:
+        """A customer's row in CUSTOMER_COLUMNS order, its values sealed for this customer
+        (`current`: the known row, whose address is kept when the file gives none)."""
         seal, index = self.vault.seal, self.vault.index
         binding = public_id.encode()
         phone = row.phone
-        normal, purpose = self.email_index
-        email_index = index(normal(row.email), purpose)
+        if row.email is not None:
+            normal, purpose = self.email_index
+            email_sealed = seal(row.email.encode(), self.email_context + binding)
+            email_index = index(normal(row.email), purpose)
+        elif current is not None:  # the file does not say: the email stored stays
+            email_sealed, email_index = current[4], current[_KNOWN_EMAIL_INDEX]
+        else:
+            email_sealed = email_index = None
         normal, purpose = self.name_index
         name_index = index(normal(row.full_name), purpose)  # for the support desk's lookup
         if phone:
@@ -723,7 +771,7 @@ class _Writer:
             row.external_id,
             public_id,
             seal(row.full_name.encode(), self.name_context + binding),
-            seal(row.email.encode(), self.email_context + binding),
+            email_sealed,
             email_index,
             phone_sealed,
             row.locale,
@@ -731,7 +779,32 @@ class _Writer:
             name_index,
             phone_index,
             row.email_consent,
+            *self._address(row, binding, current),
         )
+
+    def _address(self, row: Row, binding: bytes, current: tuple | None) -> tuple:
+        """The four sealed address columns: the file's, else the ones already stored."""
+        if row.address is None:
+            if current is None:
+                return (None, None, None, None)
+            return tuple(current[_KNOWN_ADDRESS : _KNOWN_ADDRESS + 4])
+        seal = self.vault.seal
+        return tuple(
+            None if value is None else seal(value.encode(), place + binding)
+            for value, place in zip(row.address, self.address_contexts, strict=True)
+        )
+
+    def _same_address(self, current: tuple, row: Row, binding: bytes) -> bool:
+        if row.address is None:  # the file does not say: what is stored stays
+            return True
+        opened = self.vault.open
+        stored = current[_KNOWN_ADDRESS : _KNOWN_ADDRESS + 4]
+        for value, blob, place in zip(row.address, stored, self.address_contexts, strict=True):
+            if (blob is None) != (value is None):
+                return False
+            if blob is not None and opened(blob, place + binding).decode() != value:
+                return False
+        return True
 
     def _unchanged(self, current: tuple, row: Row) -> bool:
         """Whether the customer's row already says what the file says (opened to compare:
@@ -752,8 +825,15 @@ class _Writer:
         opened = self.vault.open
         return (
             (phone is None or opened(phone, self.phone_context + binding).decode() == row.phone)
-            and opened(email, self.email_context + binding).decode() == row.email
+            and (
+                row.email is None
+                or (
+                    email is not None
+                    and opened(email, self.email_context + binding).decode() == row.email
+                )
+            )
             and opened(name, self.name_context + binding).decode() == row.full_name
+            and self._same_address(current, row, binding)
         )
 
     def _fresh_exposures(
@@ -884,14 +964,16 @@ class _PostgresWriter(_Writer):
     _STAGE = (
         "CREATE TEMPORARY TABLE import_customer (id bigint, external_id text, public_id text, "
         "name_sealed bytea, email_sealed bytea, email_index bytea, phone_sealed bytea, "
-        "locale text, region text, name_index bytea, phone_index bytea, email_consent boolean) "
+        "locale text, region text, name_index bytea, phone_index bytea, email_consent boolean, "
+        "address_line1_sealed bytea, address_line2_sealed bytea, city_sealed bytea, "
+        "postal_code_sealed bytea) "
         "ON COMMIT DROP; "
         "CREATE TEMPORARY TABLE import_exposure (customer_id bigint, data_class text, "
         "fragment_sealed bytea) ON COMMIT DROP"
     )
     _CUSTOMER_TYPES = ("int8", "text", "text", "bytea", "bytea", "bytea", "bytea", "text")
     _STAGE_TYPES = (
-        [*_CUSTOMER_TYPES, "text", "bytea", "bytea", "bool"],
+        [*_CUSTOMER_TYPES, "text", "bytea", "bytea", "bool", "bytea", "bytea", "bytea", "bytea"],
         ["int8", "text", "bytea"],
     )
     _STAGE_CUSTOMERS = "COPY import_customer FROM STDIN (FORMAT BINARY)"
@@ -920,7 +1002,7 @@ class _PostgresWriter(_Writer):
     # unique index, and the import with it. The types are the columns' own (binary COPY).
     COPY_CUSTOMERS = f"COPY customer ({', '.join(CUSTOMER_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
     _CUSTOMER_COLUMN_TYPES = ["int4", "text", "text", "bytea", "bytea", "bytea", "bytea", "text"]
-    _CUSTOMER_COLUMN_TYPES += ["text", "bytea", "bytea", "bool"]
+    _CUSTOMER_COLUMN_TYPES += ["text", "bytea", "bytea", "bool", "bytea", "bytea", "bytea", "bytea"]
     # Their exposures cannot be there already: nothing else knows their ids yet.
     COPY_EXPOSURES = (
         "COPY exposure (customer_id, incident_id, data_class, fragment_sealed) "

@@ -31,7 +31,8 @@ from portal.models import DATA_CLASSES, Customer, Exposure, Incident, Letter, No
 from portal.models.customer import new_public_ids
 from portal.models.notice import new_link_nonce
 from portal.models.sealed import context
-from portal.services import audit, reference_codes
+from portal.services import audit, reference_codes, runs
+from portal.services.background import Later, Progress, job
 
 # The same rule as the protection export's: a spreadsheet runs a cell starting with = + - @.
 from portal.services.protection import _cell as csv_cell
@@ -466,12 +467,57 @@ def build(
     return total, files, manifest_path
 
 
+def due_with_address(incident: Incident) -> int:
+    """How many letters due have an address to print (what a build writes)."""
+    return int(
+        db.session.scalar(
+            select(func.count())
+            .select_from(Letter)
+            .join(Customer, Customer.id == Letter.customer_id)
+            .where(
+                Letter.incident_id == incident.id,
+                Letter.produced_at.is_(None),
+                Customer.address_line1_sealed.is_not(None),
+            )
+        )
+        or 0
+    )
+
+
+@job("build_letters")
+def _build_job(payload: dict, progress: Progress) -> dict:
+    """Job: write the print files of the letters due (100,000 letters take minutes: never in a
+    request), then name them for the console's download links."""
+    incident = db.session.get(Incident, payload["incident_id"])
+    try:
+        # Two builds at once would print the same letters twice: the second waits its turn.
+        runs.hold_for_transaction(runs.LETTERS, incident.id)
+    except runs.Busy:
+        raise Later() from None
+    plan(incident)
+    total = due_with_address(incident)
+    progress(0, total)
+    count, files, manifest = build(
+        incident,
+        payload["out_dir"],
+        actor=payload["actor"],
+        progress=lambda done: progress(done, total),
+    )
+    return {
+        "slug": incident.slug,
+        "letters": count,
+        "files": [path.name for path in files],
+        "manifest": manifest.name if count else None,
+    }
+
+
 def mark_mailed(
     incident: Incident, manifest_path: Path | str, mailed_on: date, *, actor: str
 ) -> int:
     """Record the mailing date of every letter in a manifest; nothing changes if one is wrong."""
     try:
-        with open(manifest_path, newline="", encoding="utf-8") as f:
+        # utf-8-sig: a manifest opened and saved again in a spreadsheet starts with a BOM.
+        with open(manifest_path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             if not reader.fieldnames or "letter_id" not in reader.fieldnames:
                 raise LetterError(_("This is not a letters manifest: it has no letter_id column."))

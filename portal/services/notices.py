@@ -104,7 +104,8 @@ _INSERT_BATCH = text(
     ), notices AS (
         INSERT INTO notice (id, public_id, customer_id, incident_id, reference_code, link_nonce,
                             queued_at)
-        SELECT notice_id, public_id, customer_id, :incident_id, reference_code, link_nonce, :now
+        SELECT notice_id, public_id, customer_id, :incident_id, reference_code, link_nonce,
+               CASE WHEN length(recipient_sealed) = 0 THEN NULL ELSE CAST(:now AS timestamptz) END
         FROM batch
     )
     INSERT INTO outbox_message (kind, dedupe_key, message_id, recipient_sealed, subject,
@@ -114,6 +115,8 @@ _INSERT_BATCH = text(
            outbox_template.subject, batch.body_sealed, outbox_template.locale, 'queued', 0,
            :now, '', batch.notice_id, batch.template_id, :now
     FROM batch JOIN outbox_template ON outbox_template.id = batch.template_id
+    -- No email on file (an empty recipient): the notice alone, for a printed letter.
+    WHERE length(batch.recipient_sealed) > 0
     """
 )
 
@@ -131,8 +134,9 @@ def _columns(batch: _Batch) -> dict[str, str]:
         "reference_code": ",".join(batch.reference_code),
         "link_nonce": ",".join(batch.link_nonce),
         "message_id": ",".join(batch.message_id),
-        "recipient_sealed": ",".join(blob.hex() for blob in batch.recipient_sealed),
-        "body_sealed": ",".join(blob.hex() for blob in batch.body_sealed),
+        # An empty value: no email on file, no message (see _INSERT_BATCH).
+        "recipient_sealed": ",".join(blob.hex() if blob else "" for blob in batch.recipient_sealed),
+        "body_sealed": ",".join(blob.hex() if blob else "" for blob in batch.body_sealed),
         "template_id": ",".join(map(str, batch.template_id)),
     }
 
@@ -147,8 +151,9 @@ class _Batch:
     link_nonce: list[str] = field(default_factory=list)
     dedupe_key: list[str] = field(default_factory=list)
     message_id: list[str] = field(default_factory=list)
-    recipient_sealed: list[bytes] = field(default_factory=list)
-    body_sealed: list[bytes] = field(default_factory=list)
+    # None for a person with no email on file: a notice without a message.
+    recipient_sealed: list[bytes | None] = field(default_factory=list)
+    body_sealed: list[bytes | None] = field(default_factory=list)
     template_id: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -345,15 +350,21 @@ def _prepare(
             values=values,
             links={"link": [link_purpose, public_id, nonce]},
         )
-        email = vault.open(first.email_sealed, email_at + customer_public_id)
         batch.public_id.append(public_id)
         batch.customer_id.append(customer_id)
         batch.reference_code.append(code)
         batch.link_nonce.append(nonce)
         batch.dedupe_key.append(dedupe_key)
         batch.message_id.append(make_msgid(domain=host))
-        batch.recipient_sealed.append(vault.seal(email, recipient_at + dedupe_key))
-        batch.body_sealed.append(vault.seal(body, body_at + dedupe_key))
+        if first.email_sealed is None:
+            # No email on file: the notice (its reference code) is made, no message is queued;
+            # the letters' `no_email` rule puts the person on the list for a printed one.
+            batch.recipient_sealed.append(None)
+            batch.body_sealed.append(None)
+        else:
+            email = vault.open(first.email_sealed, email_at + customer_public_id)
+            batch.recipient_sealed.append(vault.seal(email, recipient_at + dedupe_key))
+            batch.body_sealed.append(vault.seal(body, body_at + dedupe_key))
         batch.template_id.append(template_id)
     return batch
 
@@ -488,10 +499,16 @@ def _insert_batch(incident: Incident, batch: _Batch, now, subjects: dict) -> Non
             "incident_id": incident.id,
             "reference_code": code,
             "link_nonce": nonce,
-            "queued_at": now,
+            # Queued by email only when there is an email to queue it to.
+            "queued_at": now if recipient is not None else None,
         }
-        for public_id, customer_id, code, nonce in zip(
-            batch.public_id, batch.customer_id, batch.reference_code, batch.link_nonce, strict=True
+        for public_id, customer_id, code, nonce, recipient in zip(
+            batch.public_id,
+            batch.customer_id,
+            batch.reference_code,
+            batch.link_nonce,
+            batch.recipient_sealed,
+            strict=True,
         )
     ]
     ids = dict(
@@ -500,28 +517,28 @@ def _insert_batch(incident: Incident, batch: _Batch, now, subjects: dict) -> Non
             notice_rows,
         ).all()
     )
-    db.session.execute(
-        insert(OutboxMessage),
-        [
-            {
-                "kind": "email",
-                "dedupe_key": batch.dedupe_key[n],
-                "message_id": batch.message_id[n],
-                "recipient_sealed": batch.recipient_sealed[n],
-                "subject": subjects[batch.template_id[n]][0],
-                "body_sealed": batch.body_sealed[n],
-                "locale": subjects[batch.template_id[n]][1],
-                "status": "queued",
-                "attempts": 0,
-                "next_attempt_at": now,
-                "last_error": "",
-                "notice_id": ids[batch.public_id[n]],
-                "template_id": batch.template_id[n],
-                "created_at": now,
-            }
-            for n in range(len(batch))
-        ],
-    )
+    messages = [
+        {
+            "kind": "email",
+            "dedupe_key": batch.dedupe_key[n],
+            "message_id": batch.message_id[n],
+            "recipient_sealed": batch.recipient_sealed[n],
+            "subject": subjects[batch.template_id[n]][0],
+            "body_sealed": batch.body_sealed[n],
+            "locale": subjects[batch.template_id[n]][1],
+            "status": "queued",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "last_error": "",
+            "notice_id": ids[batch.public_id[n]],
+            "template_id": batch.template_id[n],
+            "created_at": now,
+        }
+        for n in range(len(batch))
+        if batch.recipient_sealed[n] is not None
+    ]
+    if messages:  # (an empty list would make it one INSERT of nothing but defaults)
+        db.session.execute(insert(OutboxMessage), messages)
 
 
 class CampaignChanged(Exception):

@@ -133,21 +133,25 @@ def enqueue_sms(
 def queue_message(
     compose: Callable[..., Composed],
     *,
-    to: str,
+    to: str | None,
     locale: str,
     dedupe_key: str,
     sms: bool = False,
     expires_at: datetime | None = None,
     notice_id: int | None = None,
     **context,
-) -> OutboxMessage:
+) -> OutboxMessage | None:
     """Compose a message in the language of `locale` (the recipient's) and queue it to `to`.
+
+    `to` None (a person with no email on file, known by a postal address): nothing is queued.
 
     The one way a message is written: `compose(**context)` runs inside the recipient's language,
     and lazy texts in the context (`_l(...)`) are read in it too, never in the language of the
     page or of the person who caused the message. By text message when `sms` (the composer is
     asked for its short form), else by email with `locale` as its Content-Language.
     """
+    if to is None:
+        return None
     with force_locale(language_for(locale)):
         context = {k: str(v) if isinstance(v, LazyString) else v for k, v in context.items()}
         message = compose(**context, sms=True) if sms else compose(**context)

@@ -528,7 +528,7 @@ def export(incident: Incident, path: Path | str, *, actor: str) -> int:
                     for v in (
                         customer.external_id,
                         customer.name,
-                        customer.email,
+                        customer.email or "",  # none on file: a person reached by letter
                         enrollment.enrolled_at.isoformat(),
                         code_of(code),
                     )

@@ -21,6 +21,7 @@ from portal.extensions import db
 # chain's lock uses the one-key form, which PostgreSQL keeps apart from these.
 IMPORT = 0x1A7_0001
 NOTICES = 0x1A7_0002
+LETTERS = 0x1A7_0003
 
 
 class Busy(Exception):

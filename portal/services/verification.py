@@ -44,6 +44,11 @@ class VerificationLocked(VerificationError):
     """Too many wrong codes: only support can let this customer verify again."""
 
 
+class NoContactOnFile(VerificationLocked):
+    """Neither a phone nor an email on file to send a code to (a person reached by letter):
+    a person at support checks who they are instead."""
+
+
 class TooManyCodes(VerificationError):
     """This customer was sent as many codes as an hour allows."""
 
@@ -96,13 +101,13 @@ def describe_channel(customer: Customer, channel: str | None = None) -> str:
         return _(
             "by text message to the phone number ending in %(digits)s", digits=customer.phone[-2:]
         )
-    return _("by email to %(address)s", address=mask_email(customer.email))
+    return _("by email to %(address)s", address=mask_email(customer.email or ""))
 
 
 def _channels(customer: Customer) -> list[str]:
     """Every way to reach this customer with a code, on file with the organisation."""
     return (["sms"] if _uses_sms(customer) else []) + (
-        [] if _held(customer, "email") else ["email"]
+        [] if customer.email_sealed is None or _held(customer, "email") else ["email"]
     )
 
 
@@ -244,6 +249,10 @@ def _start(customer: Customer, notice: Notice | None, purpose: str = "verify") -
         # The only way left is an address staff changed without a second approval: a person
         # at support must look first (that address may be whoever asked for the change).
         raise VerificationLocked()
+    if not _uses_sms(customer) and customer.email_sealed is None:
+        # Known only by a postal address: no code can reach them, and a letter's reference
+        # code alone must not open the account. Support checks who they are.
+        raise NoContactOnFile()
     # A fresh random secret per challenge; the code is its first HOTP value (6 digits).
     code = pyotp.HOTP(pyotp.random_base32()).at(0)
     challenge = Challenge(
@@ -471,7 +480,7 @@ def reissue_link(notice: Notice, customer: Customer, *, reason: str) -> bool:
     False (nothing sent) when that address was changed by staff within the hold without a
     second approval: the link would open the account for whoever asked for the change.
     """
-    if _held(customer, "email"):
+    if customer.email_sealed is None or _held(customer, "email"):
         return False
     notice.link_nonce = secrets.token_urlsafe(16)  # every earlier link stops working
     outbox.queue_message(

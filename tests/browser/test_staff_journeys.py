@@ -660,3 +660,69 @@ def test_an_agents_contact_change_waits_for_the_new_address_and_a_second_agent_b
     expect(page.locator("#contact-changes")).to_contain_text("Applied")
     expect(page.locator("#contact-changes")).to_contain_text(f"Approved by {member.email}")
     you.check("contact change applied")
+
+
+# --- 6. printed letters: build in the background, download, record the mailing ---
+
+
+def _paper_incident(slug: str, title: str, mode: str, folder) -> None:
+    """An incident whose two affected people have a postal address and no email."""
+    from portal.extensions import db
+    from portal.services.imports import ADDRESS_COLUMNS, COLUMNS, import_customers
+    from portal.services.incidents import create_incident
+
+    incident = create_incident(
+        slug=slug, title=title, discovered_on=date(2026, 11, 5), actor="test"
+    )
+    db.session.flush()
+    path = folder / f"paper-{mode}.csv"
+    header = [c for c in (*COLUMNS, *ADDRESS_COLUMNS) if c != "email"]
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for n in (1, 2):
+            row = {
+                "external_id": f"P-{mode}-{n}",
+                "full_name": f"Paper Reader{n}",
+                "locale": "en",
+                "region": "US-OR",
+                "data_classes": "full_name;postal_address",
+                "address_line1": f"{n} Mill Street",
+                "city": "Portland",
+                "postal_code": "97201",
+            }
+            writer.writerow([row.get(h, "") for h in header])
+    import_customers(incident, path, actor="test")
+
+
+@JS
+def test_an_admin_builds_letters_downloads_the_manifest_and_records_the_mailing(
+    live, person, clock, js, tmp_path
+):
+    mode = "js" if js else "nojs"
+    slug, title = f"paper-{mode}", f"Paper records exposure ({mode})"
+    live.run(_paper_incident, slug, title, mode, tmp_path)
+
+    you = person(js=js)
+    set_up(you, live, clock, role="admin")
+    page = you.page
+    you.click("link", "Console")
+    you.click("link", title, exact=True)
+    you.click("link", "Printed letters")
+    you.check("letters")
+    you.click("button", "Write the print files for the letters due")
+    page.wait_for_url(re.compile(r"/admin/jobs/"))
+    _wait_for_job(you, "2 letter(s) written in 1 file(s).", check=True)
+    with page.expect_download() as download:
+        page.get_by_role("link", name=re.compile(r"-manifest\.csv$")).click()
+    manifest = tmp_path / f"manifest-{mode}.csv"
+    download.value.save_as(manifest)
+    assert "Mill Street" in manifest.read_text(encoding="utf-8")
+
+    you.click("link", "Back to the letters")
+    page.get_by_label("The mail house's manifest (CSV)").set_input_files(manifest)
+    page.get_by_label("Mailed on").fill("2026-11-20")
+    you.click("button", "Record these letters as mailed")
+    expect(page.get_by_role("status")).to_contain_text("2 letter(s) recorded as mailed")
+    expect(page.locator("tr", has_text="Mailed").first).to_contain_text("2")
+    you.check("mailed")

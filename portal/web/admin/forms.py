@@ -2,6 +2,7 @@
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
+from flask_wtf.file import FileField, FileRequired
 from wtforms import (
     BooleanField,
     DateField,
@@ -173,4 +174,16 @@ class ProtectionOfferForm(FlaskForm):
     )
     includes_es = TextAreaField(
         _l("What it includes, in Spanish, one item per line"), [Length(max=5000)]
+    )
+
+
+class MailedForm(FlaskForm):
+    """The mail house's manifest of the letters it mailed, and the day it mailed them."""
+
+    manifest = FileField(
+        _l("The mail house's manifest (CSV)"),
+        validators=[FileRequired(_l("Choose the manifest file to upload."))],
+    )
+    mailed_on = DateField(
+        _l("Mailed on"), validators=[DataRequired(_l("Give the day the letters were mailed."))]
     )

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 from flask import abort, current_app, flash, redirect, render_template, send_file, url_for
+from flask_babel import format_date
 from flask_babel import gettext as _
 from sqlalchemy import func, select
 
 from portal.extensions import db
 from portal.models import AuditEvent, Letter
-from portal.services import audit
+from portal.services import audit, background
 from portal.services import letters as letters_service
 from portal.unit_of_work import write_is_the_point
 from portal.web.access import staff
 from portal.web.admin.blueprint import bp
 from portal.web.admin.common import current_actor, incident_or_404
+from portal.web.admin.forms import MailedForm
 from portal.web.freshness import fresh_within
 from portal.web.staff.forms import ActionForm
 
@@ -46,6 +49,7 @@ def letters(slug: str):
         counts=letters_service.counts(item),
         batches=_batches(item.id),
         action=ActionForm(),
+        mailed=MailedForm(),
     )
 
 
@@ -55,9 +59,47 @@ def letters(slug: str):
 @fresh_within(minutes=5)
 def letters_build(slug: str):
     item = incident_or_404(slug)
-    count, files, _manifest = letters_service.build(item, _folder(slug), actor=current_actor())
+    # A background job: 100,000 letters take some seven minutes, far past a request's time.
+    job = background.submit(
+        "build_letters",
+        {"incident_id": item.id, "out_dir": str(_folder(slug)), "actor": current_actor()},
+        actor=current_actor(),
+    )
+    return redirect(url_for("admin.job", public_id=job.public_id))
+
+
+@bp.post("/incidents/<slug>/letters/mailed")
+@staff("admin")
+# The record of notice by post that regulators are shown: a fresh proof, and an audit event
+# (letters.mailed, by the service). A file sent on a stale proof is kept and finished after it.
+@fresh_within(minutes=5)
+def letters_mailed(slug: str):
+    item = incident_or_404(slug)
+    form = MailedForm()
+    if not form.validate_on_submit():
+        for errors in form.errors.values():
+            flash(errors[0], "error")
+        return redirect(url_for("admin.letters", slug=slug))
+    folder = Path(current_app.instance_path) / "uploads"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Names and addresses: never the uploader's file name, readable by the portal alone, and
+    # gone once read.
+    path = folder / f"{secrets.token_hex(16)}.csv"
+    form.manifest.data.save(path)
+    path.chmod(0o600)
+    try:
+        count = letters_service.mark_mailed(item, path, form.mailed_on.data, actor=current_actor())
+    except letters_service.LetterError as exc:
+        flash(str(exc), "error")  # the service changed nothing
+        return redirect(url_for("admin.letters", slug=slug))
+    finally:
+        path.unlink(missing_ok=True)
     flash(
-        _("%(count)d letter(s) written in %(files)d file(s).", count=count, files=len(files)),
+        _(
+            "%(count)d letter(s) recorded as mailed on %(day)s.",
+            count=count,
+            day=format_date(form.mailed_on.data, "long"),
+        ),
         "info",
     )
     return redirect(url_for("admin.letters", slug=slug))

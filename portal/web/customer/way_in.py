@@ -34,6 +34,7 @@ from portal.services.verification import (
     ChallengeEnded,
     CodeRejected,
     LinkInvalid,
+    NoContactOnFile,
     ResendLimited,
     TooManyCodes,
     VerificationLocked,
@@ -91,6 +92,8 @@ def link(token: str):
         return render_template(
             "customer/link_invalid.html", reason=exc.reason, form=NewLinkForm()
         ), 410 if exc.reason == "expired" else 404
+    except NoContactOnFile:
+        return render_template("customer/locked.html", no_contact=True)
     except VerificationLocked:
         return _locked()
     except TooManyCodes:
@@ -118,6 +121,8 @@ def start():
             return _begin(verification.start_from_reference(form.reference.data))
         except CodeRejected as exc:
             form.reference.errors.append(str(exc))
+        except NoContactOnFile:
+            return render_template("customer/locked.html", no_contact=True)
         except VerificationLocked:
             return _locked()
         except TooManyCodes:

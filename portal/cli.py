@@ -148,11 +148,26 @@ def customers_import(slug, file):
 @unit_of_work.command
 def notices_send(slug):
     """Queue a notice for every affected customer not yet notified (safe to run again)."""
+    from portal.services import approvals, notice_preview
     from portal.services.notices import queue_notices
     from portal.services.runs import Busy
 
+    incident = _incident(slug)
+    content = notice_preview.pinned(incident)
     try:
-        count = queue_notices(_incident(slug), actor=_actor())
+        # The same four-eyes gate as the console: no override from a shell (two admins
+        # confirm an override in the console, each proving who they are). Nobody waiting:
+        # nothing goes out, so a second run stays a harmless no-op.
+        if content["total"]:
+            approvals.require("campaign", incident.slug, content)
+    except approvals.NotApproved:
+        raise click.ClickException(
+            f"The notices of incident {slug} are not approved as they are now: nothing was "
+            "queued. Legal approves the campaign in the console (Notice campaign, Ask legal to "
+            "approve); a change after approval needs approving again."
+        ) from None
+    try:
+        count = queue_notices(incident, actor=_actor())
     except Busy:
         raise click.ClickException(
             f"Notices for incident {slug} are being queued by another run. Nothing was queued "
@@ -570,9 +585,21 @@ def protection_export(slug, file):
 @unit_of_work.command
 def letters_build(slug, out_dir, batch_size):
     """Write the letters due as PDFs (one per batch) and a manifest CSV for the mail house."""
-    from portal.services.letters import LetterError, build
+    from portal.services import approvals
+    from portal.services.letters import LetterError, build, pinned
 
     incident = _incident(slug)
+    content = pinned(incident)
+    if content["total"]:
+        try:
+            # The console's four-eyes gate, here too: legal approves the batch first.
+            approvals.require("letters", incident.slug, content)
+        except approvals.NotApproved:
+            raise click.ClickException(
+                f"The letters of incident {slug} are not approved as they are now: nothing was "
+                "printed. Legal approves them in the console (Printed letters, Ask legal to "
+                "approve); a change after approval needs approving again."
+            ) from None
     try:
         count, files, manifest = build(incident, out_dir, batch_size=batch_size, actor=_actor())
     except (LetterError, OSError) as exc:

@@ -36,6 +36,10 @@ class ApprovalError(Exception):
     """A refusal to tell the person, in words; nothing was changed."""
 
 
+class NotApproved(ApprovalError):
+    """It cannot go out: nobody with the approving role approved it exactly as it is now."""
+
+
 def canonical(pinned: dict) -> str:
     """The one JSON text of a pinned content: sorted keys, no spaces, characters as they are."""
     return json.dumps(pinned, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -109,6 +113,22 @@ def submit(
     return approval
 
 
+def withdraw(subject: str, subject_ref: str, *, actor: str) -> int:
+    """The thing was changed: what was asked or approved for it no longer covers it (back to
+    draft). Returns how many approvals were superseded."""
+    result = db.session.execute(
+        update(Approval)
+        .where(*_open_ones(subject, subject_ref))
+        .values(state="superseded")
+        .execution_options(synchronize_session="fetch")
+    )
+    if result.rowcount:
+        audit.record(
+            "approval.withdrawn", actor=actor, subject_type=subject, subject_id=str(subject_ref)
+        )
+    return result.rowcount
+
+
 def approve(approval: Approval, *, approver: StaffMember) -> Approval:
     """Approve a pending approval: by someone else than the drafter, holding the approving
     role. Refusals are audited too (someone tried)."""
@@ -156,6 +176,20 @@ def approved_for(subject: str, subject_ref: str, pinned: dict) -> Approval | Non
         )
         .order_by(Approval.id.desc())
     ).first()
+
+
+def require(subject: str, subject_ref: str, pinned: dict) -> Approval:
+    """The approval covering exactly this content; NotApproved (a sentence to show) if none.
+    Every way out (console, command line, job) asks this before anything leaves."""
+    found = approved_for(subject, subject_ref, pinned)
+    if found is None:
+        raise NotApproved(
+            _(
+                "Legal has not approved this exactly as it is now. Ask for approval; a change "
+                "after approval needs approving again."
+            )
+        )
+    return found
 
 
 def for_incident(incident: Incident) -> list[Approval]:

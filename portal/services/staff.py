@@ -933,6 +933,26 @@ def disable(member: StaffMember, *, actor: str) -> None:
     audit.record("staff.disabled", actor=actor, subject_type="staff", subject_id=member.public_id)
 
 
+def set_roles(member: StaffMember, roles, *, by: StaffMember, actor: str) -> None:
+    """Give the member exactly these roles (one at least); audited with before and after."""
+    wanted = set(roles)
+    if not wanted or not wanted <= set(STAFF_ROLES):
+        raise StaffError(_("Choose at least one role."))
+    # Never the last admin out of the console: nobody would be left to give it back.
+    if member.id == by.id and "admin" not in wanted:
+        raise StaffError(_("You cannot take the admin role from yourself."))
+    before = list(member.roles)
+    member.roles = wanted
+    db.session.flush()
+    audit.record(
+        "staff.roles_changed",
+        actor=actor,
+        subject_type="staff",
+        subject_id=member.public_id,
+        details={"before": before, "after": list(member.roles)},
+    )
+
+
 def reset_mfa(member: StaffMember, *, actor: str) -> None:
     """Drop the authenticator and recovery codes; the member must set up again, with a new link
     sent to their own address only."""

@@ -82,7 +82,8 @@ def set_roles(public_id: str):
     member = _target(public_id)
     if not ActionForm().validate_on_submit():
         abort(400)
-    chosen = [r for r in request.form.getlist("roles") if r in STAFF_ROLES]
+    # One field per role: the portal refuses a field sent twice (portal.web.input).
+    chosen = [r for r in STAFF_ROLES if request.form.get(f"role_{r}") == "yes"]
     try:
         staff_service.set_roles(member, chosen, by=current_user.staff, actor=current_actor())
     except staff_service.StaffError as exc:

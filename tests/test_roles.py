@@ -283,3 +283,25 @@ def test_the_admin_gives_roles_after_proving_it_again_and_it_is_audited(app, tea
         f"/admin/staff/{me.public_id}/roles", data={"csrf_token": own, "role_admin": "yes"}
     )
     assert taken.status_code == 403
+
+
+def test_the_invite_command_keeps_its_interface_and_takes_more_roles(app, runner):
+    kept = runner.invoke(args=["staff", "invite", "--email", "a@example.com", "--role", "agent"])
+    assert kept.exit_code == 0 and "/staff/setup/" in kept.output
+    assert member("a@example.com").roles == ("agent",)
+    both = runner.invoke(
+        args=[
+            "staff",
+            "invite",
+            "--email",
+            "l@example.com",
+            "--role",
+            "legal",
+            "--role",
+            "security",
+        ]
+    )
+    assert both.exit_code == 0, both.output
+    assert member("l@example.com").roles == ("legal", "security")
+    wrong = runner.invoke(args=["staff", "invite", "--email", "x@example.com", "--role", "boss"])
+    assert wrong.exit_code != 0

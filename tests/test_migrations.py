@@ -107,3 +107,29 @@ def _migrate_to(revision: str, step) -> None:
     db.session.remove()  # no transaction of ours may hold a table the migration alters
     step(revision=revision)
     db.session.remove()
+
+
+ROLES = "f1a2b3c4d5e6"  # staff roles (several per member) and four-eyes approvals
+
+
+def test_every_staff_member_keeps_their_role_when_roles_become_several(app):
+    from sqlalchemy import inspect
+
+    from portal.models import StaffMember
+    from portal.services.staff import invite
+
+    invite("agent@example.com", "agent", actor="test")
+    invite("boss@example.com", "admin", actor="test")
+    db.session.commit()
+    before = ScriptDirectory(str(ROOT / "migrations")).get_revision(ROLES).down_revision
+    _migrate_to(before, downgrade)
+    try:
+        columns = [c["name"] for c in inspect(db.engine).get_columns("staff_member")]
+        assert "roles" not in columns
+    finally:
+        _migrate_to("head", upgrade)
+    held = {m.email: (m.role, m.roles) for m in db.session.scalars(select(StaffMember))}
+    assert held == {
+        "agent@example.com": ("agent", ("agent",)),
+        "boss@example.com": ("admin", ("admin",)),
+    }

@@ -13,6 +13,7 @@ from portal.extensions import db
 from portal.mail.compose import Composed
 from portal.mail.mime import Skeleton, fill
 from portal.models import AuditEvent, Customer, Exposure, Incident, Notice
+from portal.models.audit import Actor
 from portal.services import audit
 from portal.services.notices import Variants, variant_of
 from portal.services.outbox import one_line, template_digest
@@ -172,7 +173,8 @@ def pinned(incident: Incident) -> dict:
         if not group.waiting:
             continue
         reader = sample_reader(incident, locale=group.locale, region=group.region)
-        message = preview(incident, reader, actor="", named=False, record=False).composed
+        # Not recorded (record=False): a group's sample, nobody's data looked at by anyone.
+        message = preview(incident, reader, actor=Actor.STAFF, named=False, record=False).composed
         shown.append(
             {
                 "locale": group.locale,

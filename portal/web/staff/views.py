@@ -168,9 +168,12 @@ def setup_authenticator():
             # Shown once, on this response only; only their digests are stored.
             token = staff_service.rotate(current_user.session)
             return _with_cookie(
-                make_response(render_template(
+                make_response(
+                    render_template(
                         "staff/recovery_codes.html", codes=codes, home=_home(current_user.staff)
-                    )), token
+                    )
+                ),
+                token,
             )
     return render_template(
         "staff/setup_authenticator.html",

@@ -38,7 +38,7 @@ outbox_cli = click.Group("outbox", help="Deliver and inspect queued messages.")
 audit_cli = click.Group("audit", help="The audit trail.")
 keys_cli = click.Group("keys", help="Data encryption keys.")
 protection_cli = click.Group("protection", help="The identity-protection offer and its codes.")
-staff_cli = click.Group("staff", help="Staff accounts (agents and admins).")
+staff_cli = click.Group("staff", help="Staff accounts (agents, admins and the response team).")
 retention_cli = click.Group("retention", help="Delete what is past its retention period.")
 letters_cli = click.Group("letters", help="Printed letters for the mail house.")
 
@@ -58,14 +58,22 @@ def retention_run():
 
 @staff_cli.command("invite")
 @click.option("--email", required=True)
-@click.option("--role", required=True, type=click.Choice(["agent", "admin"]))
+@click.option(
+    "--role",
+    "roles",
+    required=True,
+    multiple=True,
+    # agent|admin as ever; the response team's roles too, and --role again for several.
+    type=click.Choice(["agent", "admin", "legal", "communications", "security", "support_lead"]),
+    help="agent or admin (or legal, communications, security, support_lead); repeat for more.",
+)
 @unit_of_work.command
-def staff_invite(email, role):
+def staff_invite(email, roles):
     """Print a one-time set-up link (one hour) for a staff member. No default account exists."""
     from portal.services.staff import StaffError, invite
 
     try:
-        link = invite(email, role, actor=_actor())
+        link = invite(email, roles[0], actor=_actor(), roles=roles[1:])
     except StaffError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo("Give this link to the staff member, in person or over a trusted channel.")
@@ -148,11 +156,26 @@ def customers_import(slug, file):
 @unit_of_work.command
 def notices_send(slug):
     """Queue a notice for every affected customer not yet notified (safe to run again)."""
+    from portal.services import approvals, notice_preview
     from portal.services.notices import queue_notices
     from portal.services.runs import Busy
 
+    incident = _incident(slug)
+    content = notice_preview.pinned(incident)
     try:
-        count = queue_notices(_incident(slug), actor=_actor())
+        # The same four-eyes gate as the console: no override from a shell (two admins
+        # confirm an override in the console, each proving who they are). Nobody waiting:
+        # nothing goes out, so a second run stays a harmless no-op.
+        if content["total"]:
+            approvals.require("campaign", incident.slug, content)
+    except approvals.NotApproved:
+        raise click.ClickException(
+            f"The notices of incident {slug} are not approved as they are now: nothing was "
+            "queued. Legal approves the campaign in the console (Notice campaign, Ask legal to "
+            "approve); a change after approval needs approving again."
+        ) from None
+    try:
+        count = queue_notices(incident, actor=_actor())
     except Busy:
         raise click.ClickException(
             f"Notices for incident {slug} are being queued by another run. Nothing was queued "
@@ -570,9 +593,21 @@ def protection_export(slug, file):
 @unit_of_work.command
 def letters_build(slug, out_dir, batch_size):
     """Write the letters due as PDFs (one per batch) and a manifest CSV for the mail house."""
-    from portal.services.letters import LetterError, build
+    from portal.services import approvals
+    from portal.services.letters import LetterError, build, pinned
 
     incident = _incident(slug)
+    content = pinned(incident)
+    if content["total"]:
+        try:
+            # The console's four-eyes gate, here too: legal approves the batch first.
+            approvals.require("letters", incident.slug, content)
+        except approvals.NotApproved:
+            raise click.ClickException(
+                f"The letters of incident {slug} are not approved as they are now: nothing was "
+                "printed. Legal approves them in the console (Printed letters, Ask legal to "
+                "approve); a change after approval needs approving again."
+            ) from None
     try:
         count, files, manifest = build(incident, out_dir, batch_size=batch_size, actor=_actor())
     except (LetterError, OSError) as exc:
@@ -611,17 +646,18 @@ def letters_mark_mailed(slug, manifest, mailed_on):
 @unit_of_work.command
 def demo():
     """Load a demo incident with demo customers and queue their notices."""
-    from portal.services.demo import DEMO_ADMIN, admin_invitation, load_demo
+    from portal.services.demo import load_demo, team_invitations
 
     slug, count = load_demo(actor=_actor())
-    click.echo(f"Demo incident {slug}: {count} customers, notices queued.")
-    link = admin_invitation(actor=_actor())
-    if link is None:
-        login = f"{current_app.config['STAFF_BASE_URL']}/staff/login"
-        click.echo(f"Staff: the demo admin {DEMO_ADMIN} is set up; sign in at {login}")
-    else:
-        click.echo(f"Staff: set up the demo admin {DEMO_ADMIN} (works once, within one hour):")
-        click.echo(link)
+    click.echo(f"Demo incident {slug}: {count} customers, notices queued (approved by legal).")
+    # The admin first, then legal and communications: each sets up their own account.
+    for address, role, link in team_invitations(actor=_actor()):
+        if link is None:
+            login = f"{current_app.config['STAFF_BASE_URL']}/staff/login"
+            click.echo(f"Staff: the demo {role} {address} is set up; sign in at {login}")
+        else:
+            click.echo(f"Staff: set up the demo {role} {address} (works once, within one hour):")
+            click.echo(link)
 
 
 COMMANDS = [

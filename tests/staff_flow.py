@@ -27,9 +27,10 @@ def code_for(email: str, clock: Clock) -> str:
     return pyotp.TOTP(vault.open(m.totp_sealed, f"staff.totp.{m.public_id}")).at(clock.now())
 
 
-def set_up(app, client, email: str, role: str, clock: Clock) -> list[str]:
-    """Invitation to a fully signed-in session; return the recovery codes shown."""
-    link = invite(email, role, actor="test")
+def set_up(app, client, email: str, role: str, clock: Clock, *, roles=()) -> list[str]:
+    """Invitation to a fully signed-in session (in `role` and any further `roles`); return the
+    recovery codes shown."""
+    link = invite(email, role, actor="test", roles=roles)
     path = link.removeprefix(BASE_URL)
     page = client.get(path)
     assert page.status_code == 200

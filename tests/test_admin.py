@@ -14,6 +14,7 @@ from portal.models import AuditEvent, Customer, IncidentUpdate, OutboxMessage
 from portal.services import background
 from portal.services.imports import import_customers
 from portal.services.notices import queue_notices
+from tests.approval_flow import approve_campaign, approve_update
 from tests.conftest import customer_row
 from tests.customer_flow import csrf_from, messages_to, sign_in
 from tests.staff_flow import set_up
@@ -29,7 +30,8 @@ HOSTILE = (
 @pytest.fixture
 def admin(app, clock):
     client = app.test_client()
-    set_up(app, client, "boss@example.com", "admin", clock)
+    # The boss also writes the updates (communications); legal is someone else.
+    set_up(app, client, "boss@example.com", "admin", clock, roles=("communications",))
     return client
 
 
@@ -90,7 +92,7 @@ def test_hostile_markdown_is_inert_everywhere(admin, customer, app):
 
 
 def test_updates_drafts_publishing_and_corrections(admin, customer, app):
-    page = admin.get("/admin/incidents/acme-2026")
+    page = admin.get("/admin/incidents/acme-2026/updates")
     admin.post(
         "/admin/incidents/acme-2026/updates",
         data={
@@ -104,6 +106,7 @@ def test_updates_drafts_publishing_and_corrections(admin, customer, app):
     assert b"Forensics finished" not in customer.get("/me").data  # a draft is not shown
     assert b"Forensics finished" not in public.get("/incidents/acme-2026").data
 
+    approve_update(draft)
     admin.post(f"/admin/updates/{draft.id}/publish", data={"csrf_token": csrf_from(page)})
     assert b"Forensics finished" in customer.get("/me").data
     assert b"<strong>no</strong> further access" in public.get("/incidents/acme-2026").data
@@ -116,6 +119,12 @@ def test_updates_drafts_publishing_and_corrections(admin, customer, app):
             "body": "One more server was accessed.",
         },
     )
+    correction = db.session.scalars(
+        select(IncidentUpdate).where(IncidentUpdate.corrects_id == draft.id)
+    ).one()
+    assert "(corrected)" not in public.get("/incidents/acme-2026").get_data(as_text=True)
+    approve_update(correction)
+    admin.post(f"/admin/updates/{correction.id}/publish", data={"csrf_token": csrf_from(page)})
     seen = public.get("/incidents/acme-2026").get_data(as_text=True)
     assert "Correction" in seen and "Forensics finished (corrected)" in seen
     assert "The investigators found" in seen  # the original stays as it was published
@@ -327,6 +336,7 @@ def test_the_campaign_sends_and_retries(admin, incident, app, write_csv):
     assert b"not yet notified (3)" in page.data
     page = admin.get("/admin/incidents/acme-2026/campaign/confirm")
     assert b"Send 3 notices" in page.data
+    approve_campaign(incident)
     response = admin.post(
         "/admin/incidents/acme-2026/campaign/send",
         data={"csrf_token": csrf_from(page), "expected": "3"},
@@ -352,12 +362,13 @@ def test_the_campaign_sends_and_retries(admin, incident, app, write_csv):
 
 
 def test_publishing_can_email_every_affected_customer_once(admin, customer, app):
-    page = admin.get("/admin/incidents/acme-2026")
+    page = admin.get("/admin/incidents/acme-2026/updates")
     admin.post(
         "/admin/incidents/acme-2026/updates",
         data={"csrf_token": csrf_from(page), "title": "Phone line extended", "body": "Now 24/7."},
     )
     draft = db.session.scalars(select(IncidentUpdate)).one()
+    approve_update(draft)
     response = admin.post(
         f"/admin/updates/{draft.id}/publish", data={"csrf_token": csrf_from(page), "notify": "yes"}
     )

@@ -29,7 +29,7 @@ REPEAT_ADVICE = "sent more than once"
 @pytest.fixture
 def admin(app, clock, incident):
     client = app.test_client()
-    set_up(app, client, "boss@example.com", "admin", clock)
+    set_up(app, client, "boss@example.com", "admin", clock, roles=("communications",))
     return client
 
 

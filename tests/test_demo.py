@@ -66,7 +66,20 @@ def test_the_demo_prints_a_staff_set_up_link_that_opens_and_then_says_where_to_s
     first = runner.invoke(args=["demo"])
     assert first.exit_code == 0, first.output
     links = re.findall(r"^(https?://\S+/staff/setup/\S+)$", first.output, re.M)
-    assert len(links) == 1, first.output
+    # The team: the admin, and legal and communications (four eyes need two people).
+    assert len(links) == 3, first.output
+    assert "the demo legal legal@example.com" in first.output
+    assert "the demo communications communications@example.com" in first.output
+    # Its notices went out as every campaign does: approved by legal, not by the admin alone.
+    from sqlalchemy import select
+
+    from portal.extensions import db
+    from portal.models import Approval, StaffMember
+
+    db.session.expire_all()
+    approval = db.session.scalars(select(Approval)).one()
+    assert approval.subject == "campaign" and approval.state == "approved"
+    assert db.session.get(StaffMember, approval.approved_by_id).email == "legal@example.com"
     assert links[0].startswith(app.config["BASE_URL"] + "/staff/setup/")
     page = client.get(links[0].removeprefix(app.config["BASE_URL"]))
     assert page.status_code == 200
@@ -75,13 +88,14 @@ def test_the_demo_prints_a_staff_set_up_link_that_opens_and_then_says_where_to_s
     # Run again before the set-up is done: a new link, and the one before stops working.
     second = runner.invoke(args=["demo"])
     again = re.findall(r"^(https?://\S+/staff/setup/\S+)$", second.output, re.M)
-    assert len(again) == 1 and again[0] != links[0]
+    assert len(again) == 3 and again[0] != links[0]
     assert client.get(links[0].removeprefix(app.config["BASE_URL"])).status_code == 404
 
     # Once the admin is set up, the demo sends them to the sign-in page instead.
     set_up(app, app.test_client(), "admin@example.com", "admin", clock)
     third = runner.invoke(args=["demo"])
-    assert "/staff/setup/" not in third.output
+    assert "admin@example.com is set up" in third.output
+    assert len(re.findall(r"/staff/setup/", third.output)) == 2
     assert f"sign in at {app.config['BASE_URL']}/staff/login" in third.output
 
 

@@ -14,6 +14,7 @@ from portal.extensions import db
 from portal.models import ContactChange, Customer, Job, KeptAct, Notice
 from portal.services import background
 from portal.services.imports import import_customers
+from tests.approval_flow import approve_campaign
 from tests.conftest import customer_row
 from tests.customer_flow import csrf_from
 from tests.staff_flow import PASSWORD, code_for, confirm_it_is_you, set_up
@@ -93,6 +94,7 @@ def test_a_campaign_started_with_a_stale_proof_sends_after_reauthentication_with
         write_csv([customer_row(n, email=f"p{n}@example.com", phone="") for n in range(1, 4)]),
         actor="test",
     )
+    approve_campaign(incident)
     page = admin.get("/admin/incidents/acme-2026/campaign")
     clock.tick(STALE)
     asked = admin.post(
@@ -115,6 +117,7 @@ def test_a_wrong_code_keeps_the_act_and_asks_again(admin, incident, app, clock, 
     import_customers(
         incident, write_csv([customer_row(1, email="p1@example.com", phone="")]), actor="test"
     )
+    approve_campaign(incident)
     page = admin.get("/admin/incidents/acme-2026/campaign")
     clock.tick(STALE)
     asked = admin.post(
@@ -153,6 +156,7 @@ def test_a_kept_acts_page_shares_the_lock_and_the_allowance_of_reauthentication(
     import_customers(
         incident, write_csv([customer_row(1, email="p1@example.com", phone="")]), actor="test"
     )
+    approve_campaign(incident)
     page = admin.get("/admin/incidents/acme-2026/campaign")
     clock.tick(STALE)
     asked = admin.post(
@@ -245,6 +249,7 @@ def test_an_abandoned_act_is_not_done_by_a_later_proof(admin, incident, app, clo
     import_customers(
         incident, write_csv([customer_row(1, email="p1@example.com", phone="")]), actor="test"
     )
+    approve_campaign(incident)
     page = admin.get("/admin/incidents/acme-2026/campaign")
     clock.tick(STALE)
     admin.post(
@@ -263,6 +268,7 @@ def test_an_act_nobody_came_back_for_is_not_kept_past_fifteen_minutes(
     import_customers(
         incident, write_csv([customer_row(1, email="p1@example.com", phone="")]), actor="test"
     )
+    approve_campaign(incident)
     page = admin.get("/admin/incidents/acme-2026/campaign")
     clock.tick(STALE)
     asked = admin.post(

@@ -22,6 +22,7 @@ from bench import herd
 from bench.herd_sink import Sink
 from portal.mail.smtp import SMTPTransport
 from portal.services.outbox import Transports
+from tests.approval_flow import approve_campaign
 from tests.conftest import BASE_URL, base_env, free_port
 
 PEOPLE = 4
@@ -59,6 +60,8 @@ def site(app, runner, incident, tmp_path):
         ["customers", "import", "--incident", incident.slug, str(customers)],
         ["notices", "send", "--incident", incident.slug],
     ):
+        if args[0] == "notices":
+            approve_campaign(incident)
         result = runner.invoke(args=args)
         assert result.exit_code == 0, result.output
 

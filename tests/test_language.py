@@ -14,6 +14,7 @@ from portal.services import updates
 from portal.services.imports import import_customers
 from portal.services.incidents import update_incident
 from portal.services.notices import queue_notices
+from tests.approval_flow import approve_update
 from tests.conftest import customer_row
 from tests.customer_flow import (
     code_sent_to,
@@ -76,6 +77,7 @@ def test_a_language_picked_before_signing_in_is_kept_after_it_and_remembered(
     other = app.test_client()
     assert "Envíenme el código" in other.get(path).get_data(as_text=True)
     update = updates.draft(notified, "Forensics finished", "Nothing more.", actor="test")
+    approve_update(update)
     updates.publish(update, actor="test")
     updates.notify_affected(update.id)
     assert messages_to(ANA)[-1].row.subject == f"Novedades sobre {TITLE}"
@@ -151,6 +153,7 @@ def test_the_public_page_and_updates_follow_the_language_with_the_same_rule(app,
         actor="test",
         translations={"es": {"title": "Análisis forense terminado", "body": ""}},
     )
+    approve_update(draft)
     updates.publish(draft, actor="test")
     page = visitor.get("/incidents/acme-2026").get_data(as_text=True)
     assert f'<h1><span lang="en">{TITLE}</span></h1>' in page
@@ -188,7 +191,7 @@ def test_the_offers_list_in_spanish_from_the_command_line(app, runner, client, n
 @pytest.fixture
 def admin(app, clock):
     client = app.test_client()
-    set_up(app, client, "boss@example.com", "admin", clock)
+    set_up(app, client, "boss@example.com", "admin", clock, roles=("communications",))
     return client
 
 
@@ -237,6 +240,7 @@ def test_the_console_saves_spanish_text_for_the_incident_and_its_updates(admin, 
     assert draft.translations == {
         "es": {"title": "Análisis forense terminado", "body": "Ningún otro acceso."}
     }
+    approve_update(draft)
     admin.post(f"/admin/updates/{draft.id}/publish", data={"csrf_token": csrf_from(page)})
 
     luis = app.test_client()

@@ -16,6 +16,7 @@ from portal.services import letters, metrics, reference_codes
 from portal.services.imports import import_customers
 from portal.services.notices import queue_notices
 from portal.validation import normalise_postal_code, postal_address_problems
+from tests.approval_flow import approve_letters
 from tests.conftest import BASE_URL, customer_row
 
 
@@ -177,6 +178,10 @@ def test_cli_builds_and_marks_mailed_and_refuses_bad_input(app, runner, incident
     )
     assert result.exit_code != 0
     result = runner.invoke(args=["letters", "build", "--incident", incident.slug, str(tmp_path)])
+    assert result.exit_code != 0 and "not approved as they are now" in result.output
+    assert not list(tmp_path.glob("*.pdf"))
+    approve_letters(incident)
+    result = runner.invoke(args=["letters", "build", "--incident", incident.slug, str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "4 letter(s)" in result.output
     manifest = next(tmp_path.glob("*-manifest.csv"))
@@ -250,6 +255,14 @@ def test_the_console_shows_letters_due_and_builds_and_downloads_a_batch_with_an_
     db.session.commit()
     page = admin.get(f"/admin/incidents/{incident.slug}/letters")
     assert page.status_code == 200 and b"Due (not yet printed)" in page.data
+    assert b"Not approved yet" in page.data
+    refused = admin.post(
+        f"/admin/incidents/{incident.slug}/letters/build", data={"csrf_token": csrf_from(page)}
+    )
+    shown = admin.get(refused.headers["Location"]).get_data(as_text=True)
+    assert "Legal has not approved this exactly as it is now." in shown
+    assert db.session.scalar(select(Letter.batch_file)) is None
+    approve_letters(incident)
     built = admin.post(
         f"/admin/incidents/{incident.slug}/letters/build", data={"csrf_token": csrf_from(page)}
     )

@@ -11,6 +11,7 @@ from portal.models import Incident, IncidentUpdate, OutboxMessage
 from portal.services import updates
 from portal.services.imports import import_customers
 from portal.services.notices import queue_notices
+from tests.approval_flow import approve_update
 from tests.conftest import customer_row
 from tests.customer_flow import csrf_from
 from tests.staff_flow import set_up
@@ -22,7 +23,7 @@ ONE_LINE = "Write this on one line, without line breaks or control characters."
 @pytest.fixture
 def admin(app, clock, incident):
     client = app.test_client()
-    set_up(app, client, "boss@example.com", "admin", clock)
+    set_up(app, client, "boss@example.com", "admin", clock, roles=("communications",))
     return client
 
 
@@ -87,6 +88,7 @@ def test_update_emails_go_out_with_a_one_line_subject_even_if_a_title_holds_a_li
     # A title stored before titles were checked (or written around the form).
     db.session.execute(update(Incident).values(title=FORGED))
     news = updates.draft(incident, "Forensics finished", "Nothing more.", actor="test")
+    approve_update(news)
     updates.publish(news, actor="test")
 
     assert updates.notify_affected(news.id) == 1

@@ -166,3 +166,29 @@ def test_making_email_optional_keeps_every_customer_notice_and_verification(
         db.session.flush()
     db.session.rollback()
     assert db.session.scalar(select(func.count()).select_from(Customer)) == 3
+
+
+ROLES = "f1a2b3c4d5e6"  # staff roles (several per member) and four-eyes approvals
+
+
+def test_every_staff_member_keeps_their_role_when_roles_become_several(app):
+    from sqlalchemy import inspect
+
+    from portal.models import StaffMember
+    from portal.services.staff import invite
+
+    invite("agent@example.com", "agent", actor="test")
+    invite("boss@example.com", "admin", actor="test")
+    db.session.commit()
+    before = ScriptDirectory(str(ROOT / "migrations")).get_revision(ROLES).down_revision
+    _migrate_to(before, downgrade)
+    try:
+        columns = [c["name"] for c in inspect(db.engine).get_columns("staff_member")]
+        assert "roles" not in columns
+    finally:
+        _migrate_to("head", upgrade)
+    held = {m.email: (m.role, m.roles) for m in db.session.scalars(select(StaffMember))}
+    assert held == {
+        "agent@example.com": ("agent", ("agent",)),
+        "boss@example.com": ("admin", ("admin",)),
+    }

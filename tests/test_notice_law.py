@@ -21,6 +21,7 @@ from portal.services.imports import import_customers
 from portal.services.notices import queue_notices
 from portal.services.outbox import message_bytes
 from portal.services.protection import save_offer
+from tests.approval_flow import approve_campaign
 from tests.conftest import customer_row
 from tests.customer_flow import csrf_from
 from tests.staff_flow import set_up
@@ -301,6 +302,7 @@ def test_sending_asks_to_confirm_the_counts_and_refuses_when_they_changed(
     body = page.get_data(as_text=True)
     assert "Send 2 notices" in body and "<td>es</td><td>US-CA</td><td>1</td>" in body
     assert "In all" in body
+    approve_campaign(incident)
     # Someone imports a third person before the admin presses the button.
     import_customers(incident, write_csv([customer_row(3)]), actor="t")
     db.session.commit()
@@ -328,6 +330,7 @@ def test_the_incident_page_gives_the_breachs_date_range_as_the_notice_does(
 def test_a_campaign_confirmed_before_an_import_sends_nothing_after_it(admin, incident, write_csv):
     import_customers(incident, write_csv([customer_row(1)]), actor="t")
     db.session.commit()
+    approve_campaign(incident)
     page = admin.get("/admin/incidents/acme-2026/campaign/confirm")
     started = admin.post(
         "/admin/incidents/acme-2026/campaign/send",

@@ -12,6 +12,7 @@ from portal.models import AuditEvent, Notice, OutboxMessage
 from portal.services import reference_codes, tokens
 from portal.services.imports import import_customers
 from portal.services.notices import queue_notices
+from tests.approval_flow import approve_campaign
 from tests.conftest import BASE_URL, customer_row, pg_url
 
 HEADINGS = [
@@ -41,7 +42,30 @@ def imported(incident, write_csv):
     return rows
 
 
-def test_sending_twice_queues_exactly_one_notice_per_customer(runner, imported, outbox):
+def test_the_command_refuses_a_campaign_legal_has_not_approved(runner, incident, imported, outbox):
+    refused = runner.invoke(args=["notices", "send", "--incident", "acme-2026"])
+    assert refused.exit_code != 0
+    assert "not approved as they are now: nothing was queued" in refused.output
+    assert db.session.scalar(select(func.count()).select_from(Notice)) == 0 and outbox() == []
+
+
+def test_a_change_after_approval_needs_approving_again_before_the_command_sends(
+    runner, incident, imported, write_csv, outbox
+):
+    approve_campaign(incident)
+    # One more person imported after legal approved: the counts legal saw are not these.
+    import_customers(incident, write_csv([customer_row(7)]), actor="test")
+    refused = runner.invoke(args=["notices", "send", "--incident", "acme-2026"])
+    assert refused.exit_code != 0 and outbox() == []
+    approve_campaign(incident)
+    assert (
+        "Queued 4 notice(s)."
+        in runner.invoke(args=["notices", "send", "--incident", "acme-2026"]).output
+    )
+
+
+def test_sending_twice_queues_exactly_one_notice_per_customer(runner, incident, imported, outbox):
+    approve_campaign(incident)
     first = runner.invoke(args=["notices", "send", "--incident", "acme-2026"])
     second = runner.invoke(args=["notices", "send", "--incident", "acme-2026"])
 

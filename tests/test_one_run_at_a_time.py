@@ -16,6 +16,7 @@ from portal.extensions import db
 from portal.models import Customer, Job, Notice, OutboxMessage
 from portal.services import background, runs
 from portal.services.imports import import_customers
+from tests.approval_flow import approve_campaign
 from tests.conftest import base_env, customer_row, pg_url
 
 pytestmark = [
@@ -39,6 +40,7 @@ def count(model) -> int:
 
 def committed_customers(incident, write_csv, n: int = 3):
     import_customers(incident, write_csv([customer_row(i) for i in range(1, n + 1)]), actor="t")
+    approve_campaign(incident)
     unit_of_work.commit()
 
 
@@ -129,6 +131,7 @@ def test_two_commands_at_once_one_runs_the_other_says_so(
     path = write_csv([customer_row(n, phone="") for n in range(1, rows + 1)])
     if command == "notices":
         import_customers(incident, path, actor="t")
+        approve_campaign(incident)
     unit_of_work.commit()
     args = {
         "import": ["customers", "import", "--incident", "acme-2026", str(path)],

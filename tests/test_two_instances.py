@@ -78,6 +78,15 @@ class OwnDatabase:
 # --- the processes ---
 
 
+APPROVE = """
+from portal import create_app
+from portal.services.incidents import get_by_slug
+from tests.approval_flow import approve_campaign
+with create_app().app_context():
+    approve_campaign(get_by_slug("acme-2026"))
+"""
+
+
 class Processes:
     """Every process the test starts, so that a finally can end them all."""
 
@@ -256,6 +265,17 @@ def test_two_instances_and_two_workers_share_one_database_and_one_redis(tmp_path
             writer.writerow(["T-1", "Ann Two", ANN, "", "en", "US-CA", "payment_card:4242;ssn"])
             writer.writerow(["T-2", "Bob Two", BOB, "", "en", "US-CA", "email_address"])
         processes.run("customers", "import", "--incident", INCIDENT["slug"], str(people))
+        # Legal approves the campaign (in the console; here through the service, in a process
+        # of its own on the same database).
+        approved = subprocess.run(
+            [sys.executable, "-c", APPROVE],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert approved.returncode == 0, approved.stderr
         assert "Queued 2 notice(s)." in processes.run("notices", "send", "--incident", "acme-2026")
 
         a, b = processes.web("instance-a"), processes.web("instance-b")

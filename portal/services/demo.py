@@ -19,6 +19,11 @@ SLUG = "acme-2026"
 # The demo's admin: a reserved example address, invited like any staff member (no default
 # password exists, in the demo either).
 DEMO_ADMIN = "admin@example.com"
+# The rest of the demo's response team: legal approves what goes out, communications writes
+# the updates (four eyes need two people; the admin alone can do neither).
+DEMO_LEGAL = "legal@example.com"
+DEMO_COMMUNICATIONS = "communications@example.com"
+DEMO_TEAM = ((DEMO_ADMIN, "admin"), (DEMO_LEGAL, "legal"), (DEMO_COMMUNICATIONS, "communications"))
 
 # Reserved example domains and the 555-01xx fictional phone range: no real person is reached.
 DEMO_CUSTOMERS = [
@@ -207,6 +212,7 @@ def load_demo(*, actor: str) -> tuple[str, int]:
             writer.writerow(imports.COLUMNS)
             writer.writerows(DEMO_CUSTOMERS)
         imports.import_customers(incident, path, actor=actor)
+    _demo_approval(incident, actor)
     notices.queue_notices(incident, actor=actor)
     _demo_protection(incident, actor)
     return SLUG, len(DEMO_CUSTOMERS)
@@ -243,10 +249,36 @@ def _demo_protection(incident: Incident, actor: str) -> None:
         protection.import_codes(incident, path, actor=actor)
 
 
-def admin_invitation(*, actor: str) -> str | None:
-    """A set-up link for the demo's admin, or None when that admin is already set up (they
-    sign in instead). The link is built from the base URL, so it opens on the demo's port."""
-    member = staff.by_email(DEMO_ADMIN)
-    if member is not None and member.ready and member.disabled_at is None:
-        return None
-    return staff.invite(DEMO_ADMIN, "admin", actor=actor)
+def _member(address: str, role: str, actor: str):
+    """The team member with this address, invited (not set up) when new."""
+    member = staff.by_email(address)
+    if member is None:
+        staff.invite(address, role, actor=actor)
+        member = staff.by_email(address)
+    return member
+
+
+def _demo_approval(incident: Incident, actor: str) -> None:
+    """The demo's campaign as the portal wants every campaign: drafted by the admin, approved
+    by legal before it goes out (so the approval shows as evidence on the deadlines page)."""
+    from portal.services import approvals, notice_preview
+
+    content = notice_preview.pinned(incident)
+    if not content["total"] or approvals.approved_for("campaign", incident.slug, content):
+        return
+    admin = _member(DEMO_ADMIN, "admin", actor)
+    legal = _member(DEMO_LEGAL, "legal", actor)
+    asked = approvals.submit(incident, "campaign", incident.slug, content, drafter=admin)
+    approvals.approve(asked, approver=legal)
+
+
+def team_invitations(*, actor: str) -> list[tuple[str, str, str | None]]:
+    """(address, role, set-up link or None when already set up) for each of the demo's team."""
+    found = []
+    for address, role in DEMO_TEAM:
+        member = staff.by_email(address)
+        if member is not None and member.ready and member.disabled_at is None:
+            found.append((address, role, None))
+        else:
+            found.append((address, role, staff.invite(address, role, actor=actor)))
+    return found

@@ -594,3 +594,35 @@ def mailing_evidence(incident: Incident) -> Mailing:
         )
     ).one()
     return Mailing(int(count or 0), first, last)
+
+
+def pinned(incident: Incident) -> dict:
+    """What legal approves for a letters batch: the incident's words in each language (the
+    letters print the notice) and how many letters the next build prints, per reason and
+    language. Read only: the letters the rules would add are counted, not recorded."""
+    from portal.services.notice_preview import incident_texts
+
+    reason = _reason(incident)
+    why = reason.label("why")  # grouped by its name: PostgreSQL sees one expression
+    already = exists().where(Letter.incident_id == incident.id, Letter.customer_id == Customer.id)
+    planned = db.session.execute(
+        select(why, Customer.locale, func.count())
+        .where(Customer.id.in_(_affected(incident)), reason.is_not(None), ~already)
+        .group_by(why, Customer.locale)
+    ).all()
+    due = db.session.execute(
+        select(Letter.reason, Customer.locale, func.count())
+        .join(Customer, Customer.id == Letter.customer_id)
+        .where(Letter.incident_id == incident.id, Letter.produced_at.is_(None))
+        .group_by(Letter.reason, Customer.locale)
+    ).all()
+    counts: dict[str, int] = {}
+    for cause, locale, n in [*planned, *due]:
+        key = f"{cause} {locale}"
+        counts[key] = counts.get(key, 0) + int(n)
+    return {
+        "incident": incident.slug,
+        "texts": incident_texts(incident),
+        "letters": dict(sorted(counts.items())),
+        "total": sum(counts.values()),
+    }

@@ -13,6 +13,7 @@ from portal.extensions import db
 from portal.mail.compose import Composed
 from portal.mail.mime import Skeleton, fill
 from portal.models import AuditEvent, Customer, Exposure, Incident, Notice
+from portal.models.audit import Actor
 from portal.services import audit
 from portal.services.notices import Variants, variant_of
 from portal.services.outbox import one_line, template_digest
@@ -150,3 +151,42 @@ def preview(
         digest=template_digest(sender, subject, reader.locale, composed.text, composed.html),
         message=message,
     )
+
+
+def incident_texts(incident: Incident) -> dict:
+    """The incident's own words in every language: what each notice's sections are made of."""
+    texts = {"en": {f: getattr(incident, f) or "" for f in Incident.translated_fields}}
+    for locale, fields in sorted((incident.translations or {}).items()):
+        texts[locale] = {f: fields.get(f, "") for f in Incident.translated_fields}
+    return texts
+
+
+def pinned(incident: Incident) -> dict:
+    """What legal approves for a campaign, exactly as the preview shows it: the incident's words
+    in each language, and per language and region the count of readers still to notify and the
+    sample reader's message (subject and text, placeholders for link, code and fragments).
+
+    Any change to the words, the templates, or who is waiting makes a different content, so it
+    needs approving again."""
+    shown = []
+    for group in groups(incident):
+        if not group.waiting:
+            continue
+        reader = sample_reader(incident, locale=group.locale, region=group.region)
+        # Not recorded (record=False): a group's sample, nobody's data looked at by anyone.
+        message = preview(incident, reader, actor=Actor.STAFF, named=False, record=False).composed
+        shown.append(
+            {
+                "locale": group.locale,
+                "region": group.region,
+                "waiting": group.waiting,
+                "subject": message.subject,
+                "text": message.text,
+            }
+        )
+    return {
+        "incident": incident.slug,
+        "texts": incident_texts(incident),
+        "groups": shown,
+        "total": sum(g["waiting"] for g in shown),
+    }

@@ -554,6 +554,12 @@ def start_campaign(incident: Incident, *, expected: int, actor: str):
         raise CampaignChanged(
             _("The numbers changed since you looked. Check them and confirm again.")
         )
+    from portal.services import approvals, notice_preview
+
+    # Four eyes: legal approved these exact messages and counts (or two admins overrode it).
+    content = notice_preview.pinned(incident)
+    if content["total"]:  # nobody waiting: nothing goes out, nothing to approve
+        approvals.require("campaign", incident.slug, content)
     return background.submit(
         "send_notices",
         {

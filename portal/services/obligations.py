@@ -453,6 +453,44 @@ class Evidence:
     campaign: RegionCampaign
     requeued: int  # failed notices sent again from the campaign page (an address since fixed)
     letters: int | None  # people who still need a letter (postal notice only), else None
+    # Who approved what went out to individuals (notices, letters), and when: four eyes.
+    approvals: tuple[ApprovalRecord, ...] = ()
+
+
+@dataclass(frozen=True)
+class ApprovalRecord:
+    subject: str  # campaign or letters
+    state: str  # approved, or overridden by two admins
+    by: str  # the approver's address, or the two admins' addresses
+    at: datetime
+
+
+def approval_records(incident: Incident) -> tuple[ApprovalRecord, ...]:
+    """The approvals of the notices and letters to individuals, in time order."""
+    from portal.services import approvals
+
+    # Approved once is evidence, even if superseded later (a new import asked approval again).
+    found = [
+        a
+        for a in approvals.for_incident(incident)
+        if a.subject in ("campaign", "letters") and a.approved_at is not None
+    ]
+    people = approvals.staff_by_id(
+        [a.approved_by_id for a in found] + [i for a in found for i in approvals.overriders(a)]
+    )
+
+    def name(i):
+        return people[i].email if i in people else "?"
+
+    records = []
+    for a in found:
+        two = approvals.overriders(a)
+        overridden = len(two) == 2 and a.approved_by_id is None
+        by = " + ".join(name(i) for i in two) if overridden else name(a.approved_by_id)
+        records.append(
+            ApprovalRecord(a.subject, "overridden" if overridden else "approved", by, a.approved_at)
+        )
+    return tuple(records)
 
 
 def evidence(incident: Incident) -> Evidence:
@@ -466,7 +504,9 @@ def evidence(incident: Incident) -> Evidence:
     ):
         requeued += int(json.loads(details or "{}").get("count", 0))
     letters = sum(f.letters.values()) if incident.postal_notice else None
-    return Evidence(_campaign_for([], f, every_region=True), requeued, letters)
+    return Evidence(
+        _campaign_for([], f, every_region=True), requeued, letters, approval_records(incident)
+    )
 
 
 def _letters_by_region(incident: Incident) -> dict[str, int]:
@@ -628,4 +668,9 @@ def notice_evidence(incident: Incident) -> dict:
         "letters_mailed": mailed.letters,
         "letters_first_mailed_on": mailed.first_on,
         "letters_last_mailed_on": mailed.last_on,
+        # Who approved the notices and letters, and when (four eyes): the duty's evidence too.
+        "approvals": [
+            {"subject": r.subject, "state": r.state, "by": r.by, "at": r.at}
+            for r in approval_records(incident)
+        ],
     }

@@ -82,6 +82,19 @@ def draft(
     return update
 
 
+def subject_of(update: IncidentUpdate) -> str:
+    """What kind of thing legal approves: a correction, or an update."""
+    return "correction" if update.corrects_id else "update"
+
+
+def pinned(update: IncidentUpdate) -> dict:
+    """What legal approves for an update: its title and text in every language version."""
+    versions = {"en": {"title": update.title, "body": update.body}}
+    for locale, fields in sorted((update.translations or {}).items()):
+        versions[locale] = {f: fields.get(f, "") for f in IncidentUpdate.translated_fields}
+    return {"versions": versions, "corrects": update.corrects_id}
+
+
 def get(update_id: int) -> IncidentUpdate | None:
     return db.session.get(IncidentUpdate, update_id)
 
@@ -90,6 +103,13 @@ def publish(update: IncidentUpdate, *, actor: str) -> None:
     """Publish a draft: customers see it on their page, everyone on the public page."""
     if update.published_at is not None:
         raise UpdateError("This update is already published; publish a correction instead.")
+    from portal.services import approvals
+
+    # Four eyes: legal approved exactly this text in every language (or two admins overrode).
+    try:
+        approvals.require(subject_of(update), str(update.id), pinned(update))
+    except approvals.NotApproved as exc:
+        raise UpdateError(str(exc)) from None
     update.published_at = clock.now()
     audit.record(
         "update.published", actor=actor, subject_type="incident_update", subject_id=update.id
@@ -102,8 +122,14 @@ def edit_draft(
 ) -> None:
     if update.published_at is not None:
         raise UpdateError("A published update is never edited; publish a correction instead.")
+    from portal.services import approvals
+
+    before = pinned(update)
     update.title, update.body = _check(title, body)
     _translate(update, translations)
+    if pinned(update) != before:
+        # A change after approval (or while legal looks) returns it to draft: approve again.
+        approvals.withdraw(subject_of(update), str(update.id), actor=actor)
     audit.record("update.edited", actor=actor, subject_type="incident_update", subject_id=update.id)
     db.session.flush()
 
@@ -111,7 +137,8 @@ def edit_draft(
 def correct(
     update: IncidentUpdate, title: str, body: str, *, actor: str, translations=None
 ) -> IncidentUpdate:
-    """A correction is published as a new update pointing at the original (kept as it was)."""
+    """A correction is a new update pointing at the original (kept as it was), saved as a
+    draft: like any update, it is published once legal approved it."""
     if update.published_at is None:
         raise UpdateError("Only a published update can be corrected; edit the draft instead.")
     title, body = _check(title, body)
@@ -120,7 +147,6 @@ def correct(
         title=title,
         body=body,
         corrects_id=update.id,
-        published_at=clock.now(),
     )
     _translate(correction, translations)
     db.session.add(correction)

@@ -48,12 +48,13 @@ class StaffMember:
     recovery_codes: list[str] = field(default_factory=list)
 
 
-def invite(live: Live, role: str) -> tuple[StaffMember, str]:
-    """What `portal staff invite --email E --role R` does: the member and their set-up link."""
+def invite(live: Live, role: str, roles=()) -> tuple[StaffMember, str]:
+    """What `portal staff invite --email E --role R [--role R2]` does: the member and their
+    set-up link."""
     from portal.services import staff
 
     member = StaffMember(f"{role}{next(_numbers)}@staff.example.com", role)
-    return member, live.run(staff.invite, member.email, role, actor="cli:test")
+    return member, live.run(staff.invite, member.email, role, actor="cli:test", roles=roles)
 
 
 def authenticator_key(page) -> str:
@@ -62,10 +63,13 @@ def authenticator_key(page) -> str:
     return shown.inner_text().replace(" ", "")
 
 
-def set_up(you, live: Live, clock: AuthenticatorClock, role: str = "agent") -> StaffMember:
-    """An invited member through the set-up pages to the queue, signed in. The pages themselves
-    are checked in the set-up journey; here they are the way in."""
-    member, link = invite(live, role)
+def set_up(
+    you, live: Live, clock: AuthenticatorClock, role: str = "agent", roles=(), home="/staff/cases"
+) -> StaffMember:
+    """An invited member through the set-up pages to their first page (the queue for the desk,
+    the approvals for the rest), signed in. The pages themselves are checked in the set-up
+    journey; here they are the way in."""
+    member, link = invite(live, role, roles)
     page = you.page
     page.goto(link)
     page.get_by_label("New password").fill(PASSWORD)
@@ -77,7 +81,7 @@ def set_up(you, live: Live, clock: AuthenticatorClock, role: str = "agent") -> S
     you.click("button", "Confirm")
     member.recovery_codes = page.locator("ol.recovery li").all_inner_texts()
     you.click("link", "I have stored them: continue")
-    page.wait_for_url(live.base + "/staff/cases")
+    page.wait_for_url(live.base + home)
     return member
 
 

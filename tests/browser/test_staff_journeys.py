@@ -37,6 +37,25 @@ def clock(clock):
     return AuthenticatorClock(clock)
 
 
+def _legal_approves(subject: str, slug: str) -> None:
+    """Someone of the legal team approves the incident's campaign, or its newest update."""
+    from portal.extensions import db
+    from portal.models import IncidentUpdate
+    from portal.services.incidents import get_by_slug
+    from tests.approval_flow import approve_campaign, approve_update
+
+    incident = get_by_slug(slug)
+    if subject == "campaign":
+        approve_campaign(incident)
+    else:
+        newest = db.session.scalars(
+            select(IncidentUpdate)
+            .where(IncidentUpdate.incident_id == incident.id)
+            .order_by(IncidentUpdate.id.desc())
+        ).first()
+        approve_update(newest)
+
+
 def _wrong(code: str) -> str:
     return f"{(int(code) + 1) % 1_000_000:06d}"
 
@@ -412,7 +431,8 @@ def test_an_admin_imports_sends_notices_and_publishes_an_update_read_in_each_cus
         writer.writerows([row[h] for h in HEADER] for row in people.values())
 
     you = person(js=js)
-    set_up(you, live, clock, role="admin")
+    # This admin also writes the updates (communications); legal is someone else (below).
+    set_up(you, live, clock, role="admin", roles=("communications",))
     page = you.page
     you.click("link", "Console")
     you.check("console")
@@ -438,6 +458,9 @@ def test_an_admin_imports_sends_notices_and_publishes_an_update_read_in_each_cus
     you.click("link", "Back to the campaign")
     you.click("link", "Send notices to everyone not yet notified (2)")
     you.check("campaign-confirm")
+    # Legal approves these exact messages and counts (their side is walked in
+    # test_approval_journey.py); without it the campaign does not go out.
+    live.run(_legal_approves, "campaign", slug)
     you.click("button", "Send 2 notices")
     _wait_for_job(you, "2 notice(s) queued for delivery.")
     links = {
@@ -449,6 +472,7 @@ def test_an_admin_imports_sends_notices_and_publishes_an_update_read_in_each_cus
 
     you.click("link", "Back to the console")
     you.click("link", title, exact=True)
+    you.click("link", "Updates about this incident")
     draft = page.locator(
         "form", has=page.get_by_role("heading", name="New update (saved as a draft)")
     )
@@ -458,6 +482,7 @@ def test_an_admin_imports_sends_notices_and_publishes_an_update_read_in_each_cus
     draft.get_by_label("Text in Spanish (Markdown)").fill("Todas las copias están cifradas.")
     you.click("button", "Save draft")
     expect(page.get_by_role("status")).to_contain_text("Draft saved")
+    live.run(_legal_approves, "update", slug)
     you.click("button", "Publish", exact=True)
     expect(page.locator(".update h4")).to_contain_text("Backups are now encrypted")
     you.check("published")

@@ -7,10 +7,11 @@ from flask import abort, flash, make_response, redirect, render_template, reques
 from flask_babel import gettext as _
 
 from portal.extensions import limiter
-from portal.services import notice_preview
+from portal.services import approvals, notice_preview
 from portal.services import notices as notices_service
 from portal.web import limits
 from portal.web.access import staff
+from portal.web.admin.approvals import approval_state
 from portal.web.admin.blueprint import bp
 from portal.web.admin.common import current_actor, incident_or_404
 from portal.web.freshness import fresh_within
@@ -18,7 +19,7 @@ from portal.web.staff.forms import ActionForm
 
 
 @bp.get("/incidents/<slug>/campaign")
-@staff("admin")
+@staff("admin", "legal")  # legal reviews what it approves; only admins send
 def campaign(slug: str):
     item = incident_or_404(slug)
     return render_template(
@@ -31,7 +32,7 @@ def campaign(slug: str):
 
 
 @bp.route("/incidents/<slug>/campaign/preview", methods=["GET", "POST"])
-@staff("admin")
+@staff("admin", "legal")  # legal reviews what it approves; only admins send
 # By id (a POST, so that nobody's id lands in a URL) it is a look-up of one person: limited
 # like the staff's customer search, so a stolen session cannot sweep the list by script.
 @limiter.limit(limits.STAFF_SEARCH_PER_MEMBER, key_func=limits.staff_member, methods=["POST"])
@@ -64,7 +65,7 @@ def campaign_preview(slug: str):
 
 
 @bp.get("/incidents/<slug>/campaign/preview/message.html")
-@staff("admin")
+@staff("admin", "legal")  # legal reviews what it approves; only admins send
 def campaign_preview_html(slug: str):
     """The HTML part alone, for the preview page's frame: shown as a mail client shows it."""
     item = incident_or_404(slug)
@@ -93,13 +94,14 @@ def campaign_preview_html(slug: str):
 
 
 @bp.get("/incidents/<slug>/campaign/confirm")
-@staff("admin")
+@staff("admin", "legal")  # legal reviews what it approves; only admins send
 def campaign_confirm(slug: str):
     item = incident_or_404(slug)
     groups = notice_preview.groups(item)
     return render_template(
         "admin/campaign_confirm.html",
         incident=item,
+        approval=approval_state("campaign", item.slug, notice_preview.pinned(item)),
         groups=[g for g in groups if g.waiting],
         total=sum(g.waiting for g in groups),
         action=ActionForm(),
@@ -119,6 +121,9 @@ def campaign_act(slug: str, act: str):
                 expected=int(expected) if expected.isdecimal() else -1,
                 actor=current_actor(),
             )
+        except approvals.NotApproved as error:
+            flash(str(error), "error")
+            return redirect(url_for("admin.campaign_confirm", slug=slug))
         except notices_service.CampaignChanged as error:
             flash(str(error), "error")
             return redirect(url_for("admin.campaign_confirm", slug=slug))

@@ -12,10 +12,11 @@ from sqlalchemy import func, select
 
 from portal.extensions import db
 from portal.models import AuditEvent, Letter
-from portal.services import audit, background
+from portal.services import approvals, audit, background
 from portal.services import letters as letters_service
 from portal.unit_of_work import write_is_the_point
 from portal.web.access import staff
+from portal.web.admin.approvals import approval_state
 from portal.web.admin.blueprint import bp
 from portal.web.admin.common import current_actor, incident_or_404
 from portal.web.admin.forms import MailedForm
@@ -48,6 +49,7 @@ def letters(slug: str):
         incident=item,
         counts=letters_service.counts(item),
         batches=_batches(item.id),
+        approval=approval_state("letters", item.slug, letters_service.pinned(item)),
         action=ActionForm(),
         mailed=MailedForm(),
     )
@@ -59,6 +61,14 @@ def letters(slug: str):
 @fresh_within(minutes=5)
 def letters_build(slug: str):
     item = incident_or_404(slug)
+    content = letters_service.pinned(item)
+    if content["total"]:
+        try:
+            # Four eyes: legal approved these letters' words and counts before any is printed.
+            approvals.require("letters", item.slug, content)
+        except approvals.NotApproved as exc:
+            flash(str(exc), "error")
+            return redirect(url_for("admin.letters", slug=slug))
     # A background job: 100,000 letters take some seven minutes, far past a request's time.
     job = background.submit(
         "build_letters",

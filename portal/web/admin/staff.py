@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import abort, flash, redirect, render_template, url_for
+from flask import abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import ngettext
 from flask_login import current_user
@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from portal.extensions import db
 from portal.models import StaffMember
+from portal.models.staff import STAFF_ROLES
 from portal.services import staff as staff_service
 from portal.web.access import staff
 from portal.web.admin.blueprint import bp
@@ -35,6 +36,7 @@ def _staff_page(stop_form=None, status: int = 200):
         sessions={m.id: staff_service.live_sessions(m) for m in members},
         stop_form=stop_form or EndEverySessionForm(),
         phrase=staff_service.EMERGENCY_PHRASE,
+        roles=STAFF_ROLES,
     ), status
 
 
@@ -69,6 +71,25 @@ def end_every_session():
         ),
         "info",
     )
+    return redirect(url_for("admin.staff_list"))
+
+
+@bp.post("/staff/<public_id>/roles")
+@staff("admin")
+# Roles open what a member may approve and send: a stolen session alone must not hand them out.
+@fresh_within(minutes=5)
+def set_roles(public_id: str):
+    member = _target(public_id)
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    # One field per role: the portal refuses a field sent twice (portal.web.input).
+    chosen = [r for r in STAFF_ROLES if request.form.get(f"role_{r}") == "yes"]
+    try:
+        staff_service.set_roles(member, chosen, by=current_user.staff, actor=current_actor())
+    except staff_service.StaffError as exc:
+        flash(str(exc), "error")
+    else:
+        flash(_("Roles saved."), "info")
     return redirect(url_for("admin.staff_list"))
 
 

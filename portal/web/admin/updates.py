@@ -1,21 +1,52 @@
-"""Admin: updates about an incident, drafted, published (and sent) and corrected."""
+"""Updates about an incident: communications drafts, legal approves exactly that text, then it
+is published (and sent); a correction is drafted by an admin and approved the same way."""
 
 from __future__ import annotations
 
-from flask import abort, flash, redirect, request, url_for
+from flask import abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
 from portal.extensions import db
 from portal.models import Incident, IncidentUpdate
-from portal.services import background, updates
+from portal.services import approvals, background, updates
 from portal.web.access import staff
+from portal.web.admin.approvals import approval_state
 from portal.web.admin.blueprint import bp
 from portal.web.admin.common import current_actor, incident_or_404
 from portal.web.admin.forms import UpdateForm, translations_from
+from portal.web.staff.forms import ActionForm
+
+
+@bp.get("/incidents/<slug>/updates")
+@staff("admin", "communications", "legal")
+def incident_updates(slug: str):
+    item = incident_or_404(slug)
+    shown = updates.for_incident(item)
+    states = {
+        u.id: approval_state(updates.subject_of(u), str(u.id), updates.pinned(u))
+        for u in shown
+        if u.published_at is None
+    }
+    people = approvals.staff_by_id(
+        s["approved"].approved_by_id for s in states.values() if s["approved"]
+    )
+    return render_template(
+        "admin/updates.html",
+        incident=item,
+        updates=shown,
+        states=states,
+        people=people,
+        update_form=UpdateForm(),
+        action=ActionForm(),
+    )
+
+
+def _back(slug: str):
+    return redirect(url_for("admin.incident_updates", slug=slug) + "#updates")
 
 
 @bp.post("/incidents/<slug>/updates")
-@staff("admin")
+@staff("communications")  # communications writes the updates; legal approves them
 def new_update(slug: str):
     item = incident_or_404(slug)
     form = UpdateForm()
@@ -31,10 +62,10 @@ def new_update(slug: str):
         except updates.UpdateError as exc:
             flash(str(exc), "error")
         else:
-            flash(_("Draft saved. Preview it below, then publish."), "info")
+            flash(_("Draft saved. Check it below, then ask legal to approve it."), "info")
     else:
         flash(_("An update needs a title and a text."), "error")
-    return redirect(url_for("admin.incident", slug=slug) + "#updates")
+    return _back(slug)
 
 
 def _update(update_id: int):
@@ -44,8 +75,37 @@ def _update(update_id: int):
     return update
 
 
+@bp.post("/updates/<int:update_id>/edit")
+@staff("communications", "admin")  # the drafter: communications an update, admin a correction
+def edit_update(update_id: int):
+    from flask_login import current_user
+
+    update = _update(update_id)
+    form = UpdateForm()
+    if not approvals.may_draft(current_user.staff, updates.subject_of(update)):
+        flash(_("Your roles do not let you change this draft."), "error")
+    elif form.validate_on_submit():
+        try:
+            updates.edit_draft(
+                update,
+                form.title.data,
+                form.body.data,
+                actor=current_actor(),
+                translations=translations_from(form, IncidentUpdate.translated_fields),
+            )
+        except updates.UpdateError as exc:
+            flash(str(exc), "error")
+        else:
+            flash(_("Draft changed. It needs legal's approval again."), "info")
+    else:
+        flash(_("An update needs a title and a text."), "error")
+    return _back(update_slug(update))
+
+
 @bp.post("/updates/<int:update_id>/publish")
-@staff("admin")
+# Whoever runs the release may press publish; only legal's approval of this exact text (or an
+# override by two admins) lets it out, checked by the service.
+@staff("communications", "admin")
 def publish_update(update_id: int):
     update = _update(update_id)
     try:
@@ -58,11 +118,12 @@ def publish_update(update_id: int):
                 "notify_update", {"update_id": update.id}, actor=current_actor()
             )
             return redirect(url_for("admin.job", public_id=job.public_id))
-    return redirect(url_for("admin.incident", slug=update_slug(update)) + "#updates")
+        flash(_("Published."), "info")
+    return _back(update_slug(update))
 
 
 @bp.post("/updates/<int:update_id>/correct")
-@staff("admin")
+@staff("admin")  # an admin drafts a correction; legal approves it like an update
 def correct_update(update_id: int):
     update = _update(update_id)
     form = UpdateForm()
@@ -77,9 +138,11 @@ def correct_update(update_id: int):
             )
         except updates.UpdateError as exc:
             flash(str(exc), "error")
+        else:
+            flash(_("Correction saved as a draft. Ask legal to approve it."), "info")
     else:
         flash(_("A correction needs a title and a text."), "error")
-    return redirect(url_for("admin.incident", slug=update_slug(update)) + "#updates")
+    return _back(update_slug(update))
 
 
 def update_slug(update) -> str:

@@ -20,6 +20,7 @@ from flask_login import current_user
 from portal.extensions import limiter
 from portal.models.audit import staff_actor
 from portal.models.case import MessageKind
+from portal.models.staff import STAFF_ROLES
 from portal.services import (
     agent_tools,
     cases,
@@ -62,9 +63,19 @@ from portal.web.staff.forms import (
 
 bp = Blueprint("staff", __name__, url_prefix="/staff")
 
-AGENTS = ("agent", "admin")
+# Who works the cases and customers: agents, admins, and the support lead who runs the desk.
+AGENTS = ("agent", "admin", "support_lead")
+# A member's own account (sessions, keys, proving who they are) is open to every role.
+EVERYONE = STAFF_ROLES
 # The oldest a case filter may ask for: ten years, longer than any case can have waited.
 MAX_AGE_HOURS = 24 * 365 * 10
+
+
+def _home(member) -> str:
+    """Where a member lands: the case queue for the desk's roles, the approvals for the rest."""
+    if any(member.has_role(r) for r in AGENTS):
+        return url_for("staff.queue")
+    return url_for("admin.approval_list")
 
 
 def _with_cookie(response, token: str):
@@ -157,7 +168,12 @@ def setup_authenticator():
             # Shown once, on this response only; only their digests are stored.
             token = staff_service.rotate(current_user.session)
             return _with_cookie(
-                make_response(render_template("staff/recovery_codes.html", codes=codes)), token
+                make_response(
+                    render_template(
+                        "staff/recovery_codes.html", codes=codes, home=_home(current_user.staff)
+                    )
+                ),
+                token,
             )
     return render_template(
         "staff/setup_authenticator.html",
@@ -202,7 +218,7 @@ def login():
 @limiter.limit(limits.STAFF_CODE_PER_NETWORK, key_func=limits.network, methods=["POST"])
 def code():
     if current_user.is_authenticated:
-        return redirect(url_for("staff.queue"))
+        return redirect(_home(current_user.staff))
     session_ = current_user.session
     form, key_form = CodeForm(), KeyForm()
     # The page has two forms: the key's answer (sent by the page's script) or a typed code.
@@ -222,7 +238,7 @@ def code():
                 )
             else:
                 return _with_device(
-                    _with_cookie(redirect(url_for("staff.queue")), token), session_.staff
+                    _with_cookie(redirect(_home(session_.staff)), token), session_.staff
                 )
     elif form.validate_on_submit():
         try:
@@ -235,7 +251,7 @@ def code():
             form.code.errors.append(_("That code does not match."))
         else:
             return _with_device(
-                _with_cookie(redirect(url_for("staff.queue")), token), session_.staff
+                _with_cookie(redirect(_home(session_.staff)), token), session_.staff
             )
     status = 422 if request.method == "POST" else 200
     return render_template(
@@ -248,13 +264,13 @@ def code():
 
 
 @bp.route("/reauth", methods=["GET", "POST"])
-@staff(*AGENTS)
+@staff(*EVERYONE)
 @limits.reauthentication()
 def reauth():
     """Password and code again. A kept act is finished by its own route (the page posts there);
     this one returns to a page or export asked for with a stale proof, or to target."""
     form = ReauthForm()
-    target = safe_next(request.values.get("next")) or url_for("staff.queue")
+    target = safe_next(request.values.get("next")) or _home(current_user.staff)
     if form.validate_on_submit() and freshness.prove(form):
         flash(_("Confirmed: for five minutes you will not be asked again."), "info")
         return redirect(target)
@@ -282,7 +298,7 @@ def logout():
 
 
 @bp.get("/sessions")
-@staff(*AGENTS)
+@staff(*EVERYONE)
 def own_sessions():
     return render_template(
         "staff/sessions.html",
@@ -295,7 +311,7 @@ def own_sessions():
 
 
 @bp.post("/sessions/<int:session_id>/end")
-@staff(*AGENTS)
+@staff(*EVERYONE)
 # A stolen staff session must not be able to throw the real member out: password and code first.
 @fresh_within(minutes=5)
 def end_own_session(session_id: int):
@@ -307,7 +323,7 @@ def end_own_session(session_id: int):
 
 
 @bp.post("/sessions/end-others")
-@staff(*AGENTS)
+@staff(*EVERYONE)
 @fresh_within(minutes=5)
 def end_own_other_sessions():
     ended = staff_service.end_other_sessions(current_user.session)
@@ -319,7 +335,7 @@ def end_own_other_sessions():
 
 
 @bp.get("/security-keys")
-@staff(*AGENTS)
+@staff(*EVERYONE)
 def security_key_list():
     """The member's security keys: add one, or remove one."""
     member = _member()
@@ -333,7 +349,7 @@ def security_key_list():
 
 
 @bp.route("/security-keys/new", methods=["GET", "POST"])
-@staff(*AGENTS)
+@staff(*EVERYONE)
 # A new factor is as strong as the proof behind it: a stolen session must not add its own key.
 @fresh_within(minutes=5)
 def security_key_new():
@@ -357,7 +373,7 @@ def security_key_new():
 
 
 @bp.post("/security-keys/<public_id>/remove")
-@staff(*AGENTS)
+@staff(*EVERYONE)
 @fresh_within(minutes=5)
 def security_key_remove(public_id: str):
     if not ActionForm().validate_on_submit():
@@ -629,7 +645,7 @@ def customer_record(public_id: str):
         changes=contact_changes.for_customer(found),
         # Only admins end a customer's sessions; only they are shown how many are live.
         live_sessions=(
-            len(sessions.live_sessions(found)) if current_user.role == "admin" else None
+            len(sessions.live_sessions(found)) if current_user.has_role("admin") else None
         ),
     )
 

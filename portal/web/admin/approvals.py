@@ -4,6 +4,7 @@ is asked for approval from its own page; it is reviewed and decided here."""
 
 from __future__ import annotations
 
+import hmac
 import json
 
 from flask import abort, flash, redirect, render_template, request, url_for
@@ -182,6 +183,7 @@ def approval_state(subject: str, ref: str, content: dict) -> dict:
     covering = approvals.approved_for(subject, ref, content)
     asked = approvals.current(subject, ref)
     waiting = asked if asked and asked.state == "pending" else None
-    if waiting and waiting.pinned_hash != approvals.digest(content):
+    # A content fingerprint, not a secret; compared in constant time all the same (OPS-02).
+    if waiting and not hmac.compare_digest(waiting.pinned_hash, approvals.digest(content)):
         waiting = None  # asked for other content: a change since, so a draft again
     return {"approved": covering, "waiting": waiting}

@@ -114,14 +114,15 @@ OPTIONAL_EMAIL = "f4b8d2e6a1c9"  # a customer's email is optional: the customer 
 
 
 def _row_counts() -> dict[str, int]:
-    from sqlalchemy import text
+    from sqlalchemy import inspect, text
 
     from tests.conftest import TABLES
 
+    present = set(inspect(db.engine).get_table_names())  # tables of later revisions may be gone
     return {
         table: db.session.scalar(text(f"SELECT count(*) FROM {table}"))  # noqa: S608
         for table in TABLES
-        if table != "alembic_version"
+        if table != "alembic_version" and table in present
     }
 
 
@@ -144,7 +145,8 @@ def test_making_email_optional_keeps_every_customer_notice_and_verification(
 
     _migrate_to(previous.down_revision, downgrade)  # the rebuild runs both ways
     try:
-        assert _row_counts() == before
+        down = _row_counts()  # the tables of later revisions are gone for now
+        assert down == {table: count for table, count in before.items() if table in down}
     finally:
         _migrate_to("head", upgrade)
 

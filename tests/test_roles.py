@@ -13,6 +13,7 @@ from portal.models import Approval, AuditEvent, IncidentUpdate, Notice, OutboxMe
 from portal.models.staff import STAFF_ROLES
 from portal.services import background
 from portal.services.imports import import_customers
+from portal.services.notices import queue_notices
 from portal.web.access import STAFF, access_of
 from tests.conftest import customer_row
 from tests.customer_flow import csrf_from
@@ -95,7 +96,10 @@ def _published(client) -> str:
     return client.get("/incidents/acme-2026").get_data(as_text=True)
 
 
-def test_communications_drafts_legal_approves_then_it_is_published(app, team, incident):
+def test_communications_drafts_legal_approves_then_it_is_published(app, team, incident, write_csv):
+    import_customers(incident, write_csv([customer_row(1)]), actor="test")
+    queue_notices(incident, actor="test")  # announced: the incident has its public page
+    db.session.commit()
     comms, legal, admin = team["comms"], team["legal"], team["admin"]
     draft, token = _draft(comms)
     public = app.test_client()

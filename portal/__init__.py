@@ -111,11 +111,12 @@ def register_extensions(app: Flask) -> None:
     page_cache.init_app(app)  # the public pages' shared HTML (nonce and token filled per response)
     vault.init_app(app)
     limiter.init_app(app)
-    from portal.services import guidance, obligations, statements
+    from portal.services import guidance, obligations, playbook, statements
 
     guidance.init_app(app)  # refuses to start on a wrong guidance file
     statements.init_app(app)  # likewise for the statements by place of residence
     obligations.init_app(app)  # and on a wrong obligations catalogue
+    playbook.init_app(app)  # and on a wrong playbook
 
     def select_locale():
         if not has_request_context():

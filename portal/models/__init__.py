@@ -12,6 +12,7 @@ from portal.models.letter import LETTER_REASONS, Letter
 from portal.models.notice import Notice
 from portal.models.obligation import Obligation
 from portal.models.outbox import OutboxMessage, OutboxTemplate
+from portal.models.playbook import Finding, PlaybookTask, RemediationAction
 from portal.models.protection import ActivationCode, Enrollment, ProtectionOffer
 from portal.models.staff import KeptAct, RecoveryCode, SecurityKey, StaffMember, StaffSession
 from portal.models.update import IncidentUpdate
@@ -30,6 +31,7 @@ __all__ = [
     "DataClass",
     "Enrollment",
     "Exposure",
+    "Finding",
     "GuidanceProgress",
     "Incident",
     "IncidentUpdate",
@@ -42,8 +44,10 @@ __all__ = [
     "Obligation",
     "OutboxMessage",
     "OutboxTemplate",
+    "PlaybookTask",
     "ProtectionOffer",
     "RecoveryCode",
+    "RemediationAction",
     "SecurityKey",
     "StaffMember",
     "StaffSession",

@@ -10,6 +10,7 @@ from portal.web.admin import (
     metrics,
     obligations,
     protection,
+    response,
     staff,
     updates,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "metrics",
     "obligations",
     "protection",
+    "response",
     "staff",
     "updates",
 ]

@@ -6,7 +6,7 @@ from flask import flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
 from portal.models import Incident
-from portal.services import incidents, obligations, updates
+from portal.services import incidents, obligations, playbook, updates
 from portal.services import notices as notices_service
 from portal.web.access import staff
 from portal.web.admin.blueprint import bp
@@ -26,7 +26,10 @@ from portal.web.staff.forms import ActionForm
 def console():
     items = incidents.all_incidents()
     return render_template(
-        "admin/console.html", incidents=items, attention=obligations.attention(items)
+        "admin/console.html",
+        incidents=items,
+        attention=obligations.attention(items),
+        overdue_tasks=playbook.overdue(items),
     )
 
 

@@ -31,9 +31,7 @@ def admin(app, client, clock):
     return client
 
 
-def test_the_scope_counts_come_from_the_import_and_the_team_adds_systems_and_data_sets(
-    demo, admin
-):
+def test_the_scope_counts_come_from_the_import_and_the_team_adds_systems_and_data_sets(demo, admin):
     page = admin.get("/admin/incidents/acme-2026/investigation")
     text = page.get_data(as_text=True)
     assert "People affected (from the imports): 12" in text
@@ -53,9 +51,7 @@ def test_the_scope_counts_come_from_the_import_and_the_team_adds_systems_and_dat
     assert demo.contained_on == date(2026, 10, 11)
     text = admin.get("/admin/incidents/acme-2026/investigation").get_data(as_text=True)
     assert "Customer database replica db-7" in text and "customers_2026 export" in text
-    assert db.session.scalar(
-        select(AuditEvent).where(AuditEvent.action == "investigation.scope")
-    )
+    assert db.session.scalar(select(AuditEvent).where(AuditEvent.action == "investigation.scope"))
 
 
 def test_the_timeline_is_the_incidents_own_dates_and_notified_comes_from_the_campaign(demo, app):
@@ -103,7 +99,7 @@ def test_findings_are_recorded_in_order_and_audited(demo, admin):
         )
     page = admin.get("/admin/incidents/acme-2026/investigation").get_data(as_text=True)
     assert page.index("Stolen VPN credential") < page.index("Access logs: 3 IPs")
-    assert [f.text for f in investigation.findings(demo)][0] == "Stolen VPN credential without MFA"
+    assert next(f.text for f in investigation.findings(demo)) == "Stolen VPN credential without MFA"
     events = db.session.scalars(
         select(AuditEvent).where(AuditEvent.action == "investigation.finding")
     ).all()

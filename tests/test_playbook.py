@@ -99,9 +99,7 @@ def _tasks_page(client, slug="acme-2026") -> str:
     return page.get_data(as_text=True)
 
 
-def test_the_demo_incidents_tasks_appear_with_their_owners_and_due_times(
-    app, demo, client, clock
-):
+def test_the_demo_incidents_tasks_appear_with_their_owners_and_due_times(app, demo, client, clock):
     set_up(app, client, "boss@example.com", "admin", clock)
     text = _tasks_page(client)
     for task in playbook.template().tasks:

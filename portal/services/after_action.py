@@ -76,7 +76,9 @@ def _approvals(incident: Incident) -> list[ApprovalLine]:
         if a.approved_by_id is not None:
             approver = names.get(a.approved_by_id, "?")
         elif overriders:
-            approver = _("override by %(names)s", names=" + ".join(names.get(i, "?") for i in overriders))
+            approver = _(
+                "override by %(names)s", names=" + ".join(names.get(i, "?") for i in overriders)
+            )
         else:
             approver = ""
         lines.append(
@@ -164,7 +166,9 @@ def pdf(report: Report, labels: dict[str, str]) -> bytes:
     line(_("Incident %(slug)s, made %(when)s", slug=i.slug, when=_when(report.made_at)))
 
     heading(_("Timeline"))
-    line(_("Occurred: %(first)s to %(last)s", first=_when(t.occurred_on), last=_when(t.occurred_to)))
+    line(
+        _("Occurred: %(first)s to %(last)s", first=_when(t.occurred_on), last=_when(t.occurred_to))
+    )
     line(_("Discovered: %(date)s", date=_when(t.discovered_on)))
     line(_("Contained: %(date)s", date=_when(t.contained_on)))
     line(_("First notice sent: %(date)s", date=_when(t.first_notice_at)))

@@ -1,5 +1,5 @@
 """The assessment and investigation record of an incident: scope, timeline, findings, and the
-remediation actions (those marked public, once approved, feed the customers' "What we are doing")."""
+remediation actions (marked public and approved, they feed the customers' "What we are doing")."""
 
 from __future__ import annotations
 
@@ -32,7 +32,9 @@ class InvestigationError(Exception):
 
 def _may_write(member) -> None:
     if not any(holds(member, role) for role in RECORD_ROLES):
-        raise InvestigationError(_("Only security or an admin can change the investigation record."))
+        raise InvestigationError(
+            _("Only security or an admin can change the investigation record.")
+        )
 
 
 # --- The timeline: one place the console, the report and the public pages read ---------------
@@ -52,8 +54,8 @@ class Timeline:
 
 def timeline(incident: Incident) -> Timeline:
     """The incident's dates, with "notified" taken from the notice campaign (never typed)."""
-    from portal.services.obligations import evidence, notified_on
     from portal.services.notices import affected_count
+    from portal.services.obligations import evidence, notified_on
 
     campaign = evidence(incident).campaign
     affected = int(db.session.scalar(select(affected_count(incident.id))) or 0)
@@ -107,9 +109,9 @@ def update_scope(
     systems, data_sets = (systems or "").strip(), (data_sets or "").strip()
     if len(systems) > TEXT_MAX or len(data_sets) > TEXT_MAX:
         raise InvestigationError(_("Each text can be at most 2,000 characters."))
-    if contained_on is not None and contained_on < incident.discovered_on:
-        if incident.occurred_on is None or contained_on < incident.occurred_on:
-            raise InvestigationError(_("The breach cannot be contained before it began."))
+    began = incident.occurred_on or incident.discovered_on
+    if contained_on is not None and contained_on < began:
+        raise InvestigationError(_("The breach cannot be contained before it began."))
     if contained_on is not None and contained_on > clock.now().date():
         raise InvestigationError(_("The day it was contained cannot be in the future."))
     incident.affected_systems, incident.affected_data_sets = systems, data_sets

@@ -156,9 +156,7 @@ def tasks_for(incident: Incident) -> list[Task]:
             select(PlaybookTask).where(PlaybookTask.incident_id == incident.id)
         )
     }
-    return [
-        Task(incident, t, due_at(incident, t), records.get(t.id)) for t in template().tasks
-    ]
+    return [Task(incident, t, due_at(incident, t), records.get(t.id)) for t in template().tasks]
 
 
 def overdue(incidents: list[Incident]) -> list[Task]:

@@ -12,6 +12,7 @@ from portal.web.access import staff
 from portal.web.admin.blueprint import bp
 from portal.web.admin.common import current_actor, incident_or_404
 from portal.web.admin.forms import (
+    ROLE_LABELS,
     IncidentForm,
     NewIncidentForm,
     UpdateForm,
@@ -30,6 +31,7 @@ def console():
         incidents=items,
         attention=obligations.attention(items),
         overdue_tasks=playbook.overdue(items),
+        role_labels=ROLE_LABELS,
     )
 
 

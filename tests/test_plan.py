@@ -286,3 +286,41 @@ def test_every_data_class_has_a_step_wherever_the_reader_lives(app, region):
     for language in app.config["LANGUAGES"]:
         for key in DATA_CLASSES:
             assert plan_ids({key}, region, language), (region, language, key)
+
+
+def test_two_people_with_the_same_steps_each_get_their_own_token_and_state(app, notified):
+    """The steps are rendered once per language and state (portal/web/page_cache.py): each
+    person still gets their own CSRF token in every step's form, and their own ticks."""
+    import re
+
+    ann, also_ann = app.test_client(), app.test_client()
+    sign_in(ann, ANN)
+    sign_in(also_ann, ANN)  # the same steps, another browser: another token
+    assert _toggle(ann, "credit-freeze").status_code == 302
+    pages = [client.get("/me/plan").get_data(as_text=True) for client in (ann, also_ann)]
+    tokens = []
+    for client, page in zip((ann, also_ann), pages, strict=True):
+        found = set(re.findall(r'name="csrf_token" value="([^"]+)"', page))
+        assert len(found) == 1  # every step's form and the page's own carry the one token
+        tokens.append(found.pop())
+        assert (
+            client.post("/me/plan/card-replace", data={"csrf_token": tokens[-1]}).status_code == 302
+        )
+        assert '<li id="step-credit-freeze" class="plan-step done">' in page
+    assert tokens[0] != tokens[1]
+
+
+def test_a_step_seen_in_english_is_shown_in_spanish_to_a_spanish_reader(app, incident, write_csv):
+    rows = [
+        customer_row(3, email="eva@example.com", phone="", locale="es", data_classes="ssn"),
+        customer_row(4, email="sam@example.com", phone="", data_classes="ssn"),
+    ]
+    import_customers(incident, write_csv(rows), actor="test")
+    queue_notices(incident, actor="test")
+    sam, eva = app.test_client(), app.test_client()
+    sign_in(sam, "sam@example.com")
+    assert "Freeze your credit" in sam.get("/me/plan").get_data(as_text=True)
+    sign_in(eva, "eva@example.com")
+    page = eva.get("/me/plan").get_data(as_text=True)
+    assert "Congele su crédito en Equifax, Experian y TransUnion" in page and "Ya lo hice" in page
+    assert "Freeze your credit" not in page and "I have done this" not in page

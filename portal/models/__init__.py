@@ -1,5 +1,6 @@
 """Typed SQLAlchemy models, one module per domain."""
 
+from portal.models.approval import Approval
 from portal.models.audit import AuditEvent
 from portal.models.case import Case, CaseMessage
 from portal.models.contact_change import ContactChange
@@ -22,6 +23,7 @@ __all__ = [
     "DATA_CLASSES",
     "LETTER_REASONS",
     "ActivationCode",
+    "Approval",
     "AuditEvent",
     "Case",
     "CaseMessage",

@@ -11,7 +11,10 @@ from portal.models.base import Base, UTCDateTime
 from portal.models.sealed import BlindIndex, Sealed, SealedField
 from portal.validation import normalise_email
 
-STAFF_ROLES = ("agent", "admin")
+# Every role a staff member may hold (several at once). "admin" runs the console; it does not
+# imply the others: legal approves what is said, communications writes the updates, security
+# investigates, support_lead runs the desk (four eyes need two different people).
+STAFF_ROLES = ("agent", "admin", "legal", "communications", "security", "support_lead")
 # A staff session idle for 15 minutes has ended, and with it any act it kept.
 KEPT_ACT_TTL = timedelta(minutes=15)
 
@@ -28,7 +31,13 @@ class StaffMember(Base):
         BlindIndex("email", "staff-email", normalise_email), unique=True
     )
     email_sealed: Mapped[bytes] = mapped_column(Sealed())
+    # The console kind, kept for what read it before roles were several: "admin" when the member
+    # holds admin, else "agent". What a member may do is decided by `roles`, never by this.
     role: Mapped[str] = mapped_column(String(16))
+    # The roles held, space-separated in STAFF_ROLES order. A column, not a table: it is read on
+    # every staff request with the member's row (no extra query), and adding it needs no rebuild
+    # of staff_member (on SQLite a rebuild would cascade into sessions and keys).
+    roles_text: Mapped[str] = mapped_column("roles", String(120), server_default="")
     password_hash: Mapped[str | None] = mapped_column(String(255))
     totp_sealed: Mapped[bytes | None] = mapped_column(Sealed())
     totp_enabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -43,6 +52,25 @@ class StaffMember(Base):
 
     email = SealedField("email_sealed")
     totp_secret = SealedField("totp_sealed")
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The roles this member holds, in STAFF_ROLES order."""
+        held = set((self.roles_text or "").split())
+        return tuple(r for r in STAFF_ROLES if r in held)
+
+    @roles.setter
+    def roles(self, names) -> None:
+        names = set(names)
+        unknown = names - set(STAFF_ROLES)
+        if unknown or not names:
+            raise ValueError("unknown or no roles")
+        self.roles_text = " ".join(r for r in STAFF_ROLES if r in names)
+        self.role = "admin" if "admin" in names else "agent"
+
+    def has_role(self, name: str) -> bool:
+        """Does this member hold the role? (admin implies no other.)"""
+        return name in self.roles
 
     @property
     def ready(self) -> bool:

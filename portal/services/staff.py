@@ -18,6 +18,7 @@ from portal.mail.compose import compose_alert, compose_staff_setup
 from portal.models import RecoveryCode, SecurityKey, StaffMember, StaffSession
 from portal.models.audit import Actor, staff_actor
 from portal.models.sealed import index_of, matches
+from portal.models.staff import STAFF_ROLES
 from portal.services import audit, outbox, passwords, security_keys, sessions, tokens, totp
 from portal.unit_of_work import write_is_the_point
 from portal.validation import Invalid, email_address
@@ -62,14 +63,16 @@ def by_email(address: str) -> StaffMember | None:
 # --- invitation and set-up -------------------------------------------------------------------
 
 
-def invite(address: str, role: str, *, actor: str) -> str:
-    """Create (or re-invite) a staff member; return the one-time set-up link (one hour)."""
+def invite(address: str, role: str, *, actor: str, roles=None) -> str:
+    """Create (or re-invite) a staff member in `role` (and any further `roles`); return the
+    one-time set-up link (one hour)."""
     try:
         address = email_address(address)
     except Invalid:
         raise StaffError("Give a valid email address.") from None
-    if role not in ("agent", "admin"):
-        raise StaffError("The role is agent or admin.")
+    held = {role, *(roles or ())}
+    if not held <= set(STAFF_ROLES):
+        raise StaffError("The roles are: " + ", ".join(STAFF_ROLES) + ".")
     member = by_email(address)
     if member is not None and member.ready and member.disabled_at is None:
         raise StaffError("That staff member is already set up.")
@@ -77,7 +80,7 @@ def invite(address: str, role: str, *, actor: str) -> str:
         member = StaffMember(public_id=secrets.token_hex(16), role=role)
         member.email = address.strip()  # sealed to this member, with its blind index
         db.session.add(member)
-    member.role = role
+    member.roles = held
     member.invite_nonce = secrets.token_hex(16)  # any earlier invitation stops working
     member.disabled_at = None
     db.session.flush()
@@ -86,7 +89,7 @@ def invite(address: str, role: str, *, actor: str) -> str:
         actor=actor,
         subject_type="staff",
         subject_id=member.public_id,
-        details={"role": role},
+        details={"role": role, "roles": list(member.roles)},
     )
     return tokens.link(tokens.Purpose.STAFF_INVITE, member.public_id, member.invite_nonce)
 
@@ -489,7 +492,7 @@ def _signed_in(
 
 def key_required(member: StaffMember) -> bool:
     """Must this member use a security key? Admins, when the policy is on (OTP-03)."""
-    return member.role == "admin" and current_app.config["ADMIN_SECURITY_KEY_REQUIRED"]
+    return member.has_role("admin") and current_app.config["ADMIN_SECURITY_KEY_REQUIRED"]
 
 
 def codes_refused(member: StaffMember) -> bool:
@@ -941,7 +944,7 @@ def reset_mfa(member: StaffMember, *, actor: str) -> None:
     db.session.execute(SecurityKey.__table__.delete().where(SecurityKey.staff_id == member.id))
     end_sessions(member, actor=actor)
     member.password_hash = None
-    link = invite(member.email, member.role, actor=actor)
+    link = invite(member.email, member.role, actor=actor, roles=member.roles)
     ttl = current_app.config["STAFF_INVITE_TTL"]
     # The link goes only to the member's own address, never to the admin's screen: an admin who
     # saw it could set up the account with their own authenticator and act as that member.

@@ -46,8 +46,8 @@ class Queue:
 
 
 def _visible(staff: StaffMember):
-    """Agents see their own cases and unassigned ones; admins see every case."""
-    if staff.role == "admin":
+    """Agents see their own cases and unassigned ones; admins and support leads see every case."""
+    if staff.has_role("admin") or staff.has_role("support_lead"):
         return True
     return or_(Case.assignee_id.is_(None), Case.assignee_id == staff.id)
 
@@ -106,7 +106,8 @@ def staff_case(staff: StaffMember, public_id: str) -> Case:
         raise CaseError("No such case.")
     # Recorded on a GET too, on purpose: a refusal, and every staff look at a customer's data.
     write_is_the_point(AuditEvent)
-    if staff.role != "admin" and case.assignee_id not in (None, staff.id):
+    sees_all = staff.has_role("admin") or staff.has_role("support_lead")
+    if not sees_all and case.assignee_id not in (None, staff.id):
         audit.record(
             "authorization.denied",
             actor=staff_actor(staff),

@@ -63,6 +63,9 @@ class SignedInStaff(UserMixin):
     def role(self) -> str:
         return self.staff.role
 
+    def has_role(self, name: str) -> bool:
+        return self.staff.has_role(name)
+
     def get_id(self) -> str:
         return f"staff:{self.staff.public_id}"
 

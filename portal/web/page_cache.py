@@ -29,6 +29,7 @@ from flask import current_app, g, has_app_context, render_template, request, ses
 from flask_babel import get_locale
 from flask_login import current_user
 from flask_wtf.csrf import generate_csrf
+from markupsafe import Markup
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
@@ -41,6 +42,10 @@ _SHARED_SESSION_KEYS = frozenset({"csrf_token", "lang", "lang_default"})
 # Beyond this many pages a process starts again (slugs are the only open-ended part of a key).
 _MAX_PAGES = 512
 _EXTENSION = "portal.page_cache"
+_FRAGMENTS = "portal.fragments"
+# Fragments come from the release's own files (the guidance's steps), so a process has a bounded
+# number of them; a ceiling all the same.
+_MAX_FRAGMENTS = 4096
 _CHANGED = "portal.public_pages_changed"  # session.info: this transaction changed what they show
 _SHOWN = (Incident, IncidentUpdate)
 
@@ -100,7 +105,40 @@ def render_public(template: str, values: Callable[[], dict]) -> str:
     return cache.shared((template, str(get_locale()), request.host, request.path), render)
 
 
+class Fragments:
+    def __init__(self) -> None:
+        self.token_mark = "token" + secrets.token_hex(12)  # as PageCache's: nobody can guess it
+        self.parts: dict[tuple, str] = {}
+
+
+def fragment(template: str, key: tuple, **context) -> Markup:
+    """`template` rendered with `context`, once per language for each `key` in this process.
+
+    For a part of a personal page that is the same for everyone shown it with the same key (a
+    step of the guidance, done or not: its text comes from the release's files, never from the
+    database), so that a plan of sixteen steps is not sixteen renderings. The part's CSRF token is
+    this response's, filled in each time; nothing else of the request may be in it."""
+    fragments: Fragments = current_app.extensions[_FRAGMENTS]
+    full_key = (template, str(get_locale()), *key)
+    html = fragments.parts.get(full_key)
+    if html is None:
+        token = g.pop("csrf_token", None)
+        g.csrf_token = fragments.token_mark
+        try:
+            html = render_template(template, **context)
+        finally:
+            g.pop("csrf_token", None)
+            if token is not None:
+                g.csrf_token = token
+        if len(fragments.parts) >= _MAX_FRAGMENTS:
+            fragments.parts.clear()
+        fragments.parts[full_key] = html
+    # Markup: the HTML of our own template, escaped as it was rendered.
+    return Markup(html.replace(fragments.token_mark, generate_csrf()))  # noqa: S704
+
+
 def init_app(app) -> None:
+    app.extensions[_FRAGMENTS] = Fragments()
     seconds = float(app.config.get("PAGE_CACHE_SECONDS", 0))
     if seconds > 0:
         app.extensions[_EXTENSION] = PageCache(seconds)

@@ -113,7 +113,8 @@ def _staff_gate(level: str):
         # the page to add one is all they reach (OTP-03: not TOTP only for admins).
         return redirect(url_for("staff.security_key_list"))
     roles = getattr(current_app.view_functions[request.endpoint], "roles", ())
-    if current_user.role not in roles:
+    # Any one of the listed roles lets the member in; holding admin implies no other role.
+    if not any(current_user.staff.has_role(r) for r in roles):
         from portal.models import AuditEvent
         from portal.unit_of_work import write_is_the_point
 

@@ -7,6 +7,7 @@ from flask_login import current_user
 
 from portal.services import dashboard
 from portal.services import plan as plan_service
+from portal.web import page_cache
 from portal.web.access import customer
 from portal.web.customer.blueprint import bp
 from portal.web.customer.common import is_htmx, page_language
@@ -30,6 +31,13 @@ def plan():
         plan=plan_service.for_customer(customer_, page_language()),
         action=ActionForm(),
     )
+
+
+@bp.app_template_global()
+def plan_step(item: plan_service.PlanItem):
+    """A step of the plan as the plan page shows it: the same for everyone with the step in the
+    same state, so rendered once per language and state (portal/web/page_cache.py)."""
+    return page_cache.fragment("customer/_plan_step.html", (item.step, item.done), item=item)
 
 
 @bp.post("/me/plan/<step_id>")

@@ -629,7 +629,7 @@ def customer_record(public_id: str):
         changes=contact_changes.for_customer(found),
         # Only admins end a customer's sessions; only they are shown how many are live.
         live_sessions=(
-            len(sessions.live_sessions(found)) if current_user.role == "admin" else None
+            len(sessions.live_sessions(found)) if current_user.has_role("admin") else None
         ),
     )
 

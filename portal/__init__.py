@@ -63,6 +63,7 @@ def register_extensions(app: Flask) -> None:
     from portal.extensions import babel, csrf, db, limiter, migrate, vault
     from portal.i18n import (
         datetime_with_zone,
+        day_and_month,
         install_template_gettext,
         language_for,
         localized,
@@ -143,6 +144,7 @@ def register_extensions(app: Flask) -> None:
     app.jinja_env.globals.update(CaseStatus=CaseStatus, MessageKind=MessageKind)
     app.jinja_env.filters["when"] = datetime_with_zone  # customers' pages
     app.jinja_env.filters["staff_time"] = staff_datetime  # staff pages
+    app.jinja_env.filters["day_and_month"] = day_and_month
     from portal.validation import shown_plainly
 
     # Names and ids kept before invisible and direction-changing characters were refused: shown

@@ -97,7 +97,7 @@ def test_a_public_remediation_action_reaches_the_dashboard_in_both_languages_aft
     assert _what_we_are_doing(james) == ""
 
     _press(team["legal"], action, "approve")
-    assert f"{EN} — done 12 November" in _what_we_are_doing(james)
+    assert f"{EN} — done November 12" in _what_we_are_doing(james)
     assert ES not in _what_we_are_doing(james)
     assert f"{ES} — realizado el 12 de noviembre" in _what_we_are_doing(sofia)
     assert EN not in _what_we_are_doing(sofia)
@@ -115,7 +115,7 @@ def test_a_public_remediation_action_reaches_the_dashboard_in_both_languages_aft
     assert investigation.approval_state(action) == "draft"
     _press(team["security"], action, "submit")
     _press(team["legal"], action, "approve")
-    assert f"{EN} and contractors — done 12 November" in _what_we_are_doing(james)
+    assert f"{EN} and contractors — done November 12" in _what_we_are_doing(james)
 
 
 def test_an_action_not_marked_public_never_reaches_customers_and_needs_both_languages(

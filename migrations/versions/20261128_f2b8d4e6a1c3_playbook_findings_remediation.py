@@ -1,7 +1,7 @@
 """playbook tasks, findings, remediation actions and the incident's scope
 
 Revision ID: f2b8d4e6a1c3
-Revises: e5a7c9d1f3b2
+Revises: f1a2b3c4d5e6
 Create Date: 2026-11-28 09:00:00.000000
 
 """
@@ -11,7 +11,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "f2b8d4e6a1c3"
-down_revision = "e5a7c9d1f3b2"
+down_revision = "f1a2b3c4d5e6"
 branch_labels = None
 depends_on = None
 
@@ -77,10 +77,6 @@ def upgrade():
             sa.JSON().with_variant(postgresql.JSONB(), "postgresql"),
             server_default="{}",
             nullable=False,
-        ),
-        sa.CheckConstraint(
-            "done_on IS NULL OR done_on >= created_on",
-            name=op.f("ck_remediation_action_done_after_created"),
         ),
         _incident_fk("remediation_action"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_remediation_action")),

@@ -62,10 +62,7 @@ class RemediationAction(Translated, Base):
 
     __tablename__ = "remediation_action"
     translated_fields = ("public_text",)
-    __table_args__ = (
-        Index("ix_remediation_action_incident", "incident_id", "public"),
-        CheckConstraint("done_on IS NULL OR done_on >= created_on", name="done_after_created"),
-    )
+    __table_args__ = (Index("ix_remediation_action_incident", "incident_id", "public"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     incident_id: Mapped[int] = mapped_column(ForeignKey("incident.id", ondelete="CASCADE"))

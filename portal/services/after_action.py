@@ -8,11 +8,9 @@ from datetime import datetime
 
 from flask_babel import gettext as _
 from fpdf import FPDF
-from sqlalchemy import select
 
 from portal import clock
-from portal.extensions import db
-from portal.models import Incident, StaffMember
+from portal.models import Incident
 from portal.services import audit, investigation, metrics, obligations, playbook
 from portal.services.letters import _plain
 
@@ -55,11 +53,10 @@ class Report:
 
 
 def _names(ids: set[int]) -> dict[int, str]:
-    """Staff members by id, as the report names them: their work address."""
-    if not ids:
-        return {}
-    members = db.session.scalars(select(StaffMember).where(StaffMember.id.in_(ids)))
-    return {m.id: m.email for m in members}
+    """Staff members by id, as the report names them: their work address (one query)."""
+    from portal.services import approvals
+
+    return {i: m.email for i, m in approvals.staff_by_id(ids).items()}
 
 
 def _approvals(incident: Incident) -> list[ApprovalLine]:
@@ -68,11 +65,11 @@ def _approvals(incident: Incident) -> list[ApprovalLine]:
     found = approvals.for_incident(incident)
     ids: set[int] = set()
     for a in found:
-        ids |= {a.drafted_by_id, a.approved_by_id, *approvals.override_ids(a)} - {None}
+        ids |= {a.drafted_by_id, a.approved_by_id, *approvals.overriders(a)}
     names = _names(ids)
     lines = []
     for a in found:
-        overriders = approvals.override_ids(a)
+        overriders = approvals.overriders(a)
         if a.approved_by_id is not None:
             approver = names.get(a.approved_by_id, "?")
         elif overriders:
@@ -161,7 +158,13 @@ def pdf(report: Report, labels: dict[str, str]) -> bytes:
 
     i, t = report.incident, report.timeline
     doc.set_font("Helvetica", "B", 16)
-    doc.multi_cell(0, 8, _plain(_("After-action report: %(title)s", title=i.title)))
+    doc.multi_cell(
+        0,
+        8,
+        _plain(_("After-action report: %(title)s", title=i.title)),
+        new_x="LMARGIN",
+        new_y="NEXT",
+    )
     doc.set_font("Helvetica", size=10)
     line(_("Incident %(slug)s, made %(when)s", slug=i.slug, when=_when(report.made_at)))
 

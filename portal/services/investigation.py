@@ -3,8 +3,6 @@ remediation actions (marked public and approved, they feed the customers' "What 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -189,20 +187,21 @@ def pinned(action: RemediationAction) -> dict:
     }
 
 
-def content_hash(content: dict) -> str:
-    """sha256 of the canonical JSON, as the approvals pin it."""
+def _pending(action: RemediationAction):
+    """The approval asked for this action's public text and not yet decided, if any."""
     from portal.services import approvals
 
-    return approvals.pinned_hash(content)
+    found = approvals.current("remediation", str(action.id))
+    return found if found is not None and found.state == "pending" else None
 
 
-def _checked(title: str, owner: str, due_on, done_on, public: bool, en: str, es: str, created):
+def _checked(title: str, owner: str, due_on, done_on, public: bool, en: str, es: str):
     title, en, es = (title or "").strip(), (en or "").strip(), (es or "").strip()
     if not title or len(title) > 300:
         raise InvestigationError(_("Describe the action (at most 300 characters)."))
     if owner not in OWNER_ROLES:
         raise InvestigationError(_("Choose the role that owns the action."))
-    if done_on is not None and (done_on > clock.now().date() or done_on < created):
+    if done_on is not None and done_on > clock.now().date():
         raise InvestigationError(_("The day it was done cannot be in the future."))
     if len(en) > TEXT_MAX or len(es) > TEXT_MAX:
         raise InvestigationError(_("Each text can be at most 2,000 characters."))
@@ -227,10 +226,11 @@ def save_action(
 ) -> RemediationAction:
     """Add an action or change one. What customers would read is hashed again, so a change to
     an approved action hides it from them until it is approved again."""
+    from portal.services import approvals
+
     _may_write(member)
     today = clock.now().date()
-    created = action.created_on if action else today
-    title, en, es = _checked(title, owner, due_on, done_on, public, text_en, text_es, created)
+    title, en, es = _checked(title, owner, due_on, done_on, public, text_en, text_es)
     if action is None:
         action = RemediationAction(
             incident_id=incident.id, created_on=today, created_by=staff_actor(member)
@@ -239,7 +239,7 @@ def save_action(
     action.title, action.owner, action.due_on, action.done_on = title, owner, due_on, done_on
     action.public, action.public_text = public, en
     action.translations = with_translation(action, "es", {"public_text": es})
-    action.public_hash = content_hash(pinned(action))
+    action.public_hash = approvals.digest(pinned(action))
     action.updated_at = clock.now()
     db.session.flush()
     audit.record(
@@ -272,7 +272,7 @@ def approve_public(incident: Incident, action: RemediationAction, *, member):
     it); refused when the text changed since it was asked."""
     from portal.services import approvals
 
-    pending = approvals.pending_for("remediation", str(action.id))
+    pending = _pending(action)
     if pending is None:
         raise InvestigationError(_("Nothing is waiting for approval for this action."))
     if pending.pinned_hash != action.public_hash:
@@ -289,7 +289,7 @@ def approval_state(action: RemediationAction) -> str:
 
     if approvals.approved_for("remediation", str(action.id), pinned(action)) is not None:
         return "approved"
-    pending = approvals.pending_for("remediation", str(action.id))
+    pending = _pending(action)
     if pending is not None and pending.pinned_hash == action.public_hash:
         return "pending"
     return "draft"
@@ -326,11 +326,3 @@ def public_actions(incident_ids: list[int]) -> dict[int, list[RemediationAction]
         for action in db.session.scalars(_public_query(), {"incident_ids": incident_ids}):
             found[action.incident_id].append(action)
     return found
-
-
-def _canonical(content: dict) -> str:
-    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def _sha256(content: dict) -> str:
-    return hashlib.sha256(_canonical(content).encode()).hexdigest()

@@ -16,11 +16,12 @@ from portal.extensions import db
 from portal.models import Incident, PlaybookTask
 from portal.models.audit import staff_actor
 from portal.models.playbook import TASK_STATUSES
+from portal.models.staff import STAFF_ROLES
 from portal.services import audit
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "playbook" / "playbook.toml"
-# The roles a task may name as its owner: the response team's (portal.models.staff).
-OWNER_ROLES = ("agent", "admin", "legal", "communications", "security", "support_lead")
+# The roles a task may name as its owner: the response team's.
+OWNER_ROLES = STAFF_ROLES
 NOTES_MAX = 4000
 
 
@@ -172,8 +173,7 @@ def overdue(incidents: list[Incident]) -> list[Task]:
 
 def holds(member, role: str) -> bool:
     """Whether a staff member holds a role."""
-    has_role = getattr(member, "has_role", None)  # TODO(merge roles): member.has_role only
-    return has_role(role) if has_role else member.role == role
+    return member.has_role(role)
 
 
 def may_update(member, task: TaskTemplate) -> bool:

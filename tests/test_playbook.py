@@ -185,3 +185,16 @@ def test_only_the_owner_role_or_an_admin_may_update_a_task(app, demo):
     playbook.update_task(incident, "assess-impact", status="done", notes="", member=Member("admin"))
     statuses = {t.id: t.status for t in playbook.tasks_for(incident)}
     assert statuses["assess-data"] == "not_needed" and statuses["assess-impact"] == "done"
+
+
+def test_a_notify_task_shows_the_legal_duties_it_carries_out_and_their_state(
+    app, demo, client, clock
+):
+    set_up(app, client, "boss@example.com", "admin", clock)
+    clock.move_to(datetime(2026, 10, 20, tzinfo=UTC))
+    text = _tasks_page(client)
+    block = re.search(r'<li id="task-notify-regulators".*?</li>\s*</ul>', text, re.S)[0]
+    # The demo has a reader in Germany: the GDPR's 72 hours apply, and have run out.
+    assert "GDPR: notify the lead supervisory authority" in block
+    assert "Overdue" in block
+    assert "UK GDPR" not in block  # nobody in the United Kingdom: the ICO duty does not apply

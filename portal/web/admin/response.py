@@ -8,7 +8,7 @@ from flask_babel import gettext as _
 from flask_login import current_user
 
 from portal.i18n import translated_text
-from portal.services import after_action, investigation, playbook
+from portal.services import after_action, investigation, obligations, playbook
 from portal.web.access import staff
 from portal.web.admin.blueprint import bp
 from portal.web.admin.common import current_actor, incident_or_404
@@ -48,6 +48,8 @@ def playbook_tasks(slug: str):
         },
         status_labels=TASK_STATUS_LABELS,
         role_labels=ROLE_LABELS,
+        # The legal duties a notify task carries out, where they apply, with their state.
+        duties={s.duty.id: s for s in obligations.for_incident(item)},
     )
 
 

@@ -63,6 +63,7 @@ def register_extensions(app: Flask) -> None:
     from portal.extensions import babel, csrf, db, limiter, migrate, vault
     from portal.i18n import (
         datetime_with_zone,
+        day_and_month,
         install_template_gettext,
         language_for,
         localized,
@@ -112,11 +113,12 @@ def register_extensions(app: Flask) -> None:
     page_cache.init_app(app)  # the public pages' shared HTML (nonce and token filled per response)
     vault.init_app(app)
     limiter.init_app(app)
-    from portal.services import guidance, obligations, statements
+    from portal.services import guidance, obligations, playbook, statements
 
     guidance.init_app(app)  # refuses to start on a wrong guidance file
     statements.init_app(app)  # likewise for the statements by place of residence
     obligations.init_app(app)  # and on a wrong obligations catalogue
+    playbook.init_app(app)  # and on a wrong playbook
 
     def select_locale():
         if not has_request_context():
@@ -143,6 +145,7 @@ def register_extensions(app: Flask) -> None:
     app.jinja_env.globals.update(CaseStatus=CaseStatus, MessageKind=MessageKind)
     app.jinja_env.filters["when"] = datetime_with_zone  # customers' pages
     app.jinja_env.filters["staff_time"] = staff_datetime  # staff pages
+    app.jinja_env.filters["day_and_month"] = day_and_month
     from portal.validation import shown_plainly
 
     # Names and ids kept before invisible and direction-changing characters were refused: shown

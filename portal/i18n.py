@@ -92,6 +92,15 @@ def datetime_with_zone(value) -> str:
     )
 
 
+def day_and_month(value) -> str:
+    """A day of this year as the reader's language writes it ("November 12", "12 de
+    noviembre"): CLDR's pattern for the locale, not a pattern of our own."""
+    from babel.dates import format_skeleton
+    from flask_babel import get_locale
+
+    return format_skeleton("MMMMd", value, locale=get_locale() or SOURCE_LANGUAGE)
+
+
 def staff_datetime(value, seconds: bool = False) -> str:
     """A moment as staff read it: sortable, with its time zone, so that agents in several places
     (and the audit trail they compare against) never guess which clock a time is on."""

@@ -13,6 +13,7 @@ from portal.models.letter import LETTER_REASONS, Letter
 from portal.models.notice import Notice
 from portal.models.obligation import Obligation
 from portal.models.outbox import OutboxMessage, OutboxTemplate
+from portal.models.playbook import Finding, PlaybookTask, RemediationAction
 from portal.models.protection import ActivationCode, Enrollment, ProtectionOffer
 from portal.models.staff import KeptAct, RecoveryCode, SecurityKey, StaffMember, StaffSession
 from portal.models.update import IncidentUpdate
@@ -32,6 +33,7 @@ __all__ = [
     "DataClass",
     "Enrollment",
     "Exposure",
+    "Finding",
     "GuidanceProgress",
     "Incident",
     "IncidentUpdate",
@@ -44,8 +46,10 @@ __all__ = [
     "Obligation",
     "OutboxMessage",
     "OutboxTemplate",
+    "PlaybookTask",
     "ProtectionOffer",
     "RecoveryCode",
+    "RemediationAction",
     "SecurityKey",
     "StaffMember",
     "StaffSession",

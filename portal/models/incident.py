@@ -62,4 +62,7 @@ class Incident(Translated, Base):
     contact_phone: Mapped[str] = mapped_column(String(40), default="")
     contact_hours: Mapped[str] = mapped_column(String(200), default="")
     contact_email: Mapped[str] = mapped_column(String(254), default="")
+    # The assessment's scope in the team's words (the counts come from the import).
+    affected_systems: Mapped[str] = mapped_column(Text, default="", server_default="")
+    affected_data_sets: Mapped[str] = mapped_column(Text, default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.now())

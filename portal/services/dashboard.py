@@ -22,7 +22,7 @@ from portal.models import (
 )
 from portal.models import sealed as sealed_
 from portal.models.data_class import DataClass
-from portal.services import notices, plan, protection, statements
+from portal.services import investigation, notices, plan, protection, statements
 
 
 @dataclass
@@ -40,6 +40,8 @@ class IncidentView:
     incident: Incident
     exposed: list[ExposedItem] = field(default_factory=list)
     updates: list[IncidentUpdate] = field(default_factory=list)
+    # Remediation actions legal approved for customers (portal.services.investigation).
+    remediation: list = field(default_factory=list)
     done: set[str] = field(default_factory=set)
     protection: str | None = None  # None: no offer; "offered", "enrolled" or "waiting"
     region: str = ""  # where the customer lives: the steps differ by country
@@ -119,10 +121,10 @@ _PUBLISHED_UPDATES = (
 
 
 def for_customer(customer: Customer) -> list[IncidentView]:
-    """The customer's incidents, newest first. Three queries, however much there is to show:
+    """The customer's incidents, newest first. Four queries, however much there is to show:
     the exposures with their incidents and the protection offer (a left join: one offer an
     incident, one enrollment an offer and customer, so no row is repeated); the plan steps
-    done; the published updates."""
+    done; the published updates; the approved public remediation actions."""
     views: dict[int, IncidentView] = {}
     rows = db.session.execute(_EXPOSURES, {"customer_id": customer.id})
     for data_class, sealed, incident, offer_id, offer_regions, enrollment in rows:
@@ -149,7 +151,9 @@ def for_customer(customer: Customer) -> list[IncidentView]:
         for update in db.session.scalars(_PUBLISHED_UPDATES, {"incident_ids": list(views)}):
             updates[update.incident_id].append(update)
         done = plan.done_steps(customer)
+        remediation = investigation.public_actions(list(views))
         for incident_id, view in views.items():
             view.updates = updates[incident_id]
+            view.remediation = remediation.get(incident_id, [])
             view.done = done
     return list(views.values())

@@ -11,6 +11,7 @@ from portal.web.admin import (
     metrics,
     obligations,
     protection,
+    response,
     staff,
     updates,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "metrics",
     "obligations",
     "protection",
+    "response",
     "staff",
     "updates",
 ]

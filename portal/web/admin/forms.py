@@ -187,3 +187,56 @@ class MailedForm(FlaskForm):
     mailed_on = DateField(
         _l("Mailed on"), validators=[DataRequired(_l("Give the day the letters were mailed."))]
     )
+
+
+TASK_STATUS_LABELS = {
+    "open": _l("Open"),
+    "done": _l("Done"),
+    "not_needed": _l("Not needed"),
+}
+ROLE_LABELS = {
+    "agent": _l("Support agent"),
+    "admin": _l("Admin"),
+    "legal": _l("Legal"),
+    "communications": _l("Communications"),
+    "security": _l("Security"),
+    "support_lead": _l("Support lead"),
+}
+
+
+class TaskForm(FlaskForm):
+    status = SelectField(
+        _l("Status"), choices=[SelectChoice(k, v) for k, v in TASK_STATUS_LABELS.items()]
+    )
+    notes = TextAreaField(_l("Notes"), validators=[Optional(), Length(max=4000)])
+
+
+class ScopeForm(FlaskForm):
+    affected_systems = TextAreaField(
+        _l("Systems involved"), validators=[Optional(), Length(max=2000)]
+    )
+    affected_data_sets = TextAreaField(
+        _l("Data sets involved"), validators=[Optional(), Length(max=2000)]
+    )
+    contained_on = DateField(_l("Contained on"), validators=[Optional()])
+
+
+class FindingForm(FlaskForm):
+    text = TextAreaField(_l("Finding"), validators=[DataRequired(), Length(max=2000)])
+
+
+class RemediationForm(FlaskForm):
+    title = StringField(
+        _l("Action (the team's words)"),
+        validators=[SingleLine(), DataRequired(), Length(max=300)],
+    )
+    owner = SelectField(_l("Owner"), choices=[SelectChoice(k, v) for k, v in ROLE_LABELS.items()])
+    due_on = DateField(_l("Due on"), validators=[Optional()])
+    done_on = DateField(_l("Done on"), validators=[Optional()])
+    public = BooleanField(_l("Tell customers (after legal approves the text)"))
+    public_text = TextAreaField(
+        _l("What customers read, in English"), validators=[Optional(), Length(max=2000)]
+    )
+    public_text_es = TextAreaField(
+        _l("What customers read, in Spanish"), validators=[Optional(), Length(max=2000)]
+    )

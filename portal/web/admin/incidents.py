@@ -6,12 +6,13 @@ from flask import flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
 from portal.models import Incident
-from portal.services import incidents, obligations, updates
+from portal.services import incidents, obligations, playbook, updates
 from portal.services import notices as notices_service
 from portal.web.access import staff
 from portal.web.admin.blueprint import bp
 from portal.web.admin.common import current_actor, incident_or_404
 from portal.web.admin.forms import (
+    ROLE_LABELS,
     IncidentForm,
     NewIncidentForm,
     UpdateForm,
@@ -26,7 +27,11 @@ from portal.web.staff.forms import ActionForm
 def console():
     items = incidents.all_incidents()
     return render_template(
-        "admin/console.html", incidents=items, attention=obligations.attention(items)
+        "admin/console.html",
+        incidents=items,
+        attention=obligations.attention(items),
+        overdue_tasks=playbook.overdue(items),
+        role_labels=ROLE_LABELS,
     )
 
 

@@ -164,7 +164,8 @@ def test_the_after_action_report_of_the_demo_incident_lists_every_approval_with_
     approvals.approve(campaign, approver=member("legal@example.com"))
     db.session.commit()
     recorded = approvals.for_incident(demo)
-    assert len(recorded) == 2 and all(a.approved_at for a in recorded)
+    # The demo's own campaign approval (by its legal member), the action's and the second one.
+    assert len(recorded) == 3 and all(a.approved_at for a in recorded)
 
     page = team["admin"].get("/admin/incidents/acme-2026/report")
     assert page.status_code == 200

@@ -83,6 +83,20 @@ def test_a_member_without_a_desk_role_lands_on_the_approvals_and_reaches_no_cons
     assert team["admin"].get("/admin/approvals").status_code == 200
 
 
+def test_each_member_of_the_team_reaches_the_incidents_response_from_the_approvals(team, incident):
+    db.session.commit()
+    pages = {name: team[name].get("/admin/approvals").get_data(as_text=True) for name in team}
+    for name, page in pages.items():
+        for link in ("updates", "playbook", "investigation"):
+            path = f"/admin/incidents/acme-2026/{link}"
+            assert f'href="{path}"' in page, (name, link)
+            assert team[name].get(path).status_code == 200, (name, link)
+    report = 'href="/admin/incidents/acme-2026/report"'
+    assert report in pages["legal"] and report in pages["admin"]
+    assert report not in pages["comms"]  # the report is for admins and legal
+    assert team["comms"].get("/admin/incidents/acme-2026/report").status_code == 403
+
+
 def _draft(comms, title="Forensics finished", body="No further access.", es="Ningún acceso."):
     page = comms.get("/admin/incidents/acme-2026/updates")
     comms.post(

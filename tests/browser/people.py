@@ -69,6 +69,32 @@ def notify(live: Live, *, locale: str = "en", phone: str = "", data_classes: str
     return person
 
 
+def announce(live: Live, slug: str) -> None:
+    """Tell one person of the incident `slug` (its first notice queued): from then on the
+    incident has its public page."""
+    from portal.extensions import db
+    from portal.models import Incident
+    from portal.services.imports import import_customers
+    from portal.services.notices import queue_notices
+
+    n = next(_numbers)
+    folder = Path(tempfile.mkdtemp())
+    path = folder / "people.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(HEADER)
+        writer.writerow(
+            [f"A-{n:05d}", f"Told Person{n}", f"told{n}@example.com", "", "en", "US-CA", "ssn"]
+        )
+
+    def load():
+        found = db.session.query(Incident).filter_by(slug=slug).one()
+        import_customers(found, path, actor="test")
+        queue_notices(found, actor="test")
+
+    live.run(load)
+
+
 def code_for(live: Live, person: dict, seen: int = 0) -> str:
     """The newest code sent to this person, by text when they have a phone, else by email."""
     if person["phone"]:

@@ -9,6 +9,7 @@ from datetime import date
 import pytest
 from playwright.sync_api import expect
 
+from tests.browser.people import announce
 from tests.browser.staff import AuthenticatorClock, set_up
 
 pytestmark = pytest.mark.slow
@@ -91,6 +92,7 @@ def test_communications_drafts_legal_approves_and_an_admin_alone_cannot_publish(
         discovered_on=date(2026, 11, 9),
         actor="test",
     )
+    announce(live, slug)  # its first notice is out: the incident has its public page
     w = WORDS[language]
     updates = f"/admin/incidents/{slug}/updates"
     public = live.base + f"/incidents/{slug}"

@@ -22,7 +22,7 @@ from portal.services.notices import queue_notices
 from portal.services.outbox import message_bytes
 from portal.services.protection import save_offer
 from tests.approval_flow import approve_campaign
-from tests.conftest import customer_row
+from tests.conftest import INCIDENT, customer_row
 from tests.customer_flow import csrf_from
 from tests.staff_flow import set_up
 
@@ -349,6 +349,38 @@ def test_a_campaign_confirmed_before_an_import_sends_nothing_after_it(admin, inc
         data={"csrf_token": csrf_from(page), "expected": "\u00b2"},
     )
     assert odd.headers["Location"] == "/admin/incidents/acme-2026/campaign/confirm"
+
+
+def test_words_changed_between_send_and_the_jobs_start_are_not_sent_unapproved(
+    admin, incident, write_csv
+):
+    import_customers(incident, write_csv([customer_row(1)]), actor="t")
+    db.session.commit()
+    approve_campaign(incident)
+    page = admin.get("/admin/incidents/acme-2026/campaign/confirm")
+    started = admin.post(
+        "/admin/incidents/acme-2026/campaign/send",
+        data={"csrf_token": csrf_from(page), "expected": "1"},
+    )
+    assert started.headers["Location"].startswith("/admin/jobs/")
+    # The job waits in the queue; meanwhile someone edits what the notice says.
+    incident.what_happened = "A text legal never saw."
+    db.session.commit()
+    background.run_one()
+    report = admin.get(started.headers["Location"]).get_data(as_text=True)
+    assert "changed after legal approved them: nothing was sent" in report
+    assert db.session.scalars(select(Notice)).all() == []
+    # Put back as approved, the same campaign goes out.
+    incident.what_happened = INCIDENT["what_happened"]
+    db.session.commit()
+    page = admin.get("/admin/incidents/acme-2026/campaign/confirm")
+    again = admin.post(
+        "/admin/incidents/acme-2026/campaign/send",
+        data={"csrf_token": csrf_from(page), "expected": "1"},
+    )
+    background.run_one()
+    assert "1 notice(s) queued" in admin.get(again.headers["Location"]).get_data(as_text=True)
+    assert len(db.session.scalars(select(Notice)).all()) == 1
 
 
 def test_markdown_as_text_keeps_tight_lists_tight_and_only_the_links_the_html_keeps():

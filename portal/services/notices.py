@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import secrets
 import threading
@@ -558,8 +559,9 @@ def start_campaign(incident: Incident, *, expected: int, actor: str):
 
     # Four eyes: legal approved these exact messages and counts (or two admins overrode it).
     content = notice_preview.pinned(incident)
+    approval = None
     if content["total"]:  # nobody waiting: nothing goes out, nothing to approve
-        approvals.require("campaign", incident.slug, content)
+        approval = approvals.require("campaign", incident.slug, content)
     return background.submit(
         "send_notices",
         {
@@ -567,9 +569,27 @@ def start_campaign(incident: Incident, *, expected: int, actor: str):
             "actor": actor,
             "total": expected,
             "affected": figures.affected,
+            "approval_id": approval.id if approval is not None else None,
         },
         actor=actor,
     )
+
+
+def _still_approved(incident: Incident, approval_id: int | None) -> bool:
+    """Whether the words legal approved are still the incident's words, where the job starts.
+
+    An edit between the admin's Send and the worker's start would otherwise go out unapproved.
+    The words, not the whole pinned content: the counts still to send fall as the job queues,
+    and a job run again after a crash must still finish."""
+    from portal.models import Approval
+    from portal.services import approvals, notice_preview
+
+    if approval_id is None:
+        return True  # nobody was waiting when it was started: it queues nothing new unseen
+    approval = db.session.get(Approval, approval_id)
+    if approval is None or approval.state not in approvals.COVERING:
+        return False  # superseded: somebody asked approval for a changed campaign since
+    return json.loads(approval.pinned).get("texts") == notice_preview.incident_texts(incident)
 
 
 @job("send_notices")
@@ -580,6 +600,8 @@ def _send_notices_job(payload: dict, progress: Progress) -> dict:
     # count still to send: a job run again after a crash has sent some of it already.)
     if "affected" in payload and campaign(incident).affected != payload["affected"]:
         return {"queued": 0, "changed": True}
+    if not _still_approved(incident, payload.get("approval_id")):
+        return {"queued": 0, "unapproved": True}
     try:
         count = queue_notices(
             incident,

@@ -720,6 +720,14 @@ def _paper_incident(slug: str, title: str, mode: str, folder) -> None:
     import_customers(incident, path, actor="test")
 
 
+def _letters_approved_by_legal(slug: str) -> None:
+    from portal.extensions import db
+    from portal.models import Incident
+    from tests.approval_flow import approve_letters
+
+    approve_letters(db.session.query(Incident).filter_by(slug=slug).one())
+
+
 @JS
 def test_an_admin_builds_letters_downloads_the_manifest_and_records_the_mailing(
     live, person, clock, js, tmp_path
@@ -727,6 +735,7 @@ def test_an_admin_builds_letters_downloads_the_manifest_and_records_the_mailing(
     mode = "js" if js else "nojs"
     slug, title = f"paper-{mode}", f"Paper records exposure ({mode})"
     live.run(_paper_incident, slug, title, mode, tmp_path)
+    live.run(_letters_approved_by_legal, slug)  # four eyes: legal approved the batch first
 
     you = person(js=js)
     set_up(you, live, clock, role="admin")

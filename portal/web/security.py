@@ -112,9 +112,7 @@ def _staff_gate(level: str):
         # An admin who must use a security key signed in with the app: until they add a key,
         # the page to add one is all they reach (OTP-03: not TOTP only for admins).
         return redirect(url_for("staff.security_key_list"))
-    roles = getattr(current_app.view_functions[request.endpoint], "roles", ())
-    # Any one of the listed roles lets the member in; holding admin implies no other role.
-    if not any(current_user.staff.has_role(r) for r in roles):
+    if not _roles_open(current_app.view_functions[request.endpoint]):
         from portal.models import AuditEvent
         from portal.unit_of_work import write_is_the_point
 
@@ -128,6 +126,24 @@ def _staff_gate(level: str):
         )
         abort(403)
     return None
+
+
+def _roles_open(view) -> bool:
+    """Whether the signed-in member holds one of the roles `view` names."""
+    roles = getattr(view, "roles", ())
+    # Any one of the listed roles lets the member in; holding admin implies no other role.
+    return any(current_user.staff.has_role(r) for r in roles)
+
+
+def staff_may(endpoint: str) -> bool:
+    """Whether the signed-in member's roles open `endpoint`: a page offers a link or a button
+    only when it answers, never a "403 Forbidden" (the gate above still decides)."""
+    view = current_app.view_functions.get(endpoint)
+    if view is None or current_user.kind != STAFF or not current_user.is_authenticated:
+        return False
+    if access_of(view) != STAFF:
+        return True
+    return _roles_open(view)
 
 
 def _after_request(response):
@@ -313,3 +329,4 @@ def register(app: Flask) -> None:
     app.before_request(_before_request)
     app.after_request(_after_request)
     app.jinja_env.globals["csp_nonce"] = csp_nonce
+    app.jinja_env.globals["staff_may"] = staff_may

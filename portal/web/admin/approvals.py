@@ -19,6 +19,7 @@ from portal.web.access import staff
 from portal.web.admin.blueprint import bp
 from portal.web.admin.common import incident_or_404
 from portal.web.freshness import fresh_within
+from portal.web.security import staff_may
 from portal.web.staff.forms import ActionForm
 
 # Everyone on the response team may read what was asked and decided (agents work cases only).
@@ -32,16 +33,20 @@ def _approval_or_404(approval_id: int) -> Approval:
     return approval
 
 
-def _where(approval: Approval) -> str:
-    """The page of the thing approved."""
+def _where(approval: Approval) -> str | None:
+    """The page of the thing approved, when the member's roles open it."""
     incident = db.session.get(Incident, approval.incident_id)
-    if approval.subject == "campaign":
-        return url_for("admin.campaign_confirm", slug=incident.slug)
-    if approval.subject == "letters":
-        return url_for("admin.letters", slug=incident.slug)
-    if approval.subject in ("update", "correction"):
-        return url_for("admin.incident_updates", slug=incident.slug) + "#updates"
-    return url_for("admin.approval", approval_id=approval.id)
+    endpoint, anchor = {
+        "campaign": ("admin.campaign_confirm", ""),
+        "letters": ("admin.letters", ""),
+        "update": ("admin.incident_updates", "#updates"),
+        "correction": ("admin.incident_updates", "#updates"),
+    }.get(approval.subject, (None, ""))
+    if endpoint is None:
+        return url_for("admin.approval", approval_id=approval.id)
+    if not staff_may(endpoint):
+        return None
+    return url_for(endpoint, slug=incident.slug) + anchor
 
 
 @bp.get("/approvals")

@@ -208,34 +208,34 @@ def edit_action(slug: str, action_id: int):
     return _back(slug, f"#action-{action_id}")
 
 
-@bp.post("/incidents/<slug>/investigation/actions/<int:action_id>/submit")
-@staff(*TEAM)
-def submit_action(slug: str, action_id: int):
+def _public_step(slug: str, action_id: int, step, done: str):
+    """Send an action's public text to legal, or approve it: the same form, another step."""
     item = incident_or_404(slug)
     action = _action_of(item, action_id)
     if ActionForm().validate_on_submit():
         try:
-            investigation.submit_public(item, action, member=current_user.staff)
+            step(item, action, member=current_user.staff)
         except investigation.InvestigationError as exc:
             flash(str(exc), "error")
         else:
-            flash(_("Sent to legal for approval."), "info")
+            flash(done, "info")
     return _back(slug, f"#action-{action_id}")
+
+
+@bp.post("/incidents/<slug>/investigation/actions/<int:action_id>/submit")
+@staff(*TEAM)
+def submit_action(slug: str, action_id: int):
+    return _public_step(
+        slug, action_id, investigation.submit_public, _("Sent to legal for approval.")
+    )
 
 
 @bp.post("/incidents/<slug>/investigation/actions/<int:action_id>/approve")
 @staff(*TEAM)
 def approve_action(slug: str, action_id: int):
-    item = incident_or_404(slug)
-    action = _action_of(item, action_id)
-    if ActionForm().validate_on_submit():
-        try:
-            investigation.approve_public(item, action, member=current_user.staff)
-        except investigation.InvestigationError as exc:
-            flash(str(exc), "error")
-        else:
-            flash(_("Approved: customers now see it."), "info")
-    return _back(slug, f"#action-{action_id}")
+    return _public_step(
+        slug, action_id, investigation.approve_public, _("Approved: customers now see it.")
+    )
 
 
 @bp.get("/incidents/<slug>/report")

@@ -45,26 +45,36 @@ def _back(slug: str):
     return redirect(url_for("admin.incident_updates", slug=slug) + "#updates")
 
 
+def _write_from_form(write, item, *, saved: str, incomplete: str) -> None:
+    """Check the update form and hand its words to `write` (draft, edit or correct, on `item`);
+    flash how it went. The three forms differ only in what they write."""
+    form = UpdateForm()
+    if not form.validate_on_submit():
+        flash(incomplete, "error")
+        return
+    try:
+        write(
+            item,
+            form.title.data,
+            form.body.data,
+            actor=current_actor(),
+            translations=translations_from(form, IncidentUpdate.translated_fields),
+        )
+    except updates.UpdateError as exc:
+        flash(str(exc), "error")
+    else:
+        flash(saved, "info")
+
+
 @bp.post("/incidents/<slug>/updates")
 @staff("communications")  # communications writes the updates; legal approves them
 def new_update(slug: str):
-    item = incident_or_404(slug)
-    form = UpdateForm()
-    if form.validate_on_submit():
-        try:
-            updates.draft(
-                item,
-                form.title.data,
-                form.body.data,
-                actor=current_actor(),
-                translations=translations_from(form, IncidentUpdate.translated_fields),
-            )
-        except updates.UpdateError as exc:
-            flash(str(exc), "error")
-        else:
-            flash(_("Draft saved. Check it below, then ask legal to approve it."), "info")
-    else:
-        flash(_("An update needs a title and a text."), "error")
+    _write_from_form(
+        updates.draft,
+        incident_or_404(slug),
+        saved=_("Draft saved. Check it below, then ask legal to approve it."),
+        incomplete=_("An update needs a title and a text."),
+    )
     return _back(slug)
 
 
@@ -81,24 +91,15 @@ def edit_update(update_id: int):
     from flask_login import current_user
 
     update = _update(update_id)
-    form = UpdateForm()
     if not approvals.may_draft(current_user.staff, updates.subject_of(update)):
         flash(_("Your roles do not let you change this draft."), "error")
-    elif form.validate_on_submit():
-        try:
-            updates.edit_draft(
-                update,
-                form.title.data,
-                form.body.data,
-                actor=current_actor(),
-                translations=translations_from(form, IncidentUpdate.translated_fields),
-            )
-        except updates.UpdateError as exc:
-            flash(str(exc), "error")
-        else:
-            flash(_("Draft changed. It needs legal's approval again."), "info")
     else:
-        flash(_("An update needs a title and a text."), "error")
+        _write_from_form(
+            updates.edit_draft,
+            update,
+            saved=_("Draft changed. It needs legal's approval again."),
+            incomplete=_("An update needs a title and a text."),
+        )
     return _back(update_slug(update))
 
 
@@ -126,22 +127,12 @@ def publish_update(update_id: int):
 @staff("admin")  # an admin drafts a correction; legal approves it like an update
 def correct_update(update_id: int):
     update = _update(update_id)
-    form = UpdateForm()
-    if form.validate_on_submit():
-        try:
-            updates.correct(
-                update,
-                form.title.data,
-                form.body.data,
-                actor=current_actor(),
-                translations=translations_from(form, IncidentUpdate.translated_fields),
-            )
-        except updates.UpdateError as exc:
-            flash(str(exc), "error")
-        else:
-            flash(_("Correction saved as a draft. Ask legal to approve it."), "info")
-    else:
-        flash(_("A correction needs a title and a text."), "error")
+    _write_from_form(
+        updates.correct,
+        update,
+        saved=_("Correction saved as a draft. Ask legal to approve it."),
+        incomplete=_("A correction needs a title and a text."),
+    )
     return _back(update_slug(update))
 
 

@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, time, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from portal import unit_of_work
+from portal import spreadsheet, unit_of_work
 from portal.extensions import db
 from portal.models import ActivationCode, AuditEvent, Customer, Enrollment, OutboxMessage
 from portal.services import protection
@@ -263,9 +263,9 @@ def test_the_export_writes_an_empty_email_for_a_person_known_by_letter(
 
 
 def test_export_cell_escaping():
-    for value in ("=1+1", "+1", "-1", "@SUM(A1)", "\tx"):
-        assert protection._cell(value) == "'" + value
-    assert protection._cell("CODE-1") == "CODE-1"
+    for value in ("=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx"):
+        assert spreadsheet.cell(value) == "'" + value
+    assert spreadsheet.cell("CODE-1") == "CODE-1"
 
 
 # --- acceptance 2: concurrency, on PostgreSQL ---

@@ -23,7 +23,7 @@ from flask_babel import gettext as _
 from fpdf import FPDF
 from sqlalchemy import case, exists, func, insert, or_, select, update
 
-from portal import clock
+from portal import clock, spreadsheet
 from portal.extensions import db, vault
 from portal.i18n import language_for
 from portal.mail.mime import fill
@@ -35,7 +35,6 @@ from portal.services import audit, reference_codes, runs
 from portal.services.background import Later, Progress, job
 
 # The same rule as the protection export's: a spreadsheet runs a cell starting with = + - @.
-from portal.services.protection import _cell as csv_cell
 
 MANIFEST_COLUMNS = (
     "letter_id",
@@ -418,7 +417,7 @@ def build(
                 pages = printer.letter(pdf, person, text)
                 manifest.writerow(
                     [
-                        csv_cell(v)
+                        spreadsheet.cell(v)
                         for v in (
                             public_id,
                             name,

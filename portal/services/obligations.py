@@ -16,7 +16,7 @@ from flask import current_app
 from flask_babel import gettext as _
 from sqlalchemy import case, false, func, or_, select
 
-from portal import clock
+from portal import clock, spreadsheet
 from portal.extensions import db
 from portal.models import (
     AuditEvent,
@@ -585,13 +585,6 @@ def sample_notices(incident: Incident, regions: list[str]) -> dict[str, object]:
     return {region: variants.compose("en", shown, region, values=values) for region in regions}
 
 
-def _plain(value: str) -> str:
-    """A CSV cell a spreadsheet shows as text (a leading = + - @ would make it a formula), as
-    every export of the portal writes them; regions are checked at import and the catalogue is
-    reviewed, so this is a second line."""
-    return "'" + value if value.startswith(("=", "+", "-", "@", "\t", "\r")) else value
-
-
 def filing_pack(incident: Incident, *, actor: str) -> bytes:
     """A zip for the attorneys general and regulators: the affected counts per region, the
     duties that apply, and a sample notice. Counts and text only: no personal data."""
@@ -603,7 +596,7 @@ def filing_pack(incident: Incident, *, actor: str) -> bytes:
         sent = f.campaign.get(region, RegionCampaign())
         writer.writerow(
             [
-                _plain(region or "unknown"),
+                spreadsheet.cell(region or "unknown"),
                 f.residents[region],
                 f.health_residents.get(region, 0),
                 sent.sent,
@@ -620,7 +613,9 @@ def filing_pack(incident: Incident, *, actor: str) -> bytes:
             else ("without undue delay" if s.without_undue_delay else "after the notices")
         )
         texts = (s.duty.name, s.duty.recipient)
-        writer.writerow([*map(_plain, texts), s.residents, due, _plain(s.duty.source)])
+        writer.writerow(
+            [*map(spreadsheet.cell, texts), s.residents, due, spreadsheet.cell(s.duty.source)]
+        )
     samples = sample_notices(incident, sorted(f.residents, key=lambda r: r or ""))
     as_of, _duties = catalogue()
     readme = (

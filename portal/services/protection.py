@@ -14,7 +14,7 @@ from flask_babel import gettext as _
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from portal import clock, regions
+from portal import clock, regions, spreadsheet
 from portal.extensions import db
 from portal.i18n import with_translation
 from portal.mail.compose import compose_alert, compose_protection_code
@@ -497,13 +497,6 @@ def code_for(enrollment: Enrollment) -> str | None:
 
 # --- the provider's export ---
 
-_FORMULA = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _cell(value: str) -> str:
-    """Spreadsheets run cells starting with = + - @ as formulas: make them plain text."""
-    return "'" + value if value.startswith(_FORMULA) else value
-
 
 def export(incident: Incident, path: Path | str, *, actor: str) -> int:
     """Write who enrolled, when, and with which code, for the provider. Returns the count."""
@@ -524,7 +517,7 @@ def export(incident: Incident, path: Path | str, *, actor: str) -> int:
         for enrollment, customer, code in rows:
             writer.writerow(
                 [
-                    _cell(v)
+                    spreadsheet.cell(v)
                     for v in (
                         customer.external_id,
                         customer.name,

@@ -717,3 +717,27 @@ def test_address_columns_may_come_in_any_order_and_a_file_without_them_is_still_
     import_customers(incident, write_csv([customer_row(5, **ADDRESS)], header=header), actor="test")
     assert addresses() == {"C-00005": ("1 Market St", None, "San Francisco", "94110-1234")}
     assert imports.validate(write_csv([customer_row(6)])).ok
+
+
+def test_creating_the_app_leaves_the_pdf_library_unloaded(tmp_path):
+    """fpdf2 adds some 22 MB to a process; the million-row import (under 200 MB) and the web
+    workers make no PDF, so it is loaded only when a letter or a report is made."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    script = (
+        "import sys; from portal import create_app; create_app(); "
+        "sys.exit(1 if 'fpdf' in sys.modules else 0)"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(root),
+        "PORTAL_ENV": "testing",
+        "PORTAL_DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
+        "PORTAL_INSTANCE_PATH": str(tmp_path),
+    }
+    result = subprocess.run([sys.executable, "-c", script], env=env, cwd=root, timeout=120)
+    assert result.returncode == 0, "creating the app loaded fpdf"

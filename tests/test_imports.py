@@ -447,6 +447,36 @@ def test_two_ids_with_the_same_digest_are_both_imported(app, incident, write_csv
     assert find_by_email("person25@example.com")[0].name == "Person Number25"
 
 
+def test_a_sqlite_import_writes_with_a_smaller_page_cache_and_gives_it_back(
+    app, incident, write_csv, monkeypatch
+):
+    """The million-row import stays under 200 MB of RSS with its own, smaller SQLite page cache
+    (bench/import_bench.py); the connection then goes back to the app's own setting."""
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's page cache")
+    monkeypatch.setattr(imports, "BATCH_SIZE", 10)
+
+    def cache() -> int:
+        return db.session.connection().exec_driver_sql("PRAGMA cache_size").scalar()
+
+    before = cache()
+    during = []
+    store = imports._SQLiteWriter.store
+
+    def noting(self, *args):
+        during.append(cache())
+        return store(self, *args)
+
+    monkeypatch.setattr(imports._SQLiteWriter, "store", noting)
+
+    import_customers(incident, write_csv([customer_row(n) for n in range(1, 26)]), actor="test")
+
+    assert before == -65536
+    assert set(during) == {-imports._SQLiteWriter.CACHE_KIB}
+    assert imports._SQLiteWriter.CACHE_KIB * 1024 < 64 * 1024 * 1024
+    assert cache() == before
+
+
 def test_batches_of_new_and_known_customers_keep_their_ids_and_seals(
     app, incident, write_csv, monkeypatch
 ):

@@ -447,6 +447,36 @@ def test_two_ids_with_the_same_digest_are_both_imported(app, incident, write_csv
     assert find_by_email("person25@example.com")[0].name == "Person Number25"
 
 
+def test_a_sqlite_import_writes_with_a_smaller_page_cache_and_gives_it_back(
+    app, incident, write_csv, monkeypatch
+):
+    """The million-row import stays under 200 MB of RSS with its own, smaller SQLite page cache
+    (bench/import_bench.py); the connection then goes back to the app's own setting."""
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's page cache")
+    monkeypatch.setattr(imports, "BATCH_SIZE", 10)
+
+    def cache() -> int:
+        return db.session.connection().exec_driver_sql("PRAGMA cache_size").scalar()
+
+    before = cache()
+    during = []
+    store = imports._SQLiteWriter.store
+
+    def noting(self, *args):
+        during.append(cache())
+        return store(self, *args)
+
+    monkeypatch.setattr(imports._SQLiteWriter, "store", noting)
+
+    import_customers(incident, write_csv([customer_row(n) for n in range(1, 26)]), actor="test")
+
+    assert before == -65536
+    assert set(during) == {-imports._SQLiteWriter.CACHE_KIB}
+    assert imports._SQLiteWriter.CACHE_KIB * 1024 < 64 * 1024 * 1024
+    assert cache() == before
+
+
 def test_batches_of_new_and_known_customers_keep_their_ids_and_seals(
     app, incident, write_csv, monkeypatch
 ):
@@ -717,3 +747,27 @@ def test_address_columns_may_come_in_any_order_and_a_file_without_them_is_still_
     import_customers(incident, write_csv([customer_row(5, **ADDRESS)], header=header), actor="test")
     assert addresses() == {"C-00005": ("1 Market St", None, "San Francisco", "94110-1234")}
     assert imports.validate(write_csv([customer_row(6)])).ok
+
+
+def test_creating_the_app_leaves_the_pdf_library_unloaded(tmp_path):
+    """fpdf2 adds some 22 MB to a process; the million-row import (under 200 MB) and the web
+    workers make no PDF, so it is loaded only when a letter or a report is made."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    script = (
+        "import sys; from portal import create_app; create_app(); "
+        "sys.exit(1 if 'fpdf' in sys.modules else 0)"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(root),
+        "PORTAL_ENV": "testing",
+        "PORTAL_DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
+        "PORTAL_INSTANCE_PATH": str(tmp_path),
+    }
+    result = subprocess.run([sys.executable, "-c", script], env=env, cwd=root, timeout=120)
+    assert result.returncode == 0, "creating the app loaded fpdf"

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from flask_babel import gettext as _
-from fpdf import FPDF
 
 from portal import clock
 from portal.models import Incident
@@ -130,17 +129,26 @@ def _when(value) -> str:
     return value.isoformat()
 
 
-class _Pdf(FPDF):
-    def footer(self) -> None:
-        self.set_y(-12)
-        self.set_font("Helvetica", size=8)
-        self.cell(0, 5, f"{self.page_no()}", align="C")
+def _new_pdf():
+    """A letter-sized document with page numbers in its footer."""
+    # fpdf2 is loaded when a PDF is made, not with the module: it adds 22 MB (measured, max
+    # RSS) to every process that creates the app, among them a million-row import's, which
+    # must stay under 200 MB, and the web workers, which never make a PDF.
+    from fpdf import FPDF
+
+    class _Pdf(FPDF):
+        def footer(self) -> None:
+            self.set_y(-12)
+            self.set_font("Helvetica", size=8)
+            self.cell(0, 5, f"{self.page_no()}", align="C")
+
+    return _Pdf(format="letter", unit="mm")
 
 
 def pdf(report: Report, labels: dict[str, str]) -> bytes:
     """The report as a PDF (fpdf2). Helvetica at 10-11 pt: its latin-1 covers every letter of
     Spanish (á é í ó ú ñ ü ¿ ¡); other marks are written as their plain equivalents."""
-    doc = _Pdf(format="letter", unit="mm")
+    doc = _new_pdf()
     doc.set_auto_page_break(auto=True, margin=18)
     doc.set_margins(20, 15, 20)
     doc.set_creator("portal")

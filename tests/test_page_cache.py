@@ -213,3 +213,92 @@ def test_the_cache_can_be_turned_off_and_refuses_a_wrong_setting(make_app, datab
         assert queried
     with pytest.raises(ConfigError, match="PORTAL_PAGE_CACHE_SECONDS must be a whole number"):
         load(base_env(database_url, PORTAL_PAGE_CACHE_SECONDS="soon"))
+
+
+# --- the dashboard's incident sections (page_cache.shared_part) ---
+
+
+def _two_readers(app, incident, write_csv):
+    """Two customers of the incident with different exposures, each signed in."""
+    rows = [
+        customer_row(2, email="person2@example.com", phone=""),
+        customer_row(
+            3, email="person3@example.com", phone="", data_classes="email_address;ssn:1111"
+        ),
+    ]
+    import_customers(incident, write_csv(rows), actor="test")
+    queue_notices(incident, actor="test")
+    db.session.commit()
+    readers = []
+    for n in (2, 3):
+        client = app.test_client()
+        sign_in(client, f"person{n}@example.com")
+        readers.append(client)
+    return readers
+
+
+def test_the_incident_sections_of_the_dashboard_are_shared_and_nothing_of_the_reader_is(
+    app, incident, write_csv
+):
+    first, second = _two_readers(app, incident, write_csv)
+    app.extensions["portal.shared_parts"].clear()  # signing in showed the dashboard already
+    one, read_first = _statements(app, first, "/me")
+    two, read_second = _statements(app, second, "/me")
+    assert one.status_code == two.status_code == 200
+    # The second reader's incident sections came from the cache: no query for the updates or
+    # the remediation actions.
+    assert len(read_second) == len(read_first) - 2, (read_first, read_second)
+    assert "We closed the access" in two.text  # the shared "What We Are Doing"
+    assert "ending 4242" in one.text and "ending 4242" not in two.text  # their own data
+    assert "ending 1111" in two.text and "ending 1111" not in one.text
+    assert csrf_from(one) != csrf_from(two)
+    assert NONCE.search(one.text)[1] != NONCE.search(two.text)[1]
+
+
+def test_a_published_update_reaches_the_dashboard_at_once_here_and_within_the_seconds_elsewhere(
+    app, incident, write_csv, make_app, env, monkeypatch
+):
+    from portal import clock
+    from portal.models import IncidentUpdate
+
+    reader, _ = _two_readers(app, incident, write_csv)
+    other = make_app(env)  # a second process of the same deployment, its cache filled
+    other.test_client_class = BrowserClient
+    cookie = reader.get_cookie(app.config["SESSION_COOKIE_NAME"])
+    with other.app_context():
+        elsewhere = other.test_client()
+        elsewhere.set_cookie(cookie.key, cookie.value)
+        assert "Updates" not in elsewhere.get("/me").text
+    assert "Updates" not in reader.get("/me").text
+    db.session.add(
+        IncidentUpdate(
+            incident_id=incident.id,
+            title="The forensic review is finished",
+            body="Nothing else was taken.",
+            published_at=clock.now(),
+        )
+    )
+    db.session.commit()
+    assert "The forensic review is finished" in reader.get("/me").text
+    with other.app_context():
+        assert "The forensic review is finished" not in elsewhere.get("/me").text  # its copy
+        later = page_cache.monotonic() + 5
+        monkeypatch.setattr(page_cache, "monotonic", lambda: later)
+        assert "The forensic review is finished" in elsewhere.get("/me").text
+
+
+def test_an_edited_incident_is_a_new_key_in_every_process_at_once(
+    app, incident, write_csv, make_app, env
+):
+    reader, _ = _two_readers(app, incident, write_csv)
+    assert "We closed the access" in reader.get("/me").text
+    other = make_app(env)  # another process makes the edit: this one's cache is not emptied
+    with other.app_context():
+        from portal.models import Incident
+
+        edited = db.session.get(Incident, incident.id)
+        edited.what_we_are_doing = "We rotated every password."
+        db.session.commit()
+    db.session.expire_all()  # this process reads the row afresh, as the next request would
+    page = reader.get("/me").text
+    assert "We rotated every password." in page and "We closed the access" not in page

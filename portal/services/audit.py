@@ -154,6 +154,10 @@ def record(
     return event
 
 
+# The chain's head; built once (every audited request reads it).
+_HEAD = select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)
+
+
 def _append(session) -> None:
     """Chain the events recorded in this transaction: lock the chain, read its head, link.
 
@@ -166,9 +170,7 @@ def _append(session) -> None:
     if not pending:
         return
     _lock_chain()
-    prev = session.execute(
-        select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)
-    ).scalar_one_or_none()
+    prev = session.execute(_HEAD).scalar_one_or_none()
     signing = chain_keys()[0]
     for event in pending:
         # After a rotation the first event under the new key links to the old head: a segment.

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from flask import current_app
 from flask_babel import format_decimal
 from sqlalchemy import and_, bindparam, select
+from sqlalchemy import inspect as sa_inspect
 
 from portal import clock, regions
 from portal.extensions import db
@@ -35,16 +36,49 @@ class ExposedItem:
         return self.data_class.describe(self.fragment)
 
 
+class _IncidentParts:
+    """The published updates and approved public remediation actions of a page's incidents,
+    read for all of them at once (a query each) the first time any is asked for: a page whose
+    incident sections come from the page cache (portal/web/page_cache.py) asks for none."""
+
+    def __init__(self, incident_ids: list[int]) -> None:
+        self.incident_ids = incident_ids
+        self._updates: dict[int, list[IncidentUpdate]] | None = None
+        self._remediation: dict[int, list] | None = None
+
+    def updates(self, incident_id: int) -> list[IncidentUpdate]:
+        if self._updates is None:
+            self._updates = defaultdict(list)
+            for update in db.session.scalars(
+                _PUBLISHED_UPDATES, {"incident_ids": self.incident_ids}
+            ):
+                self._updates[update.incident_id].append(update)
+        return self._updates.get(incident_id, [])
+
+    def remediation(self, incident_id: int) -> list:
+        if self._remediation is None:
+            self._remediation = investigation.public_actions(self.incident_ids)
+        return self._remediation.get(incident_id, [])
+
+
 @dataclass
 class IncidentView:
     incident: Incident
     exposed: list[ExposedItem] = field(default_factory=list)
-    updates: list[IncidentUpdate] = field(default_factory=list)
-    # Remediation actions legal approved for customers (portal.services.investigation).
-    remediation: list = field(default_factory=list)
     done: set[str] = field(default_factory=set)
     protection: str | None = None  # None: no offer; "offered", "enrolled" or "waiting"
     region: str = ""  # where the customer lives: the steps differ by country
+    parts: _IncidentParts | None = None
+
+    @property
+    def updates(self) -> list[IncidentUpdate]:
+        """The incident's published updates, newest first."""
+        return self.parts.updates(self.incident.id) if self.parts else []
+
+    @property
+    def remediation(self) -> list:
+        """Remediation actions legal approved for customers (portal.services.investigation)."""
+        return self.parts.remediation(self.incident.id) if self.parts else []
 
     def first_steps(self, language: str) -> list:
         """The first three open steps of the plan for what this incident exposed."""
@@ -67,6 +101,21 @@ class IncidentView:
             ),
         )
         return Law(inserts.filled(values), inserts.omit)
+
+
+# Every column of an incident but its translations (a dict, read apart), by attribute name.
+_INCIDENT_COLUMNS = tuple(
+    attr.key for attr in sa_inspect(Incident).column_attrs if attr.key != "translations"
+)
+
+
+def incident_content(incident: Incident) -> tuple:
+    """Everything an incident row holds, as a key: an edit anywhere in it (a section, a date,
+    a translation, its status) makes a new key, in every process at once."""
+    return (
+        *(getattr(incident, name) for name in _INCIDENT_COLUMNS),
+        repr(incident.translations),
+    )
 
 
 @dataclass(frozen=True)
@@ -121,10 +170,11 @@ _PUBLISHED_UPDATES = (
 
 
 def for_customer(customer: Customer) -> list[IncidentView]:
-    """The customer's incidents, newest first. Four queries, however much there is to show:
-    the exposures with their incidents and the protection offer (a left join: one offer an
+    """The customer's incidents, newest first. At most four queries, however much there is to
+    show: the exposures with their incidents and the protection offer (a left join: one offer an
     incident, one enrollment an offer and customer, so no row is repeated); the plan steps
-    done; the published updates; the approved public remediation actions."""
+    done; and, only when first asked for, the published updates and the approved public
+    remediation actions."""
     views: dict[int, IncidentView] = {}
     rows = db.session.execute(_EXPOSURES, {"customer_id": customer.id})
     for data_class, sealed, incident, offer_id, offer_regions, enrollment in rows:
@@ -147,13 +197,9 @@ def for_customer(customer: Customer) -> list[IncidentView]:
         # The most sensitive first: what matters most is read first.
         view.exposed.sort(key=lambda item: (-item.data_class.sensitivity, item.data_class.key))
     if views:
-        updates: dict[int, list[IncidentUpdate]] = defaultdict(list)
-        for update in db.session.scalars(_PUBLISHED_UPDATES, {"incident_ids": list(views)}):
-            updates[update.incident_id].append(update)
         done = plan.done_steps(customer)
-        remediation = investigation.public_actions(list(views))
-        for incident_id, view in views.items():
-            view.updates = updates[incident_id]
-            view.remediation = remediation.get(incident_id, [])
+        parts = _IncidentParts(list(views))
+        for view in views.values():
+            view.parts = parts
             view.done = done
     return list(views.values())

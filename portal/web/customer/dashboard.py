@@ -21,6 +21,17 @@ def me():
     return render_template("customer/dashboard.html", views=dashboard.for_customer(customer_))
 
 
+@bp.app_template_global()
+def incident_part(template: str, view: dashboard.IncidentView, **flags):
+    """An incident's own section of the dashboard (its text, remediation actions, updates): the
+    same for every reader with the incident in this language, so taken from the page cache
+    (portal/web/page_cache.py). The key holds the incident's whole row, so an edit to it is a
+    new key in every process at once; `flags` are the reader's choices the part depends on
+    (booleans, e.g. whether their state's notice leaves a section out)."""
+    key = (view.incident.id, dashboard.incident_content(view.incident), *sorted(flags.items()))
+    return page_cache.shared_part(template, key, lambda: {"view": view, **flags})
+
+
 @bp.get("/me/plan")
 @customer
 def plan():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -109,13 +110,12 @@ _INCIDENT_COLUMNS = tuple(
 )
 
 
-def incident_content(incident: Incident) -> tuple:
+def incident_content(incident: Incident) -> bytes:
     """Everything an incident row holds, as a key: an edit anywhere in it (a section, a date,
-    a translation, its status) makes a new key, in every process at once."""
-    return (
-        *(getattr(incident, name) for name in _INCIDENT_COLUMNS),
-        repr(incident.translations),
-    )
+    a translation, its status) makes a new key, in every process at once. A digest, so that a
+    cache of thousands of parts does not also keep thousands of copies of the incident's text."""
+    values = (*(getattr(incident, name) for name in _INCIDENT_COLUMNS), incident.translations)
+    return hashlib.blake2b(repr(values).encode(), digest_size=16).digest()
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ _FRAGMENTS = "portal.fragments"
 _MAX_FRAGMENTS = 4096
 _CHANGED = "portal.public_pages_changed"  # session.info: this transaction changed what they show
 _PARTS = "portal.shared_parts"
+_GENERATION_AT_START = "portal.parts_generation"  # in request.environ: one request's own
 # What the cached pages and parts show of the database: an incident, its published updates, its
 # remediation actions and their approvals (an approval is what makes an action public).
 _SHOWN = (Incident, IncidentUpdate, RemediationAction, Approval)
@@ -198,7 +199,11 @@ def shared_part(template: str, key: tuple, values: Callable[[], dict]) -> Markup
     now = monotonic()
     kept = parts.parts.get(full_key)
     if kept is None or kept[0] <= now:
-        generation = parts.generation
+        # The generation as the request began, not as this part began: the updates and actions
+        # a page's parts show are read once for all its incidents (and on SQLite as of the
+        # request's first read), so a part rendered after a clearing may show what was read
+        # before it, such as a text legal has just withdrawn, and must not be kept.
+        generation = request.environ.get(_GENERATION_AT_START, parts.generation)
         nonce = g.csp_nonce
         token = g.pop("csrf_token", None)
         g.csp_nonce, g.csrf_token = parts.nonce_mark, parts.token_mark
@@ -228,6 +233,12 @@ def init_app(app) -> None:
     if seconds > 0:
         app.extensions[_EXTENSION] = PageCache(seconds)
         app.extensions[_PARTS] = SharedParts(seconds)
+        # First of all the request's hooks: before the session's query reads anything.
+        app.before_request_funcs.setdefault(None, []).insert(0, _note_generation)
+
+
+def _note_generation() -> None:
+    request.environ[_GENERATION_AT_START] = current_app.extensions[_PARTS].generation
 
 
 @event.listens_for(db.session, "after_flush")

@@ -246,8 +246,11 @@ def _skeleton(digest: str) -> Skeleton:
     return skeleton
 
 
-def message_bytes(row: OutboxMessage) -> bytes:
+def message_bytes(row: OutboxMessage, recipient: str | None = None) -> bytes:
     """The message a row stands for: its body, or its template filled with its values.
+
+    recipient: the row's, when the caller has opened it already (each read of a sealed field
+    decrypts it again).
 
     A templated message is the same bytes at every try: its Date, boundary and links' tokens
     come from what the row holds, not from the time it is sent.
@@ -261,7 +264,7 @@ def message_bytes(row: OutboxMessage) -> bytes:
     for name, (purpose, public_id, nonce) in stored["links"].items():
         values[name] = tokens.link(tokens.Purpose(purpose), public_id, nonce, issued_at=issued_at)
     return _skeleton(stored["template"]).assemble(
-        recipient=row.recipient,
+        recipient=row.recipient if recipient is None else recipient,
         message_id=row.message_id,
         date=format_datetime(datetime.fromtimestamp(issued_at, UTC)),
         values=values,
@@ -361,7 +364,7 @@ def _kept_here(row: OutboxMessage, transports: Transports) -> bool:
 def _deliver(row: OutboxMessage, transports: Transports) -> bytes:
     """Hand one message to its transport and return its bytes; raise DeliveryError on failure."""
     recipient = row.recipient
-    body = message_bytes(row)
+    body = message_bytes(row, recipient)
     if row.kind == "email":
         transports.email.send(current_app.config["MAIL_FROM"], recipient, body)
     elif row.kind == "sms":

@@ -286,6 +286,16 @@ class SMTPSink:
     refuse: dict[str, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    # Offer PIPELINING, as the relays the portal sends to do (the transport then sends MAIL, RCPT
+    # and DATA in one write); False: a server without it (one command, one reply).
+    pipelining: bool = True
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(1, "250-PIPELINING")
+        return responses
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         reply = self.refuse.get(address.lower())
         if reply:

@@ -7,6 +7,7 @@ import email.policy
 import itertools
 import logging
 import os
+import smtplib
 import subprocess
 import sys
 from datetime import timedelta
@@ -709,3 +710,46 @@ def test_the_idle_worker_pauses_through_its_wakeup(app, monkeypatch):
     running.run()
     assert waits == [7.0, 7.0] and len(turns) == 2
     assert running.wakeup.connection is None  # closed when the worker ends
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_pipelined_or_not_each_outcome_is_smtplibs_own(app, smtp_server, monkeypatch, pipelining):
+    """MAIL, RCPT and DATA go in one write when the server offers PIPELINING (two writes a
+    message instead of four); a refused recipient still fails alone, and the next message goes on
+    the same connection."""
+    sink, controller = smtp_server
+    sink.pipelining = pipelining
+    sink.refuse["person1@example.com"] = "550 5.1.1 no such user"
+    sink.refuse["person2@example.com"] = "451 4.3.0 try again later"
+    writes = []
+    real_send = smtplib.SMTP.send
+    monkeypatch.setattr(
+        smtplib.SMTP, "send", lambda conn, s: writes.append(s) or real_send(conn, s)
+    )
+    queue(4)
+    transport = Transports(email=SMTPTransport(smtp_url(controller)))
+
+    result = outbox_service.drain(transport)
+    transport.close()
+
+    assert (result.sent, result.failed, result.retried) == (2, 1, 1)
+    assert [r.status for r in rows()] == ["sent", "failed", "queued", "sent"]
+    assert "550" in rows()[1].last_error and "451" in rows()[2].last_error
+    assert sorted(sink.message_ids()) == sorted([rows()[0].message_id, rows()[3].message_id])
+    writes = [w if isinstance(w, bytes) else w.encode() for w in writes]  # smtplib's are str
+    mail_writes = [w for w in writes if w.upper().startswith(b"MAIL FROM:")]
+    assert len(mail_writes) == 4
+    assert all((b"\r\nRCPT TO:" in w.upper()) == pipelining for w in mail_writes)
+
+
+def test_a_line_starting_with_a_dot_arrives_as_it_was_sent(smtp_server):
+    sink, controller = smtp_server
+    message = b"Subject: dots\r\n\r\n.one\r\ntwo\r\n..three\r\n.\r\nend"
+    transport = SMTPTransport(smtp_url(controller))
+
+    transport.send("notices@example.test", "someone@example.com", message)
+    transport.send("Notices <notices@example.test>", "someone@example.com", message)
+    transport.close()
+
+    assert [e.content for e in sink.messages] == [message + b"\r\n"] * 2
+    assert [e.mail_from for e in sink.messages] == ["notices@example.test"] * 2

@@ -139,3 +139,25 @@ def test_links_mailed_before_the_table_existed_still_open(app, purpose, salt):
     # Letters in the post carry these: the salts and the format are fixed.
     mailed = URLSafeTimedSerializer(app.config["SECRET_KEY"], salt=salt).dumps(["id", "nonce"])
     assert tokens.load(purpose, mailed) == ("id", "nonce")
+
+
+def test_a_dated_link_is_the_token_itsdangerous_itself_makes(app):
+    """The worker's dated links reuse one signer per (keys, salt, date): each token must still be
+    exactly what a fresh itsdangerous serializer makes, and open as any other."""
+    issued_at = 1_700_000_000
+    made = [
+        tokens.link(Purpose.NOTICE_LINK, f"public{n}", f"nonce{n}", issued_at=issued_at)
+        for n in range(3)
+    ]
+    prefix = app.config["BASE_URL"] + KINDS[Purpose.NOTICE_LINK].path
+    plain = URLSafeTimedSerializer(
+        app.config["SECRET_KEY"],
+        salt=KINDS[Purpose.NOTICE_LINK].salt,
+        signer=tokens._DatedSigner,
+        signer_kwargs={"timestamp": issued_at},
+    )
+    assert made == [prefix + plain.dumps([f"public{n}", f"nonce{n}"]) for n in range(3)]
+    assert tokens.signed_by_us(Purpose.NOTICE_LINK, made[1].removeprefix(prefix)) == (
+        "public1",
+        "nonce1",
+    )

@@ -289,12 +289,22 @@ class SMTPSink:
     # Offer PIPELINING, as the relays the portal sends to do (the transport then sends MAIL, RCPT
     # and DATA in one write); False: a server without it (one command, one reply).
     pipelining: bool = True
+    refuse_sender: str = ""  # a reply to MAIL FROM instead of 250 (e.g. "550 5.7.1 not you")
+    greetings: int = 0  # EHLOs seen: one a connection
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
+        self.greetings += 1
         if self.pipelining:
             responses.insert(1, "250-PIPELINING")
         return responses
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if self.refuse_sender:
+            return self.refuse_sender
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         reply = self.refuse.get(address.lower())

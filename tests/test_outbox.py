@@ -20,7 +20,7 @@ from sqlalchemy import select
 from portal import ROOT
 from portal import clock as portal_clock
 from portal.extensions import db
-from portal.mail.smtp import SMTPTransport
+from portal.mail.smtp import DeliveryError, SMTPTransport
 from portal.models import AuditEvent, Notice, OutboxMessage
 from portal.services import outbox as outbox_service
 from portal.services.imports import import_customers
@@ -753,3 +753,40 @@ def test_a_line_starting_with_a_dot_arrives_as_it_was_sent(smtp_server):
 
     assert [e.content for e in sink.messages] == [message + b"\r\n"] * 2
     assert [e.mail_from for e in sink.messages] == ["notices@example.test"] * 2
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_a_refused_sender_fails_the_message_and_no_body_is_sent(app, smtp_server, pipelining):
+    """A 550 to MAIL FROM: pipelined, the server's 503s to RCPT and DATA follow it, and the
+    message is refused for the sender's reason, with no body written after a refused command."""
+    sink, controller = smtp_server
+    sink.pipelining = pipelining
+    sink.refuse_sender = "550 5.7.1 sender not allowed"
+    transport = SMTPTransport(smtp_url(controller))
+
+    with pytest.raises(DeliveryError) as refused:
+        transport.send("notices@example.test", "someone@example.com", b"Subject: x\r\n\r\nbody")
+    sink.refuse_sender = ""
+    transport.send("notices@example.test", "someone@example.com", b"Subject: y\r\n\r\nbody")
+    transport.close()
+
+    assert refused.value.permanent and "550" in str(refused.value)
+    assert [e.content for e in sink.messages] == [b"Subject: y\r\n\r\nbody\r\n"]
+    assert sink.greetings == 1  # the connection was reset, not dropped
+
+
+def test_a_421_while_pipelining_hangs_up_and_the_next_message_opens_a_new_connection(
+    app, smtp_server
+):
+    sink, controller = smtp_server
+    sink.refuse["first@example.com"] = "421 4.3.2 closing down"
+    transport = SMTPTransport(smtp_url(controller))
+
+    with pytest.raises(DeliveryError) as closing:
+        transport.send("notices@example.test", "first@example.com", b"Subject: x\r\n\r\nbody")
+    transport.send("notices@example.test", "second@example.com", b"Subject: y\r\n\r\nbody")
+    transport.close()
+
+    assert not closing.value.permanent
+    assert [e.rcpt_tos for e in sink.messages] == [["second@example.com"]]
+    assert sink.greetings == 2

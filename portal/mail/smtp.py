@@ -183,7 +183,10 @@ class SMTPTransport:
         quoted_sender = self._senders.get(sender, "")
         if quoted_sender == "":
             quoted_sender = smtplib.quoteaddr(sender)
-            quoted_sender = quoted_sender if quoted_sender.isascii() else None
+            # conn.send writes what it is given; smtplib's own commands refuse CR and LF, so a
+            # sender that could hold one (a second command smuggled in) goes through smtplib.
+            plain = quoted_sender.isascii() and not {"\r", "\n"} & set(quoted_sender)
+            quoted_sender = quoted_sender if plain else None
             self._senders[sender] = quoted_sender
         if not _PLAIN_ADDRESS.fullmatch(recipient) or quoted_sender is None:
             return conn.sendmail(sender, [recipient], message)

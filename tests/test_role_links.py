@@ -5,47 +5,39 @@ every link on the staff side that the role may open, and checks each link and fo
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from datetime import UTC, datetime
-from html import unescape
+from urllib.parse import urlsplit
 
 import pytest
-from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from portal.extensions import db
 from portal.models.staff import STAFF_ROLES
 from portal.services.demo import load_demo
 from portal.web.access import STAFF, access_of
 from tests.staff_flow import set_up
+from tests.test_fuzz import _Forms, _match
 
 WHEN = datetime(2026, 11, 20, 12, tzinfo=UTC)
 # Links the walk does not follow: they end the session or spend something on a GET.
 NOT_FOLLOWED = {"staff.logout"}
-LINK = re.compile(r'<a\b[^>]*\bhref="(/(?:admin|staff)[^"#?]*)', re.I)
-FORM = re.compile(r"<form\b[^>]*>", re.I)
+STAFF_SIDE = ("/admin", "/staff")
 
 
 def _target(app, path: str, method: str) -> str | None:
     """The endpoint `path` reaches by `method`, or None when no route answers it."""
-    adapter = app.url_map.bind("localhost")
-    try:
-        endpoint, _ = adapter.match(path, method=method)
-    except (NotFound, MethodNotAllowed):
-        return None
-    return endpoint
+    found = _match(app.url_map.bind("localhost"), path, method)
+    return found[0] if found else None
 
 
 def _offered(body: str) -> list[tuple[str, str]]:
-    """(method, path) of each link and each form on a page, to the staff side."""
-    found = [("GET", unescape(path)) for path in LINK.findall(body)]
-    for tag in FORM.findall(body):
-        action = re.search(r'\baction="([^"#?]*)', tag)
-        method = re.search(r'\bmethod="(\w+)"', tag)
-        if action and action.group(1).startswith(("/admin", "/staff")):
-            verb = method.group(1).upper() if method else "GET"
-            found.append((verb, unescape(action.group(1))))
-    return found
+    """(method, path) of each link and each form on a page, to the staff side (read by the
+    fuzz test's parser of links and forms)."""
+    page = _Forms()
+    page.feed(body)
+    found = [("GET", urlsplit(href).path) for href in page.links]
+    found += [(method, urlsplit(action).path) for method, action, _fields, _ in page.forms]
+    return [(method, path) for method, path in found if path.startswith(STAFF_SIDE)]
 
 
 def _may(app, role: str, endpoint: str) -> bool:

@@ -200,9 +200,15 @@ def test_five_wrong_codes_kill_the_code(client, notified):
     start_from_link(client, link_path(ANN))
     right = code_sent_to(ANN)
     wrong = "000000" if right != "000000" else "111111"
+    said = []
     for _attempt in range(5):
         response = submit_code(client, wrong)
         assert response.status_code == 422
+        said.append(response.data)
+    # The code's limit is said before it ends the code (two tries left, then one), not only after.
+    assert not any(b"You can try this code" in page for page in said[:2])
+    assert b"You can try this code 2 more times" in said[2]
+    assert b"You can try this code once more" in said[3]
     assert b"Too many wrong tries" in response.data
     response = submit_code(client, right)
     assert response.status_code == 422 and b"Too many wrong tries" in response.data
@@ -275,6 +281,8 @@ def test_ten_failures_across_resends_lock_and_a_new_link_does_not_unlock(client,
     assert response.headers["Location"] == "/locked"
     locked = client.get("/locked")
     assert b"Call" in locked.data
+    # It does not lift by itself, and the page says so rather than promising a pause.
+    assert b"until a person from our team checks it is you" in locked.data
     assert (
         db.session.scalars(select(Customer).where(Customer.external_id == "C-00001"))
         .one()

@@ -404,10 +404,20 @@ def verify_code(challenge_public_id: str | None, typed: str) -> Challenge:
         raise ChallengeEnded(_("Too many wrong tries for this code. Ask for a new one."))
     message = _("That code is not right. Please check the message and try again.")
     if before_lock <= 3:
+        # The lock does not lift by itself (a person checks it is them), so the warning says so.
         message += " " + ngettext(
-            "One more wrong code today and we will pause codes to protect you.",
-            "After %(num)d more wrong codes today we will pause codes to protect you.",
+            "One more wrong code today and codes will stop: a person from our team will then"
+            " need to check it is you.",
+            "After %(num)d more wrong codes today, codes will stop: a person from our team will"
+            " then need to check it is you.",
             before_lock,
+        )
+    elif remaining <= 2:
+        # The code's own limit ends it sooner than the day's: said before it does, not after.
+        message += " " + ngettext(
+            "You can try this code once more; after that, ask for a new one.",
+            "You can try this code %(num)d more times; after that, ask for a new one.",
+            remaining,
         )
     raise CodeRejected(message, remaining=remaining)
 

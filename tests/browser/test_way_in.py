@@ -58,8 +58,11 @@ def test_after_five_wrong_codes_the_page_offers_a_new_code_and_warns_before_the_
     page = you.goto(someone["link"])
     you.click("button", "Send me the code")
     code = code_for(live, someone)
-    for _ in range(4):
+    for _ in range(2):
         assert "That code is not right" in _type_code(you, _wrong(code))
+    # The code's own limit is said before it ends the code, not only after.
+    assert "You can try this code 2 more times" in _type_code(you, _wrong(code))
+    assert "You can try this code once more" in _type_code(you, _wrong(code))
     assert "Too many wrong tries for this code" in _type_code(you, _wrong(code))
     # The box is gone (typing again cannot work); the one step that can is offered instead.
     assert page.get_by_label("Verification code").count() == 0
@@ -71,7 +74,11 @@ def test_after_five_wrong_codes_the_page_offers_a_new_code_and_warns_before_the_
     # Ten wrong codes in a day pause codes: the person is told before, not after.
     assert "today" not in _type_code(you, _wrong(code))  # six: no warning yet
     warning = _type_code(you, _wrong(code))  # seven
-    assert "After 3 more wrong codes today we will pause codes to protect you." in warning
+    # The lock does not lift by itself: the warning says a person will have to let them in.
+    assert (
+        "After 3 more wrong codes today, codes will stop: a person from our team will then need"
+        " to check it is you." in warning
+    )
     _type_code(you, _wrong(code))
     assert "One more wrong code today" in _type_code(you, _wrong(code))  # nine
     you.check("warned")
@@ -82,6 +89,7 @@ def test_after_five_wrong_codes_the_page_offers_a_new_code_and_warns_before_the_
     assert "1-800-555-0199" in helpline.inner_text()  # the incident's own line and hours
     assert "Monday to Friday, 8 am to 8 pm Pacific" in helpline.inner_text()
     assert helpline.get_by_role("link", name="Write to us").get_attribute("href") == "/help"
+    assert "until a person from our team checks it is you" in page.get_by_role("main").inner_text()
     you.check("locked")
 
 

@@ -68,6 +68,10 @@ def test_a_language_picked_before_signing_in_is_kept_after_it_and_remembered(
     assert "Envíenme el código" in client.get(path).get_data(as_text=True)
 
     start_from_link(client, path)
+    # The code comes in the language they picked, though their record still says English.
+    code_message = messages_to(ANA)[-1].row
+    assert code_message.locale == "es"
+    assert code_message.subject.startswith("Su código de verificación")
     assert submit_code(client, code_sent_to(ANA)).headers["Location"] == "/me"
     page = client.get("/me").get_data(as_text=True)
     assert '<html lang="es">' in page and "Su página personal" in page

@@ -180,13 +180,14 @@ def open_link(token: str) -> LinkLanding:
     return LinkLanding(notice, notice.incident, describe_channel(notice.customer))
 
 
-def start_from_link(token: str) -> Challenge:
-    """The visitor pressed the button on the link page: send a code."""
+def start_from_link(token: str, *, chosen: str | None = None) -> Challenge:
+    """The visitor pressed the button on the link page: send a code (in the language they
+    `chosen` on the page, if they picked one, else their own)."""
     notice = _notice_from_token(token)
-    return _start(notice.customer, notice)
+    return _start(notice.customer, notice, chosen=chosen)
 
 
-def start_from_reference(typed: str) -> Challenge:
+def start_from_reference(typed: str, *, chosen: str | None = None) -> Challenge:
     """The visitor typed the reference code from a paper letter."""
     code = reference_codes.normalise(typed)
     if not reference_codes.is_well_formed(code):
@@ -204,7 +205,7 @@ def start_from_reference(typed: str) -> Challenge:
             _("We could not find that reference code. Please check it against your letter."),
             remaining=None,
         )
-    return _start(notice.customer, notice)
+    return _start(notice.customer, notice, chosen=chosen)
 
 
 def start_step_up(customer: Customer) -> Challenge:
@@ -231,7 +232,9 @@ def _failures_in_window(customer_id: int) -> int:
     )
 
 
-def _start(customer: Customer, notice: Notice | None, purpose: str = "verify") -> Challenge:
+def _start(
+    customer: Customer, notice: Notice | None, purpose: str = "verify", chosen: str | None = None
+) -> Challenge:
     from portal.services import contact_changes
 
     config = current_app.config
@@ -272,7 +275,7 @@ def _start(customer: Customer, notice: Notice | None, purpose: str = "verify") -
     challenge.code = code  # sealed, only so that "resend" can send it again
     db.session.add(challenge)
     db.session.flush()
-    _send_code(challenge, customer, code)
+    _send_code(challenge, customer, code, chosen)
     audit.record(
         "challenge.started",
         actor=Actor.CUSTOMER,
@@ -284,13 +287,15 @@ def _start(customer: Customer, notice: Notice | None, purpose: str = "verify") -
     return challenge
 
 
-def _send_code(challenge: Challenge, customer: Customer, code: str) -> None:
+def _send_code(challenge: Challenge, customer: Customer, code: str, chosen: str | None) -> None:
     key = f"code:{challenge.public_id}:{challenge.resends}"
     sms = challenge.channel == "sms"
     outbox.queue_message(
         compose_code,
         to=customer.phone if sms else customer.email,
-        locale=customer.locale,
+        # The language the person picked on the page they asked from: a code in the other
+        # language, right after they switched, reads like a message from someone else.
+        locale=chosen or customer.locale,
         dedupe_key=key,
         sms=sms,
         # Never delivered late: a code that arrives after it expired only confuses.
@@ -422,7 +427,7 @@ def verify_code(challenge_public_id: str | None, typed: str) -> Challenge:
     raise CodeRejected(message, remaining=remaining)
 
 
-def start_again(challenge_public_id: str | None) -> Challenge:
+def start_again(challenge_public_id: str | None, *, chosen: str | None = None) -> Challenge:
     """A fresh code for this browser when its code ran out (expired or too many wrong tries):
     the same customer, notice and purpose; the caps on codes and failures still count."""
     challenge = None
@@ -433,7 +438,7 @@ def start_again(challenge_public_id: str | None) -> Challenge:
     if challenge is None or challenge.consumed_at is not None:
         raise ChallengeEnded(_("Please start again from the link in your notice."))
     notice = db.session.get(Notice, challenge.notice_id) if challenge.notice_id else None
-    return _start(challenge.customer, notice, purpose=challenge.purpose)
+    return _start(challenge.customer, notice, purpose=challenge.purpose, chosen=chosen)
 
 
 def _lock(customer: Customer) -> None:
@@ -453,7 +458,9 @@ def _lock(customer: Customer) -> None:
     )
 
 
-def resend_code(challenge_public_id: str | None, channel: str | None = None) -> Challenge:
+def resend_code(
+    challenge_public_id: str | None, channel: str | None = None, *, chosen: str | None = None
+) -> Challenge:
     """Send the same code again (an earlier message keeps working), a few times at most;
     to the customer's other contact on file when asked (a phone number that is out of date)."""
     challenge = _active_challenge(challenge_public_id)
@@ -471,7 +478,7 @@ def resend_code(challenge_public_id: str | None, channel: str | None = None) -> 
     if channel is not None:
         challenge.channel = channel
     code = challenge.code
-    _send_code(challenge, challenge.customer, code)
+    _send_code(challenge, challenge.customer, code, chosen)
     db.session.flush()
     return challenge
 

@@ -86,7 +86,7 @@ def link(token: str):
     form = ActionForm()
     try:
         if request.method == "POST":  # CSRFProtect has already checked the token
-            return _begin(verification.start_from_link(token))
+            return _begin(verification.start_from_link(token, chosen=session.get(LANG_KEY)))
         landing = verification.open_link(token)
     except LinkInvalid as exc:
         return render_template(
@@ -118,7 +118,9 @@ def start():
     form = ReferenceForm()
     if form.validate_on_submit():
         try:
-            return _begin(verification.start_from_reference(form.reference.data))
+            return _begin(
+                verification.start_from_reference(form.reference.data, chosen=session.get(LANG_KEY))
+            )
         except CodeRejected as exc:
             form.reference.errors.append(str(exc))
         except NoContactOnFile:
@@ -233,7 +235,9 @@ def browser_cookie_name() -> str:
 def start_again():
     """A new code for this browser after its code ran out: no need to find the notice again."""
     try:
-        return _begin(verification.start_again(session.get(CHALLENGE_KEY)))
+        return _begin(
+            verification.start_again(session.get(CHALLENGE_KEY), chosen=session.get(LANG_KEY))
+        )
     except VerificationLocked:
         return _locked()
     except TooManyCodes:
@@ -250,7 +254,9 @@ def resend():
     channel = request.form.get("channel") or None  # the other contact on file, if asked
     message, ok = _("We sent the same code again. It may take a minute to arrive."), True
     try:
-        challenge = verification.resend_code(session.get(CHALLENGE_KEY), channel)
+        challenge = verification.resend_code(
+            session.get(CHALLENGE_KEY), channel, chosen=session.get(LANG_KEY)
+        )
         if channel:
             message = _(
                 "We sent the same code again, %(channel)s. It may take a minute to arrive.",

@@ -136,8 +136,12 @@ def test_a_new_user_reads_a_notice_follows_its_link_and_sees_the_dashboard(demo,
     page.goto(demo + "/dev/mail")
     row = page.locator("tr", has_text="james.smith@example.com")
     row.get_by_role("link", name="Notice of Data Breach from Example Corp").click()
+    # A click returns once the next page starts to arrive, not once it is there: on a loaded
+    # machine page.content() then read an empty document. Read a page only after it loaded.
+    page.wait_for_url(demo + "/dev/mail/*")
     assert "What Information Was Involved" in page.content()
     page.locator("a", has_text=demo + "/a/").first.click()
+    page.wait_for_url(demo + "/a/*")
 
     # The link page spends nothing until the person presses the button.
     assert page.get_by_role("button", name="Send me the code").is_visible()
@@ -153,6 +157,7 @@ def test_a_new_user_reads_a_notice_follows_its_link_and_sees_the_dashboard(demo,
         newest = mailbox.locator("tr", has_text="james.smith@example.com").first
         if "verification code" in newest.inner_text():
             newest.get_by_role("link").click()
+            mailbox.wait_for_url(demo + "/dev/mail/*")
             code = re.search(
                 r"^\s*(\d{6})\s*$", mailbox.locator("pre.mail").inner_text(), re.M
             ).group(1)

@@ -210,7 +210,9 @@ class BulkSealer:
         if key is None:
             raise DecryptionError("sealed with a key that is no longer configured")
         try:
-            return key.aead.decrypt(blob[1 + KEY_ID_SIZE : HEADER_SIZE], blob[HEADER_SIZE:], context + key_id)
+            return key.aead.decrypt(
+                blob[1 + KEY_ID_SIZE : HEADER_SIZE], blob[HEADER_SIZE:], context + key_id
+            )
         except InvalidTag as exc:
             raise DecryptionError("sealed value does not belong here or was altered") from exc
 

@@ -416,8 +416,9 @@ def _prepare(
                 exposure[5],
                 None
                 if exposure[6] is None
-                else open_(exposure[6], fragment_at + pid + incident_at + exposure[5].encode())
-                .decode(),
+                else open_(
+                    exposure[6], fragment_at + pid + incident_at + exposure[5].encode()
+                ).decode(),
             )
             for exposure in exposures
         ]
@@ -491,68 +492,97 @@ def queue_notices(
 
 def _queue_notices(incident: Incident, *, actor: str, batch_size: int, progress) -> int:
     queued = 0
-    after = 0
     variants = Variants(incident)
     postgres = db.session.get_bind().dialect.name == "postgresql"
     pending: tuple[_Batch, object] | None = None  # prepared, not yet written (PostgreSQL)
-    while True:
-        found = _rows(
-            _NEXT_CUSTOMERS,
-            {"incident_id": incident.id, "after": after, "limit": batch_size},
-            postgres=postgres,
-        )
-        rows = []
-        if found:
-            rows = _rows(
-                _UNNOTIFIED_EXPOSURES,
-                {"incident_id": incident.id, "after": after, "last": found[-1][0]},
-                postgres=postgres,
-            )
-            after = found[-1][0]
-        by_customer: dict[int, list] = {}
-        for row in rows:
-            by_customer.setdefault(row[0], []).append(row)
-        avoid = frozenset(pending[0].reference_code) if pending else frozenset()
-        codes = _fresh_reference_codes(len(by_customer), postgres=postgres, avoid=avoid)
-        now = clock.now()
-        if pending is not None:
-            # PostgreSQL writes the batch before while this one is prepared (the two cores work
-            # at once: the server on the INSERT, this process on the sealing), then it is kept.
-            with _inserting(pending[1]):
+    with contextlib.ExitStack() as stack:
+        # PostgreSQL, once a batch is kept: a connection of its own reads the batch after next
+        # while the session's writes the one before (the server's two processes at once).
+        reader = None
+        ahead = _read_batch(incident.id, 0, batch_size, postgres=postgres)
+        while True:
+            last, by_customer = ahead
+            ahead = None
+            avoid = frozenset(pending[0].reference_code) if pending else frozenset()
+            codes = _fresh_reference_codes(len(by_customer), postgres=postgres, avoid=avoid)
+            now = clock.now()
+            if pending is not None:
+                # PostgreSQL writes the batch before while this one is prepared (the two cores
+                # work at once: the server on the INSERT, this process on the sealing), then it
+                # is kept.
+                with _inserting(pending[1]):
+                    batch = _prepare(incident, by_customer, codes, variants, int(now.timestamp()))
+                    if reader is not None and last is not None:
+                        # The stretch after this one: no notice of it is being written, and
+                        # every one written before is committed, so the reader sees it whole.
+                        ahead = _read_batch(incident.id, last, batch_size, connection=reader)
+                queued = _kept(incident, pending[0], actor=actor, queued=queued, progress=progress)
+                pending = None
+                if reader is None:
+                    # Only now: what the session held before the run (customers imported in
+                    # the same transaction) is committed with the first batch, so another
+                    # connection sees it.
+                    reader = stack.enter_context(db.engine.connect())
+            elif by_customer:
                 batch = _prepare(incident, by_customer, codes, variants, int(now.timestamp()))
-            queued = _kept(incident, pending[0], actor=actor, queued=queued, progress=progress)
-            pending = None
-        elif by_customer:
-            batch = _prepare(incident, by_customer, codes, variants, int(now.timestamp()))
-        if not found:
-            break
-        if not by_customer:
-            continue  # every customer of this stretch was notified by an earlier run
-        if postgres:
-            pending = (batch, {**_columns(batch), "incident_id": incident.id, "now": now})
-            continue
-        _insert_batch(incident, batch, now, variants.subjects)
-        queued = _kept(incident, batch, actor=actor, queued=queued, progress=progress)
+            if last is None:
+                break
+            if ahead is None:
+                ahead = _read_batch(incident.id, last, batch_size, postgres=postgres)
+            if not by_customer:
+                continue  # every customer of this stretch was notified by an earlier run
+            if postgres:
+                pending = (batch, {**_columns(batch), "incident_id": incident.id, "now": now})
+                continue
+            _insert_batch(incident, batch, now, variants.subjects)
+            queued = _kept(incident, batch, actor=actor, queued=queued, progress=progress)
     if queued:
         outbox.after_bulk_queue()
     return queued
 
 
+def _read_batch(
+    incident_id: int, after: int, batch_size: int, *, postgres: bool = True, connection=None
+) -> tuple[int | None, dict[int, list]]:
+    """The stretch of customers after `after`: its last customer's id (None: no more) and each
+    customer's rows of _UNNOTIFIED_EXPOSURES not yet notified. On `connection` (PostgreSQL),
+    else on the session."""
+    found = _rows(
+        _NEXT_CUSTOMERS,
+        {"incident_id": incident_id, "after": after, "limit": batch_size},
+        postgres=postgres,
+        connection=connection,
+    )
+    by_customer: dict[int, list] = {}
+    if not found:
+        return None, by_customer
+    last = found[-1][0]
+    rows = _rows(
+        _UNNOTIFIED_EXPOSURES,
+        {"incident_id": incident_id, "after": after, "last": last},
+        postgres=postgres,
+        connection=connection,
+    )
+    if connection is not None:
+        connection.rollback()  # read only: no transaction left open between batches
+    for row in rows:
+        by_customer.setdefault(row[0], []).append(row)
+    return last, by_customer
+
+
 _driver_sql: dict = {}
 
 
-def _rows(statement, params: dict, *, postgres: bool) -> list:
+def _rows(statement, params: dict, *, postgres: bool, connection=None) -> list:
     """The statement's rows, as tuples; on PostgreSQL straight from psycopg in its binary
-    format, in the session's transaction (a batch reads 15,000 exposure rows: SQLAlchemy's
-    result rows and column types cost more than the rest of the read)."""
+    format, on `connection` or in the session's transaction (a batch reads 15,000 exposure
+    rows: SQLAlchemy's result rows and column types cost more than the rest of the read)."""
     if not postgres:
         return db.session.execute(statement, params).all()
     sql = _driver_sql.get(statement)
     if sql is None:
-        sql = _driver_sql[statement] = str(
-            statement.compile(dialect=db.session.get_bind().dialect)
-        )
-    driver = db.session.connection().connection.driver_connection
+        sql = _driver_sql[statement] = str(statement.compile(dialect=db.session.get_bind().dialect))
+    driver = (connection or db.session.connection()).connection.driver_connection
     return driver.execute(sql, params, binary=True).fetchall()
 
 

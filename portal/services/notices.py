@@ -113,6 +113,10 @@ _INSERT_BATCH = text(
             string_to_array(:body_length, ',')::integer[]
         ) AS batch(public_id, customer_id, reference_code, link_nonce, message_id, template_id,
                    sealed_at, recipient_length, body_length)
+        -- In the order of the public ids (random): the unique indexes of notice.public_id and
+        -- outbox_message.dedupe_key ('notice:' || public_id) then take the batch in key order
+        -- (8% less server CPU a notice than in random order, measured on bare inserts).
+        ORDER BY public_id
     ), notices AS (
         INSERT INTO notice (id, public_id, customer_id, incident_id, reference_code, link_nonce,
                             queued_at)

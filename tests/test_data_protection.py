@@ -218,3 +218,25 @@ def test_bulk_seals_open_as_any_seal_and_only_in_their_place():
         local.open(sealed, "customer.name.abd")
     nonces = {bulk.seal(b"same", b"ctx")[5:17] for _ in range(5000)}
     assert len(nonces) == 5000
+
+
+def test_bulk_opens_what_any_key_sealed_and_refuses_what_does_not_belong():
+    old, new = new_data_key(), new_data_key()
+    before = DataVault([old])
+    rotating = DataVault([new, old])
+    bulk = rotating.bulk()
+    sealed_before = before.seal("4242", "exposure.fragment.abc")
+
+    # A value sealed before a rotation still opens, by the key its header names.
+    assert bulk.open(sealed_before, b"exposure.fragment.abc") == b"4242"
+    assert bulk.open(bulk.seal(b"x", b"ctx"), b"ctx") == b"x"
+    for blob, context in [
+        (sealed_before, b"exposure.fragment.abd"),  # another row's place
+        (sealed_before[:-1] + bytes([sealed_before[-1] ^ 1]), b"exposure.fragment.abc"),
+        (b"\x02" + sealed_before[1:], b"exposure.fragment.abc"),  # not this format
+        (sealed_before[:10], b"exposure.fragment.abc"),  # too short
+    ]:
+        with pytest.raises(DecryptionError):
+            bulk.open(blob, context)
+    with pytest.raises(DecryptionError):  # a key no longer configured
+        DataVault([new]).bulk().open(sealed_before, b"exposure.fragment.abc")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -211,9 +212,9 @@ def test_notices_are_audited(app, incident, imported):
     assert event.details == '{"count":3}'
 
 
-def _each_once() -> None:
+def _each_once(people: int = 3) -> None:
     notices = db.session.scalars(select(Notice)).all()
-    assert len(notices) == 3 and len({n.customer_id for n in notices}) == 3
+    assert len(notices) == people and len({n.customer_id for n in notices}) == people
     messages = db.session.scalars(select(OutboxMessage)).all()
     assert sorted(m.notice_id for m in messages) == sorted(n.id for n in notices)
 
@@ -312,3 +313,56 @@ def test_each_notice_gets_its_own_random_ids_from_the_batch_read(incident, impor
     message_ids = [m.message_id for m in messages]
     assert len(set(message_ids)) == 3
     assert all(re.fullmatch(r"<[0-9a-f]{32}@" + re.escape(host) + ">", m) for m in message_ids)
+
+
+def test_customers_imported_in_the_same_transaction_are_all_notified_batch_by_batch(
+    app, incident, write_csv
+):
+    # Not committed before the run: the batches after the first are read while the one before
+    # is written (PostgreSQL, on a connection of the run's own), and must still see them all.
+    rows = [customer_row(n, data_classes="payment_card:4242;ssn") for n in range(1, 7)]
+    import_customers(incident, write_csv(rows), actor="test")
+
+    assert queue_notices(incident, actor="test", batch_size=1) == 6
+    _each_once(6)
+    assert queue_notices(incident, actor="test", batch_size=1) == 0
+
+
+def test_a_queued_body_is_the_templated_body_of_its_values(app, incident, write_csv, outbox):
+    from portal.models import Exposure
+    from portal.services import outbox as outbox_service
+
+    # Fragments a JSON string must escape, and some not ASCII (an import allows letters and
+    # digits only; a fragment set otherwise must still come out as the worker reads it).
+    fragments = ['4"42', "\\9\\", "é9ñ", "12</", "AB9z"]
+    rows = [
+        customer_row(n + 1, data_classes="payment_card:0000;ssn:6789;full_name")
+        for n in range(len(fragments))
+    ]
+    import_customers(incident, write_csv(rows), actor="test")
+    cards = db.session.scalars(
+        select(Exposure).where(Exposure.data_class == "payment_card").order_by(Exposure.id)
+    ).all()
+    for exposure, fragment in zip(cards, fragments, strict=True):
+        exposure.fragment = fragment
+    db.session.flush()
+    assert queue_notices(incident, actor="test") == len(fragments)
+
+    seen = set()
+    for message in outbox():
+        row = message.row
+        body = row.body.decode()
+        stored = json.loads(body)
+        assert (
+            body
+            == outbox_service.templated_body(
+                template=stored["template"],
+                issued_at=stored["issued_at"],
+                values=stored["values"],
+                links=stored["links"],
+            ).decode()
+        )
+        values = stored["values"]
+        assert sorted(values) == ["code", "f0", "f1"] and "6789" in (values["f0"], values["f1"])
+        seen |= {values["f0"], values["f1"]} - {"6789"}
+    assert seen == set(fragments)

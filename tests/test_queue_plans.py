@@ -98,7 +98,6 @@ def test_queueing_and_the_claim_read_no_large_table_from_start_to_end(app, incid
     batch = {"incident_id": incident.id, "after": after}
     count = notices.BATCH_SIZE
     now = clock.now()
-    ids = ",".join(str(n) for n in range(after + 1, after + count + 1))
     statements = {
         "next customers": (notices._NEXT_CUSTOMERS, {**batch, "limit": count}),
         "their exposures": (notices._UNNOTIFIED_EXPOSURES, {**batch, "last": after + count}),
@@ -107,13 +106,15 @@ def test_queueing_and_the_claim_read_no_large_table_from_start_to_end(app, incid
             notices._INSERT_BATCH,
             {
                 "public_id": "p1,p2",
-                "customer_id": ids.split(",", 2)[0] + "," + ids.split(",", 2)[1],
+                "customer_id": f"{after + 1},{after + 2}",
                 "reference_code": "ABCDEFGHJKMN,BCDEFGHJKMNP",
                 "link_nonce": "n1,n2",
                 "message_id": "<1@x>,<2@x>",
-                "recipient_sealed": "00,00",
-                "body_sealed": "00,00",
                 "template_id": "1,1",
+                "sealed": b"\x00\x01",
+                "sealed_at": "1,3",
+                "recipient_length": "1,0",
+                "body_length": "1,0",
                 "incident_id": incident.id,
                 "now": now,
             },

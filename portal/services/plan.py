@@ -65,10 +65,11 @@ _EXPOSED_AND_DONE = union_all(
 def done_steps(customer: Customer) -> set[str]:
     """The ids of the plan steps this customer has marked done (a password change is one)."""
     done = set(db.session.scalars(_DONE, {"customer_id": customer.id}))
-    return _with_password_step(customer, done)
+    return with_password_step(customer, done)
 
 
-def _with_password_step(customer: Customer, done: set[str]) -> set[str]:
+def with_password_step(customer: Customer, done: set[str]) -> set[str]:
+    """`done` (step ids marked done) with the password step when the customer set a new one."""
     if customer.password_changed_at is not None:
         done.add(CHANGE_PASSWORD)  # setting a new password here is that step, done
     return done
@@ -91,7 +92,7 @@ def for_customer(customer: Customer, language: str) -> Plan:
     done: set[str] = set()
     for kind, key in rows:
         (keys if kind == "exposed" else done).add(key)
-    return build(keys, _with_password_step(customer, done), language, customer.region)
+    return build(keys, with_password_step(customer, done), language, customer.region)
 
 
 def viewed(customer: Customer) -> None:

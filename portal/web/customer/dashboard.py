@@ -28,7 +28,7 @@ def incident_part(template: str, view: dashboard.IncidentView, **flags):
     (portal/web/page_cache.py). The key holds the incident's whole row, so an edit to it is a
     new key in every process at once; `flags` are the reader's choices the part depends on
     (booleans, e.g. whether their state's notice leaves a section out)."""
-    key = (view.incident.id, dashboard.incident_content(view.incident), *sorted(flags.items()))
+    key = (view.incident.id, view.content, *sorted(flags.items()))
     return page_cache.shared_part(template, key, lambda: {"view": view, **flags})
 
 

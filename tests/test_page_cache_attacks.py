@@ -370,7 +370,8 @@ def test_attack_frame_pieces_served_warm_equal_a_cold_rendering_in_each_language
         (client, path)
         for client in signed_in.values()
         for path in ("/me", "/me/plan", "/me/cases", "/me/password")
-    ] + [(client, path) for client in anonymous.values() for path in ("/start", "/help", "/link/new")]
+    ]
+    reads += [(c, path) for c in anonymous.values() for path in ("/start", "/help", "/link/new")]
     fragments = app.extensions[FRAGMENTS]
 
     def read(client, path):

@@ -49,9 +49,6 @@ class Plan:
 
 
 # Built once: making a statement costs more CPU than running it (bound per call, by name).
-_DONE = select(GuidanceProgress.step_id).where(
-    GuidanceProgress.customer_id == bindparam("customer_id")
-)
 _EXPOSED_AND_DONE = union_all(
     select(literal("exposed"), Exposure.data_class).where(
         Exposure.customer_id == bindparam("customer_id")
@@ -60,12 +57,6 @@ _EXPOSED_AND_DONE = union_all(
         GuidanceProgress.customer_id == bindparam("customer_id")
     ),
 )
-
-
-def done_steps(customer: Customer) -> set[str]:
-    """The ids of the plan steps this customer has marked done (a password change is one)."""
-    done = set(db.session.scalars(_DONE, {"customer_id": customer.id}))
-    return with_password_step(customer, done)
 
 
 def with_password_step(customer: Customer, done: set[str]) -> set[str]:

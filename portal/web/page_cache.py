@@ -39,6 +39,8 @@ from sqlalchemy.orm import Session
 from portal.extensions import db
 from portal.i18n import page_locale
 from portal.models import Approval, Incident, IncidentUpdate, RemediationAction
+from portal.web.hosts import on_staff_host
+from portal.web.security import csp_nonce
 
 # Only these may be in the session of a visitor who is served a shared page (see above).
 _SHARED_SESSION_KEYS = frozenset({"csrf_token", "lang", "lang_default"})
@@ -141,8 +143,6 @@ def _kept_fragment(template: str, full_key: tuple, context: dict, fill: dict[str
     """The fragment kept for `full_key`, rendered now if it is not kept yet, with this
     response's CSRF token, CSP nonce and `fill` values (escaped, as Jinja would) in place of
     their markers. Nothing else of the request may be in a fragment."""
-    from portal.web.security import csp_nonce
-
     fragments: Fragments = current_app.extensions[_FRAGMENTS]
     html = fragments.parts.get(full_key)
     if html is None:
@@ -182,6 +182,16 @@ def fragment(template: str, key: tuple, **context) -> Markup:
     return Markup(html)  # noqa: S704  # nosec B704: our template's own escaped output, and a token
 
 
+def fragments_of(template: str, keyed: list[tuple[tuple, dict]]) -> Markup:
+    """`fragment(template, key, **context)` for each (key, context), one after the other: a
+    plan's steps in one call, its language and token looked up once."""
+    language = page_locale()
+    html = "".join(
+        _kept_fragment(template, (template, language, *key), context, {}) for key, context in keyed
+    )
+    return Markup(html)  # noqa: S704  # nosec B704: our template's own escaped output, and a token
+
+
 def frame(template: str, **fill: str) -> Markup:
     """A piece of every page's frame (templates/_frame_*.html: the head's links and scripts,
     the header, the sign-out button, the footer's language switch), rendered once per language
@@ -193,8 +203,6 @@ def frame(template: str, **fill: str) -> Markup:
     switch returns to), which are never part of the key, so no path or token is kept. The key
     holds everything else a piece can differ by: the language, whether this is the staff host
     (where the name in the header links) and the application's root (every link's start)."""
-    from portal.web.hosts import on_staff_host
-
     full_key = ("frame", template, page_locale(), on_staff_host(), request.script_root)
     html = _kept_fragment(template, full_key, {}, fill)
     return Markup(html)  # noqa: S704  # nosec B704: our template's own escaped output, and fill-ins escaped

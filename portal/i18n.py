@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from flask import current_app, g
+from flask import current_app, g, has_request_context
 from flask_babel import get_locale, get_translations
+from flask_babel import gettext as babel_gettext
+from flask_babel.speaklater import LazyString
 from markupsafe import Markup, escape
 
 # The language the organisation writes its own text in first; other languages sit beside it.
@@ -130,6 +132,29 @@ def _catalogue():
     if ctx is not None:
         ctx.portal_catalogue = (get_locale(), translations)
     return translations
+
+
+def page_locale() -> str:
+    """The name of this request's locale ("en", "es"), as `str(get_locale())`: read from where
+    Flask-Babel keeps it once found, without its several lookups a call (a page's cache keys
+    ask for it a dozen times)."""
+    locale = getattr(g.get("_flask_babel"), "babel_locale", None)
+    return str(locale if locale is not None else get_locale())
+
+
+def _translated(string: str, **variables) -> str:
+    """Flask-Babel's gettext, through this request's catalogue (above) in a request."""
+    if not has_request_context():
+        return babel_gettext(string, **variables)
+    text = _catalogue().ugettext(string)
+    return text % variables if variables else text
+
+
+def lazy_text(string: str, **variables) -> LazyString:
+    """Flask-Babel's `lazy_gettext`, translated when shown through this request's catalogue:
+    the dashboard shows a dozen of them (the data types' names and explanations), and
+    Flask-Babel finds its catalogue anew for each."""
+    return LazyString(_translated, string, **variables)
 
 
 def install_template_gettext(app) -> None:

@@ -21,6 +21,8 @@ from tests.conftest import INCIDENT, customer_row
 from tests.customer_flow import csrf_from, link_path, sign_in
 
 PARTS = "portal.shared_parts"
+FRAGMENTS = "portal.fragments"
+LAWS = "portal.laws"
 NONCE = re.compile(r'nonce="([^"]+)"')
 TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -50,7 +52,8 @@ def _markers(app):
         ext = app.extensions.get(name)
         if ext is not None:
             found += [ext.nonce_mark, ext.token_mark]
-    found.append(app.extensions["portal.fragments"].token_mark)
+    fragments = app.extensions["portal.fragments"]
+    found += [fragments.token_mark, fragments.nonce_mark, fragments.fill_mark]
     return found
 
 
@@ -89,13 +92,19 @@ def test_attack_readers_differ_in_region_language_classes_and_get_exactly_their_
         f"/me/plan/{step}", data={"csrf_token": csrf_from(p4.get("/me/plan"))}
     ).status_code in (302, 303)
     parts = app.extensions[PARTS]
+
+    def cold() -> None:
+        parts.clear()
+        app.extensions[FRAGMENTS].parts.clear()
+        app.extensions.get(LAWS, {}).clear()
+
     fresh = {}
     for address, client in clients.items():
-        parts.clear()
+        cold()
         fresh[address] = client.get("/me").text
     for warm_by in clients:
         for address, client in clients.items():
-            parts.clear()
+            cold()
             clients[warm_by].get("/me")
             served = client.get("/me").text
             assert _norm(served) == _norm(fresh[address]), (warm_by, address)
@@ -274,3 +283,159 @@ def test_attack_unapproval_elsewhere_reaches_this_process_within_the_seconds(
     later = page_cache.monotonic() + 5
     monkeypatch.setattr(page_cache, "monotonic", lambda: later)
     assert "LEGAL-TEXT-ONE" not in reader.get("/me").text
+
+
+FOOTER_NEXT = re.compile(r'name="next" value="([^"]*)"')
+ANY_TOKEN = re.compile(r'(?:name="csrf_token" value="|"X-CSRFToken": ?")([^"]+)"')
+
+
+def _kept_text(app) -> str:
+    """Everything the fragment cache holds, keys and HTML, as one text to search."""
+    return repr(list(app.extensions[FRAGMENTS].parts.items()))
+
+
+def test_attack_frame_pieces_keep_nothing_of_the_visitor_and_fill_in_each_response_its_own(
+    app, incident, write_csv
+):
+    """The frame (head, header, sign-out, footer) and the fixed parts of the dashboard and the
+    link page are rendered once per language: what differs per response (the nonce, the CSRF
+    token, the path the language switch returns to, which on the link page holds the link's
+    token) is filled in every time and never kept, and nobody's data is in what is kept."""
+    rows = [
+        customer_row(2, email="p2@example.com", phone="", locale="en"),
+        customer_row(3, email="p3@example.com", phone="", locale="es"),
+    ]
+    import_customers(incident, write_csv(rows), actor="test")
+    queue_notices(incident, actor="test")
+    db.session.commit()
+    links = {row["email"]: link_path(row["email"]) for row in rows}
+    visitors = {address: app.test_client() for address in links}
+    pages = []
+    for address, client in visitors.items():
+        pages.append((client, links[address], client.get(links[address])))
+        sign_in(client, address)
+        for path in ("/me", "/me/plan", "/me/sessions"):
+            pages.append((client, path, client.get(path)))
+    stranger = app.test_client()
+    pages.append((stranger, "/help", stranger.get("/help")))
+    tokens_seen = set()
+    for _client, path, response in pages:
+        assert response.status_code == 200, path
+        page = response.text
+        # The language switch returns to this very page, and only this one.
+        assert FOOTER_NEXT.findall(page) == [path], path
+        # Every script carries this response's nonce, the one its CSP names.
+        nonce = re.search(r"'nonce-([^']+)'", response.headers["Content-Security-Policy"])[1]
+        assert set(NONCE.findall(page)) == {nonce}, path
+        # One CSRF token on the page, this session's (hx-headers, sign-out, language, steps).
+        tokens = set(ANY_TOKEN.findall(page))
+        assert len(tokens) == 1, (path, tokens)
+        tokens_seen |= tokens
+        for mark in _markers(app):
+            assert mark not in page
+        # Sign-out for a signed-in customer only.
+        assert ("Sign out" in page or ">Salir<" in page) == (path.startswith("/me")), path
+    assert len(tokens_seen) >= 3  # each visitor their own (and a new one on signing in)
+    kept = _kept_text(app)
+    for address, link in links.items():
+        assert link.rsplit("/", 1)[1] not in kept  # no link token, in a key or a piece
+        assert address not in kept and address.split("@")[0] not in kept
+    assert "Number2" not in kept and "Number3" not in kept and "/a/" not in kept
+    for token in tokens_seen:
+        assert token not in kept
+    # The pieces of the frame: one per template, language, host and root, however many visitors.
+    frames = [key for key in app.extensions[FRAGMENTS].parts if key[0] == "frame"]
+    assert len(frames) == len(set(frames)) <= 2 * 8
+
+
+def test_attack_frame_pieces_served_warm_equal_a_cold_rendering_in_each_language(
+    app, incident, write_csv
+):
+    """Differential: every page, read after a visitor in the other language (or anonymous, or
+    signed in) warmed the frame, equals the page rendered with the frame cache empty."""
+    rows = [
+        customer_row(2, email="p2@example.com", phone="", locale="en"),
+        customer_row(3, email="p3@example.com", phone="", locale="es"),
+    ]
+    import_customers(incident, write_csv(rows), actor="test")
+    queue_notices(incident, actor="test")
+    db.session.commit()
+    signed_in = {}
+    for row in rows:
+        signed_in[row["email"]] = client = app.test_client()
+        sign_in(client, row["email"])
+    anonymous = {"en": app.test_client(), "es": app.test_client()}
+    anonymous["es"].get("/", headers={"Accept-Language": "es"})
+    reads = [
+        (client, path)
+        for client in signed_in.values()
+        for path in ("/me", "/me/plan", "/me/cases", "/me/password")
+    ]
+    reads += [(c, path) for c in anonymous.values() for path in ("/start", "/help", "/link/new")]
+    fragments = app.extensions[FRAGMENTS]
+
+    def read(client, path):
+        return _norm(
+            client.get(
+                path, headers={"Accept-Language": "es"} if client is anonymous["es"] else {}
+            ).text
+        )
+
+    cold = {}
+    for client, path in reads:
+        fragments.parts.clear()
+        cold[id(client), path] = read(client, path)
+    for warm_client, warm_path in reads:
+        for client, path in reads:
+            fragments.parts.clear()
+            warm_client.get(warm_path)
+            assert read(client, path) == cold[id(client), path], (warm_path, path)
+    assert ">Salir<" in cold[id(signed_in["p3@example.com"]), "/me"]
+    assert "Sign out" in cold[id(signed_in["p2@example.com"]), "/me"]
+
+
+def test_attack_the_frame_links_home_on_each_host_whichever_host_warmed_it(database_url, make_app):
+    """On the staff host the name in the header leads to the staff pages, on the public host to
+    the front page: a piece rendered for one host is never served on the other."""
+    from tests.test_staff_host import clients, staff_host_env
+
+    app = make_app(staff_host_env(database_url, PORTAL_ENV="testing"))
+    with app.app_context():
+        public, staff = clients(app)
+        brand = re.compile(r'<a class="brand" href="([^"]+)"')
+        for first, second in ((public, staff), (staff, public)):
+            app.extensions[FRAGMENTS].parts.clear()
+            pages = {client: client.get("/no-such-page") for client in (first, second)}
+            assert all(page.status_code == 404 for page in pages.values())
+            assert brand.search(pages[public].text)[1] == "/"
+            assert brand.search(pages[staff].text)[1] == "/staff/cases"
+
+
+def test_attack_state_statements_follow_place_language_and_data_and_an_edit_shows_at_once(
+    app, incident, write_csv, make_app, env
+):
+    """The statements the law of a reader's state adds are worked out once per incident, place,
+    language and data types: each reader gets their own state's, in their language, and an edit
+    of the incident (the helpline its statements name) made in another process shows at once."""
+    rows = [
+        customer_row(2, email="p2@example.com", phone="", region="US-VT", locale="en"),
+        customer_row(3, email="p3@example.com", phone="", region="US-CA", locale="en"),
+        customer_row(4, email="p4@example.com", phone="", region="US-VT", locale="es"),
+    ]
+    readers = _readers(app, incident, write_csv, rows)
+    vermont, california, vermont_es = (readers[row["email"]] for row in rows)
+    vt = "For further information and assistance, call"
+    for _ in range(2):  # cold, then warm: the same
+        assert vt in vermont.get("/me").text and "1-800-555-0199" in vermont.get("/me").text
+        assert vt not in california.get("/me").text
+        spanish = vermont_es.get("/me").text
+        assert vt not in spanish and "1-800-555-0199" in spanish
+    other = make_app(env)  # another process edits: this one's caches are not emptied
+    with other.app_context():
+        from portal.models import Incident
+
+        db.session.get(Incident, incident.id).contact_phone = "1-800-555-0123"
+        db.session.commit()
+    db.session.expire_all()
+    page = vermont.get("/me").text
+    assert "1-800-555-0123" in page and "1-800-555-0199" not in page

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
-from flask_babel import lazy_gettext as _l
+from portal.i18n import lazy_text as _l
 
 
 class Sensitivity(IntEnum):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 from flask import current_app
-from flask_babel import format_decimal
-from sqlalchemy import and_, bindparam, select
+from flask_babel import format_decimal, get_locale
+from sqlalchemy import and_, bindparam, func, select
 from sqlalchemy import inspect as sa_inspect
 
 from portal import clock, regions
@@ -18,6 +19,7 @@ from portal.models import (
     Customer,
     Enrollment,
     Exposure,
+    GuidanceProgress,
     Incident,
     IncidentUpdate,
     ProtectionOffer,
@@ -71,6 +73,11 @@ class IncidentView:
     region: str = ""  # where the customer lives: the steps differ by country
     parts: _IncidentParts | None = None
 
+    @functools.cached_property
+    def content(self) -> bytes:
+        """`incident_content` of the incident, worked out once for the page's several parts."""
+        return incident_content(self.incident)
+
     @property
     def updates(self) -> list[IncidentUpdate]:
         """The incident's published updates, newest first."""
@@ -88,20 +95,43 @@ class IncidentView:
 
     def law(self, language: str) -> Law:
         """What the law where the customer lives adds to their notice, and leaves out: the
-        page says what the email said."""
-        keys = {item.data_class.key for item in self.exposed}
-        inserts = statements.for_reader(self.region, language, keys)
+        page says what the email said.
+
+        The same for every reader with the same incident (its whole row, `content`), place,
+        language and exposed data types, so worked out once per five minutes (the affected
+        count's period) for each of them in this process: nothing of the reader's is in it but
+        what they share with everyone keyed alike."""
+        keys = frozenset(item.data_class.key for item in self.exposed)
+        period = clock.now().timestamp() // 300
+        page_language = str(get_locale())  # contact_for words the contact in it
+        key = (self.incident.id, self.content, self.region, language, page_language, keys, period)
+        laws = current_app.extensions.setdefault(_LAWS, {})
+        law = laws.get(key)
+        if law is None:
+            law = self._law(language, keys, period)
+            if len(laws) >= _MAX_LAWS:
+                laws.clear()
+            laws[key] = law
+        return law
+
+    def _law(self, language: str, keys: frozenset[str], period: float) -> Law:
+        inserts = statements.for_reader(self.region, language, set(keys))
         values = statements.values_for(
             self.incident,
             current_app.config["ORGANISATION_NAME"],
             statements.contact_for(self.incident, language),
             affected_count=(
-                format_decimal(affected_count(self.incident.id, clock.now().timestamp() // 300))
+                format_decimal(affected_count(self.incident.id, period))
                 if "affected_count" in inserts.placeholders
                 else ""
             ),
         )
-        return Law(inserts.filled(values), inserts.omit)
+        return Law(tuple(inserts.filled(values)), inserts.omit)
+
+
+_LAWS = "portal.laws"
+# Places, languages and sets of data types are few, but the key is the reader's: a ceiling.
+_MAX_LAWS = 4096
 
 
 # Every column of an incident but its translations (a dict, read apart), by attribute name.
@@ -120,7 +150,7 @@ def incident_content(incident: Incident) -> bytes:
 
 @dataclass(frozen=True)
 class Law:
-    statements: list
+    statements: tuple
     omit: frozenset[str]
 
 
@@ -146,6 +176,12 @@ _EXPOSURES = (
         ProtectionOffer.id,
         ProtectionOffer.regions,
         Enrollment.status,
+        # The steps of the plan done, in the same query (one round trip less on every view of
+        # the dashboard): the same value on every row, a step id a line. Uncorrelated, so the
+        # database works it out once, through the (customer_id, step_id) unique index.
+        select(func.aggregate_strings(GuidanceProgress.step_id, "\n"))
+        .where(GuidanceProgress.customer_id == bindparam("customer_id"))
+        .scalar_subquery(),
     )
     .join(Incident, Incident.id == Exposure.incident_id)
     .outerjoin(ProtectionOffer, ProtectionOffer.incident_id == Incident.id)
@@ -170,14 +206,16 @@ _PUBLISHED_UPDATES = (
 
 
 def for_customer(customer: Customer) -> list[IncidentView]:
-    """The customer's incidents, newest first. At most four queries, however much there is to
-    show: the exposures with their incidents and the protection offer (a left join: one offer an
-    incident, one enrollment an offer and customer, so no row is repeated); the plan steps
+    """The customer's incidents, newest first. At most three queries, however much there is to
+    show: the exposures with their incidents, the protection offer (a left join: one offer an
+    incident, one enrollment an offer and customer, so no row is repeated) and the plan steps
     done; and, only when first asked for, the published updates and the approved public
     remediation actions."""
     views: dict[int, IncidentView] = {}
+    done_ids: str | None = None
     rows = db.session.execute(_EXPOSURES, {"customer_id": customer.id})
-    for data_class, sealed, incident, offer_id, offer_regions, enrollment in rows:
+    for data_class, sealed, incident, offer_id, offer_regions, enrollment, done_here in rows:
+        done_ids = done_here  # the same on every row
         view = views.get(incident.id)
         if view is None:
             view = views[incident.id] = IncidentView(incident, region=customer.region)
@@ -197,7 +235,7 @@ def for_customer(customer: Customer) -> list[IncidentView]:
         # The most sensitive first: what matters most is read first.
         view.exposed.sort(key=lambda item: (-item.data_class.sensitivity, item.data_class.key))
     if views:
-        done = plan.done_steps(customer)
+        done = plan.with_password_step(customer, set(done_ids.split("\n")) if done_ids else set())
         parts = _IncidentParts(list(views))
         for view in views.values():
             view.parts = parts

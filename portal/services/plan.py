@@ -49,9 +49,6 @@ class Plan:
 
 
 # Built once: making a statement costs more CPU than running it (bound per call, by name).
-_DONE = select(GuidanceProgress.step_id).where(
-    GuidanceProgress.customer_id == bindparam("customer_id")
-)
 _EXPOSED_AND_DONE = union_all(
     select(literal("exposed"), Exposure.data_class).where(
         Exposure.customer_id == bindparam("customer_id")
@@ -62,13 +59,8 @@ _EXPOSED_AND_DONE = union_all(
 )
 
 
-def done_steps(customer: Customer) -> set[str]:
-    """The ids of the plan steps this customer has marked done (a password change is one)."""
-    done = set(db.session.scalars(_DONE, {"customer_id": customer.id}))
-    return _with_password_step(customer, done)
-
-
-def _with_password_step(customer: Customer, done: set[str]) -> set[str]:
+def with_password_step(customer: Customer, done: set[str]) -> set[str]:
+    """`done` (step ids marked done) with the password step when the customer set a new one."""
     if customer.password_changed_at is not None:
         done.add(CHANGE_PASSWORD)  # setting a new password here is that step, done
     return done
@@ -91,7 +83,7 @@ def for_customer(customer: Customer, language: str) -> Plan:
     done: set[str] = set()
     for kind, key in rows:
         (keys if kind == "exposed" else done).add(key)
-    return build(keys, _with_password_step(customer, done), language, customer.region)
+    return build(keys, with_password_step(customer, done), language, customer.region)
 
 
 def viewed(customer: Customer) -> None:

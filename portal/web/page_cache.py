@@ -30,15 +30,17 @@ import time
 from collections.abc import Callable
 
 from flask import current_app, g, has_app_context, render_template, request, session
-from flask_babel import get_locale
 from flask_login import current_user
 from flask_wtf.csrf import generate_csrf
-from markupsafe import Markup
+from markupsafe import Markup, escape
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from portal.extensions import db
+from portal.i18n import page_locale
 from portal.models import Approval, Incident, IncidentUpdate, RemediationAction
+from portal.web.hosts import on_staff_host
+from portal.web.security import csp_nonce
 
 # Only these may be in the session of a visitor who is served a shared page (see above).
 _SHARED_SESSION_KEYS = frozenset({"csrf_token", "lang", "lang_default"})
@@ -125,13 +127,48 @@ def render_public(template: str, values: Callable[[], dict]) -> str:
         return render()
     # The host without its port: the same page whatever port a request names (no key per port).
     host = _PORT.sub("", request.host)
-    return cache.shared((template, str(get_locale()), host, request.path), render)
+    return cache.shared((template, page_locale(), host, request.path), render)
 
 
 class Fragments:
     def __init__(self) -> None:
-        self.token_mark = "token" + secrets.token_hex(12)  # as PageCache's: nobody can guess it
+        # As PageCache's: nobody can guess them, so none can be written into a page's text.
+        self.token_mark = "token" + secrets.token_hex(12)
+        self.nonce_mark = "nonce" + secrets.token_hex(12)
+        self.fill_mark = "fill" + secrets.token_hex(12)
         self.parts: dict[tuple, str] = {}
+
+
+def _kept_fragment(template: str, full_key: tuple, context: dict, fill: dict[str, str]) -> str:
+    """The fragment kept for `full_key`, rendered now if it is not kept yet, with this
+    response's CSRF token, CSP nonce and `fill` values (escaped, as Jinja would) in place of
+    their markers. Nothing else of the request may be in a fragment."""
+    fragments: Fragments = current_app.extensions[_FRAGMENTS]
+    html = fragments.parts.get(full_key)
+    if html is None:
+        token = g.pop("csrf_token", None)
+        nonce = csp_nonce()
+        g.csrf_token, g.csp_nonce = fragments.token_mark, fragments.nonce_mark
+        try:
+            html = render_template(
+                template, **context, **{name: fragments.fill_mark + name for name in fill}
+            )
+        finally:
+            g.pop("csrf_token", None)
+            g.csp_nonce = nonce
+            if token is not None:
+                g.csrf_token = token
+        if len(fragments.parts) >= _MAX_FRAGMENTS:
+            fragments.parts.clear()
+        fragments.parts[full_key] = html
+    if fragments.token_mark in html:
+        # This response's token: Flask-WTF keeps it on g once made (generate_csrf makes it).
+        html = html.replace(fragments.token_mark, g.get("csrf_token") or generate_csrf())
+    if fragments.nonce_mark in html:
+        html = html.replace(fragments.nonce_mark, g.get("csp_nonce") or csp_nonce())
+    for name, value in fill.items():
+        html = html.replace(fragments.fill_mark + name, str(escape(value)))
+    return html
 
 
 def fragment(template: str, key: tuple, **context) -> Markup:
@@ -141,23 +178,34 @@ def fragment(template: str, key: tuple, **context) -> Markup:
     step of the guidance, done or not: its text comes from the release's files, never from the
     database), so that a plan of sixteen steps is not sixteen renderings. The part's CSRF token is
     this response's, filled in each time; nothing else of the request may be in it."""
-    fragments: Fragments = current_app.extensions[_FRAGMENTS]
-    full_key = (template, str(get_locale()), *key)
-    html = fragments.parts.get(full_key)
-    if html is None:
-        token = g.pop("csrf_token", None)
-        g.csrf_token = fragments.token_mark
-        try:
-            html = render_template(template, **context)
-        finally:
-            g.pop("csrf_token", None)
-            if token is not None:
-                g.csrf_token = token
-        if len(fragments.parts) >= _MAX_FRAGMENTS:
-            fragments.parts.clear()
-        fragments.parts[full_key] = html
-    html = html.replace(fragments.token_mark, generate_csrf())
+    html = _kept_fragment(template, (template, page_locale(), *key), context, {})
     return Markup(html)  # noqa: S704  # nosec B704: our template's own escaped output, and a token
+
+
+def fragments_of(template: str, keyed: list[tuple[tuple, dict]]) -> Markup:
+    """`fragment(template, key, **context)` for each (key, context), one after the other: a
+    plan's steps in one call, its language and token looked up once."""
+    language = page_locale()
+    html = "".join(
+        _kept_fragment(template, (template, language, *key), context, {}) for key, context in keyed
+    )
+    return Markup(html)  # noqa: S704  # nosec B704: our template's own escaped output, and a token
+
+
+def frame(template: str, **fill: str) -> Markup:
+    """A piece of every page's frame (templates/_frame_*.html: the head's links and scripts,
+    the header, the sign-out button, the footer's language switch), rendered once per language
+    and host in this process.
+
+    A frame piece shows only the release's own text and the organisation's settings: nothing of
+    the reader's, nothing from the database. What differs between responses is filled in each
+    time: the CSP nonce, the CSRF token and the `fill` values (such as the address the language
+    switch returns to), which are never part of the key, so no path or token is kept. The key
+    holds everything else a piece can differ by: the language, whether this is the staff host
+    (where the name in the header links) and the application's root (every link's start)."""
+    full_key = ("frame", template, page_locale(), on_staff_host(), request.script_root)
+    html = _kept_fragment(template, full_key, {}, fill)
+    return Markup(html)  # noqa: S704  # nosec B704: our template's own escaped output, and fill-ins escaped
 
 
 class SharedParts:
@@ -195,7 +243,7 @@ def shared_part(template: str, key: tuple, values: Callable[[], dict]) -> Markup
     parts: SharedParts | None = current_app.extensions.get(_PARTS)
     if parts is None:  # PORTAL_PAGE_CACHE_SECONDS=0: no cache at all
         return Markup(render_template(template, **values()))  # noqa: S704  # nosec B704: our template's escaped output
-    full_key = (template, str(get_locale()), *key)
+    full_key = (template, page_locale(), *key)
     now = monotonic()
     kept = parts.parts.get(full_key)
     if kept is None or kept[0] <= now:
@@ -223,12 +271,13 @@ def shared_part(template: str, key: tuple, values: Callable[[], dict]) -> Markup
     if parts.nonce_mark in html:
         html = html.replace(parts.nonce_mark, g.csp_nonce)
     if parts.token_mark in html:
-        html = html.replace(parts.token_mark, generate_csrf())
+        html = html.replace(parts.token_mark, g.get("csrf_token") or generate_csrf())
     return Markup(html)  # noqa: S704  # nosec B704: our template's own escaped output, and a token
 
 
 def init_app(app) -> None:
     app.extensions[_FRAGMENTS] = Fragments()
+    app.jinja_env.globals["frame"] = frame
     seconds = float(app.config.get("PAGE_CACHE_SECONDS", 0))
     if seconds > 0:
         app.extensions[_EXTENSION] = PageCache(seconds)

@@ -28,7 +28,7 @@ def incident_part(template: str, view: dashboard.IncidentView, **flags):
     (portal/web/page_cache.py). The key holds the incident's whole row, so an edit to it is a
     new key in every process at once; `flags` are the reader's choices the part depends on
     (booleans, e.g. whether their state's notice leaves a section out)."""
-    key = (view.incident.id, dashboard.incident_content(view.incident), *sorted(flags.items()))
+    key = (view.incident.id, view.content, *sorted(flags.items()))
     return page_cache.shared_part(template, key, lambda: {"view": view, **flags})
 
 
@@ -45,10 +45,12 @@ def plan():
 
 
 @bp.app_template_global()
-def plan_step(item: plan_service.PlanItem):
-    """A step of the plan as the plan page shows it: the same for everyone with the step in the
-    same state, so rendered once per language and state (portal/web/page_cache.py)."""
-    return page_cache.fragment("customer/_plan_step.html", (item.step, item.done), item=item)
+def plan_steps(items: list[plan_service.PlanItem]):
+    """The steps of the plan as the plan page shows them: each the same for everyone with the
+    step in the same state, so rendered once per language and state (portal/web/page_cache.py)."""
+    return page_cache.fragments_of(
+        "customer/_plan_step.html", [((item.step, item.done), {"item": item}) for item in items]
+    )
 
 
 @bp.post("/me/plan/<step_id>")

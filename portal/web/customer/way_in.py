@@ -83,7 +83,6 @@ def _locked():
 @limiter.limit(limits.LINK_PER_NOTICE, key_func=limits.notice, methods=["POST"])
 @limiter.limit(limits.LINK_PER_NETWORK, key_func=limits.network, methods=["POST"])
 def link(token: str):
-    form = ActionForm()
     try:
         if request.method == "POST":  # CSRFProtect has already checked the token
             return _begin(verification.start_from_link(token, chosen=session.get(LANG_KEY)))
@@ -102,7 +101,7 @@ def link(token: str):
     # In the customer's language unless they picked another on the page.
     language_ = session.get(LANG_KEY) or verification.language_of(landing.notice.customer)
     with force_locale(language_):
-        return render_template("customer/link.html", landing=landing, form=form)
+        return render_template("customer/link.html", landing=landing)
 
 
 @bp.route("/start", methods=["GET", "POST"])

@@ -13,6 +13,7 @@ from flask_login import current_user
 from sqlalchemy import event
 
 from portal import config as portal_config
+from portal import regions
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -140,9 +141,17 @@ def register_extensions(app: Flask) -> None:
                 return session[key]
         return request.accept_languages.best_match(app.config["LANGUAGES"]) or "en"
 
+    def select_timezone():
+        # A signed-in customer reads times on the clock of where they live (named with it);
+        # staff, commands and everyone else on UTC, the clock the audit trail keeps.
+        if has_request_context() and current_user.kind == CUSTOMER:
+            return regions.time_zone(current_user.customer.region)
+        return None
+
     babel.init_app(
         app,
         locale_selector=select_locale,
+        timezone_selector=select_timezone,
         default_translation_directories=str(ROOT / "portal" / "translations"),
     )
     install_template_gettext(app)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 from babel import Locale
@@ -93,3 +94,54 @@ def parse_list(text: str | None) -> list[str]:
         if code and code not in seen:
             seen.append(code)
     return seen
+
+
+# The clock a reader in each US state, the District and the territories mostly lives on: the
+# state's largest zone (a few states span two; a time shown with its zone named, as every time a
+# customer reads is, still tells the others which clock it is on).
+_US_TIME_ZONES = {
+    "America/New_York": (
+        "CT", "DE", "DC", "FL", "GA", "IN", "KY", "ME", "MD", "MA", "MI", "NH", "NJ", "NY", "NC",
+        "OH", "PA", "RI", "SC", "VT", "VA", "WV",
+    ),
+    "America/Chicago": (
+        "AL", "AR", "IL", "IA", "KS", "LA", "MN", "MS", "MO", "NE", "ND", "OK", "SD", "TN", "TX",
+        "WI",
+    ),
+    "America/Denver": ("CO", "ID", "MT", "NM", "UT", "WY"),
+    "America/Phoenix": ("AZ",),
+    "America/Los_Angeles": ("CA", "NV", "OR", "WA"),
+    "America/Anchorage": ("AK",),
+    "Pacific/Honolulu": ("HI",),
+    "America/Puerto_Rico": ("PR", "VI"),
+    "Pacific/Guam": ("GU", "MP"),
+    "Pacific/Pago_Pago": ("AS",),
+}  # fmt: skip
+US_TIME_ZONE = {state: zone for zone, states in _US_TIME_ZONES.items() for state in states}
+
+
+def time_zone(region: str | None) -> str:
+    """The IANA time zone a reader living in `region` reads times in; "UTC" where that cannot be
+    told (no region on file, a country whose clocks differ, the US minor islands)."""
+    region = normalize(region)
+    country, _, subdivision = region.partition("-")
+    if country == "US":
+        return US_TIME_ZONE.get(subdivision, "UTC")
+    return _country_zone(country) if country else "UTC"
+
+
+@functools.cache
+def _country_zone(country: str) -> str:
+    """A country's zone when all its clocks agree, winter and summer (Germany's two zones do;
+    Spain's mainland and Canary Islands do not, nor do Brazil's): else UTC, named, rather than a
+    wrong guess."""
+    from datetime import datetime
+
+    from pytz import country_timezones, timezone  # Flask-Babel's own time zone library
+
+    zones = country_timezones.get(country, ())
+    agree = all(
+        len({timezone(zone).utcoffset(datetime(2026, month, 1)) for zone in zones}) == 1
+        for month in (1, 7)
+    )
+    return zones[0] if zones and agree else "UTC"

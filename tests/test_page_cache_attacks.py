@@ -13,10 +13,12 @@ from portal.extensions import db
 from portal.models import AuditEvent
 from portal.models.approval import Approval
 from portal.models.playbook import RemediationAction
+from portal.services import updates
 from portal.services.imports import import_customers
 from portal.services.incidents import create_incident
 from portal.services.notices import queue_notices
 from portal.web import page_cache
+from tests.approval_flow import approve_update
 from tests.conftest import INCIDENT, customer_row
 from tests.customer_flow import csrf_from, link_path, sign_in
 
@@ -82,6 +84,10 @@ def test_attack_readers_differ_in_region_language_classes_and_get_exactly_their_
         ),
         customer_row(5, email="p5@example.com", phone="", region="US-NY", locale="es"),
     ]
+    # An update is shown on every dashboard with its time, on each reader's own clock.
+    update = updates.draft(incident, "Forensics finished", "Nothing more.", actor="test")
+    approve_update(update)
+    updates.publish(update, actor="test")
     clients = _readers(app, incident, write_csv, rows)
     app.config["PROPAGATE_EXCEPTIONS"] = True
     # p4 has made progress on their plan: a step done.
@@ -111,6 +117,10 @@ def test_attack_readers_differ_in_region_language_classes_and_get_exactly_their_
             for mark in _markers(app):
                 assert mark not in served
     assert "1111" in fresh["p3@example.com"] and "1111" not in fresh["p2@example.com"]
+    assert "Forensics finished" in fresh["p2@example.com"]
+    assert re.search(r"P[SD]T", fresh["p2@example.com"]) and re.search(
+        r"E[SD]T", fresh["p4@example.com"]
+    )
     # Massachusetts leaves What Happened out; California does not.
     assert "Someone copied part" in fresh["p2@example.com"]
     assert "Someone copied part" not in fresh["p4@example.com"]

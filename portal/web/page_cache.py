@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 
 from flask import current_app, g, has_app_context, render_template, request, session
+from flask_babel import get_timezone
 from flask_login import current_user
 from flask_wtf.csrf import generate_csrf
 from markupsafe import Markup, escape
@@ -243,7 +244,8 @@ def shared_part(template: str, key: tuple, values: Callable[[], dict]) -> Markup
     parts: SharedParts | None = current_app.extensions.get(_PARTS)
     if parts is None:  # PORTAL_PAGE_CACHE_SECONDS=0: no cache at all
         return Markup(render_template(template, **values()))  # noqa: S704  # nosec B704: our template's escaped output
-    full_key = (template, page_locale(), *key)
+    # The reader's clock too: a part may show a time (an update's), named in their zone.
+    full_key = (template, page_locale(), str(get_timezone()), *key)
     now = monotonic()
     kept = parts.parts.get(full_key)
     if kept is None or kept[0] <= now:

@@ -36,10 +36,14 @@ def _norm(html: str) -> str:
     return html
 
 
-def _readers(app, incident, write_csv, rows):
+def _notified(incident, write_csv, rows) -> None:
     import_customers(incident, write_csv(rows), actor="test")
     queue_notices(incident, actor="test")
     db.session.commit()
+
+
+def _readers(app, incident, write_csv, rows):
+    _notified(incident, write_csv, rows)
     clients = {}
     for row in rows:
         client = app.test_client()
@@ -315,9 +319,7 @@ def test_attack_frame_pieces_keep_nothing_of_the_visitor_and_fill_in_each_respon
         customer_row(2, email="p2@example.com", phone="", locale="en"),
         customer_row(3, email="p3@example.com", phone="", locale="es"),
     ]
-    import_customers(incident, write_csv(rows), actor="test")
-    queue_notices(incident, actor="test")
-    db.session.commit()
+    _notified(incident, write_csv, rows)
     links = {row["email"]: link_path(row["email"]) for row in rows}
     visitors = {address: app.test_client() for address in links}
     pages = []
@@ -367,9 +369,7 @@ def test_attack_frame_pieces_served_warm_equal_a_cold_rendering_in_each_language
         customer_row(2, email="p2@example.com", phone="", locale="en"),
         customer_row(3, email="p3@example.com", phone="", locale="es"),
     ]
-    import_customers(incident, write_csv(rows), actor="test")
-    queue_notices(incident, actor="test")
-    db.session.commit()
+    _notified(incident, write_csv, rows)
     signed_in = {}
     for row in rows:
         signed_in[row["email"]] = client = app.test_client()

@@ -101,3 +101,15 @@ def code_for(live: Live, person: dict, seen: int = 0) -> str:
         return code_in(live.wait_for_text(person["phone"], seen=seen))
     subject = "código" if person["locale"] == "es" else "code"
     return code_in(live.wait_for_mail(person["email"], subject, seen=seen).text)
+
+
+def signed_in(you, live: Live, person: dict):
+    """`you` in `person`'s shoes, signed in the way people are: their notice's link, the code
+    it sends, and on to their personal page (its page, where they land)."""
+    page = you.goto(person["link"])
+    you.click("button", "Send me the code")
+    page.wait_for_url(live.base + "/verify")
+    page.get_by_label("Verification code").fill(code_for(live, person))
+    you.click("button", "Continue")
+    page.wait_for_url(live.base + "/me")
+    return page

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pyotp
 import pytest
 
-from tests.browser.people import code_for, notify
+from tests.browser.people import notify, signed_in
 
 pytestmark = pytest.mark.slow
 
@@ -20,12 +20,7 @@ def _key(page) -> str:
 def test_moving_to_a_new_app_asks_for_a_code_from_the_current_one(live, person, clock, js):
     someone = notify(live)
     you = person(js=js)
-    page = you.goto(someone["link"])
-    you.click("button", "Send me the code")
-    page.wait_for_url(live.base + "/verify")
-    page.get_by_label("Verification code").fill(code_for(live, someone))
-    you.click("button", "Continue")
-    page.wait_for_url(live.base + "/me")
+    signed_in(you, live, someone)
 
     page = you.goto("/me/authenticator")
     you.submit("Set up an authenticator app")

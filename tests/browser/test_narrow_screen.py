@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.people import code_for, notify
+from tests.browser.people import notify, signed_in
 
 pytestmark = pytest.mark.slow
 
@@ -18,12 +18,7 @@ def test_the_personal_page_fits_a_360_pixel_phone(live, person, js):
     someone = notify(live)
     you = person(js=js, phone=True, name=f"narrow-{'js' if js else 'nojs'}")
     you.page.set_viewport_size(NARROW)
-    page = you.goto(someone["link"])
-    you.click("button", "Send me the code")
-    page.wait_for_url(live.base + "/verify")
-    page.get_by_label("Verification code").fill(code_for(live, someone))
-    you.click("button", "Continue")
-    page.wait_for_url(live.base + "/me")
+    page = signed_in(you, live, someone)
     assert "www.consumerfinance.gov/learnmore" in page.inner_text("main")
     you.check("personal page at 360")  # among its checks: no wider than the screen
     assert page.evaluate("document.documentElement.scrollWidth") <= NARROW["width"]

@@ -310,3 +310,11 @@ def test_every_message_is_composed_where_the_recipients_language_is_set():
             if isinstance(node, ast.Call) and name in ("enqueue_email", "enqueue_sms"):
                 elsewhere.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert not elsewhere, "messages queued without outbox.queue_message: " + ", ".join(elsewhere)
+
+
+def test_the_link_page_in_the_customers_language_says_where_the_code_goes_in_it(client, notified):
+    """The page follows the customer's language; the words for where the code goes did not (they
+    were worded in the browser's language before the page's was known)."""
+    page = client.get(link_path(LUIS), headers={"Accept-Language": "en"}).get_data(as_text=True)
+    assert '<html lang="es">' in page
+    assert "por correo electrónico a" in page and "by email to" not in page

@@ -73,7 +73,13 @@ class ResendLimited(VerificationError):
 class LinkLanding:
     notice: Notice
     incident: Incident
-    channel: str  # where the code will go, masked: "a text to the phone ending 67"
+
+    @property
+    def channel(self) -> str:
+        """Where the code will go, masked ("by text message to the phone number ending in 67"):
+        worded when the page asks, in the page's language, which is known only once the notice
+        is (the customer's, unless they picked another). Plain text, escaped where shown."""
+        return describe_channel(self.notice.customer)
 
 
 # --- channels ---
@@ -177,7 +183,7 @@ def open_link(token: str) -> LinkLanding:
     audit.record(
         "link.opened", actor=Actor.CUSTOMER, subject_type="notice", subject_id=notice.public_id
     )
-    return LinkLanding(notice, notice.incident, describe_channel(notice.customer))
+    return LinkLanding(notice, notice.incident)
 
 
 def start_from_link(token: str, *, chosen: str | None = None) -> Challenge:
